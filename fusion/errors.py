@@ -36,3 +36,7 @@ class MoleculeError(FusionRxError):
 
 class FusionDataError(FusionRxError):
     """Multimodal inputs are inconsistent (shapes, patients, masks)."""
+
+
+class FusionConfigError(FusionRxError):
+    """A fusion experiment is misconfigured: unknown strategy or task, bad sizes or options."""

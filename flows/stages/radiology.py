@@ -1,0 +1,89 @@
+"""Stage: CT/PET DICOM series -> HU and SUV volumes on the CT grid, phenotypes, tumour-centred patches."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fusion.errors import DicomSeriesError
+from imaging.ct import read_ct
+from imaging.pet import read_pet_suv
+from imaging.phenotypes import segment_lung_tumour, tumour_centroid_mm, tumour_phenotypes
+from imaging.resample import resample_to_reference
+from imaging.volume import Volume
+
+
+@dataclass
+class RadiologyResult:
+    """One patient's radiology outputs (paths in the store plus the phenotype row)."""
+
+    patient_id: str
+    phenotypes: dict[str, float]
+    ct_npz: str
+    suv_npz: str | None
+    patch_npz: str
+    pet_error: str | None = None
+
+
+def discover_series(root: Path, id_map: dict[str, str] | None = None) -> dict[str, Path]:
+    """Series folders under a source root, keyed by patient id (folder name, through the id map)."""
+    id_map = id_map or {}
+    return {id_map.get(p.name, p.name): p for p in sorted(root.iterdir()) if p.is_dir()}
+
+
+def ingest_radiology(patient_id: str, ct_dir: Path, pet_dir: Path | None, out_dir: Path,
+                     patch_vox: int, patch_spacing_mm: float) -> RadiologyResult:
+    """Read CT (HU) and PET (SUVbw), resample PET onto CT, compute phenotypes and write artifacts.
+
+    A bad CT raises DicomSeriesError (the patient's radiology is skipped); a bad PET is reported in
+    ``pet_error`` and the CT part is kept.
+    """
+    from imaging.volume_encoder import crop_patch
+
+    ct = read_ct(ct_dir)
+    tag_pid = ct.meta.get("patient_id")
+    if tag_pid and tag_pid != patient_id:
+        raise DicomSeriesError(f"{ct_dir}: PatientID tag '{tag_pid}' does not match the catalogued patient "
+                               f"'{patient_id}'")
+    suv_on_ct: Volume | None = None
+    pet_error = None
+    if pet_dir is not None:
+        try:
+            suv_on_ct = resample_to_reference(read_pet_suv(pet_dir), ct, order=1, fill=0.0)
+        except DicomSeriesError as exc:
+            pet_error = str(exc)
+    phen = tumour_phenotypes(ct, suv_on_ct)
+    mask = segment_lung_tumour(ct)
+    if mask.any():
+        centre = tumour_centroid_mm(mask, ct)
+    else:  # no CT tumour found: centre of the volume
+        centre = ct.world_coords(np.asarray(ct.shape, dtype=float)[None] / 2.0)[0]
+    phen.update({f"tumour_centre_{a}_mm": float(c) for a, c in zip("xyz", centre)})
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ct_npz = ct.save_npz(out_dir / f"{patient_id}_ct_hu.npz")
+    suv_npz = suv_on_ct.save_npz(out_dir / f"{patient_id}_suv_on_ct.npz") if suv_on_ct is not None else None
+    ct_patch = crop_patch(ct, centre, size_vox=patch_vox, spacing_mm=patch_spacing_mm)
+    suv_patch = (crop_patch(suv_on_ct, centre, size_vox=patch_vox, spacing_mm=patch_spacing_mm)
+                 if suv_on_ct is not None else np.full_like(ct_patch, np.nan))
+    patch_path = out_dir / f"{patient_id}_patches.npz"
+    tmp = patch_path.with_name(f".{patch_path.name}.tmp.npz")
+    np.savez_compressed(tmp, ct_hu=ct_patch.astype(np.float32), suv_bw=suv_patch.astype(np.float32),
+                        centre_mm=np.asarray(centre), spacing_mm=patch_spacing_mm)
+    tmp.replace(patch_path)
+    return RadiologyResult(patient_id=patient_id, phenotypes=phen, ct_npz=str(ct_npz),
+                           suv_npz=str(suv_npz) if suv_npz else None, patch_npz=str(patch_path),
+                           pet_error=pet_error)
+
+
+def load_patches(results: list[dict[str, Any]]) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Stack the CT (HU) and SUV patches of ingested patients: ids, ct [N,1,D,H,W], suv [N,1,D,H,W]."""
+    ids, ct, suv = [], [], []
+    for r in results:
+        with np.load(r["patch_npz"]) as z:
+            ids.append(r["patient_id"])
+            ct.append(z["ct_hu"][None])
+            suv.append(z["suv_bw"][None])
+    return ids, np.stack(ct), np.stack(suv)

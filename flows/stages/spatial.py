@@ -1,0 +1,70 @@
+"""Stage: spatial transcriptomics sample -> QC/clusters, spots linked to the histology under them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from fusion.errors import SpatialError
+from omics.spatial import preprocess_spatial, read_visium_h5ad, spatial_region_enrichment
+from omics.spot_graph import spot_graph
+
+TUMOUR_CELLULARITY_QUANTILE = 0.75
+
+
+def link_spots_to_tiles(adata: ad.AnnData, features_h5: Path) -> np.ndarray:
+    """Per spot, the hematoxylin density (cellularity) of the slide tile under it (NaN when none)."""
+    from flows.stages.pathology import load_tile_table
+    from imaging.tiling import TileGrid, tile_index_at
+
+    coords, size0, cellularity = load_tile_table(features_h5)
+    grid = TileGrid(coords_level0=coords, tile_size_level0=size0, level=0, tile_size=size0, mpp=float("nan"))
+    idx = tile_index_at(np.asarray(adata.obsm["spatial"]), grid)
+    out = np.full(adata.n_obs, np.nan)
+    out[idx >= 0] = cellularity[idx[idx >= 0]]
+    return out
+
+
+def process_spatial_sample(patient_id: str, path: Path, features_h5: Path | None, out_path: Path,
+                           cfg: dict) -> dict[str, Any]:
+    """Read + preprocess one Visium-style sample; with its slide, tumour-region enrichment per gene."""
+    adata = preprocess_spatial(read_visium_h5ad(path), seed=cfg["seed"])
+    adata.uns["patient_id"] = patient_id
+    enrichment = None
+    n_linked = 0
+    if features_h5 is not None:
+        cell = link_spots_to_tiles(adata, features_h5)
+        adata.obs["tile_hematoxylin"] = cell
+        linked = np.isfinite(cell)
+        n_linked = int(linked.sum())
+        if n_linked >= 10:
+            region = linked & (cell >= np.nanquantile(cell, TUMOUR_CELLULARITY_QUANTILE))
+            adata.obs["tumour_region"] = region
+            enrichment = spatial_region_enrichment(adata, region)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_path.with_name(f".{out_path.name}.tmp.h5ad")
+    adata.write_h5ad(tmp)
+    tmp.replace(out_path)
+    return {"patient_id": patient_id, "h5ad": str(out_path), "n_spots": int(adata.n_obs), "n_linked": n_linked,
+            "enrichment": enrichment}
+
+
+def common_graphs(samples: list[dict[str, Any]], n_genes: int, k: int) -> list:
+    """Spot graphs of every sample on one shared gene panel (log-normalised expression as node features)."""
+    adatas = [ad.read_h5ad(s["h5ad"]) for s in samples]
+    shared = sorted(set.intersection(*[set(a.var_names) for a in adatas]))
+    if len(shared) < 10:
+        raise SpatialError(f"spatial samples share only {len(shared)} genes after QC")
+    var = np.mean([np.asarray((a[:, shared].X.toarray() if sp.issparse(a.X) else a[:, shared].X)).var(0)
+                   for a in adatas], axis=0)
+    panel = [shared[i] for i in np.argsort(-var)[:n_genes]]
+    graphs = []
+    for a in adatas:
+        sub = a[:, panel].copy()
+        graphs.append(spot_graph(sub, k=k, use_rep=None))
+    return graphs

@@ -1,0 +1,329 @@
+"""Format-only writers for GDC/TCGA files (STAR counts, sample sheet, MAF, GISTIC copy number, clinical.tsv).
+
+The caller simulates the values; these functions only lay them out the way the GDC does. Every file is
+written to a temporary path and renamed, so a partial file never looks complete.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+
+GDC_MISSING = "'--"
+STAR_HEADER = (
+    "gene_id",
+    "gene_name",
+    "gene_type",
+    "unstranded",
+    "stranded_first",
+    "stranded_second",
+    "tpm_unstranded",
+    "fpkm_unstranded",
+    "fpkm_uq_unstranded",
+)
+SAMPLE_SHEET_COLUMNS = (
+    "File ID",
+    "File Name",
+    "Data Category",
+    "Data Type",
+    "Project ID",
+    "Case ID",
+    "Sample ID",
+    "Sample Type",
+)
+# The GDC public MAF columns up to HGVSp_Short plus the read-count columns most tools use.
+MAF_COLUMNS = (
+    "Hugo_Symbol",
+    "Entrez_Gene_Id",
+    "Center",
+    "NCBI_Build",
+    "Chromosome",
+    "Start_Position",
+    "End_Position",
+    "Strand",
+    "Variant_Classification",
+    "Variant_Type",
+    "Reference_Allele",
+    "Tumor_Seq_Allele1",
+    "Tumor_Seq_Allele2",
+    "dbSNP_RS",
+    "dbSNP_Val_Status",
+    "Tumor_Sample_Barcode",
+    "Matched_Norm_Sample_Barcode",
+    "Match_Norm_Seq_Allele1",
+    "Match_Norm_Seq_Allele2",
+    "Tumor_Validation_Allele1",
+    "Tumor_Validation_Allele2",
+    "Match_Norm_Validation_Allele1",
+    "Match_Norm_Validation_Allele2",
+    "Verification_Status",
+    "Validation_Status",
+    "Mutation_Status",
+    "Sequencing_Phase",
+    "Sequence_Source",
+    "Validation_Method",
+    "Score",
+    "BAM_File",
+    "Sequencer",
+    "Tumor_Sample_UUID",
+    "Matched_Norm_Sample_UUID",
+    "HGVSc",
+    "HGVSp",
+    "HGVSp_Short",
+    "Transcript_ID",
+    "Exon_Number",
+    "t_depth",
+    "t_ref_count",
+    "t_alt_count",
+    "n_depth",
+    "n_ref_count",
+    "n_alt_count",
+)
+MAF_REQUIRED = (
+    "Hugo_Symbol",
+    "Chromosome",
+    "Start_Position",
+    "Variant_Classification",
+    "Variant_Type",
+    "Reference_Allele",
+    "Tumor_Seq_Allele2",
+    "Tumor_Sample_Barcode",
+    "HGVSp_Short",
+)
+CLINICAL_COLUMNS = (
+    "case_id",
+    "case_submitter_id",
+    "project_id",
+    "age_at_index",
+    "age_is_obfuscated",
+    "cause_of_death",
+    "days_to_birth",
+    "days_to_death",
+    "ethnicity",
+    "gender",
+    "race",
+    "vital_status",
+    "year_of_birth",
+    "year_of_death",
+    "age_at_diagnosis",
+    "ajcc_pathologic_stage",
+    "days_to_diagnosis",
+    "days_to_last_follow_up",
+    "primary_diagnosis",
+    "prior_malignancy",
+    "site_of_resection_or_biopsy",
+    "tissue_or_organ_of_origin",
+    "treatment_type",
+)
+
+
+def _replace_atomically(path: str | Path, write: Callable[[Path], object]) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def _write_text(path: str | Path, text: str) -> Path:
+    return _replace_atomically(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def new_file_uuid(rng: np.random.Generator) -> str:
+    """A random version-4 UUID string (GDC file/case ids) drawn from the given generator, so it is seeded."""
+    return str(uuid.UUID(bytes=rng.bytes(16), version=4))
+
+
+def write_star_counts(
+    path: str | Path,
+    gene_ids: Sequence[str],
+    gene_names: Sequence[str],
+    gene_types: Sequence[str],
+    counts: np.ndarray,
+    *,
+    gene_lengths_bp: np.ndarray | None = None,
+    seed: int = 0,
+) -> Path:
+    """Write a GDC 'augmented_star_gene_counts' TSV from integer read counts per gene.
+
+    stranded_first/second split each gene's reads binomially (an unstranded library, seeded); tpm, fpkm and
+    fpkm_uq are computed from the counts and gene lengths in bp (seeded log-normal lengths when not given;
+    the upper quartile is taken over protein-coding genes as the GDC does).
+    """
+    counts = np.asarray(counts)
+    n = counts.shape[0]
+    if counts.ndim != 1 or not (len(gene_ids) == len(gene_names) == len(gene_types) == n):
+        raise ValueError("write_star_counts: gene_ids, gene_names, gene_types and counts must have equal length")
+    if not np.issubdtype(counts.dtype, np.integer) or (counts < 0).any():
+        raise ValueError("write_star_counts: counts must be non-negative integers")
+    counts = counts.astype(np.int64)
+    rng = np.random.default_rng(seed)
+    if gene_lengths_bp is None:
+        gene_lengths_bp = np.round(rng.lognormal(mean=np.log(2500.0), sigma=0.6, size=n)).clip(200, None)
+    length_kb = np.asarray(gene_lengths_bp, dtype=np.float64) / 1e3
+    first = rng.binomial(counts, 0.5)
+    second = counts - first
+    rate = counts / length_kb
+    tpm = rate / max(rate.sum(), 1e-12) * 1e6
+    total = max(counts.sum(), 1)
+    fpkm = counts / length_kb / (total / 1e6)
+    coding = np.asarray(gene_types) == "protein_coding"
+    uq = np.percentile(counts[coding] if coding.any() else counts, 75)
+    fpkm_uq = counts * 1e9 / (length_kb * 1e3 * max(uq, 1.0))
+    total_f = float(total)
+    summary = {
+        "N_unmapped": (0.03, 0.03, 0.03),
+        "N_multimapping": (0.05, 0.05, 0.05),
+        "N_noFeature": (0.02, 0.52, 0.52),
+        "N_ambiguous": (0.03, 0.004, 0.004),
+    }
+    lines = ["# gene-model: GENCODE v36", "\t".join(STAR_HEADER)]
+    for name, fractions in summary.items():
+        values = [str(int(round(f * total_f))) for f in fractions]
+        lines.append("\t".join([name, "", "", *values, "", "", ""]))
+    body = pd.DataFrame(
+        {
+            "gene_id": list(gene_ids),
+            "gene_name": list(gene_names),
+            "gene_type": list(gene_types),
+            "unstranded": counts,
+            "stranded_first": first,
+            "stranded_second": second,
+            "tpm_unstranded": np.round(tpm, 4),
+            "fpkm_unstranded": np.round(fpkm, 4),
+            "fpkm_uq_unstranded": np.round(fpkm_uq, 4),
+        }
+    )
+    text = "\n".join(lines) + "\n" + body.to_csv(sep="\t", index=False, header=False, float_format="%.4f")
+    return _write_text(path, text)
+
+
+def write_sample_sheet(path: str | Path, rows: Iterable[dict]) -> Path:
+    """Write a GDC sample sheet TSV; each row is a dict with the eight standard sample-sheet keys."""
+    table = pd.DataFrame(list(rows))
+    missing = [c for c in SAMPLE_SHEET_COLUMNS if c not in table.columns]
+    if missing:
+        raise ValueError(f"write_sample_sheet: rows lack key(s) {missing}")
+    return _write_text(path, table[list(SAMPLE_SHEET_COLUMNS)].to_csv(sep="\t", index=False))
+
+
+def _normal_barcode(tumour: str) -> str:
+    # TCGA-XX-XXXX-01A-11D-A000-08 -> TCGA-XX-XXXX-10A-01D-A000-08 (blood-derived normal)
+    parts = tumour.split("-")
+    if len(parts) >= 4:
+        parts[3] = "10" + parts[3][2:]
+    if len(parts) >= 5:
+        parts[4] = "01" + parts[4][2:]
+    return "-".join(parts)
+
+
+def write_maf(path: str | Path, records: pd.DataFrame, *, center: str = "BI") -> Path:
+    """Write a GDC-style MAF ('#version gdc-1.0.0' header) from records holding at least the core columns.
+
+    Standard columns the records lack are filled (End_Position from the alleles, Strand '+', NCBI_Build GRCh38,
+    Tumor_Seq_Allele1 = reference, a matched blood-normal barcode, read counts); extra columns are appended.
+    """
+    missing = [c for c in MAF_REQUIRED if c not in records.columns]
+    if missing:
+        raise ValueError(f"write_maf: records lack column(s) {missing}")
+    df = records.copy().reset_index(drop=True)
+    ref = df["Reference_Allele"].astype(str)
+    alt = df["Tumor_Seq_Allele2"].astype(str)
+    start = df["Start_Position"].astype(np.int64)
+    is_ins = df["Variant_Type"].astype(str).eq("INS")
+    end = np.where(is_ins, start + 1, start + ref.str.len() - 1)
+    fills = {
+        "Entrez_Gene_Id": 0,
+        "Center": center,
+        "NCBI_Build": "GRCh38",
+        "End_Position": end,
+        "Strand": "+",
+        "Tumor_Seq_Allele1": ref,
+        "dbSNP_RS": "novel",
+        "dbSNP_Val_Status": "",
+        "Matched_Norm_Sample_Barcode": df["Tumor_Sample_Barcode"].astype(str).map(_normal_barcode),
+        "Match_Norm_Seq_Allele1": ref,
+        "Match_Norm_Seq_Allele2": ref,
+        "Verification_Status": "",
+        "Validation_Status": "",
+        "Mutation_Status": "Somatic",
+        "Sequencing_Phase": "",
+        "Sequence_Source": "WXS",
+        "Validation_Method": "",
+        "Score": "",
+        "BAM_File": "",
+        "Sequencer": "Illumina HiSeq 2000",
+        "HGVSc": "",
+        "HGVSp": "",
+        "Transcript_ID": "",
+        "Exon_Number": "",
+        "t_depth": 60,
+        "t_ref_count": 40,
+        "t_alt_count": 20,
+        "n_depth": 50,
+        "n_ref_count": 50,
+        "n_alt_count": 0,
+    }
+    for column, value in fills.items():
+        if column not in df.columns:
+            df[column] = value
+    for column in MAF_COLUMNS:
+        if column not in df.columns:
+            df[column] = ""
+    ordered = list(MAF_COLUMNS) + [c for c in df.columns if c not in MAF_COLUMNS]
+    header = "#version gdc-1.0.0\n#annotation.spec gdc-1.0.1-public\n"
+    return _write_text(path, header + df[ordered].to_csv(sep="\t", index=False))
+
+
+def write_copy_number(
+    path: str | Path, table: pd.DataFrame, gene_ids: Sequence[int | str], cytobands: Sequence[str]
+) -> Path:
+    """Write a GISTIC2 'all_thresholded.by_genes' table from genes x aliquot barcodes calls in {-2..2}."""
+    values = table.to_numpy()
+    if not np.isin(values, (-2, -1, 0, 1, 2)).all():
+        raise ValueError("write_copy_number: calls must be in {-2,-1,0,1,2}")
+    if not (len(gene_ids) == len(cytobands) == table.shape[0]):
+        raise ValueError("write_copy_number: gene_ids and cytobands must have one entry per gene row")
+    out = pd.DataFrame(values.astype(np.int64), columns=[str(c) for c in table.columns])
+    out.insert(0, "Cytoband", list(cytobands))
+    out.insert(0, "Locus ID", list(gene_ids))
+    out.insert(0, "Gene Symbol", [str(g) for g in table.index])
+    return _write_text(path, out.to_csv(sep="\t", index=False))
+
+
+def _gdc_cell(value: object) -> str:
+    if value is None or (isinstance(value, float) and np.isnan(value)) or value is pd.NA or value is pd.NaT:
+        return GDC_MISSING
+    if isinstance(value, (float, np.floating)) and float(value).is_integer():
+        return str(int(value))
+    text = str(value)
+    return text if text != "" else GDC_MISSING
+
+
+def write_clinical(path: str | Path, df: pd.DataFrame) -> Path:
+    """Write a GDC clinical.tsv (standard columns, missing values as the literal '--) from one row per case.
+
+    df needs case_submitter_id; case_id defaults to a UUID derived from it; other GDC columns default to '--
+    and any extra columns of df are appended.
+    """
+    if "case_submitter_id" not in df.columns:
+        raise ValueError("write_clinical: df lacks column 'case_submitter_id'")
+    out = df.copy().reset_index(drop=True)
+    if "case_id" not in out.columns:
+        out["case_id"] = [str(uuid.uuid5(uuid.NAMESPACE_URL, f"gdc-case/{s}")) for s in out["case_submitter_id"]]
+    ordered = list(CLINICAL_COLUMNS) + [c for c in out.columns if c not in CLINICAL_COLUMNS]
+    for column in ordered:
+        if column not in out.columns:
+            out[column] = None
+    cells = out[ordered].astype(object).map(_gdc_cell)
+    return _write_text(path, cells.to_csv(sep="\t", index=False))

@@ -1,0 +1,186 @@
+"""Training and prediction for FusionModel (CUDA with mixed precision when available, CPU otherwise)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from fusion.data import MultimodalDataset
+from fusion.errors import FusionConfigError, FusionDataError
+from fusion.heads import outputs_to_predictions, task_loss
+from fusion.model import FusionModel
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation settings: AdamW for ``epochs`` passes, full batch when ``batch_size`` is None.
+
+    ``modality_dropout`` None keeps the model's own rate; ``device`` None picks CUDA when
+    available, else CPU; ``amp`` turns on float16 autocast + gradient scaling on CUDA only.
+    """
+
+    epochs: int = 150
+    lr: float = 3e-3
+    weight_decay: float = 1e-3
+    batch_size: int | None = None
+    modality_dropout: float | None = None
+    seed: int = 0
+    device: str | None = None
+    amp: bool = True
+    grad_clip: float | None = 5.0
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.lr <= 0 or (self.batch_size is not None and self.batch_size < 1):
+            raise FusionConfigError(f"TrainConfig: need epochs >= 1, lr > 0, batch_size None or >= 1; got {self}")
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``device`` or, when None, CUDA if available else CPU."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def _labels(dataset: MultimodalDataset, idx: np.ndarray, task: str) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    if dataset.y is None:
+        raise FusionDataError("fit: dataset has no labels y")
+    if task == "survival":
+        if not isinstance(dataset.y, tuple):
+            raise FusionDataError("fit: task 'survival' needs y = (time, event)")
+        return (dataset.y[0][idx], dataset.y[1][idx])
+    if isinstance(dataset.y, tuple):
+        raise FusionDataError(f"fit: task '{task}' needs a label tensor, got (time, event)")
+    return dataset.y[idx]
+
+
+def _slice_batch(batch: dict, rows: torch.Tensor) -> dict:
+    return {
+        m: {k: (None if v is None else v.index_select(0, rows)) for k, v in parts.items()} for m, parts in batch.items()
+    }
+
+
+def _slice_labels(y: torch.Tensor | tuple, rows: torch.Tensor) -> torch.Tensor | tuple:
+    if isinstance(y, tuple):
+        return tuple(t.index_select(0, rows) for t in y)
+    return y.index_select(0, rows)
+
+
+def fit(
+    model: FusionModel,
+    dataset: MultimodalDataset,
+    train_idx: Sequence[int] | np.ndarray,
+    config: TrainConfig | None = None,
+) -> FusionModel:
+    """Train ``model`` on patients ``train_idx`` of ``dataset`` (deterministic given ``config.seed``).
+
+    Patients with none of the model's modalities carry no signal and are left out of the
+    loss. The model's ``fallback_prediction`` is set to the training-fold prior: class
+    prevalence (binary: P(y=1); multiclass: class frequencies), the mean target
+    (regression) or the mean training log-hazard (survival); ``predict`` returns it for
+    patients lacking every modality of the model (e.g. a 'single' baseline's patients
+    without that modality). The caller's RNG state is left untouched.
+    """
+    config = config or TrainConfig()
+    task = model.task
+    device = resolve_device(config.device)
+    idx = np.asarray(train_idx, dtype=np.int64).reshape(-1)
+    has_any = dataset.presence(model.modalities)[torch.from_numpy(idx)].any(dim=1).numpy()
+    rows = idx[has_any]
+    if rows.size == 0:
+        raise FusionDataError(f"fit: no training patient has any of the modalities {model.modalities}")
+    y_all = _labels(dataset, idx, task)
+    y_rows = _labels(dataset, rows, task)
+
+    model.to(device)
+    if config.modality_dropout is not None:
+        model.modality_dropout = float(config.modality_dropout)
+    if task == "regression":
+        y2 = y_rows.reshape(len(rows), -1)
+        mean, std = y2.mean(dim=0), y2.std(dim=0, unbiased=False)
+        std = torch.where(std > 1e-8, std, torch.ones_like(std))
+        model.target_mean.copy_(mean.to(device))
+        model.target_std.copy_(std.to(device))
+        y_rows = ((y2 - mean) / std).reshape(y_rows.shape)
+
+    batch = dataset.to_batch(rows, model.modalities, device=device)
+    y_dev = tuple(t.to(device) for t in y_rows) if isinstance(y_rows, tuple) else y_rows.to(device)
+    use_amp = bool(config.amp and device.type == "cuda")
+    fork_devices = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
+
+    with torch.random.fork_rng(devices=fork_devices):
+        torch.manual_seed(config.seed)
+        order_gen = torch.Generator().manual_seed(config.seed)
+        opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+        n = len(rows)
+        step = n if config.batch_size is None else int(config.batch_size)
+        model.train()
+        for _ in range(config.epochs):
+            order = torch.arange(n) if step >= n else torch.randperm(n, generator=order_gen)
+            for start in range(0, n, step):
+                sel = order[start : start + step].to(device)
+                sub = batch if step >= n else _slice_batch(batch, sel)
+                y_sub = y_dev if step >= n else _slice_labels(y_dev, sel)
+                with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
+                    out = model(sub)
+                loss = task_loss(task, out, y_sub)
+                opt.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                if config.grad_clip is not None:
+                    scaler.unscale_(opt)
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+                scaler.step(opt)
+                scaler.update()
+    model.eval()
+
+    if task == "binary":
+        fallback = y_all.float().mean().reshape(1)
+    elif task == "multiclass":
+        fallback = torch.bincount(y_all.long(), minlength=model.n_outputs).float() / len(idx)
+    elif task == "regression":
+        fallback = y_all.float().reshape(len(idx), -1).mean(dim=0)
+    else:
+        fallback = torch.as_tensor(predict(model, dataset, rows, apply_fallback=False).mean(), dtype=torch.float32).reshape(1)
+    model.fallback_prediction.zero_()
+    model.fallback_prediction[: fallback.numel()] = fallback.to(device)
+    return model
+
+
+@torch.no_grad()
+def predict(
+    model: FusionModel,
+    dataset: MultimodalDataset,
+    idx: Sequence[int] | np.ndarray,
+    batch_size: int = 1024,
+    apply_fallback: bool = True,
+) -> np.ndarray:
+    """Predictions for patients ``idx``: P(y=1) [n] (binary), class probabilities [n, C] (multiclass),
+    targets [n] / [n, k] in original units (regression), log-hazard risk [n] (survival; higher = worse).
+
+    Patients with none of the model's modalities get the training-fold prior set by ``fit``
+    (prevalence / mean target / mean training risk).
+    """
+    model.eval()
+    device = next(model.parameters()).device
+    idx = np.asarray(idx, dtype=np.int64).reshape(-1)
+    preds = []
+    for start in range(0, len(idx), batch_size):
+        chunk = idx[start : start + batch_size]
+        out = model(dataset.to_batch(chunk, model.modalities, device=device))
+        p = outputs_to_predictions(model.task, out)
+        if model.task == "regression":
+            k = model.n_outputs
+            p = (p.reshape(-1, k) * model.target_std + model.target_mean).reshape(p.shape)
+        preds.append(p.float().cpu())
+    if not preds:
+        return np.zeros((0,) if model.n_outputs == 1 or model.task != "multiclass" else (0, model.n_outputs))
+    pred = torch.cat(preds, dim=0)
+    if apply_fallback:
+        has_any = dataset.presence(model.modalities)[torch.from_numpy(idx)].any(dim=1)
+        fb = model.fallback_prediction.float().cpu()
+        fb = fb[0] if pred.dim() == 1 else fb[: pred.shape[1]]
+        pred[~has_any] = fb
+    return pred.numpy().astype(np.float64)

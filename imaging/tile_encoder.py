@@ -1,0 +1,346 @@
+"""Tile CNN trained self-supervised on the cohort's own tiles, and streaming slide -> tile features.
+
+The encoder is a small conv net (conv stages -> global average pool -> feature_dim). It learns as the
+bottleneck of a masked denoising autoencoder: half of the 8x8 patches of an augmented 64x64 tile are
+greyed out and the decoder must rebuild the whole tile from the pooled feature vector alone, so the
+features summarise colour, nuclear density and texture. This trains in seconds on two CPU cores and
+needs no large batches (unlike contrastive losses). Nothing is downloaded: pretrained weights can be
+loaded from a local checkpoint instead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fusion.errors import FusionRxError, SlideError
+from imaging.slide import open_slide
+from imaging.stain import StainNormalizer, slide_stain_matrix
+from imaging.tiling import iter_tiles, tile_grid
+from imaging.tissue import tissue_mask
+
+INPUT_SIZE = 64  # tiles are downscaled to INPUT_SIZE x INPUT_SIZE px for the network
+CHECKPOINT_FORMAT = "fusionrx-tile-encoder-v1"
+
+
+def resolve_device(device: str | torch.device | None = None) -> torch.device:
+    """The torch device to use: the one asked for, else CUDA when available, else CPU."""
+    if device is not None:
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _autocast(device: torch.device):
+    """Mixed precision (bfloat16) on CUDA, a no-op context on CPU."""
+    if device.type == "cuda":
+        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _conv_block(c_in: int, c_out: int, stride: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)
+    )
+
+
+class TileEncoder(nn.Module):
+    """Conv stages -> global average pool -> linear to feature_dim; input RGB in [0,1], [B,3,64,64]."""
+
+    def __init__(self, feature_dim: int = 32, widths: tuple[int, ...] = (16, 32, 64), input_size: int = INPUT_SIZE):
+        super().__init__()
+        layers, c_in = [], 3
+        for w in widths:
+            layers += [_conv_block(c_in, w, 2), _conv_block(w, w, 1)]
+            c_in = w
+        self.stages = nn.Sequential(*layers)
+        self.head = nn.Linear(c_in, feature_dim)
+        self.feature_dim = int(feature_dim)
+        self.input_size = int(input_size)
+        self.loss_history: list[float] = []  # mean self-supervised loss per epoch, filled by fit_tile_encoder
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Features [B, feature_dim] of images [B,3,H,W] scaled to [0,1]."""
+        h = self.stages(x - 0.5)
+        return self.head(h.mean(dim=(2, 3)))
+
+    def prepare(self, tiles: np.ndarray | torch.Tensor, device: torch.device | None = None) -> torch.Tensor:
+        """RGB uint8 tiles [B,H,W,3] -> float [B,3,input_size,input_size] in [0,1] (area downscaling)."""
+        x = torch.as_tensor(np.asarray(tiles) if not isinstance(tiles, torch.Tensor) else tiles)
+        x = x.to(device or next(self.parameters()).device).permute(0, 3, 1, 2).float() / 255.0
+        if x.shape[-2:] != (self.input_size, self.input_size):
+            x = F.interpolate(x, size=(self.input_size, self.input_size), mode="area")
+        return x
+
+    @torch.no_grad()
+    def encode(self, tiles: np.ndarray, batch_size: int = 256) -> np.ndarray:
+        """Features float32 [B, feature_dim] of RGB uint8 tiles [B,H,W,3] (eval mode, no gradients)."""
+        was_training = self.training
+        self.eval()
+        device = next(self.parameters()).device
+        out = []
+        for s in range(0, len(tiles), batch_size):
+            with _autocast(device):
+                out.append(self(self.prepare(tiles[s : s + batch_size], device)).float().cpu())
+        self.train(was_training)
+        if not out:
+            return np.zeros((0, self.feature_dim), dtype=np.float32)
+        return torch.cat(out).numpy().astype(np.float32)
+
+
+class _TileDecoder(nn.Module):
+    """Feature vector -> RGB [B,3,32,32] in [0,1] (training-time only)."""
+
+    def __init__(self, feature_dim: int, width: int = 64):
+        super().__init__()
+        self.width = width
+        self.fc = nn.Linear(feature_dim, width * 4 * 4)
+        self.up = nn.Sequential(
+            nn.Upsample(scale_factor=2), _conv_block(width, 48, 1),  # 8
+            nn.Upsample(scale_factor=2), _conv_block(48, 32, 1),  # 16
+            nn.Upsample(scale_factor=2), _conv_block(32, 16, 1),  # 32
+            nn.Conv2d(16, 3, 3, padding=1),
+        )
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.up(self.fc(z).view(-1, self.width, 4, 4)))
+
+
+def _collect_tiles(tiles: np.ndarray | Iterable, size: int) -> torch.Tensor:
+    """Gather tiles (an array [N,H,W,3] or an iterable of arrays / (coords, tiles) batches) as uint8 [N,3,s,s]."""
+    if isinstance(tiles, np.ndarray):
+        batches: Iterable = [tiles[s : s + 512] for s in range(0, len(tiles), 512)]
+    else:
+        batches = tiles
+    out = []
+    for batch in batches:
+        if isinstance(batch, tuple):  # (coords, tiles) from iter_tiles
+            batch = batch[1]
+        x = torch.as_tensor(np.asarray(batch)).permute(0, 3, 1, 2).float()
+        if x.shape[-2:] != (size, size):
+            x = F.interpolate(x, size=(size, size), mode="area")
+        out.append(x.round().clamp(0, 255).to(torch.uint8))
+    if not out:
+        return torch.zeros((0, 3, size, size), dtype=torch.uint8)
+    return torch.cat(out)
+
+
+def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Random dihedral transform (flips / 90-degree rotations) per batch and mild brightness jitter per tile."""
+    k = int(torch.randint(0, 4, (1,), generator=gen))
+    x = torch.rot90(x, k, dims=(2, 3))
+    if bool(torch.randint(0, 2, (1,), generator=gen)):
+        x = x.flip(3)
+    scale = 1.0 + 0.05 * (torch.rand(x.shape[0], 1, 1, 1, generator=gen) * 2 - 1)
+    return (x * scale.to(x.device)).clamp(0, 1)
+
+
+def _mask_patches(x: torch.Tensor, gen: torch.Generator, patch: int = 8, ratio: float = 0.5) -> torch.Tensor:
+    """Grey out a random `ratio` of the patch x patch squares of each image."""
+    b, _, h, w = x.shape
+    keep = (torch.rand(b, 1, h // patch, w // patch, generator=gen) >= ratio).float().to(x.device)
+    keep = F.interpolate(keep, size=(h, w), mode="nearest")
+    return x * keep + 0.5 * (1 - keep)
+
+
+def load_tile_encoder(checkpoint: str | os.PathLike, feature_dim: int | None = None) -> TileEncoder:
+    """Load a TileEncoder from a local checkpoint written by save_tile_encoder (nothing is downloaded)."""
+    path = Path(checkpoint)
+    if not path.is_file():
+        raise FusionRxError(f"{path}: tile-encoder checkpoint does not exist (only local files are used)")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise FusionRxError(f"{path}: cannot read tile-encoder checkpoint ({exc})") from exc
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise FusionRxError(f"{path}: field 'format' is not {CHECKPOINT_FORMAT!r}; not a FusionRx tile encoder")
+    if feature_dim is not None and int(ckpt["feature_dim"]) != int(feature_dim):
+        raise FusionRxError(f"{path}: feature_dim={ckpt['feature_dim']} in checkpoint, expected {feature_dim}")
+    encoder = TileEncoder(int(ckpt["feature_dim"]), tuple(ckpt["widths"]), int(ckpt["input_size"]))
+    encoder.load_state_dict(ckpt["state_dict"])
+    encoder.loss_history = list(ckpt.get("loss_history", []))
+    return encoder.eval()
+
+
+def save_tile_encoder(encoder: TileEncoder, path: str | os.PathLike) -> None:
+    """Write the encoder weights and shape to a checkpoint file (temp file, then rename)."""
+    path = Path(path)
+    widths = tuple(stage[0].out_channels for stage in encoder.stages[::2])
+    ckpt = {
+        "format": CHECKPOINT_FORMAT,
+        "feature_dim": encoder.feature_dim,
+        "widths": list(widths),
+        "input_size": encoder.input_size,
+        "state_dict": {k: v.detach().cpu() for k, v in encoder.state_dict().items()},
+        "loss_history": list(encoder.loss_history),
+    }
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(ckpt, tmp)
+    os.replace(tmp, path)
+
+
+def fit_tile_encoder(
+    tiles: np.ndarray | Iterable,
+    feature_dim: int = 32,
+    epochs: int = 10,
+    seed: int = 0,
+    device: str | torch.device | None = None,
+    checkpoint: str | os.PathLike | None = None,
+    batch_size: int = 64,
+    lr: float = 2e-3,
+) -> TileEncoder:
+    """Self-supervised (masked denoising autoencoder) tile encoder on RGB uint8 tiles [N,H,W,3] or batches of them.
+
+    If checkpoint is given, the weights are loaded from that local file instead of training. The returned
+    encoder is in eval mode on `device`, with the per-epoch mean loss in `encoder.loss_history`.
+    """
+    dev = resolve_device(device)
+    if checkpoint is not None:
+        return load_tile_encoder(checkpoint, feature_dim).to(dev)
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    encoder = TileEncoder(feature_dim).to(dev)
+    data = _collect_tiles(tiles, encoder.input_size)
+    if len(data) < 2:
+        raise FusionRxError(f"fit_tile_encoder: got {len(data)} tiles, need at least 2 to train")
+    decoder = _TileDecoder(feature_dim).to(dev)
+    params = list(encoder.parameters()) + list(decoder.parameters())
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-4)
+    steps = epochs * max(1, -(-len(data) // batch_size))
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.15)
+    encoder.train()
+    decoder.train()
+    history = []
+    for _ in range(epochs):
+        order = torch.randperm(len(data), generator=gen)
+        total, count = 0.0, 0
+        for s in range(0, len(data), batch_size):
+            idx = order[s : s + batch_size]
+            if len(idx) < 2:  # BatchNorm needs two samples
+                continue
+            clean = _augment(data[idx].to(dev).float() / 255.0, gen)
+            target = F.interpolate(clean, scale_factor=0.5, mode="area")
+            with _autocast(dev):
+                recon = decoder(encoder(_mask_patches(clean, gen)))
+            loss = F.mse_loss(recon.float(), target)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += float(loss) * len(idx)
+            count += len(idx)
+        history.append(total / max(count, 1))
+    encoder.loss_history = history
+    return encoder.eval()
+
+
+@dataclass
+class TileFeatures:
+    """Per-tile features float32 [T,d] of one slide with their level-0 top-left coords (x, y) px [T,2]."""
+
+    features: np.ndarray
+    coords_level0: np.ndarray
+    tile_size_level0: int
+    mpp: float  # um/px of the level the tiles were read at
+    slide_path: str
+    level: int = 0
+    tile_size: int = 0  # tile side in px at `level`
+
+    def __post_init__(self) -> None:
+        self.features = np.asarray(self.features, dtype=np.float32)
+        self.coords_level0 = np.asarray(self.coords_level0, dtype=np.int64).reshape(-1, 2)
+        if self.features.ndim != 2 or len(self.features) != len(self.coords_level0):
+            raise SlideError(
+                f"{self.slide_path}: features {self.features.shape} and coords {self.coords_level0.shape} disagree"
+            )
+
+    def __len__(self) -> int:
+        return int(self.features.shape[0])
+
+    def save_h5(self, path: str | os.PathLike) -> None:
+        """Write to HDF5 (datasets features, coords_level0; attrs for the rest) via a temp file and rename."""
+        path = Path(path)
+        tmp = path.with_name(path.name + ".tmp")
+        with h5py.File(tmp, "w") as f:
+            f.create_dataset("features", data=self.features, compression="gzip")
+            f.create_dataset("coords_level0", data=self.coords_level0)
+            f.attrs["tile_size_level0"] = int(self.tile_size_level0)
+            f.attrs["mpp"] = float(self.mpp)
+            f.attrs["slide_path"] = str(self.slide_path)
+            f.attrs["level"] = int(self.level)
+            f.attrs["tile_size"] = int(self.tile_size)
+        os.replace(tmp, path)
+
+    @classmethod
+    def load_h5(cls, path: str | os.PathLike) -> "TileFeatures":
+        """Read TileFeatures written by save_h5; SlideError naming the file and field if malformed."""
+        path = Path(path)
+        try:
+            with h5py.File(path, "r") as f:
+                missing = [k for k in ("features", "coords_level0") if k not in f] + [
+                    k for k in ("tile_size_level0", "mpp", "slide_path") if k not in f.attrs
+                ]
+                if missing:
+                    raise SlideError(f"{path}: tile-feature file lacks {missing}")
+                return cls(
+                    features=f["features"][()],
+                    coords_level0=f["coords_level0"][()],
+                    tile_size_level0=int(f.attrs["tile_size_level0"]),
+                    mpp=float(f.attrs["mpp"]),
+                    slide_path=str(f.attrs["slide_path"]),
+                    level=int(f.attrs.get("level", 0)),
+                    tile_size=int(f.attrs.get("tile_size", 0)),
+                )
+        except OSError as exc:
+            raise SlideError(f"{path}: cannot read tile-feature HDF5 ({exc})") from exc
+
+
+def extract_slide_features(
+    path: str | os.PathLike,
+    encoder: TileEncoder,
+    normalizer: StainNormalizer | None = None,
+    tile_size: int = 128,
+    target_mpp: float = 1.0,
+    batch_size: int = 64,
+    device: str | torch.device | None = None,
+    min_tissue: float = 0.5,
+) -> TileFeatures:
+    """Stream a slide's tissue tiles (tile_size px at ~target_mpp um/px) through stain normalisation and the encoder.
+
+    With a normaliser that has no source stain matrix yet, the slide's own matrix is first estimated from
+    tissue pixels sampled at a low-resolution level. SlideError if the slide has no tissue tile.
+    """
+    dev = resolve_device(device)
+    encoder = encoder.to(dev).eval()
+    slide = open_slide(path)
+    try:
+        mask, mask_down = tissue_mask(slide)
+        grid = tile_grid(slide, mask, mask_down, tile_size=tile_size, target_mpp=target_mpp, min_tissue=min_tissue)
+        if len(grid) == 0:
+            raise SlideError(f"{path}: no tile has tissue fraction >= {min_tissue}; nothing to encode")
+        if normalizer is not None and normalizer.source_stain_matrix is None:
+            normalizer = normalizer.with_source(*slide_stain_matrix(slide))
+        feats = []
+        for _, tiles in iter_tiles(slide, grid, batch_size=batch_size):
+            if normalizer is not None:
+                tiles = normalizer.transform(tiles)
+            feats.append(encoder.encode(tiles, batch_size=batch_size))
+    finally:
+        slide.close()
+    return TileFeatures(
+        features=np.concatenate(feats),
+        coords_level0=grid.coords_level0,
+        tile_size_level0=grid.tile_size_level0,
+        mpp=grid.mpp,
+        slide_path=str(path),
+        level=grid.level,
+        tile_size=grid.tile_size,
+    )

@@ -1,0 +1,206 @@
+"""Spatial transcriptomics (Visium-like h5ad): validated reading, scanpy preprocessing/clustering, region enrichment.
+
+Spots carry obsm['spatial'] as (x, y) full-resolution (slide level-0) pixels; linking them to slide tiles
+is done by the flows, not here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import scanpy as sc
+import scipy.sparse as sp
+from scipy import stats
+
+from fusion.errors import SpatialError
+from omics.de import benjamini_hochberg
+
+
+def _fail(path: object, slot: str, expected: str) -> SpatialError:
+    return SpatialError(f"{path}: slot {slot} {expected}")
+
+
+def _integer_valued(x: object) -> bool:
+    data = x.data if sp.issparse(x) else np.asarray(x)
+    return bool(np.isfinite(data).all() and (data >= 0).all() and np.array_equal(data, np.round(data)))
+
+
+def read_visium_h5ad(path: str | Path, *, library_id: str | None = None, in_tissue_only: bool = True) -> ad.AnnData:
+    """Read a Visium-like h5ad and check its slots; X = raw spot counts (float32 CSR), uns['library_id'] set.
+
+    Checks: counts (X, or layers['counts'] when X is normalised), obsm['spatial'] [n, 2] finite full-res pixels,
+    uns['spatial'][library_id]['images']['hires'] and ['scalefactors'] (tissue_hires_scalef,
+    spot_diameter_fullres > 0), obs['in_tissue'] in {0, 1} when present (spots outside tissue are dropped
+    when in_tissue_only).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise SpatialError(f"{path}: spatial h5ad file not found")
+    try:
+        adata = ad.read_h5ad(path)
+    except Exception as exc:  # h5py/anndata raise many types on corrupt files
+        raise SpatialError(f"{path}: cannot read as h5ad: {exc}") from exc
+    if adata.n_obs == 0 or adata.n_vars == 0:
+        raise _fail(path, "X", f"must be a non-empty spots x genes matrix, got {adata.shape}")
+    counts = adata.layers["counts"] if "counts" in adata.layers else adata.X
+    if counts is None or not _integer_valued(counts):
+        raise _fail(path, "X (or layers['counts'])", "must hold non-negative integer spot counts")
+    adata.X = sp.csr_matrix(counts, dtype=np.float32)
+    if "counts" in adata.layers:
+        del adata.layers["counts"]
+
+    if "spatial" not in adata.obsm:
+        raise _fail(path, "obsm['spatial']", "is missing; expected [n_spots, 2] (x, y) full-resolution pixels")
+    coords = np.asarray(adata.obsm["spatial"], dtype=np.float64)
+    if coords.shape != (adata.n_obs, 2) or not np.isfinite(coords).all():
+        raise _fail(path, "obsm['spatial']", f"must be finite [{adata.n_obs}, 2] pixel coordinates, got {coords.shape}")
+    adata.obsm["spatial"] = coords
+
+    spatial = adata.uns.get("spatial")
+    if not isinstance(spatial, dict) or not spatial:
+        raise _fail(path, "uns['spatial']", "is missing; expected {library_id: {'images', 'scalefactors'}}")
+    if library_id is None:
+        if len(spatial) != 1:
+            raise _fail(path, "uns['spatial']", f"holds libraries {list(spatial)}; pass library_id to choose one")
+        library_id = next(iter(spatial))
+    if library_id not in spatial:
+        raise _fail(path, "uns['spatial']", f"has no library {library_id!r}; found {list(spatial)}")
+    library = spatial[library_id]
+    slot = f"uns['spatial'][{library_id!r}]"
+    images = library.get("images") if isinstance(library, dict) else None
+    if not isinstance(images, dict) or "hires" not in images:
+        raise _fail(path, f"{slot}['images']['hires']", "is missing; expected an [H, W, 3] image")
+    hires = np.asarray(images["hires"])
+    if hires.ndim != 3 or hires.shape[2] not in (3, 4):
+        raise _fail(path, f"{slot}['images']['hires']", f"must be [H, W, 3|4], got {hires.shape}")
+    scalefactors = library.get("scalefactors")
+    if not isinstance(scalefactors, dict):
+        raise _fail(path, f"{slot}['scalefactors']", "is missing")
+    for key in ("tissue_hires_scalef", "spot_diameter_fullres"):
+        value = scalefactors.get(key)
+        if value is None or not np.isfinite(float(value)) or float(value) <= 0:
+            raise _fail(path, f"{slot}['scalefactors'][{key!r}]", f"must be a positive number, got {value!r}")
+
+    if "in_tissue" in adata.obs.columns:
+        in_tissue = pd.to_numeric(adata.obs["in_tissue"], errors="coerce")
+        if not in_tissue.isin((0, 1)).all():
+            raise _fail(path, "obs['in_tissue']", "must be 0 or 1 for every spot")
+        if in_tissue_only:
+            adata = adata[in_tissue.to_numpy() == 1].copy()
+            if adata.n_obs == 0:
+                raise _fail(path, "obs['in_tissue']", "marks no spot as inside the tissue")
+    adata.uns["library_id"] = library_id
+    return adata
+
+
+def cluster_spots(
+    adata: ad.AnnData,
+    *,
+    seed: int = 0,
+    n_top_genes: int = 2000,
+    n_pcs: int = 30,
+    n_neighbors: int = 15,
+    resolution: float = 1.0,
+) -> ad.AnnData:
+    """On log-normalised X, in place: var['highly_variable'], obsm['X_pca'], kNN graph and obs['leiden'] (seeded)."""
+    n_hvg = min(n_top_genes, adata.n_vars)
+    sc.pp.highly_variable_genes(adata, n_top_genes=n_hvg, flavor="seurat")
+    n_comps = max(2, min(n_pcs, int(adata.var["highly_variable"].sum()) - 1, adata.n_obs - 1))
+    sc.pp.pca(adata, n_comps=n_comps, mask_var="highly_variable", random_state=seed)
+    sc.pp.neighbors(adata, n_neighbors=n_neighbors, use_rep="X_pca", random_state=seed)
+    sc.tl.leiden(
+        adata, resolution=resolution, flavor="igraph", n_iterations=2, directed=False, random_state=seed
+    )
+    return adata
+
+
+def preprocess_spatial(
+    adata: ad.AnnData,
+    seed: int = 0,
+    *,
+    min_counts: int | None = None,
+    min_spots_per_gene: int = 3,
+    n_top_genes: int = 2000,
+    n_pcs: int = 30,
+    n_neighbors: int = 15,
+    resolution: float = 1.0,
+) -> ad.AnnData:
+    """New AnnData: QC metrics, low-count spots and rare genes dropped, X = log1p(counts per 10k), clusters.
+
+    min_counts defaults to 10% of the median spot total. Raw counts stay in layers['counts'];
+    obs['leiden'] holds the seeded Leiden clusters (see cluster_spots).
+    """
+    out = adata.copy()
+    sc.pp.calculate_qc_metrics(out, percent_top=None, log1p=False, inplace=True)
+    totals = out.obs["total_counts"].to_numpy()
+    threshold = 0.1 * float(np.median(totals)) if min_counts is None else float(min_counts)
+    out = out[totals >= threshold].copy()
+    if out.n_obs < 3:
+        raise SpatialError(f"preprocess_spatial: only {out.n_obs} spots have >= {threshold:g} counts")
+    sc.pp.filter_genes(out, min_cells=min_spots_per_gene)
+    out.layers["counts"] = out.X.copy()
+    sc.pp.normalize_total(out, target_sum=1e4)
+    sc.pp.log1p(out)
+    out.uns["min_counts"] = threshold
+    return cluster_spots(
+        out, seed=seed, n_top_genes=n_top_genes, n_pcs=n_pcs, n_neighbors=n_neighbors, resolution=resolution
+    )
+
+
+def _mean_var(x: object, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    sub = x[rows]
+    n = sub.shape[0]
+    if sp.issparse(sub):
+        mean = np.asarray(sub.mean(axis=0)).ravel()
+        sq = np.asarray(sub.multiply(sub).mean(axis=0)).ravel()
+        expm1_mean = np.asarray(sub.expm1().mean(axis=0)).ravel()
+    else:
+        sub = np.asarray(sub, dtype=np.float64)
+        mean, sq, expm1_mean = sub.mean(axis=0), (sub * sub).mean(axis=0), np.expm1(sub).mean(axis=0)
+    var = np.maximum(sq - mean * mean, 0.0) * n / max(n - 1, 1)
+    return mean, var, expm1_mean
+
+
+def spatial_region_enrichment(adata: ad.AnnData, region: np.ndarray) -> pd.DataFrame:
+    """Per gene, spots in region vs outside on log1p-normalised X: log2 fold change, Welch t, p, BH fdr.
+
+    log2_fold_change is log2 of the ratio of mean normalised expression (expm1 of X), as scanpy reports it;
+    mean_in/mean_out are mean log1p expression. Sorted by t, largest first.
+    """
+    region = np.asarray(region, dtype=bool).ravel()
+    if region.shape[0] != adata.n_obs:
+        raise SpatialError(f"spatial_region_enrichment: region has {region.shape[0]} entries for {adata.n_obs} spots")
+    n_in, n_out = int(region.sum()), int((~region).sum())
+    if n_in < 2 or n_out < 2:
+        raise SpatialError(f"spatial_region_enrichment: need >= 2 spots inside and outside, got {n_in} and {n_out}")
+    x = adata.X.tocsr() if sp.issparse(adata.X) else np.asarray(adata.X)
+    m1, v1, e1 = _mean_var(x, region)
+    m0, v0, e0 = _mean_var(x, ~region)
+    a, b = v1 / n_in, v0 / n_out
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = (m1 - m0) / np.sqrt(a + b)
+        dof = (a + b) ** 2 / (a * a / (n_in - 1) + b * b / (n_out - 1))
+    p = 2.0 * stats.t.sf(np.abs(t), dof)
+    table = pd.DataFrame(
+        {
+            "log2_fold_change": np.log2((e1 + 1e-9) / (e0 + 1e-9)),
+            "t": t,
+            "p_value": p,
+            "fdr": benjamini_hochberg(p),
+            "mean_in": m1,
+            "mean_out": m0,
+        },
+        index=pd.Index(adata.var_names, name="gene"),
+    )
+    return table.sort_values("t", ascending=False, na_position="last")
+
+
+def region_from_clusters(adata: ad.AnnData, clusters: Iterable[str], key: str = "leiden") -> np.ndarray:
+    """Boolean spot mask: True for spots whose obs[key] cluster is one of clusters."""
+    if key not in adata.obs.columns:
+        raise SpatialError(f"region_from_clusters: obs lacks column {key!r}")
+    return adata.obs[key].astype(str).isin([str(c) for c in clusters]).to_numpy()
