@@ -24,7 +24,7 @@ class RunConfig:
     volume_embed_dim: int = 8
     volume_encoder_epochs: int = 30
     # whole-slide images
-    tile_size: int = 128
+    tile_size: int = 64
     target_mpp: float = 1.0
     min_tissue: float = 0.5
     encoder_tiles_per_slide: int = 24

@@ -156,7 +156,7 @@ def encode_spatial_task(samples: list[dict[str, Any]], cfg: dict) -> pd.DataFram
     from omics.encoders import embed_spot_graphs, fit_spot_graph_encoder
 
     graphs = common_graphs(samples, cfg["spatial_panel_genes"], cfg["spatial_knn"])
-    enc = fit_spot_graph_encoder(graphs, embed_dim=cfg["spatial_embed_dim"], epochs=cfg["spatial_encoder_epochs"],
+    enc, _losses = fit_spot_graph_encoder(graphs, embed_dim=cfg["spatial_embed_dim"], epochs=cfg["spatial_encoder_epochs"],
                                  seed=cfg["seed"])
     emb = embed_spot_graphs(enc, graphs)
     return pd.DataFrame(emb, index=[s["patient_id"] for s in samples]).add_prefix("spatial_dgi_")
@@ -283,5 +283,8 @@ def fusionrx_pipeline(catalog_path: str, store_path: str, config_path: str | Non
 
 
 def run_pipeline(catalog_path: str | Path, store_path: str | Path, config_path: str | Path | None = None) -> dict:
-    """Run the Prefect flow (a temporary local Prefect server is started when none is configured)."""
+    """Validate the catalog and config, then run the Prefect flow (a temporary local Prefect server is
+    started when none is configured)."""
+    load_catalog(catalog_path)  # fail fast, before any server starts
+    load_run_config(config_path)
     return fusionrx_pipeline(str(catalog_path), str(store_path), str(config_path) if config_path else None)

@@ -35,7 +35,7 @@ _UNITS_BY_MODALITY = {"CT": "HU"}
 def _tag(ds: Dataset, keyword: str, path: Path) -> Any:
     """Value of `keyword` in `ds`, or DicomSeriesError naming the file and the tag."""
     value = ds.get(keyword)
-    if value is None or (isinstance(value, (str, bytes, list, tuple)) and len(value) == 0):
+    if value is None or (isinstance(value, (str, bytes, list, tuple, MultiValue)) and len(value) == 0):
         raise DicomSeriesError(f"{path}: missing DICOM tag {keyword}")
     return value
 

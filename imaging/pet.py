@@ -92,7 +92,9 @@ def _radiopharmaceutical(ds: Dataset) -> Dataset:
     """First item of RadiopharmaceuticalInformationSequence (DicomSeriesError when absent)."""
     seq = ds.get("RadiopharmaceuticalInformationSequence")
     if not seq:
-        raise DicomSeriesError(f"{_src(ds)}: missing DICOM tag RadiopharmaceuticalInformationSequence (needed for SUVbw)")
+        raise DicomSeriesError(
+            f"{_src(ds)}: missing DICOM tag RadiopharmaceuticalInformationSequence (needed for SUVbw)"
+        )
     return seq[0]
 
 

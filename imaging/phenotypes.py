@@ -91,13 +91,28 @@ def suv_peak(suv: Volume, mask: np.ndarray, volume_ml: float = SUV_PEAK_VOLUME_M
     return float(means[mask[box]].max())
 
 
+def _near_mask(mask: np.ndarray, spacing_mm: tuple[float, float, float], margin_mm: float) -> np.ndarray:
+    """Voxels within `margin_mm` (Euclidean, physical spacing) of a non-empty mask; computed on its bounding box."""
+    reach = np.ceil(margin_mm / np.asarray(spacing_mm)).astype(int) + 1
+    idx = np.argwhere(mask)
+    lo = np.maximum(idx.min(axis=0) - reach, 0)
+    hi = np.minimum(idx.max(axis=0) + reach + 1, np.asarray(mask.shape))
+    box = tuple(slice(a, b) for a, b in zip(lo, hi))
+    near = np.zeros(mask.shape, dtype=bool)
+    near[box] = ndimage.distance_transform_edt(~mask[box], sampling=spacing_mm) <= margin_mm
+    return near
+
+
 def _same_grid(a: Volume, b: Volume) -> bool:
     """True when both volumes share shape and affine (voxel-for-voxel comparable)."""
     return a.shape == b.shape and np.allclose(a.affine, b.affine, atol=1e-4)
 
 
 def tumour_phenotypes(ct: Volume, suv_on_ct: Volume | None) -> dict[str, float]:
-    """CT tumour volume (ml), equivalent-sphere diameter (mm), mean HU; PET SUVmax/mean/peak, MTV (ml), TLG (NaN w/o PET)."""
+    """CT tumour volume (ml), sphere-equivalent diameter (mm), mean HU; SUVmax, SUVmean, SUVpeak, MTV (ml), TLG.
+
+    PET keys are NaN when `suv_on_ct` is None; otherwise it must already be on the CT grid.
+    """
     voxel_ml = ct.voxel_volume_ml
     ct_mask = segment_lung_tumour(ct)
     n_ct = int(ct_mask.sum())
@@ -119,14 +134,8 @@ def tumour_phenotypes(ct: Volume, suv_on_ct: Volume | None) -> dict[str, float]:
             f"series {suv_on_ct.meta.get('series_uid')}: PET is not on the CT grid of series "
             f"{ct.meta.get('series_uid')}; resample_to_reference(pet, ct) first"
         )
-    search = None
-    if n_ct:
-        # Look for the PET hot spot near the CT tumour, not in the heart or bladder.
-        radius_vox = np.maximum(np.rint(PET_SEARCH_MARGIN_MM / np.asarray(ct.spacing_mm)).astype(int), 1)
-        ball = _sphere_offsets(tuple(1.0 / r for r in radius_vox), 1.0)  # ellipsoid of radius_vox voxels
-        structure = np.zeros(tuple(2 * radius_vox + 1), dtype=bool)
-        structure[tuple((ball + radius_vox).T)] = True
-        search = ndimage.binary_dilation(ct_mask, structure=structure)
+    # Look for the PET hot spot within PET_SEARCH_MARGIN_MM of the CT tumour (not the heart or bladder).
+    search = _near_mask(ct_mask, ct.spacing_mm, PET_SEARCH_MARGIN_MM) if n_ct else None
     pet_mask = pet_tumour_mask(suv_on_ct, search_mask=search)
     n_pet = int(pet_mask.sum())
     if n_pet == 0:

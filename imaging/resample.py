@@ -17,7 +17,7 @@ def resample_to_reference(
     *,
     check_frame_of_reference: bool = True,
 ) -> Volume:
-    """Sample `moving` at every voxel centre of `reference` (spline `order`, `fill` outside); values keep moving's units.
+    """Sample `moving` at each voxel centre of `reference` (spline `order`, `fill` outside), keeping moving's units.
 
     Both affines map to the same patient (LPS, mm) space only when the series share a
     FrameOfReferenceUID; a mismatch raises DicomSeriesError unless the check is turned off.

@@ -117,7 +117,7 @@ class StainNormalizer:
         return od_to_rgb(conc @ self.target_stain_matrix, self.io).reshape(tiles.shape)
 
 
-def stain_level(slide: "openslide.OpenSlide", stain_mpp: float = 2.0) -> int:
+def stain_level(slide: "openslide.OpenSlide", stain_mpp: float = 1.0) -> int:
     """Pyramid level whose mpp is closest to stain_mpp (um/px): coarse, yet nuclei still span a few pixels."""
     mpp0 = slide_mpp(slide)
     level_mpp = mpp0 * np.asarray(slide.level_downsamples, dtype=np.float64)
@@ -135,9 +135,10 @@ def sample_tissue_pixels(
 ) -> np.ndarray:
     """Up to max_pixels RGB uint8 tissue pixels [N,3] sampled from up to max_chunks chunk_px-square reads.
 
-    level defaults to stain_level(slide) (about 2 um/px); pixels count as tissue when their saturation
-    exceeds min_saturation (grey glass and white background do not). Chunks are drawn at random among
-    those the low-resolution tissue mask marks, so a large slide is never read whole.
+    level defaults to stain_level(slide) (about 1 um/px, the usual tiling resolution); pixels count as
+    tissue when their saturation exceeds min_saturation (grey glass and white background do not). Chunks
+    are drawn at random among those the low-resolution tissue mask marks, so a large slide is never read
+    whole.
     """
     if level is None:
         level = stain_level(slide)

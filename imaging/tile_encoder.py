@@ -57,10 +57,14 @@ class TileEncoder(nn.Module):
 
     def __init__(self, feature_dim: int = 32, widths: tuple[int, ...] = (16, 32, 64), input_size: int = INPUT_SIZE):
         super().__init__()
+        # each stage halves the resolution; all but the first (cheap, full-resolution) add a second conv
         layers, c_in = [], 3
-        for w in widths:
-            layers += [_conv_block(c_in, w, 2), _conv_block(w, w, 1)]
+        for i, w in enumerate(widths):
+            layers.append(_conv_block(c_in, w, 2))
+            if i > 0:
+                layers.append(_conv_block(w, w, 1))
             c_in = w
+        self.widths = tuple(int(w) for w in widths)
         self.stages = nn.Sequential(*layers)
         self.head = nn.Linear(c_in, feature_dim)
         self.feature_dim = int(feature_dim)
@@ -104,10 +108,10 @@ class _TileDecoder(nn.Module):
         self.width = width
         self.fc = nn.Linear(feature_dim, width * 4 * 4)
         self.up = nn.Sequential(
-            nn.Upsample(scale_factor=2), _conv_block(width, 48, 1),  # 8
-            nn.Upsample(scale_factor=2), _conv_block(48, 32, 1),  # 16
-            nn.Upsample(scale_factor=2), _conv_block(32, 16, 1),  # 32
-            nn.Conv2d(16, 3, 3, padding=1),
+            nn.Upsample(scale_factor=2), _conv_block(width, 32, 1),  # 8
+            nn.Upsample(scale_factor=2), _conv_block(32, 16, 1),  # 16
+            nn.Upsample(scale_factor=2), _conv_block(16, 8, 1),  # 32
+            nn.Conv2d(8, 3, 3, padding=1),
         )
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
@@ -173,11 +177,10 @@ def load_tile_encoder(checkpoint: str | os.PathLike, feature_dim: int | None = N
 def save_tile_encoder(encoder: TileEncoder, path: str | os.PathLike) -> None:
     """Write the encoder weights and shape to a checkpoint file (temp file, then rename)."""
     path = Path(path)
-    widths = tuple(stage[0].out_channels for stage in encoder.stages[::2])
     ckpt = {
         "format": CHECKPOINT_FORMAT,
         "feature_dim": encoder.feature_dim,
-        "widths": list(widths),
+        "widths": list(encoder.widths),
         "input_size": encoder.input_size,
         "state_dict": {k: v.detach().cpu() for k, v in encoder.state_dict().items()},
         "loss_history": list(encoder.loss_history),
@@ -235,7 +238,7 @@ def fit_tile_encoder(
             loss.backward()
             opt.step()
             sched.step()
-            total += float(loss) * len(idx)
+            total += float(loss.detach()) * len(idx)
             count += len(idx)
         history.append(total / max(count, 1))
     encoder.loss_history = history

@@ -55,6 +55,47 @@ def _cox_terms(
     return loglik, score, information
 
 
+def _newton_block(
+    x: np.ndarray,
+    start: np.ndarray,
+    deaths: np.ndarray,
+    sum_x_events: np.ndarray,
+    skip: np.ndarray,
+    max_iter: int,
+    tol: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Newton-Raphson with step halving for a block of standardised genes: (beta, information, converged)."""
+    g = x.shape[1]
+    beta = np.zeros(g)
+    loglik, score, info = _cox_terms(beta, x, start, deaths, sum_x_events)
+    converged = np.zeros(g, dtype=bool)
+    done = skip.copy()
+    for _ in range(max_iter):
+        # a vanishing information means a monotone likelihood (separation): stop, not converged
+        done |= ~(info > 1e-10)
+        active = ~done
+        if not active.any():
+            break
+        step = np.where(active, score / np.where(active, info, 1.0), 0.0)
+        new_beta = beta + step
+        new_loglik, new_score, new_info = _cox_terms(new_beta, x, start, deaths, sum_x_events)
+        for _ in range(30):  # step halving where the likelihood went down
+            worse = active & (new_loglik < loglik - 1e-12)
+            if not worse.any():
+                break
+            step = np.where(worse, step / 2.0, step)
+            new_beta = np.where(worse, beta + step, new_beta)
+            new_loglik, new_score, new_info = _cox_terms(new_beta, x, start, deaths, sum_x_events)
+        beta = np.where(active, new_beta, beta)
+        loglik = np.where(active, new_loglik, loglik)
+        score = np.where(active, new_score, score)
+        info = np.where(active, new_info, info)
+        newly = active & (np.abs(step) < tol * np.maximum(1.0, np.abs(beta)))
+        converged |= newly
+        done |= newly
+    return beta, info, converged
+
+
 def cox_univariate(
     values: np.ndarray,
     time: np.ndarray,
@@ -63,6 +104,7 @@ def cox_univariate(
     *,
     max_iter: int = 50,
     tol: float = 1e-9,
+    chunk_genes: int = 2048,
 ) -> pd.DataFrame:
     """Per-gene univariate Cox PH fits (Newton-Raphson on all genes at once, Breslow ties).
 
@@ -87,28 +129,12 @@ def cox_univariate(
     x = ((x_raw - mean) / sd_safe)[order]  # standardised for a well-conditioned Newton-Raphson
     sum_x_events = x[event[order]].sum(axis=0)
 
-    beta = np.zeros(g)
-    loglik, score, info = _cox_terms(beta, x, start, deaths, sum_x_events)
-    converged = constant.copy()
-    for _ in range(max_iter):
-        active = ~converged
-        if not active.any():
-            break
-        step = np.where(active & (info > 0), score / np.where(info > 0, info, 1.0), 0.0)
-        new_beta = beta + step
-        new_loglik, new_score, new_info = _cox_terms(new_beta, x, start, deaths, sum_x_events)
-        for _ in range(30):  # step halving where the likelihood went down
-            worse = active & (new_loglik < loglik - 1e-12)
-            if not worse.any():
-                break
-            step = np.where(worse, step / 2.0, step)
-            new_beta = np.where(worse, beta + step, new_beta)
-            new_loglik, new_score, new_info = _cox_terms(new_beta, x, start, deaths, sum_x_events)
-        beta = np.where(active, new_beta, beta)
-        loglik = np.where(active, new_loglik, loglik)
-        score = np.where(active, new_score, score)
-        info = np.where(active, new_info, info)
-        converged |= active & (np.abs(step) < tol * np.maximum(1.0, np.abs(beta)))
+    beta, info, converged = np.zeros(g), np.zeros(g), np.zeros(g, dtype=bool)
+    for lo in range(0, g, chunk_genes):  # blocks bound memory at ~[n_samples, chunk_genes] arrays
+        block = slice(lo, lo + chunk_genes)
+        beta[block], info[block], converged[block] = _newton_block(
+            x[:, block], start, deaths, sum_x_events[block], constant[block], max_iter, tol
+        )
 
     with np.errstate(divide="ignore", invalid="ignore"):
         se_std = 1.0 / np.sqrt(info)

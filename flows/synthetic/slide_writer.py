@@ -13,8 +13,9 @@ from pathlib import Path
 import numpy as np
 import tifffile
 
-# Optical-density stain vectors (rows: hematoxylin, eosin), as in Ruifrok & Johnston (scikit-image rgb_from_hed).
-HE_STAIN_OD = np.array([[0.65, 0.70, 0.29], [0.07, 0.99, 0.11]], dtype=np.float32)
+# Optical-density stain vectors (rows: hematoxylin, eosin): Ruifrok & Johnston's hematoxylin and the eosin of
+# the usual Macenko H&E reference, which absorbs some red and blue too (so stroma is pink, not magenta).
+HE_STAIN_OD = np.array([[0.65, 0.70, 0.29], [0.2159, 0.8012, 0.5581]], dtype=np.float32)
 BACKGROUND_RGB = (240, 240, 240)
 STROMA_NUCLEAR_DENSITY = 3.0  # nuclei per 100x100 level-0 px outside the tumour
 
@@ -126,7 +127,7 @@ def render_he(
     texture = _smooth_noise(rng, height, width, cell=24) * 0.5 + _smooth_noise(rng, height, width, cell=6) * 0.5
     fine = rng.standard_normal((height, width), dtype=np.float32)
     c_h = np.where(tissue, 0.04 + 0.05 * texture, 0.0).astype(np.float32)
-    c_e = np.where(tissue, 0.55 + 0.15 * texture + 0.04 * fine, 0.0).astype(np.float32)
+    c_e = np.where(tissue, 0.8 + 0.2 * texture + 0.04 * fine, 0.0).astype(np.float32)
     c_h += np.where(tumour, 0.08, 0.0).astype(np.float32)  # tumour cytoplasm slightly more basophilic
     c_h = np.where(nuclei, 0.95 + 0.15 * texture + 0.08 * fine, c_h)
     c_e = np.where(nuclei, 0.18 + 0.05 * texture, c_e)

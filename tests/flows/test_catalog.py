@@ -1,0 +1,77 @@
+"""The data catalog schema: valid catalogs load; each kind of bad entry is a clear CatalogError."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from flows.catalog import load_catalog
+from flows.cli import main
+from fusion.errors import CatalogError
+
+
+def _write(tmp_path: Path, doc: dict) -> Path:
+    p = tmp_path / "catalog.yaml"
+    p.write_text(yaml.safe_dump(doc))
+    return p
+
+
+@pytest.fixture()
+def layout(tmp_path: Path) -> dict:
+    (tmp_path / "ct").mkdir()
+    (tmp_path / "omics" / "expression").mkdir(parents=True)
+    (tmp_path / "omics" / "sheet.tsv").write_text("File ID\n")
+    (tmp_path / "omics" / "clinical.tsv").write_text("case_submitter_id\n")
+    return {
+        "version": 1, "cohort": "t", "root": ".",
+        "sources": {
+            "ct": {"modality": "ct", "format": "dicom_series", "path": "ct"},
+            "rna": {"modality": "expression", "format": "gdc_star_counts", "path": "omics/expression",
+                    "sample_sheet": "omics/sheet.tsv"},
+            "clinical": {"modality": "clinical", "format": "gdc_clinical", "path": "omics/clinical.tsv"},
+        },
+    }
+
+
+def test_valid_catalog_resolves_paths(tmp_path, layout):
+    cat = load_catalog(_write(tmp_path, layout))
+    assert cat.cohort == "t"
+    assert cat.by_modality("ct").path == (tmp_path / "ct").resolve()
+    assert cat.by_modality("expression").sample_sheet == (tmp_path / "omics" / "sheet.tsv").resolve()
+    assert cat.by_modality("wsi") is None
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda d: d["sources"]["ct"].update(path="no/such/dir"), "source 'ct': path 'no/such/dir' does not exist"),
+    (lambda d: d["sources"]["ct"].update(modality="mri"), "source 'ct': unknown modality 'mri'"),
+    (lambda d: d["sources"]["ct"].pop("format"), "source 'ct': missing required field(s) ['format']"),
+    (lambda d: d["sources"]["ct"].update(format="nifti"), "source 'ct': format 'nifti' is not readable"),
+    (lambda d: d["sources"]["rna"].pop("sample_sheet"), "source 'rna': format 'gdc_star_counts' needs"),
+    (lambda d: d["sources"]["ct"].update(colour="red"), "source 'ct': unknown field(s) ['colour']"),
+    (lambda d: d["sources"]["clinical"].update(path="ct"), "source 'clinical': path 'ct' must be a file"),
+    (lambda d: d["sources"].pop("clinical"), "needs source(s) for modality ['clinical']"),
+    (lambda d: d.pop("version"), "missing top-level field 'version'"),
+])
+def test_bad_entries_name_the_entry(tmp_path, layout, mutate, message):
+    mutate(layout)
+    with pytest.raises(CatalogError) as err:
+        load_catalog(_write(tmp_path, layout))
+    assert message in str(err.value)
+    assert "catalog.yaml" in str(err.value)
+
+
+def test_cli_reports_bad_catalog_clearly(tmp_path, layout, capsys):
+    layout["sources"]["ct"]["path"] = "missing_ct"
+    code = main(["run", "--catalog", str(_write(tmp_path, layout)), "--store", str(tmp_path / "store")])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "fusionrx: error:" in err and "source 'ct'" in err and "missing_ct" in err
+
+
+def test_repo_catalog_describes_the_demo_layout():
+    raw = yaml.safe_load((Path(__file__).parents[2] / "data_catalog.yaml").read_text())
+    assert raw["root"] == "demo_data"
+    assert {s["modality"] for s in raw["sources"].values()} == {
+        "ct", "pet", "wsi", "spatial", "expression", "mutations", "copy_number", "clinical", "compounds"}

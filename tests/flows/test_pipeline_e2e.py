@@ -1,0 +1,71 @@
+"""End to end: generated cohort -> Prefect pipeline -> fusion -> ranking -> results DB -> queries."""
+
+from __future__ import annotations
+
+import json
+
+import duckdb
+import pytest
+from rdkit import Chem
+
+from flows.cli import main
+
+
+def _cli_json(capsys, *args: str):
+    capsys.readouterr()
+    assert main(list(args)) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_bad_dicom_and_bad_slide_are_reported_and_skipped(e2e_run):
+    skipped = e2e_run["summary"]["skipped"]
+    text = json.dumps(skipped)
+    assert e2e_run["bad_ct_file"].name in text and e2e_run["bad_ct_patient"] in text
+    assert e2e_run["bad_slide"].name in text
+    counts = e2e_run["summary"]["metrics"]["modality_counts"]
+    truth = e2e_run["truth"]
+    n = truth["config"]["n_patients"]
+    assert counts["ct"] == n - 1  # every CT but the broken one
+    assert counts["wsi"] == len(truth["modalities_present"]["wsi"]) - 1
+
+
+def test_planted_targets_reach_the_top(e2e_run, capsys):
+    targets = e2e_run["truth"]["targets"]
+    rows = _cli_json(capsys, "targets", "--store", str(e2e_run["store"]), "--top", str(len(targets)),
+                     "--format", "json")
+    assert sorted(r["gene"] for r in rows) == sorted(targets)
+    assert [r["rank"] for r in rows] == list(range(1, len(targets) + 1))
+    for r in rows:
+        assert {"de", "survival", "copy_number", "spatial", "tractability"} <= set(r["evidence"])
+        assert r["compounds"], f"no compound linked to {r['gene']}"
+        for c in r["compounds"]:
+            assert Chem.MolToSmiles(Chem.MolFromSmiles(c["canonical_smiles"])) == c["canonical_smiles"]
+        assert max(c["pchembl"] for c in r["compounds"]) >= 7.0
+
+
+def test_fusion_beats_every_single_modality(e2e_run, capsys):
+    rows = _cli_json(capsys, "experiments", "--store", str(e2e_run["store"]), "--format", "json")
+    fusion = {r["strategy"]: r["mean"] for r in rows if r["kind"] == "fusion"}
+    single = {r["modalities"]: r["mean"] for r in rows if r["kind"] == "single"}
+    assert set(fusion) == {"early", "late", "attention", "kronecker"}
+    assert {"ct", "pet", "wsi", "expression"} <= set(single)
+    best_single = max(single.values())
+    assert all(r["metric"] == "auc" for r in rows)
+    assert max(fusion.values()) > best_single + 0.03, (fusion, single)
+    assert fusion["attention"] > best_single, (fusion, single)
+
+
+def test_run_is_recorded_with_input_hashes_and_config(e2e_run):
+    con = duckdb.connect(str(e2e_run["store"] / "results.duckdb"), read_only=True)
+    run_id, inputs, config, metrics = con.execute(
+        "SELECT run_id, inputs_sha256_json, config_json, metrics_json FROM runs").fetchone()
+    con.close()
+    assert run_id == e2e_run["summary"]["run_id"]
+    inputs = json.loads(inputs)
+    assert set(inputs) == {"ct", "pet", "wsi", "spatial", "expression", "mutations", "copy_number",
+                           "clinical", "compounds"}
+    assert all(len(h) == 64 for h in inputs.values())
+    assert json.loads(config)["cv_repeats"] == 2
+    assert "fusion:attention" in json.loads(metrics)["experiments"]
+    manifest = (e2e_run["store"] / "manifest.parquet")
+    assert manifest.exists()

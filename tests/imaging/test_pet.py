@@ -1,0 +1,136 @@
+"""PET SUVbw: closed-form check of the decay-corrected dose, per-slice slopes, clear header errors."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+
+from flows.synthetic.dicom_writer import write_pet_series
+from fusion.errors import DicomSeriesError
+from imaging.dicom_series import read_dicom_series
+from imaging.pet import read_pet_suv, suv_bw_scale
+
+PID = "TCGA-FX-0007"
+DOSE_BQ = 370e6
+WEIGHT_KG = 70.0
+UPTAKE_S = 3600.0
+HALF_LIFE_S = 6586.2
+CENTRE_MM = (38.0, 4.0, 6.0)
+TUMOUR_SUV = 9.0
+
+
+@pytest.fixture(scope="module")
+def pet_series(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("pet") / PID
+    truth = write_pet_series(out, patient_id=PID, tumour_centre_mm=CENTRE_MM, tumour_radius_mm=15.0,
+                             tumour_suv=TUMOUR_SUV, background_suv=1.0, weight_kg=WEIGHT_KG, dose_bq=DOSE_BQ,
+                             half_life_s=HALF_LIFE_S, injection_to_scan_s=UPTAKE_S, seed=11)
+    return out, truth
+
+
+def test_suv_scale_matches_closed_form(pet_series: tuple[Path, dict]) -> None:
+    directory, _ = pet_series
+    # 370 MBq decays for 60 min with T1/2 = 6586.2 s: 370e6 * 2**(-3600/6586.2) = 253.3 MBq.
+    decayed = DOSE_BQ * 2.0 ** (-UPTAKE_S / HALF_LIFE_S)
+    assert decayed == pytest.approx(253.3e6, rel=1e-3)
+    expected_scale = WEIGHT_KG * 1000.0 / decayed  # g/ml per Bq/ml
+    ds = pydicom.dcmread(directory / "PT_0001.dcm", stop_before_pixels=True)
+    assert suv_bw_scale(ds) == pytest.approx(expected_scale, rel=1e-6)
+
+
+def test_planted_suv_recovered(pet_series: tuple[Path, dict]) -> None:
+    directory, truth = pet_series
+    activity = read_dicom_series(directory)
+    assert activity.units == "BQML"
+    suv = read_pet_suv(directory)
+    assert suv.units == "SUVbw" and suv.shape == (20, 48, 48)
+    assert suv.spacing_mm == pytest.approx((6.0, 4.0, 4.0))
+    k, j, i = np.rint(suv.voxel_coords(np.array(CENTRE_MM))).astype(int)
+    # Tumour activity in Bq/ml: SUV * decayed dose / weight_g.
+    bq_per_ml = TUMOUR_SUV * DOSE_BQ * 2.0 ** (-UPTAKE_S / HALF_LIFE_S) / (WEIGHT_KG * 1000.0)
+    assert bq_per_ml == pytest.approx(32570.0, rel=1e-3)
+    assert activity.array[k, j, i] == pytest.approx(bq_per_ml, rel=5e-3)
+    assert suv.array[k, j, i] == pytest.approx(TUMOUR_SUV, rel=5e-3)
+    assert suv.array.max() == pytest.approx(TUMOUR_SUV, rel=5e-3)
+    body = suv.array > 0.6
+    soft = body & (suv.array < 2.0)
+    assert np.median(suv.array[soft]) == pytest.approx(truth["background_suv"], rel=5e-3)
+    lung = (suv.array > 0.1) & (suv.array < 0.6)
+    assert np.median(suv.array[lung]) == pytest.approx(truth["lung_suv"], rel=5e-3)
+    assert suv.meta["suv_bw_scale_g_per_ml"] == pytest.approx(WEIGHT_KG * 1000.0 / truth["decayed_dose_bq"], rel=1e-6)
+
+
+def test_per_slice_slope_honoured(pet_series: tuple[Path, dict]) -> None:
+    directory, truth = pet_series
+    slopes = truth["rescale_slopes"]
+    assert max(slopes) > 5 * min(slopes)  # tumour slices have much larger slopes than the others
+    suv = read_pet_suv(directory)
+    for path in sorted(directory.glob("*.dcm")):
+        ds = pydicom.dcmread(path)
+        k = int(ds.InstanceNumber) - 1
+        by_hand = ds.pixel_array.astype(np.float64) * float(ds.RescaleSlope) * suv.meta["suv_bw_scale_g_per_ml"]
+        assert np.allclose(suv.array[k], by_hand, rtol=1e-5, atol=1e-6)
+    # Background slices (smaller slopes) still give SUV 1.0 in soft tissue, not a slice-max rescaled value.
+    lowest = int(np.argmin(slopes))
+    row = suv.array[lowest]
+    assert np.median(row[(row > 0.6) & (row < 2.0)]) == pytest.approx(1.0, rel=5e-3)
+
+
+def _edit(src: Path, dst: Path, edit) -> Path:
+    shutil.copytree(src, dst)
+    for path in sorted(dst.glob("*.dcm")):
+        ds = pydicom.dcmread(path)
+        edit(ds)
+        ds.save_as(path)
+    return dst
+
+
+def test_missing_weight_raises(pet_series: tuple[Path, dict], tmp_path: Path) -> None:
+    bad = _edit(pet_series[0], tmp_path / "noweight", lambda ds: delattr(ds, "PatientWeight"))
+    with pytest.raises(DicomSeriesError, match=r"PT_0001\.dcm.*PatientWeight"):
+        read_pet_suv(bad)
+
+
+@pytest.mark.parametrize(
+    ("tag", "edit"),
+    [
+        ("RadionuclideTotalDose", lambda ds: delattr(ds.RadiopharmaceuticalInformationSequence[0],
+                                                      "RadionuclideTotalDose")),
+        ("RadionuclideHalfLife", lambda ds: delattr(ds.RadiopharmaceuticalInformationSequence[0],
+                                                     "RadionuclideHalfLife")),
+        ("RadiopharmaceuticalStartTime", lambda ds: delattr(ds.RadiopharmaceuticalInformationSequence[0],
+                                                             "RadiopharmaceuticalStartTime")),
+        ("SeriesTime", lambda ds: delattr(ds, "SeriesTime")),
+        ("RadiopharmaceuticalInformationSequence",
+         lambda ds: delattr(ds, "RadiopharmaceuticalInformationSequence")),
+        ("Units", lambda ds: setattr(ds, "Units", "CNTS")),
+        ("DecayCorrection", lambda ds: setattr(ds, "DecayCorrection", "NONE")),
+    ],
+)
+def test_missing_or_wrong_suv_fields_raise(pet_series: tuple[Path, dict], tmp_path: Path, tag: str, edit) -> None:
+    bad = _edit(pet_series[0], tmp_path / "bad", edit)
+    with pytest.raises(DicomSeriesError, match=tag):
+        read_pet_suv(bad)
+
+
+def test_decay_midnight_rollover_and_admin(pet_series: tuple[Path, dict]) -> None:
+    ds = pydicom.dcmread(pet_series[0] / "PT_0001.dcm", stop_before_pixels=True)
+    ds.RadiopharmaceuticalInformationSequence[0].RadiopharmaceuticalStartTime = "233000"
+    ds.SeriesTime = "003000"  # one hour later, after midnight
+    decayed = DOSE_BQ * 2.0 ** (-3600.0 / HALF_LIFE_S)
+    assert suv_bw_scale(ds) == pytest.approx(WEIGHT_KG * 1000.0 / decayed, rel=1e-9)
+    ds.DecayCorrection = "ADMIN"  # already decay-corrected to injection: no further decay
+    assert suv_bw_scale(ds) == pytest.approx(WEIGHT_KG * 1000.0 / DOSE_BQ, rel=1e-9)
+
+
+def test_ct_series_is_not_pet(tmp_path: Path) -> None:
+    from flows.synthetic.dicom_writer import write_ct_series
+
+    write_ct_series(tmp_path / "ct", patient_id=PID, tumour_centre_mm=CENTRE_MM, tumour_radius_mm=8.0, seed=1,
+                    shape=(6, 32, 32))
+    with pytest.raises(DicomSeriesError, match="expected PT"):
+        read_pet_suv(tmp_path / "ct")
