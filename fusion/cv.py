@@ -16,7 +16,7 @@ from fusion.errors import FusionConfigError, FusionDataError
 from fusion.heads import check_task, n_outputs_for
 from fusion.metrics import c_index, r2, roc_auc
 from fusion.model import FusionModel
-from fusion.train import TrainConfig, fit, predict
+from fusion.train import TrainConfig, cpu_threads, fit, predict
 
 METRIC_FOR_TASK = {"binary": "auc", "multiclass": "auc", "regression": "r2", "survival": "c_index"}
 
@@ -129,7 +129,8 @@ def cross_validate(
         )
         fold_cfg = TrainConfig(**{**cfg.__dict__, "seed": cfg.seed + 1000 * repeat + fold})
         fit(model, fold_ds, tr, fold_cfg)
-        pred = predict(model, fold_ds, te)
+        with cpu_threads(cfg.num_threads):
+            pred = predict(model, fold_ds, te)
         rows.append({"repeat": repeat, "fold": fold, "metric": metric, "value": _score(task, ds, te, pred), "n_test": len(te)})
         oof_sum[te] += pred.reshape(len(te), -1)
         oof_count[te] += 1

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+import contextlib
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -19,7 +20,9 @@ class TrainConfig:
     """Optimisation settings: AdamW for ``epochs`` passes, full batch when ``batch_size`` is None.
 
     ``modality_dropout`` None keeps the model's own rate; ``device`` None picks CUDA when
-    available, else CPU; ``amp`` turns on float16 autocast + gradient scaling on CUDA only.
+    available, else CPU; ``amp`` turns on float16 autocast + gradient scaling on CUDA only;
+    ``num_threads`` sets torch's CPU threads during fit/predict only (restored afterwards;
+    1 is fastest for tiny models on a busy machine), None leaves them as they are.
     """
 
     epochs: int = 150
@@ -31,10 +34,25 @@ class TrainConfig:
     device: str | None = None
     amp: bool = True
     grad_clip: float | None = 5.0
+    num_threads: int | None = None
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.lr <= 0 or (self.batch_size is not None and self.batch_size < 1):
             raise FusionConfigError(f"TrainConfig: need epochs >= 1, lr > 0, batch_size None or >= 1; got {self}")
+
+
+@contextlib.contextmanager
+def cpu_threads(n: int | None) -> Iterator[None]:
+    """Temporarily use ``n`` torch CPU threads (None: unchanged)."""
+    if n is None:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(int(n))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -110,7 +128,7 @@ def fit(
     use_amp = bool(config.amp and device.type == "cuda")
     fork_devices = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
 
-    with torch.random.fork_rng(devices=fork_devices):
+    with torch.random.fork_rng(devices=fork_devices), cpu_threads(config.num_threads):
         torch.manual_seed(config.seed)
         order_gen = torch.Generator().manual_seed(config.seed)
         opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
@@ -143,7 +161,9 @@ def fit(
     elif task == "regression":
         fallback = y_all.float().reshape(len(idx), -1).mean(dim=0)
     else:
-        fallback = torch.as_tensor(predict(model, dataset, rows, apply_fallback=False).mean(), dtype=torch.float32).reshape(1)
+        with cpu_threads(config.num_threads):
+            risk = predict(model, dataset, rows, apply_fallback=False)
+        fallback = torch.as_tensor(risk.mean(), dtype=torch.float32).reshape(1)
     model.fallback_prediction.zero_()
     model.fallback_prediction[: fallback.numel()] = fallback.to(device)
     return model

@@ -1,4 +1,4 @@
-"""Gated attention multiple-instance pooling (Ilse, Tomczak & Welling 2018): a bag of tile features -> one slide vector."""
+"""Gated attention multiple-instance pooling (Ilse, Tomczak & Welling 2018): a bag of tile features -> a slide vector."""
 
 from __future__ import annotations
 

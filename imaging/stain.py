@@ -111,10 +111,21 @@ class StainNormalizer:
             src, src_max = macenko_stain_matrix(tiles, self.alpha, self.beta, self.io)
         else:
             src, src_max = self.source_stain_matrix, self.source_max_concentrations
-        od = rgb_to_od(tiles.reshape(-1, 3), self.io)
-        conc = concentrations(od, src)
-        conc *= self.target_max_concentrations / np.maximum(src_max, 1e-6)
-        return od_to_rgb(conc @ self.target_stain_matrix, self.io).reshape(tiles.shape)
+        # concentrations = OD pinv(src), rescaled, back to OD with the target: one 3x3 map in OD space
+        scale = self.target_max_concentrations / np.maximum(src_max, 1e-6)
+        od_map = (np.linalg.pinv(src) * scale) @ self.target_stain_matrix
+        lut = rgb_to_od(np.arange(256), self.io).astype(np.float32)  # uint8 -> OD lookup
+        od_in = [lut[tiles[..., j]] for j in range(3)]  # planar: numpy is slow over a trailing axis of 3
+        out = np.empty(tiles.shape, dtype=np.uint8)
+        for k in range(3):
+            od = od_in[0] * np.float32(od_map[0, k]) + od_in[1] * np.float32(od_map[1, k])
+            od += od_in[2] * np.float32(od_map[2, k])
+            chan = np.exp(-od, out=od)
+            chan *= np.float32(self.io)
+            chan -= 1.0
+            np.clip(chan, 0, 255, out=chan)
+            out[..., k] = np.rint(chan, out=chan)
+        return out
 
 
 def stain_level(slide: "openslide.OpenSlide", stain_mpp: float = 1.0) -> int:
@@ -176,4 +187,5 @@ def slide_stain_matrix(
     try:
         return macenko_stain_matrix(pixels)
     except ValueError as exc:
-        raise SlideError(f"{getattr(slide, '_filename', 'slide')}: no stained tissue to estimate stains ({exc})") from exc
+        where = getattr(slide, "_filename", "slide")
+        raise SlideError(f"{where}: no stained tissue to estimate stains ({exc})") from exc

@@ -38,7 +38,9 @@ def _level_for_mpp(slide: "openslide.OpenSlide", target_mpp: float) -> tuple[int
     return level, float(level_mpp[level])
 
 
-def tissue_fraction(mask: np.ndarray, mask_downsample: float, coords_level0: np.ndarray, size_level0: int) -> np.ndarray:
+def tissue_fraction(
+    mask: np.ndarray, mask_downsample: float, coords_level0: np.ndarray, size_level0: int
+) -> np.ndarray:
     """Fraction [T] of each level-0 square (top-left coords, side size_level0) covered by the tissue mask."""
     h, w = mask.shape
     integral = np.zeros((h + 1, w + 1), dtype=np.int64)
@@ -60,7 +62,7 @@ def tile_grid(
     target_mpp: float = 1.0,
     min_tissue: float = 0.5,
 ) -> TileGrid:
-    """Non-overlapping tile_size-px tiles at the level closest to target_mpp (um/px) with tissue fraction >= min_tissue."""
+    """Non-overlapping tile_size-px tiles at the level nearest target_mpp (um/px) with tissue fraction >= min_tissue."""
     if tile_size <= 0:
         raise SlideError(f"tile_size={tile_size}: expected a positive number of pixels")
     level, mpp = _level_for_mpp(slide, target_mpp)
@@ -87,7 +89,8 @@ def iter_tiles(
                 region = slide.read_region((int(x), int(y)), grid.level, size)
             except Exception as exc:  # openslide.OpenSlideError: a corrupt tile in the file
                 where = getattr(slide, "_filename", "slide")
-                raise SlideError(f"{where}: cannot read tile at level-0 ({x}, {y}), level {grid.level} ({exc})") from exc
+                msg = f"{where}: cannot read tile at level-0 ({x}, {y}), level {grid.level} ({exc})"
+                raise SlideError(msg) from exc
             tiles[i] = rgba_to_rgb(np.asarray(region))
         yield coords, tiles
 

@@ -33,9 +33,9 @@ def rgba_to_rgb(rgba: np.ndarray) -> np.ndarray:
 
 def saturation(rgb: np.ndarray) -> np.ndarray:
     """HSV saturation in [0, 1] of RGB uint8 [...,3]: (max - min) / max, 0 for black."""
-    rgb = rgb.astype(np.float32)
-    cmax = rgb.max(axis=-1)
-    cmin = rgb.min(axis=-1)
+    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]  # per channel: numpy is slow over a trailing axis of 3
+    cmax = np.maximum(np.maximum(r, g), b).astype(np.float32)
+    cmin = np.minimum(np.minimum(r, g), b).astype(np.float32)
     return np.divide(cmax - cmin, cmax, out=np.zeros_like(cmax), where=cmax > 0)
 
 

@@ -78,13 +78,13 @@ def _check(graphs: Sequence[Data], y: np.ndarray | None = None) -> None:
 def fit_molecule_gnn(
     graphs: Sequence[Data],
     y: Sequence[float] | np.ndarray,
-    epochs: int = 60,
+    epochs: int = 30,
     seed: int = 0,
     device: str | torch.device | None = None,
     *,
     hidden: int = 64,
     layers: int = 3,
-    batch_size: int = 32,
+    batch_size: int = 64,
     lr: float = 3e-3,
     weight_decay: float = 1e-5,
 ) -> MoleculeGNN:

@@ -109,6 +109,11 @@ def _read_tsv(path: Path, what: str, **kwargs: object) -> pd.DataFrame:
 
 
 def _integer_column(values: pd.Series, path: Path, column: str) -> np.ndarray:
+    if pd.api.types.is_integer_dtype(values.dtype):
+        array = values.to_numpy(dtype=np.int64)
+        if (array < 0).any():
+            raise OmicsFormatError(f"{path}: column {column!r} must hold non-negative integer read counts")
+        return array
     numeric = pd.to_numeric(values, errors="coerce")
     bad = numeric.isna()
     if bad.any():
@@ -126,7 +131,8 @@ def _integer_column(values: pd.Series, path: Path, column: str) -> np.ndarray:
 def read_star_counts(path: str | Path) -> pd.DataFrame:
     """Read a GDC 'augmented_star_gene_counts' TSV: one row per gene (summary N_* rows dropped), counts in reads."""
     path = Path(path)
-    df = _read_tsv(path, "STAR gene counts", comment="#", dtype=str, keep_default_na=False, na_values=[""])
+    text_columns = {"gene_id": str, "gene_name": str, "gene_type": str}
+    df = _read_tsv(path, "STAR gene counts", comment="#", dtype=text_columns, keep_default_na=False, na_values=[""])
     _require_columns(df, STAR_COLUMNS, path, "STAR gene counts")
     df = df.loc[~df["gene_id"].isin(STAR_SUMMARY_ROWS), list(STAR_COLUMNS)].reset_index(drop=True)
     if df.empty:
@@ -186,8 +192,8 @@ def read_expression_cohort(
     columns: list[np.ndarray] = []
     obs_rows: list[dict[str, object]] = []
     seen: set[str] = set()
-    for row in sheet.itertuples(index=False):
-        file_id, file_name, sample_id, sample_type = row[0], row[1], row[6], row[7]
+    wanted = sheet[["File ID", "File Name", "Sample ID", "Sample Type"]]
+    for file_id, file_name, sample_id, sample_type in wanted.itertuples(index=False, name=None):
         path = _locate(files_dir, str(file_id), str(file_name))
         try:
             barcode = parse_barcode(str(sample_id))

@@ -80,7 +80,8 @@ def _newton_block(
         new_beta = beta + step
         new_loglik, new_score, new_info = _cox_terms(new_beta, x, start, deaths, sum_x_events)
         for _ in range(30):  # step halving where the likelihood went down
-            worse = active & (new_loglik < loglik - 1e-12)
+            # relative slack: near the optimum rounding noise must not count as a decrease
+            worse = active & (new_loglik < loglik - 1e-10 * (1.0 + np.abs(loglik)))
             if not worse.any():
                 break
             step = np.where(worse, step / 2.0, step)

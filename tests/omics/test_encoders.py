@@ -17,6 +17,15 @@ from omics.spot_graph import spot_graph
 from tests.omics.spatial_fixtures import planted_counts
 
 
+@pytest.fixture(autouse=True)
+def single_thread():
+    # tiny graphs: one intra-op thread avoids thread spin-waiting on a busy 2-core machine
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 def test_snn_shape_and_mask_is_ignored():
     torch.manual_seed(0)
     model = SelfNormalizingMLP(in_dim=40, hidden=64, embed_dim=32).eval()
@@ -40,29 +49,27 @@ def test_snn_is_self_normalising_at_init():
     assert abs(float(activations[-1].pow(2).mean()) - 1.0) < 0.15
 
 
-def _graphs(n_pcs=16):
-    samples = [planted_counts(seed) for seed in (0, 1)]
-    lognorm = [np.log1p(c / c.sum(axis=1, keepdims=True) * 1e4) for c, *_ in samples]
-    stacked = np.concatenate(lognorm)
-    mean = stacked.mean(axis=0)
-    # one PCA basis for the cohort so every graph shares the feature space
-    _, _, vt = np.linalg.svd(stacked - mean, full_matrices=False)
+def _graphs(n_genes=40):
     graphs, regions = [], []
-    for (counts, coords, _, _, region), x in zip(samples, lognorm):
+    for seed in (0, 1):
+        counts, coords, _, _, region = planted_counts(seed, size=1800.0)
+        # log-normalised expression of the first genes (the planted ones included) as spot features
+        x = np.log1p(counts / counts.sum(axis=1, keepdims=True) * 1e4)[:, :n_genes]
         adata = ad.AnnData(X=x.astype(np.float32))
-        adata.obsm["X_pca"] = (x - mean) @ vt[:n_pcs].T
         adata.obsm["spatial"] = coords
-        graphs.append(spot_graph(adata, k=6))
+        graphs.append(spot_graph(adata, k=6, use_rep=None))
         regions.append(region)
     return graphs, regions
 
 
 def test_dgi_loss_falls_and_embeddings_separate_planted_region():
     graphs, regions = _graphs()
-    encoder, losses = fit_spot_graph_encoder(graphs, embed_dim=16, epochs=60, seed=0, device="cpu")
+    encoder, losses = fit_spot_graph_encoder(graphs, embed_dim=16, epochs=150, seed=0, device="cpu")
     assert isinstance(encoder, SpotGraphEncoder)
-    assert len(losses) == 60
-    assert np.mean(losses[-5:]) < 0.6 * np.mean(losses[:3])
+    assert len(losses) == 150
+    # DGI's loss starts near 2 ln 2 (chance discrimination of real vs feature-shuffled spots)
+    assert np.mean(losses[:3]) > 1.3
+    assert np.mean(losses[-5:]) < 0.7 * np.mean(losses[:3])
     train, test = embed_spots(encoder, graphs[0]), embed_spots(encoder, graphs[1])
     assert train.shape == (graphs[0].num_nodes, 16) and train.dtype == np.float32
     # a linear probe fitted on one sample's spots finds the planted region in the other sample

@@ -75,6 +75,9 @@ def test_planted_prognostic_gene_recovered():
     assert res.loc["G0", "coef"] == pytest.approx(0.9, abs=0.25)
     assert res.loc["G2", "coef"] == pytest.approx(-0.15, abs=0.06)
     assert res.loc["G0", "fdr"] < 1e-6
+    # fitting genes in blocks gives the same answer as all at once
+    blocked = cox_univariate(x, time, event, [f"G{j}" for j in range(50)], chunk_genes=7)
+    pd.testing.assert_frame_equal(blocked, res)
 
 
 def test_constant_gene_is_nan_and_bad_input():
