@@ -16,7 +16,7 @@ from fusion.errors import FusionConfigError, FusionDataError
 from fusion.heads import check_task, n_outputs_for
 from fusion.metrics import c_index, r2, roc_auc
 from fusion.model import FusionModel
-from fusion.train import TrainConfig, cpu_threads, fit, predict
+from fusion.train import TrainConfig, cpu_threads, fit, predict, seeded
 
 METRIC_FOR_TASK = {"binary": "auc", "multiclass": "auc", "regression": "r2", "survival": "c_index"}
 
@@ -117,17 +117,18 @@ def cross_validate(
     metric = METRIC_FOR_TASK[task]
     for repeat, fold, tr, te in splits:
         fold_ds = ds.standardise(tr)
-        model = FusionModel.for_dataset(
-            fold_ds,
-            modalities,
-            strategy,
-            n_out,
-            task=task,
-            encoder_factories=encoder_factories,
-            modality_dropout=cfg.modality_dropout if cfg.modality_dropout is not None else 0.2,
-            **dict(model_kwargs or {}),
-        )
         fold_cfg = TrainConfig(**{**cfg.__dict__, "seed": cfg.seed + 1000 * repeat + fold})
+        with seeded(fold_cfg.seed):  # weight initialisation is part of the seeded experiment
+            model = FusionModel.for_dataset(
+                fold_ds,
+                modalities,
+                strategy,
+                n_out,
+                task=task,
+                encoder_factories=encoder_factories,
+                modality_dropout=cfg.modality_dropout if cfg.modality_dropout is not None else 0.2,
+                **dict(model_kwargs or {}),
+            )
         fit(model, fold_ds, tr, fold_cfg)
         with cpu_threads(cfg.num_threads):
             pred = predict(model, fold_ds, te)

@@ -137,8 +137,8 @@ class AttentionFusion(FusionStrategy):
         embed_dim: int,
         n_outputs: int,
         n_layers: int = 1,
-        n_heads: int = 4,
-        dropout: float = 0.1,
+        n_heads: int = 2,
+        dropout: float = 0.3,
     ) -> None:
         super().__init__(n_modalities, embed_dim, n_outputs)
         if embed_dim % n_heads:
@@ -198,7 +198,7 @@ class KroneckerFusion(FusionStrategy):
         n_outputs: int,
         k: int | None = None,
         hidden: int = 64,
-        dropout: float = 0.1,
+        dropout: float = 0.3,
         max_product: int = 1024,
     ) -> None:
         super().__init__(n_modalities, embed_dim, n_outputs)

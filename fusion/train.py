@@ -55,6 +55,14 @@ def cpu_threads(n: int | None) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
+@contextlib.contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """Run the block with torch's CPU RNG seeded to ``seed``; the caller's RNG state is restored after."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
 def resolve_device(device: str | torch.device | None) -> torch.device:
     """``device`` or, when None, CUDA if available else CPU."""
     if device is None:
