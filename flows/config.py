@@ -22,7 +22,7 @@ class RunConfig:
     volume_patch_vox: int = 32
     volume_patch_spacing_mm: float = 2.0
     volume_embed_dim: int = 8
-    volume_encoder_epochs: int = 30
+    volume_encoder_epochs: int = 25
     # whole-slide images
     tile_size: int = 64
     target_mpp: float = 1.0
@@ -31,7 +31,7 @@ class RunConfig:
     tile_feature_dim: int = 32
     tile_encoder_epochs: int = 8
     # omics
-    n_hvg: int = 400
+    n_hvg: int = 50
     spatial_embed_dim: int = 16
     spatial_encoder_epochs: int = 60
     spatial_knn: int = 6
@@ -41,9 +41,12 @@ class RunConfig:
     single_modalities: tuple[str, ...] = ("ct", "pet", "wsi", "expression", "spatial")
     cv_splits: int = 5
     cv_repeats: int = 2
-    fusion_epochs: int = 120
+    fusion_epochs: int = 60
     fusion_lr: float = 3e-3
-    fusion_weight_decay: float = 1e-3
+    fusion_weight_decay: float = 1e-2
+    fusion_hidden: int = 16
+    fusion_dropout: float = 0.3
+    torch_cpu_threads: int = 1  # tiny models: one thread per training beats oversubscribed threads
     modality_dropout: float = 0.2
     embed_dim: int = 16
     # target ranking

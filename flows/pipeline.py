@@ -267,6 +267,8 @@ def fusionrx_pipeline(catalog_path: str, store_path: str, config_path: str | Non
     t0 = time.perf_counter()
     labels = bulk.clinical["primary_diagnosis"].dropna()
     bags = slide_bags(features_h5)
+    for name, frame in frames.items():  # patient-indexed embeddings per modality
+        frame.to_parquet(store.path(f"embeddings/{name}.parquet"))
     fusion_out = fusion_task.submit(frames, bags, labels, cfg).result()
     fusion_out["experiments"].to_parquet(store.path("metrics/experiments.parquet"))
     timings["fusion_s"] = time.perf_counter() - t0

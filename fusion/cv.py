@@ -168,6 +168,7 @@ def compare_strategies(
     train_config: TrainConfig | None = None,
     encoder_factories: Mapping[str, EncoderFactory] | None = None,
     return_results: bool = False,
+    model_kwargs: Mapping[str, object] | None = None,
 ) -> pd.DataFrame | tuple[pd.DataFrame, dict[str, CVResult]]:
     """One row per experiment (fusion ``strategies`` over ``modalities`` (default: all), then a 'single'
     model per modality in ``single_modalities``), all on the SAME folds.
@@ -191,6 +192,7 @@ def compare_strategies(
             encoder_factories=factories,
             splits=splits,
             name=name,
+            model_kwargs=model_kwargs,
         )
         results[name] = res
         rows.append(

@@ -65,7 +65,7 @@ def encoder_factories(cfg: dict) -> dict[str, Any]:
     e = cfg["embed_dim"]
     return {
         "wsi": lambda d: GatedAttentionMIL(d, embed_dim=e, attn_dim=e),
-        "expression": lambda d: SelfNormalizingMLP(d, hidden=64, embed_dim=e),
+        "expression": lambda d: SelfNormalizingMLP(d, hidden=16, embed_dim=e, dropout=0.2),
     }
 
 
@@ -75,12 +75,15 @@ def run_fusion_experiments(frames: dict[str, pd.DataFrame], bags: dict[str, np.n
     ds, classes = build_dataset(frames, bags, labels)
     task = "binary" if len(classes) == 2 else "multiclass"
     tc = TrainConfig(epochs=cfg["fusion_epochs"], lr=cfg["fusion_lr"], weight_decay=cfg["fusion_weight_decay"],
-                     modality_dropout=cfg["modality_dropout"], seed=cfg["seed"])
+                     modality_dropout=cfg["modality_dropout"], seed=cfg["seed"],
+                     num_threads=None if torch.cuda.is_available() else cfg["torch_cpu_threads"])
+    model_kwargs = {"hidden": cfg["fusion_hidden"], "dropout": cfg["fusion_dropout"]}
     singles = [m for m in cfg["single_modalities"] if m in ds.modality_names]
     factories = {k: v for k, v in encoder_factories(cfg).items() if k in ds.modality_names}
     table, results = compare_strategies(ds, list(cfg["strategies"]), singles, task=task,
                                         n_splits=cfg["cv_splits"], n_repeats=cfg["cv_repeats"], seed=cfg["seed"],
-                                        train_config=tc, encoder_factories=factories, return_results=True)
+                                        train_config=tc, encoder_factories=factories, return_results=True,
+                                        model_kwargs=model_kwargs)
     table.insert(table.columns.get_loc("metric"), "task", f"diagnosis ({task})")
 
     # model evidence: attention fusion trained on every patient, |gradient x input| per expression gene
@@ -90,7 +93,7 @@ def run_fusion_experiments(frames: dict[str, pd.DataFrame], bags: dict[str, np.n
         std = ds.standardise(all_idx)
         model = FusionModel.for_dataset(std, ds.modality_names, "attention", 1 if task == "binary" else len(classes),
                                         embed_dim=cfg["embed_dim"], encoder_factories=factories,
-                                        modality_dropout=cfg["modality_dropout"], task=task)
+                                        modality_dropout=cfg["modality_dropout"], task=task, **model_kwargs)
         fit(model, std, all_idx, tc)
         attr = feature_attribution(model, std, "expression", all_idx)
         model_evidence = pd.Series(attr, index=std.modalities["expression"].feature_names, name="model")
