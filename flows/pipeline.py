@@ -53,7 +53,7 @@ def ingest_radiology_task(pid: str, ct_dir: str, pet_dir: str | None, store_root
         return json.loads(store.path(name).read_text())
     try:
         res = ingest_radiology(pid, Path(ct_dir), Path(pet_dir) if pet_dir else None,
-                               store.path("imaging/radiology") , cfg["volume_patch_vox"],
+                               store.path("imaging/radiology"), cfg["volume_patch_vox"],
                                cfg["volume_patch_spacing_mm"])
     except FusionRxError as exc:
         return {"patient_id": pid, "error": _skip("ct", ct_dir, exc)}
@@ -252,9 +252,9 @@ def fusionrx_pipeline(catalog_path: str, store_path: str, config_path: str | Non
     sp_src = catalog.by_modality("spatial")
     if sp_src is not None:
         files = sorted(sp_src.path.glob(sp_src.pattern or "*.h5ad"))
-        futs = [spatial_task.submit(sp_src.patient_id(f.stem[:12]), str(f), features_h5.get(f.stem[:12]),
-                                     str(store.root), cfg)
-                for f in files]
+        pids = [sp_src.patient_id(f.stem[:12]) for f in files]
+        futs = [spatial_task.submit(pid, str(f), features_h5.get(pid), str(store.root), cfg)
+                for pid, f in zip(pids, files)]
         res = [f.result() for f in futs]
         skipped += [r["error"] for r in res if "error" in r]
         spatial_samples = [r for r in res if "error" not in r]

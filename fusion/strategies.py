@@ -97,18 +97,33 @@ class EarlyFusion(FusionStrategy):
 
 @register_strategy("late")
 class LateFusion(FusionStrategy):
-    """One head per modality; outputs combined by a softmax-weighted (learned weights) mean over the
-    present modalities only. A sample with no modality gets a learned constant."""
+    """One head per modality; decisions combined over the present modalities only.
 
-    def __init__(self, n_modalities: int, embed_dim: int, n_outputs: int, hidden: int = 32, dropout: float = 0.1) -> None:
+    ``combine="sum"`` (default) adds the heads' outputs with learned non-negative weights, i.e. each
+    modality contributes its log-odds / log-hazard evidence, which is the Bayes combination for
+    modalities that are conditionally independent given the label (a patient with more agreeing
+    modalities gets a more confident decision). ``combine="mean"`` takes a softmax-weighted mean
+    instead (e.g. for regression targets). A sample with no modality gets a learned constant.
+    """
+
+    def __init__(self, n_modalities: int, embed_dim: int, n_outputs: int, hidden: int = 32, dropout: float = 0.1,
+                 combine: str = "sum") -> None:
         super().__init__(n_modalities, embed_dim, n_outputs)
+        if combine not in ("sum", "mean"):
+            raise FusionConfigError(f"LateFusion: combine must be 'sum' or 'mean', got {combine!r}")
+        self.combine = combine
         self.heads = nn.ModuleList([_mlp_head(embed_dim, hidden, n_outputs, dropout) for _ in range(n_modalities)])
         self.weight_logits = nn.Parameter(torch.zeros(n_modalities))
         self.empty_output = nn.Parameter(torch.zeros(n_outputs))
 
     def modality_weights(self, present: torch.Tensor) -> torch.Tensor:
-        """Combination weights [B, M]: softmax of learned logits over present modalities (rows sum to 1 or 0)."""
-        w = torch.exp(self.weight_logits - self.weight_logits.max()).unsqueeze(0) * present.to(self.weight_logits.dtype)
+        """Combination weights [B, M], zero for missing modalities: softmax over present ones ('mean',
+        rows sum to 1 or 0) or softplus(logit) / softplus(0) per modality ('sum', 1 at initialisation)."""
+        mask = present.to(self.weight_logits.dtype)
+        if self.combine == "sum":
+            w = nn.functional.softplus(self.weight_logits) / math.log(2.0)
+            return w.unsqueeze(0) * mask
+        w = torch.exp(self.weight_logits - self.weight_logits.max()).unsqueeze(0) * mask
         return w / w.sum(dim=1, keepdim=True).clamp_min(1e-12)
 
     def per_modality_outputs(self, z: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
@@ -122,6 +137,8 @@ class LateFusion(FusionStrategy):
         w = self.modality_weights(present).to(outs.dtype)
         outs = torch.where(present.unsqueeze(-1), outs, torch.zeros((), dtype=outs.dtype, device=outs.device))
         fused = (w.unsqueeze(-1) * outs).sum(dim=1)
+        if self.combine == "sum":
+            fused = fused + self.empty_output.to(fused.dtype)
         none = ~present.any(dim=1, keepdim=True)
         return torch.where(none, self.empty_output.to(fused.dtype).expand_as(fused), fused)
 

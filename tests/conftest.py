@@ -9,6 +9,10 @@ from pathlib import Path
 
 import pytest
 
+# Import Prefect (through the flow module) once at collection time, so that its console log
+# handler binds to the session's stderr and not to a per-test capture that is closed later.
+import flows.pipeline  # noqa: F401,E402
+
 E2E_PATIENTS = int(os.environ.get("FUSIONRX_E2E_PATIENTS", "48"))
 
 
