@@ -14,28 +14,10 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-GDC_MISSING = "'--"
-STAR_HEADER = (
-    "gene_id",
-    "gene_name",
-    "gene_type",
-    "unstranded",
-    "stranded_first",
-    "stranded_second",
-    "tpm_unstranded",
-    "fpkm_unstranded",
-    "fpkm_uq_unstranded",
-)
-SAMPLE_SHEET_COLUMNS = (
-    "File ID",
-    "File Name",
-    "Data Category",
-    "Data Type",
-    "Project ID",
-    "Case ID",
-    "Sample ID",
-    "Sample Type",
-)
+# the format constants are the reader's, so writer and reader cannot drift apart
+from omics.gdc import GDC_MISSING, SAMPLE_SHEET_COLUMNS  # noqa: E402
+from omics.gdc import STAR_COLUMNS as STAR_HEADER  # noqa: E402
+
 # The GDC public MAF columns up to HGVSp_Short plus the read-count columns most tools use.
 MAF_COLUMNS = (
     "Hugo_Symbol",

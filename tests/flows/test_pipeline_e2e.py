@@ -69,7 +69,7 @@ def test_run_is_recorded_with_input_hashes_and_config(e2e_run):
     assert set(inputs) == {"ct", "pet", "wsi", "spatial", "expression", "mutations", "copy_number",
                            "clinical", "compounds"}
     assert all(len(h) == 64 for h in inputs.values())
-    assert json.loads(config)["cv_repeats"] == 2
+    assert json.loads(config)["cv_repeats"] == 3
     assert "fusion:attention" in json.loads(metrics)["experiments"]
     manifest = (e2e_run["store"] / "manifest.parquet")
     assert manifest.exists()
