@@ -56,7 +56,8 @@ def _cmd_targets(args: argparse.Namespace) -> int:
     for r in rows:
         flat.append({"rank": r["rank"], "gene": r["gene"], "score": r["score"],
                      **{k: v for k, v in r["evidence"].items()},
-                     "compounds": ", ".join(c["name"] or c["id"] for c in r["compounds"][:3]) or "-"})
+                     "active compounds (pchembl>=6)": ", ".join(
+                         [c["name"] or c["id"] for c in r["compounds"] if c["pchembl"] >= 6.0][:3]) or "-"})
     cols = list(flat[0].keys()) if flat else []
     print(_table(flat, cols))
     return 0
