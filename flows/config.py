@@ -49,6 +49,7 @@ class RunConfig:
     torch_cpu_threads: int = 1  # tiny models: one thread per training beats oversubscribed threads
     modality_dropout: float = 0.2
     embed_dim: int = 16
+    survival_experiments: bool = True
     # target ranking
     ranking_weights: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_WEIGHTS))
     compounds_per_target: int = 5

@@ -164,11 +164,12 @@ def encode_spatial_task(samples: list[dict[str, Any]], cfg: dict) -> pd.DataFram
 
 # --------------------------------------------------------------------------------------- fusion
 @task(name="fusion-experiments", cache_policy=NO_CACHE)
-def fusion_task(frames: dict[str, pd.DataFrame], bags: dict[str, Any], labels: pd.Series, cfg: dict):
-    """CV of every fusion strategy and single modality on the diagnosis; model evidence for genes."""
+def fusion_task(frames: dict[str, pd.DataFrame], bags: dict[str, Any], labels: pd.Series, cfg: dict,
+                survival: pd.DataFrame | None = None):
+    """CV of every fusion strategy and single modality on the diagnosis and survival; model evidence."""
     from flows.stages.fusion_experiments import run_fusion_experiments
 
-    return run_fusion_experiments(frames, bags, labels, cfg)
+    return run_fusion_experiments(frames, bags, labels, cfg, survival=survival)
 
 
 # ------------------------------------------------------------------------------------------ flow
@@ -269,7 +270,8 @@ def fusionrx_pipeline(catalog_path: str, store_path: str, config_path: str | Non
     bags = slide_bags(features_h5)
     for name, frame in frames.items():  # patient-indexed embeddings per modality
         frame.to_parquet(store.path(f"embeddings/{name}.parquet"))
-    fusion_out = fusion_task.submit(frames, bags, labels, cfg).result()
+    survival = bulk.clinical[["os_time_days", "os_event"]].dropna()
+    fusion_out = fusion_task.submit(frames, bags, labels, cfg, survival).result()
     fusion_out["experiments"].to_parquet(store.path("metrics/experiments.parquet"))
     timings["fusion_s"] = time.perf_counter() - t0
 

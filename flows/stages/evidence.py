@@ -75,8 +75,9 @@ def assemble_results(*, catalog: Catalog, store: ArtifactStore, config: RunConfi
                      .rename(columns={"target_gene": "gene"}))
     experiments = fusion_out["experiments"]
     metrics = {
-        "experiments": {r["name"]: {"mean": r["mean"], "std": r["std"], "metric": r["metric"]}
-                        for r in experiments.to_dict("records")},
+        "experiments": {task: {r["name"]: {"mean": r["mean"], "std": r["std"], "metric": r["metric"]}
+                               for r in grp.to_dict("records")}
+                        for task, grp in experiments.groupby("task")},
         "n_patients_fusion": fusion_out["n_patients"], "modality_counts": fusion_out["modality_counts"],
         "timings_s": timings, "n_skipped": len(skipped),
         "top_targets": ranked["gene"].head(10).tolist(),
@@ -88,11 +89,12 @@ def assemble_results(*, catalog: Catalog, store: ArtifactStore, config: RunConfi
     with atomic_path(store.path(f"runs/{run_id}.json")) as tmp:
         tmp.write_text(json.dumps(run, indent=1, default=float))
     write_run(store.root, run=run, targets=ranked, compounds=compounds, links=link_rows, experiments=experiments)
-    best_single = experiments.loc[experiments["kind"] == "single"].sort_values("mean").tail(1)
-    best_fusion = experiments.loc[experiments["kind"] == "fusion"].sort_values("mean").tail(1)
-    if len(best_single) and len(best_fusion):
-        log(f"[fusion] best fusion {best_fusion['name'].iloc[0]} {best_fusion['metric'].iloc[0]}="
-            f"{best_fusion['mean'].iloc[0]:.3f} vs best single {best_single['name'].iloc[0]}="
-            f"{best_single['mean'].iloc[0]:.3f}")
+    for task, grp in experiments.groupby("task"):
+        best_single = grp.loc[grp["kind"] == "single"].sort_values("mean").tail(1)
+        best_fusion = grp.loc[grp["kind"] == "fusion"].sort_values("mean").tail(1)
+        if len(best_single) and len(best_fusion):
+            log(f"[fusion] {task}: best fusion {best_fusion['name'].iloc[0]} {best_fusion['metric'].iloc[0]}="
+                f"{best_fusion['mean'].iloc[0]:.3f} vs best single {best_single['name'].iloc[0]}="
+                f"{best_single['mean'].iloc[0]:.3f}")
     log(f"[targets] top 5: {', '.join(ranked['gene'].head(5))}")
     return {"run_id": run_id, "skipped": skipped, "metrics": metrics}

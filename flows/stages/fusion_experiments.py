@@ -40,13 +40,14 @@ def bag_modality(name: str, bags: dict[str, np.ndarray], patients: list[str]) ->
     return ModalityData(name, torch.from_numpy(values), torch.from_numpy(present), torch.from_numpy(mask))
 
 
-def build_dataset(frames: dict[str, pd.DataFrame], bags: dict[str, np.ndarray], labels: pd.Series,
-                  ) -> tuple[MultimodalDataset, list[str]]:
-    """Diagnosis dataset over the labelled patients that have at least one modality; class names."""
-    classes = sorted(labels.unique())
+def build_dataset(frames: dict[str, pd.DataFrame], bags: dict[str, np.ndarray], patients: list[str],
+                  y: object) -> MultimodalDataset:
+    """Dataset over ``patients`` (those with at least one modality are kept) with labels ``y`` aligned to
+    ``patients`` (class ids, or a (time, event) pair for survival)."""
     have = set().union(*[set(f.index) for f in frames.values()], set(bags))
-    patients = [p for p in labels.index if p in have]
-    y = labels.loc[patients].map({c: i for i, c in enumerate(classes)}).to_numpy(np.int64)
+    keep = np.array([p in have for p in patients])
+    patients = [p for p, k in zip(patients, keep) if k]
+    y = tuple(np.asarray(v)[keep] for v in y) if isinstance(y, tuple) else np.asarray(y)[keep]
     ds = MultimodalDataset.from_frames(frames, patients, y)
     mods = dict(ds.modalities)
     for name, m in mods.items():
@@ -54,7 +55,7 @@ def build_dataset(frames: dict[str, pd.DataFrame], bags: dict[str, np.ndarray], 
             m.feature_names = [str(c) for c in frames[name].columns]
     if bags:
         mods["wsi"] = bag_modality("wsi", bags, patients)
-    return MultimodalDataset(patients=patients, modalities=mods, y=ds.y), classes
+    return MultimodalDataset(patients=patients, modalities=mods, y=ds.y)
 
 
 def encoder_factories(cfg: dict) -> dict[str, Any]:
@@ -70,9 +71,12 @@ def encoder_factories(cfg: dict) -> dict[str, Any]:
 
 
 def run_fusion_experiments(frames: dict[str, pd.DataFrame], bags: dict[str, np.ndarray], labels: pd.Series,
-                           cfg: dict) -> dict[str, Any]:
-    """CV (same folds for all) of each fusion strategy and each single modality; expression attribution."""
-    ds, classes = build_dataset(frames, bags, labels)
+                           cfg: dict, survival: pd.DataFrame | None = None) -> dict[str, Any]:
+    """CV (same folds for all) of each fusion strategy and each single modality on the diagnosis (and,
+    given ``survival`` with os_time_days/os_event, on overall survival); expression attribution."""
+    classes = sorted(labels.unique())
+    ds = build_dataset(frames, bags, list(labels.index),
+                       labels.map({c: i for i, c in enumerate(classes)}).to_numpy(np.int64))
     task = "binary" if len(classes) == 2 else "multiclass"
     tc = TrainConfig(epochs=cfg["fusion_epochs"], lr=cfg["fusion_lr"], weight_decay=cfg["fusion_weight_decay"],
                      modality_dropout=cfg["modality_dropout"], seed=cfg["seed"],
@@ -85,6 +89,16 @@ def run_fusion_experiments(frames: dict[str, pd.DataFrame], bags: dict[str, np.n
                                         train_config=tc, encoder_factories=factories, return_results=True,
                                         model_kwargs=model_kwargs)
     table.insert(table.columns.get_loc("metric"), "task", f"diagnosis ({task})")
+    if survival is not None and cfg["survival_experiments"]:
+        sds = build_dataset(frames, bags, list(survival.index),
+                            (survival["os_time_days"].to_numpy(np.float32), survival["os_event"].to_numpy(bool)))
+        s_singles = [m for m in cfg["single_modalities"] if m in sds.modality_names]
+        s_factories = {k: v for k, v in encoder_factories(cfg).items() if k in sds.modality_names}
+        s_table = compare_strategies(sds, list(cfg["strategies"]), s_singles, task="survival",
+                                     n_splits=cfg["cv_splits"], n_repeats=cfg["cv_repeats"], seed=cfg["seed"],
+                                     train_config=tc, encoder_factories=s_factories, model_kwargs=model_kwargs)
+        s_table.insert(s_table.columns.get_loc("metric"), "task", "overall survival (cox)")
+        table = pd.concat([table, s_table], ignore_index=True)
 
     # model evidence: attention fusion trained on every patient, |gradient x input| per expression gene
     model_evidence = pd.Series(dtype=float)

@@ -45,6 +45,7 @@ def test_planted_targets_reach_the_top(e2e_run, capsys):
 
 def test_fusion_beats_every_single_modality(e2e_run, capsys):
     rows = _cli_json(capsys, "experiments", "--store", str(e2e_run["store"]), "--format", "json")
+    rows = [r for r in rows if r["task"].startswith("diagnosis")]
     fusion = {r["strategy"]: r["mean"] for r in rows if r["kind"] == "fusion"}
     single = {r["modalities"]: r["mean"] for r in rows if r["kind"] == "single"}
     assert set(fusion) == {"early", "late", "attention", "kronecker"}
@@ -70,6 +71,17 @@ def test_run_is_recorded_with_input_hashes_and_config(e2e_run):
                            "clinical", "compounds"}
     assert all(len(h) == 64 for h in inputs.values())
     assert json.loads(config)["cv_repeats"] == 3
-    assert "fusion:attention" in json.loads(metrics)["experiments"]
+    assert "fusion:attention" in json.loads(metrics)["experiments"]["diagnosis (binary)"]
     manifest = (e2e_run["store"] / "manifest.parquet")
     assert manifest.exists()
+
+
+def test_survival_experiments_use_the_c_index(e2e_run, capsys):
+    rows = _cli_json(capsys, "experiments", "--store", str(e2e_run["store"]), "--format", "json")
+    surv = [r for r in rows if r["task"] == "overall survival (cox)"]
+    assert {r["strategy"] for r in surv if r["kind"] == "fusion"} == {"early", "late", "attention", "kronecker"}
+    assert all(r["metric"] == "c_index" for r in surv)
+    # the planted hazard follows the targets' expression: expression-based models rank risk above chance
+    by_name = {r["name"]: r["mean"] for r in surv}
+    assert by_name["single:expression"] > 0.6
+    assert max(r["mean"] for r in surv if r["kind"] == "fusion") > 0.55
