@@ -102,30 +102,51 @@ def plan_slide_task(pid: str, path: str, cfg: dict):
         return {"patient_id": pid, "error": _skip("wsi", path, exc)}
 
 
-@task(name="fit-tile-encoder", cache_policy=NO_CACHE)
-def fit_tile_encoder_task(plans: list, cfg: dict):
-    """Self-supervised tile CNN on tiles sampled from every slide of the cohort."""
-    from flows.stages.pathology import sample_tiles
-    from imaging.tile_encoder import fit_tile_encoder
+TILE_ENCODER_KEYS = ("seed", "tile_size", "target_mpp", "min_tissue", "encoder_tiles_per_slide",
+                     "tile_feature_dim", "tile_encoder_epochs")
 
+
+@task(name="fit-tile-encoder", cache_policy=NO_CACHE)
+def fit_tile_encoder_task(plans: list, cfg: dict, store_root: str, run_id: str):
+    """Self-supervised tile CNN on tiles sampled from every slide of the cohort (reused from the store
+    while the slides and the encoder settings are unchanged)."""
+    from flows.stages.pathology import sample_tiles
+    from imaging.tile_encoder import fit_tile_encoder, load_tile_encoder, save_tile_encoder
+
+    store = ArtifactStore(store_root)
+    name = "wsi/tile_encoder.pt"
+    inputs = {p.patient_id: path_sha256(p.path) for p in plans}
+    sub_cfg = {k: cfg[k] for k in TILE_ENCODER_KEYS}
+    if store.is_fresh(name, inputs, sub_cfg):
+        _log(f"[wsi] slides unchanged: reusing the tile encoder {store.path(name)}")
+        return load_tile_encoder(store.path(name), cfg["tile_feature_dim"])
     tiles = np.concatenate([sample_tiles(p, cfg["encoder_tiles_per_slide"], cfg["seed"] + i)
                             for i, p in enumerate(plans)])
     _log(f"[wsi] training the tile encoder on {len(tiles)} tiles from {len(plans)} slides")
-    return fit_tile_encoder(tiles, feature_dim=cfg["tile_feature_dim"], epochs=cfg["tile_encoder_epochs"],
-                            seed=cfg["seed"])
+    encoder = fit_tile_encoder(tiles, feature_dim=cfg["tile_feature_dim"], epochs=cfg["tile_encoder_epochs"],
+                               seed=cfg["seed"])
+    save_tile_encoder(encoder, store.path(name))
+    store.record(name, "fit-tile-encoder", inputs, sub_cfg, run_id)
+    return encoder
 
 
 @task(name="slide-features", cache_policy=NO_CACHE)
-def slide_features_task(plan, encoder, store_root: str) -> dict[str, Any]:
-    """Stream one slide's tiles through stain normalisation and the encoder; write HDF5 features."""
+def slide_features_task(plan, encoder, store_root: str, cfg: dict, run_id: str) -> dict[str, Any]:
+    """Stream one slide's tiles through stain normalisation and the encoder; write HDF5 features
+    (skipped when the slide and the encoder are unchanged)."""
     from flows.stages.pathology import extract_features
 
     store = ArtifactStore(store_root)
-    try:
-        path = extract_features(plan, encoder, store.path(f"wsi/{plan.patient_id}.h5"))
-    except FusionRxError as exc:
-        return {"patient_id": plan.patient_id, "error": _skip("wsi", plan.path, exc)}
-    return {"patient_id": plan.patient_id, "features_h5": str(path)}
+    name = f"wsi/{plan.patient_id}.h5"
+    inputs = {"slide": path_sha256(plan.path), "encoder": path_sha256(store.path("wsi/tile_encoder.pt"))}
+    sub_cfg = {k: cfg[k] for k in TILE_ENCODER_KEYS}
+    if not store.is_fresh(name, inputs, sub_cfg):
+        try:
+            extract_features(plan, encoder, store.path(name))
+        except FusionRxError as exc:
+            return {"patient_id": plan.patient_id, "error": _skip("wsi", plan.path, exc)}
+        store.record(name, "slide-features", inputs, sub_cfg, run_id)
+    return {"patient_id": plan.patient_id, "features_h5": str(store.path(name))}
 
 
 # ---------------------------------------------------------------------------------------- omics
@@ -227,8 +248,9 @@ def fusionrx_pipeline(catalog_path: str, store_path: str, config_path: str | Non
         skipped += [p["error"] for p in plans if isinstance(p, dict)]
         plans = [p for p in plans if not isinstance(p, dict)]
         if plans:
-            encoder = fit_tile_encoder_task.submit(plans, cfg).result()
-            feats = [f.result() for f in [slide_features_task.submit(p, encoder, str(store.root)) for p in plans]]
+            encoder = fit_tile_encoder_task.submit(plans, cfg, str(store.root), run_id).result()
+            feats = [f.result() for f in [slide_features_task.submit(p, encoder, str(store.root), cfg, run_id)
+                                          for p in plans]]
             skipped += [f["error"] for f in feats if "error" in f]
             features_h5 = {f["patient_id"]: f["features_h5"] for f in feats if "error" not in f}
             _log(f"[wsi] {len(features_h5)}/{len(slides)} slides tiled and encoded "

@@ -16,6 +16,14 @@ import pandas as pd
 
 MANIFEST = "manifest.parquet"
 _HASH_CHUNK = 1 << 20
+_MANIFEST_LOCKS: dict[Path, threading.Lock] = {}
+_LOCKS_GUARD = threading.Lock()
+
+
+def _manifest_lock(root: Path) -> threading.Lock:
+    """One lock per store root, shared by every ArtifactStore object of this process (tasks run in threads)."""
+    with _LOCKS_GUARD:
+        return _MANIFEST_LOCKS.setdefault(root, threading.Lock())
 
 
 def file_sha256(path: str | Path) -> str:
@@ -69,8 +77,9 @@ class ArtifactStore:
     def __init__(self, root: str | Path):
         self.root = Path(root).resolve()
         self.root.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
-        self._manifest = self._load_manifest()
+        self._lock = _manifest_lock(self.root)
+        with self._lock:
+            self._manifest = self._load_manifest()
 
     def path(self, name: str) -> Path:
         """Absolute path of an artifact (parent folders created)."""
@@ -95,6 +104,7 @@ class ArtifactStore:
     def is_fresh(self, name: str, inputs_sha256: dict[str, str], config: Any = None) -> bool:
         """True when the artifact exists and was made from exactly these inputs and config."""
         with self._lock:
+            self._manifest = self._load_manifest()
             rec = self._manifest.get(name)
         if rec is None or not (self.root / name).exists():
             return False
@@ -106,6 +116,7 @@ class ArtifactStore:
         p = self.root / name
         art_hash = path_sha256(p) if p.exists() else ""
         with self._lock:
+            self._manifest = self._load_manifest()  # merge with rows other tasks recorded meanwhile
             self._manifest[name] = {
                 "artifact": name, "stage": stage,
                 "inputs_sha256": json.dumps(inputs_sha256, sort_keys=True),

@@ -47,3 +47,21 @@ def test_manifest_freshness_follows_inputs_and_config(tmp_path):
     reopened = ArtifactStore(tmp_path / "store")  # the manifest persists
     assert reopened.is_fresh(name, inputs, {"k": 1})
     assert reopened.manifest().loc[0, "run_id"] == "r1"
+
+
+def test_records_from_many_store_objects_and_threads_all_survive(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    root = tmp_path / "store"
+
+    def work(i: int) -> None:
+        store = ArtifactStore(root)  # each task opens its own store object, as the flow's tasks do
+        name = f"a/{i}.txt"
+        store.path(name).write_text(str(i))
+        store.record(name, "t", {"x": str(i)}, None, run_id="r")
+
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(work, range(24)))
+    store = ArtifactStore(root)
+    assert len(store.manifest()) == 24
+    assert all(store.is_fresh(f"a/{i}.txt", {"x": str(i)}) for i in range(24))
