@@ -118,32 +118,28 @@ def fit_molecule_gnn(
 
 
 @torch.no_grad()
+def _batched(model: MoleculeGNN, graphs: Sequence[Data], forward, batch_size: int) -> torch.Tensor:
+    """Run ``forward(batch)`` over the graphs in batches (eval mode, autocast on CUDA) -> float32 on CPU."""
+    _check(graphs)
+    device = next(model.parameters()).device
+    model.eval()
+    out = []
+    for batch in DataLoader(list(graphs), batch_size=batch_size, shuffle=False):
+        batch = batch.to(device)
+        with _autocast(device):
+            out.append(forward(batch).float())
+    return torch.cat(out).cpu()
+
+
 def predict(model: MoleculeGNN, graphs: Sequence[Data], batch_size: int = 256) -> np.ndarray:
     """Predictions (n_molecules,) in the units of the training targets."""
-    _check(graphs)
-    device = next(model.parameters()).device
-    model.eval()
-    out = []
-    for batch in DataLoader(list(graphs), batch_size=batch_size, shuffle=False):
-        batch = batch.to(device)
-        with _autocast(device):
-            out.append(model(batch).float())
-    pred = torch.cat(out) * model.y_std + model.y_mean
-    return pred.cpu().numpy().astype(np.float64)
+    pred = _batched(model, graphs, model, batch_size) * model.y_std.cpu() + model.y_mean.cpu()
+    return pred.numpy().astype(np.float64)
 
 
-@torch.no_grad()
 def embed(model: MoleculeGNN, graphs: Sequence[Data], batch_size: int = 256) -> np.ndarray:
     """Per-molecule embeddings (n_molecules, model.embedding_dim) for downstream fusion."""
-    _check(graphs)
-    device = next(model.parameters()).device
-    model.eval()
-    out = []
-    for batch in DataLoader(list(graphs), batch_size=batch_size, shuffle=False):
-        batch = batch.to(device)
-        with _autocast(device):
-            out.append(model.embed(batch).float())
-    return torch.cat(out).cpu().numpy()
+    return _batched(model, graphs, model.embed, batch_size).numpy()
 
 
 def cross_validate_gnn(

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 # the format constants are the reader's, so writer and reader cannot drift apart
-from omics.gdc import GDC_MISSING, SAMPLE_SHEET_COLUMNS  # noqa: E402
+from omics.gdc import GDC_MISSING, MAF_REQUIRED_COLUMNS, SAMPLE_SHEET_COLUMNS  # noqa: E402
 from omics.gdc import STAR_COLUMNS as STAR_HEADER  # noqa: E402
 
 # The GDC public MAF columns up to HGVSp_Short plus the read-count columns most tools use.
@@ -66,17 +66,7 @@ MAF_COLUMNS = (
     "n_ref_count",
     "n_alt_count",
 )
-MAF_REQUIRED = (
-    "Hugo_Symbol",
-    "Chromosome",
-    "Start_Position",
-    "Variant_Classification",
-    "Variant_Type",
-    "Reference_Allele",
-    "Tumor_Seq_Allele2",
-    "Tumor_Sample_Barcode",
-    "HGVSp_Short",
-)
+MAF_REQUIRED = MAF_REQUIRED_COLUMNS
 CLINICAL_COLUMNS = (
     "case_id",
     "case_submitter_id",
