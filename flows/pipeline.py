@@ -233,7 +233,7 @@ def fusionrx_pipeline(catalog_path: str, store_path: str, config_path: str | Non
             rf = encode_radiology_task.submit(ok, cfg).result()
             frames.update({k: v for k, v in rf.items() if k in ("ct", "pet")})
             pheno = rf["phenotypes"]
-            pheno.to_parquet(store.path("imaging/phenotypes.parquet"))
+            store.write_parquet("imaging/phenotypes.parquet", pheno)
     timings["radiology_s"] = time.perf_counter() - t0
 
     # --- pathology
@@ -264,7 +264,7 @@ def fusionrx_pipeline(catalog_path: str, store_path: str, config_path: str | Non
     bulk = bulk_omics_task.submit(catalog).result()
     skipped += [{"source": "expression", "file": "", "error": e} for e in bulk.errors]
     frames["expression"] = expression_features(bulk, cfg["n_hvg"])
-    bulk.tumour.write_h5ad(store.path("omics/tumour_expression.h5ad"))
+    store.write_h5ad("omics/tumour_expression.h5ad", bulk.tumour)
     _log(f"[omics] {bulk.expression.n_obs} RNA samples ({int(bulk.expression.obs['is_normal'].sum())} normal), "
          f"{bulk.expression.n_vars} genes, {len(bulk.clinical)} clinical records")
     timings["omics_s"] = time.perf_counter() - t0
@@ -291,10 +291,10 @@ def fusionrx_pipeline(catalog_path: str, store_path: str, config_path: str | Non
     labels = bulk.clinical["primary_diagnosis"].dropna()
     bags = slide_bags(features_h5)
     for name, frame in frames.items():  # patient-indexed embeddings per modality
-        frame.to_parquet(store.path(f"embeddings/{name}.parquet"))
+        store.write_parquet(f"embeddings/{name}.parquet", frame)
     survival = bulk.clinical[["os_time_days", "os_event"]].dropna()
     fusion_out = fusion_task.submit(frames, bags, labels, cfg, survival).result()
-    fusion_out["experiments"].to_parquet(store.path("metrics/experiments.parquet"))
+    store.write_parquet("metrics/experiments.parquet", fusion_out["experiments"])
     timings["fusion_s"] = time.perf_counter() - t0
 
     # --- evidence, ranking, compounds, results DB

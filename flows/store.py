@@ -87,6 +87,18 @@ class ArtifactStore:
         p.parent.mkdir(parents=True, exist_ok=True)
         return p
 
+    def write_parquet(self, name: str, df: pd.DataFrame) -> Path:
+        """Write a table artifact atomically (temp file, then rename)."""
+        with atomic_path(self.path(name)) as tmp:
+            df.to_parquet(tmp)
+        return self.root / name
+
+    def write_h5ad(self, name: str, adata: Any) -> Path:
+        """Write an AnnData artifact atomically (temp file, then rename)."""
+        with atomic_path(self.path(name)) as tmp:
+            adata.write_h5ad(tmp)
+        return self.root / name
+
     def _load_manifest(self) -> dict[str, dict[str, Any]]:
         f = self.root / MANIFEST
         if not f.exists():

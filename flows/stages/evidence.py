@@ -64,7 +64,7 @@ def assemble_results(*, catalog: Catalog, store: ArtifactStore, config: RunConfi
         chem = summarise_target_chemistry(links)
         ev["tractability"] = chem["best_pchembl"].reindex(ev.index)
     ranked = rank_targets(ev, RankingConfig(weights=config.ranking_weights))
-    ranked.to_parquet(store.path("targets/ranking.parquet"))
+    store.write_parquet("targets/ranking.parquet", ranked)
 
     link_rows = pd.DataFrame()
     if not links.empty:
