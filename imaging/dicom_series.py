@@ -71,10 +71,11 @@ def _read_file(path: Path) -> tuple[Dataset, np.ndarray]:
         ds = pydicom.dcmread(path)
     except Exception as exc:  # pydicom raises many kinds on truncated / non-DICOM bytes
         raise DicomSeriesError(f"{path}: unreadable DICOM file ({type(exc).__name__}: {exc})") from exc
+    if "PixelData" not in ds:  # checked first: a truncated file usually loses its pixels and later tags
+        raise DicomSeriesError(f"{path}: missing DICOM tag PixelData (file truncated or incomplete? "
+                               f"{path.stat().st_size} bytes)")
     for keyword in _REQUIRED_TAGS:
         _tag(ds, keyword, path)
-    if "PixelData" not in ds:
-        raise DicomSeriesError(f"{path}: missing DICOM tag PixelData")
     try:
         pixels = ds.pixel_array
     except Exception as exc:
