@@ -93,8 +93,8 @@ def extract_features(plan: SlidePlan, encoder, out_path: Path, batch_size: int =
     return out_path
 
 
-def load_tile_table(features_h5: Path) -> tuple[np.ndarray, int, np.ndarray]:
-    """Tile level-0 coordinates [T,2], tile size at level 0 and hematoxylin density [T] of a features file."""
+def _load_features_and_density(features_h5: Path):
+    """TileFeatures of a features file plus its per-tile hematoxylin density [T] (one pass over the file)."""
     import h5py
 
     from imaging.tile_encoder import TileFeatures
@@ -104,12 +104,16 @@ def load_tile_table(features_h5: Path) -> tuple[np.ndarray, int, np.ndarray]:
         if CELLULARITY_DATASET not in f:
             raise SlideError(f"{features_h5}: lacks dataset '{CELLULARITY_DATASET}'")
         dens = f[CELLULARITY_DATASET][()]
+    return tf, dens
+
+
+def load_tile_table(features_h5: Path) -> tuple[np.ndarray, int, np.ndarray]:
+    """Tile level-0 coordinates [T,2], tile size at level 0 and hematoxylin density [T] of a features file."""
+    tf, dens = _load_features_and_density(features_h5)
     return tf.coords_level0, tf.tile_size_level0, dens
 
 
 def slide_bag(features_h5: Path) -> np.ndarray:
     """One slide's MIL bag: tile CNN features with the tile's hematoxylin density appended [T, d+1]."""
-    from imaging.tile_encoder import TileFeatures
-
-    _, _, dens = load_tile_table(features_h5)
-    return np.column_stack([TileFeatures.load_h5(features_h5).features, dens]).astype(np.float32)
+    tf, dens = _load_features_and_density(features_h5)
+    return np.column_stack([tf.features, dens]).astype(np.float32)

@@ -197,6 +197,25 @@ def _base_dataset(
     return ds
 
 
+def _set_slice_geometry(ds: Dataset, origin: np.ndarray, k: int, slice_thickness_mm: float,
+                        pixel_spacing_mm: tuple[float, float], shape: tuple[int, int, int]) -> None:
+    """Axial slice k's position (LPS mm), location, pixel spacing, thickness and matrix size."""
+    z = origin[2] + k * slice_thickness_mm
+    ds.ImagePositionPatient = [_ds(origin[0]), _ds(origin[1]), _ds(z)]
+    ds.SliceLocation = _ds(z)
+    ds.PixelSpacing = [_ds(pixel_spacing_mm[0]), _ds(pixel_spacing_mm[1])]
+    ds.SliceThickness = _ds(slice_thickness_mm)
+    ds.Rows, ds.Columns = shape[1], shape[2]
+
+
+def _series_truth(patient_id: str, out_dir: Path, study_uid: str, series_uid: str, frame_uid: str,
+                  shape: tuple[int, int, int], origin: np.ndarray) -> dict:
+    """The identifiers and grid every written series reports in its truth dict."""
+    return {"patient_id": patient_id, "series_dir": str(out_dir), "study_uid": study_uid,
+            "series_uid": series_uid, "frame_of_reference_uid": frame_uid, "shape": tuple(shape),
+            "origin_mm": origin.tolist()}
+
+
 def _write_slices(out_dir: Path, prefix: str, datasets: list[Dataset]) -> list[Path]:
     """Write one file per slice (temp then rename); drop stale slices of an earlier run with the same prefix."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -261,14 +280,9 @@ def write_ct_series(
         ds.SeriesDescription = "Synthetic chest CT"
         ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
         ds.InstanceNumber = k + 1
-        z = origin[2] + k * slice_thickness_mm
-        ds.ImagePositionPatient = [_ds(origin[0]), _ds(origin[1]), _ds(z)]
-        ds.SliceLocation = _ds(z)
-        ds.PixelSpacing = [_ds(pixel_spacing_mm[0]), _ds(pixel_spacing_mm[1])]
-        ds.SliceThickness = _ds(slice_thickness_mm)
+        _set_slice_geometry(ds, origin, k, slice_thickness_mm, pixel_spacing_mm, shape)
         ds.SpacingBetweenSlices = _ds(slice_thickness_mm)
         ds.KVP = "120"
-        ds.Rows, ds.Columns = shape[1], shape[2]
         ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 12, 11, 0
         ds.RescaleIntercept = _ds(CT_RESCALE_INTERCEPT)
         ds.RescaleSlope = "1"
@@ -279,13 +293,7 @@ def write_ct_series(
     _write_slices(out_dir, "CT", datasets)
 
     return {
-        "patient_id": patient_id,
-        "series_dir": str(out_dir),
-        "study_uid": study_uid,
-        "series_uid": series_uid,
-        "frame_of_reference_uid": frame_uid,
-        "shape": tuple(shape),
-        "origin_mm": origin.tolist(),
+        **_series_truth(patient_id, out_dir, study_uid, series_uid, frame_uid, shape, origin),
         "tissue_hu": TISSUE_HU,
         "lung_hu": LUNG_HU,
         "air_hu": AIR_HU,
@@ -380,12 +388,7 @@ def write_pet_series(
         ds.DecayFactor = "1"
         ds.FrameReferenceTime = "0"
         ds.RadiopharmaceuticalInformationSequence = [info]
-        z = origin[2] + k * slice_thickness_mm
-        ds.ImagePositionPatient = [_ds(origin[0]), _ds(origin[1]), _ds(z)]
-        ds.SliceLocation = _ds(z)
-        ds.PixelSpacing = [_ds(pixel_spacing_mm[0]), _ds(pixel_spacing_mm[1])]
-        ds.SliceThickness = _ds(slice_thickness_mm)
-        ds.Rows, ds.Columns = shape[1], shape[2]
+        _set_slice_geometry(ds, origin, k, slice_thickness_mm, pixel_spacing_mm, shape)
         ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 15, 1
         # Per-slice slope: the slice maximum maps near the int16 top (32000 leaves headroom for DS rounding).
         slice_max = float(activity[k].max())
@@ -399,13 +402,7 @@ def write_pet_series(
     _write_slices(out_dir, "PT", datasets)
 
     return {
-        "patient_id": patient_id,
-        "series_dir": str(out_dir),
-        "study_uid": study_uid,
-        "series_uid": series_uid,
-        "frame_of_reference_uid": frame_uid,
-        "shape": tuple(shape),
-        "origin_mm": origin.tolist(),
+        **_series_truth(patient_id, out_dir, study_uid, series_uid, frame_uid, shape, origin),
         "tumour_centre_mm": centre.tolist(),
         "tumour_radius_mm": float(tumour_radius_mm),
         "tumour_volume_ml": float(4.0 / 3.0 * np.pi * tumour_radius_mm**3 / 1000.0),
