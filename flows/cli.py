@@ -101,6 +101,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--store", required=True, type=Path)
     e.add_argument("--format", choices=["table", "json"], default="table")
     e.set_defaults(func=_cmd_experiments)
+
+    from flows.commands import register_all
+
+    register_all(sub)  # one module per further command in flows/commands/
     return p
 
 
