@@ -13,6 +13,7 @@ from pydicom.encaps import encapsulate, generate_fragments
 from pydicom.uid import EnhancedCTImageStorage, JPEG2000Lossless, JPEGLSLossless, RLELossless
 
 from fusion.errors import DicomSeriesError
+from imaging.dicom_fastread import fast_read
 from imaging.dicom_index import index_dicom, pair_ct_pet
 from imaging.dicom_series import read_dicom_series
 from imaging.pet import read_pet_suv
@@ -107,6 +108,11 @@ def test_ge_whole_body_pet_irregular_gaps_and_suv_by_hand(dicom_root: Path) -> N
     assert by_hand[j, i] > 1.0
     assert suv.array[int(round(k)), j, i] == pytest.approx(by_hand[j, i], rel=1e-5)
     assert np.allclose(suv.array[int(round(k))], by_hand, rtol=1e-5, atol=1e-6)
+    # The fast scanner (used by read_dicom_series) reads GE's implicit-VR headers to the same Bq/ml.
+    assert all(fast_read(f, f.read_bytes()) is not None for f in sorted(series.iterdir())[::25])
+    activity = read_dicom_series(series)
+    assert activity.units == "BQML" and activity.meta == {k: v for k, v in suv.meta.items() if k in activity.meta}
+    assert np.allclose(activity.array * np.float32(suv.meta["suv_scale"]), suv.array, rtol=1e-6)
 
 
 def test_gml_pet_passes_through_and_ct_hu(dicom_root: Path) -> None:

@@ -275,3 +275,28 @@ def test_folder_with_two_series_names_them_and_reads_one(ct_series: tuple[Path, 
         read_dicom_series(both)
     small = read_dicom_series(both, series_uid=other["series_uid"])
     assert small.shape == (6, 32, 32) and small.meta["source_dir"] == str(both / "y")
+
+
+def test_fast_scanner_matches_pydicom_path(ct_series: tuple[Path, dict], tmp_path: Path) -> None:
+    from imaging.dicom_fastread import fast_read
+    from imaging.dicom_series import read_dicom_series_headers
+
+    padded = _copy(ct_series[0], tmp_path / "padded")  # an element after the pixel data: full scan needed
+    for path in sorted(padded.glob("*.dcm"))[:3]:
+        ds = pydicom.dcmread(path)
+        ds.DataSetTrailingPadding = b"\0" * 16
+        ds.save_as(path)
+    mr = tmp_path / "mr"
+    mr.mkdir()
+    shutil.copy(get_testdata_file("MR_small.dcm"), mr / "IM1")  # explicit VR, another vendor's header
+    for directory in (ct_series[0], padded, mr):
+        files = sorted(p for p in directory.iterdir())
+        assert all(fast_read(f, f.read_bytes()) is not None for f in files)
+        fast = read_dicom_series(directory)
+        slow, headers = read_dicom_series_headers(directory)
+        assert np.array_equal(fast.array, slow.array) and np.allclose(fast.affine, slow.affine)
+        assert fast.meta == slow.meta and fast.units == slow.units
+        assert headers[0].filename.endswith(fast.meta["files"][0]) and "PixelData" not in headers[0]
+    # A compressed file is not for the scanner: pydicom reads it.
+    jpeg = Path(get_testdata_file("JPEG2000.dcm"))
+    assert fast_read(jpeg, jpeg.read_bytes()) is None
