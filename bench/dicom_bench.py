@@ -130,7 +130,8 @@ def main() -> None:
               f"{s['simpleitk']:10.1f} {r['ratio_vs_pydicom_loop']:9.2f}x {r['ratio_vs_simpleitk']:7.2f}x")
     result = {"benchmark": "dicom_series_to_hu", "unit": "slices/s", "repeats": args.repeats,
               "machine": platform.platform(), "python": platform.python_version(),
-              "pydicom": pydicom.__version__, "simpleitk": sitk.Version_VersionString(), "rows": rows}
+              "pydicom": pydicom.__version__, "simpleitk": sitk.Version_VersionString(),
+              "simpleitk_threads": sitk.ProcessObject.GetGlobalDefaultNumberOfThreads(), "rows": rows}
     out = Path(args.out)
     tmp_out = out.with_name(f".{out.name}.tmp")
     tmp_out.write_text(json.dumps(result, indent=2))
