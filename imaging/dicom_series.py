@@ -1,209 +1,239 @@
-"""Read one CT/PET DICOM series (one file per slice) into a `Volume` with rescaled values and an LPS affine."""
+"""Read one CT/PET/MR DICOM series (single- or multi-frame files, any transfer syntax) into a `Volume`.
+
+Public API (stable):
+
+- `read_dicom_series(source, series_uid=None) -> Volume`: CT in HU, PT in its Units tag (BQML, CNTS, GML),
+  MR in arbitrary units ("MR"). `source` is a folder (searched at any depth), a list of files, or a
+  `SeriesInfo` from `imaging.dicom_index.index_dicom` (read exactly its files).
+- `read_dicom_series_with_header(source, series_uid=None) -> (Volume, Dataset)`: plus the header of the first
+  slice (no pixel data).
+- `read_dicom_series_headers(source, series_uid=None) -> (Volume, list[Dataset])`: plus every file's header,
+  in the order of `meta["files"]`.
+
+Each file is parsed once; native pixel data is taken straight from the buffer, compressed transfer syntaxes
+go through pydicom's pixel handlers (pylibjpeg, pyjpegls). Irregular slice gaps are resampled to a uniform
+grid (see `imaging.dicom_geometry`); `meta` reports the spread (`slice_gap_min_mm`, `slice_gap_max_mm`, ...).
+Errors are `DicomSeriesError`s naming the file, the tag, what was expected and what was found.
+"""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
-import pydicom
 from pydicom.dataset import Dataset
-from pydicom.multival import MultiValue
 
 from fusion.errors import DicomSeriesError
+from imaging.dicom_fastread import FastImage, fast_read
+from imaging.dicom_frames import FrameGeometry, frame_geometries, read_image_file, stored_pixels, tag_value
+from imaging.dicom_geometry import apply_plan, plan_slices
+from imaging.dicom_index import SeriesInfo, looks_like_dicom, read_header
 from imaging.volume import Volume
 
-# Tags every slice must carry for the geometry and the rescale.
-_REQUIRED_TAGS = (
-    "Modality",
-    "SeriesInstanceUID",
-    "ImageOrientationPatient",
-    "ImagePositionPatient",
-    "PixelSpacing",
-    "Rows",
-    "Columns",
-    "RescaleSlope",
-    "RescaleIntercept",
-)
-_ORIENTATION_ATOL = 1e-4
-_SPACING_RTOL = 1e-4
-# Slice gaps may differ by this fraction of the median gap (floating point in IPP strings).
-_SLICE_GAP_RTOL = 0.01
-_UNITS_BY_MODALITY = {"CT": "HU"}
+_UNITS_BY_MODALITY = {"CT": "HU", "MR": "MR"}
+_RESCALE_REQUIRED = {"CT", "PT"}  # Type 1 in the CT and PET image modules
+_ID_KEYWORDS = ("PatientID", "PatientName", "StudyInstanceUID", "SeriesDescription", "Manufacturer",
+                "FrameOfReferenceUID", "SliceThickness", "SpacingBetweenSlices")
+
+Source = str | os.PathLike | Iterable[str | os.PathLike] | SeriesInfo
 
 
-def _tag(ds: Dataset, keyword: str, path: Path) -> Any:
-    """Value of `keyword` in `ds`, or DicomSeriesError naming the file and the tag."""
-    value = ds.get(keyword)
-    if value is None or (isinstance(value, (str, bytes, list, tuple, MultiValue)) and len(value) == 0):
-        raise DicomSeriesError(f"{path}: missing DICOM tag {keyword}")
-    return value
+def _source_files(source: Source) -> tuple[list[Path], str]:
+    """Candidate files of a source and a label for messages (folders walked at any depth, hidden files skipped)."""
+    if isinstance(source, SeriesInfo):
+        return list(source.files), str(source.path)
+    if isinstance(source, (str, os.PathLike)):
+        root = Path(source)
+        if root.is_file():
+            return [root], str(root)
+        if not root.is_dir():
+            raise DicomSeriesError(f"{root}: not a directory of DICOM files")
+        files = []
+        for dirpath, dirnames, filenames in os.walk(root):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            files.extend(Path(dirpath) / f for f in sorted(filenames) if not f.startswith("."))
+        return files, str(root)
+    files = [Path(p) for p in source]
+    return files, str(Path(os.path.commonpath([str(p.absolute()) for p in files]))) if files else "<no files>"
 
 
-def _floats(ds: Dataset, keyword: str, path: Path, n: int) -> np.ndarray:
-    """Tag value as a float64 vector of length n (DicomSeriesError when absent or malformed)."""
-    value = _tag(ds, keyword, path)
-    try:
-        values = list(value) if isinstance(value, (MultiValue, list, tuple)) else [value]
-        arr = np.array([float(v) for v in values], dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise DicomSeriesError(f"{path}: DICOM tag {keyword} is not numeric: {value!r}") from exc
-    if arr.shape != (n,) or not np.all(np.isfinite(arr)):
-        raise DicomSeriesError(f"{path}: DICOM tag {keyword} expected {n} finite numbers, got {value!r}")
-    return arr
+@dataclass
+class _Image:
+    """One parsed image file: identifiers, per-frame geometry, stored pixels and (pydicom path) its header."""
+
+    path: Path
+    series_uid: str
+    sop_uid: str
+    modality: str
+    units: str
+    frames: list[FrameGeometry]
+    pixels: np.ndarray  # (frames, rows, cols) stored values
+    header: Dataset | None
+    ids: dict[str, str]
 
 
-def _series_files(directory: Path) -> list[Path]:
-    """Regular, non-hidden files of a series directory (DICOMDIR excluded), sorted by name."""
-    if not directory.is_dir():
-        raise DicomSeriesError(f"{directory}: not a directory of DICOM files")
-    files = sorted(
-        p for p in directory.iterdir() if p.is_file() and not p.name.startswith(".") and p.name.upper() != "DICOMDIR"
-    )
-    if not files:
-        raise DicomSeriesError(f"{directory}: no DICOM files found")
-    return files
+def _from_fast(img: FastImage) -> _Image:
+    """An _Image from the fast scanner's values (ValueError when a value is malformed)."""
+    modality = img.text("Modality").upper()
+    if modality in _RESCALE_REQUIRED and not (img.text("RescaleSlope") and img.text("RescaleIntercept")):
+        raise ValueError("rescale missing")  # pydicom path names the missing tag
+    geom = FrameGeometry(
+        path=img.path, frame=0, position=np.array(img.numbers("ImagePositionPatient")),
+        orientation=np.array(img.numbers("ImageOrientationPatient")),
+        pixel_spacing=np.array(img.numbers("PixelSpacing")),
+        slope=float(img.text("RescaleSlope") or 1.0), intercept=float(img.text("RescaleIntercept") or 0.0))
+    if geom.position.shape != (3,) or geom.orientation.shape != (6,) or geom.pixel_spacing.shape != (2,):
+        raise ValueError("geometry tag with the wrong number of values")
+    ids = {k: img.text(k) for k in _ID_KEYWORDS}
+    return _Image(img.path, img.text("SeriesInstanceUID"), img.text("SOPInstanceUID"), modality,
+                  img.text("Units").upper(), [geom], img.pixels, None, ids)
 
 
-def _read_file(path: Path) -> tuple[Dataset, np.ndarray]:
-    """Read one slice: header and stored pixel values (DicomSeriesError on anything unreadable)."""
-    try:
-        ds = pydicom.dcmread(path)
-    except Exception as exc:  # pydicom raises many kinds on truncated / non-DICOM bytes
-        raise DicomSeriesError(f"{path}: unreadable DICOM file ({type(exc).__name__}: {exc})") from exc
-    if "PixelData" not in ds:  # checked first: a truncated file usually loses its pixels and later tags
-        raise DicomSeriesError(f"{path}: missing DICOM tag PixelData (file truncated or incomplete? "
-                               f"{path.stat().st_size} bytes)")
-    for keyword in _REQUIRED_TAGS:
-        _tag(ds, keyword, path)
-    try:
-        pixels = ds.pixel_array
-    except Exception as exc:
-        raise DicomSeriesError(f"{path}: DICOM tag PixelData cannot be decoded ({type(exc).__name__}: {exc})") from exc
-    if pixels.ndim != 2:
-        raise DicomSeriesError(
-            f"{path}: DICOM tag PixelData expected one 2D frame per file, got array shape {pixels.shape}"
-        )
-    return ds, pixels
+def _from_dataset(ds: Dataset, path: Path) -> _Image:
+    """An _Image through pydicom (any syntax, multi-frame; DicomSeriesError naming the file and tag)."""
+    modality = str(tag_value(ds, "Modality", path)).strip().upper()
+    if modality in _RESCALE_REQUIRED and "PerFrameFunctionalGroupsSequence" not in ds:
+        tag_value(ds, "RescaleSlope", path)
+        tag_value(ds, "RescaleIntercept", path)
+    frames = frame_geometries(ds, path)
+    pixels = stored_pixels(ds, path)
+    ids = {k: str(ds.get(k, "") or "") for k in _ID_KEYWORDS}
+    if "PixelData" in ds:
+        del ds.PixelData
+    return _Image(path, str(ds.SeriesInstanceUID), str(ds.get("SOPInstanceUID", "") or ""), modality,
+                  str(ds.get("Units", "") or "").strip().upper(), frames, pixels, ds, ids)
 
 
-def read_dicom_series_with_header(directory: str | Path) -> tuple[Volume, Dataset]:
-    """Read a series into a Volume (rescaled values; HU for CT, the Units tag for PT) plus the first slice's header."""
-    directory = Path(directory)
-    files = _series_files(directory)
-    headers: list[Dataset] = []
-    frames: list[np.ndarray] = []
-    for path in files:
-        ds, pixels = _read_file(path)
-        headers.append(ds)
-        frames.append(pixels)
+def _parse(path: Path, fast: bool) -> _Image | None:
+    """Parse one file (None for non-DICOM files); the fast scanner first when allowed, pydicom otherwise."""
+    if path.name.upper() == "DICOMDIR":
+        return None
+    if fast:
+        data = path.read_bytes()  # one read; the scanner needs the 'DICM' preamble, so non-DICOM falls through
+        img = fast_read(path, data)
+        if img is not None:
+            try:
+                return _from_fast(img)
+            except ValueError:
+                pass
+    if not looks_like_dicom(path):
+        return None  # README, notes, thumbnails: not part of any series
+    ds = read_image_file(path)
+    tag_value(ds, "SeriesInstanceUID", path)
+    return _from_dataset(ds, path)
 
-    ref, ref_path = headers[0], files[0]
-    series_uid = str(ref.SeriesInstanceUID)
-    modality = str(ref.Modality).upper()
-    iop = _floats(ref, "ImageOrientationPatient", ref_path, 6)
-    pixel_spacing = _floats(ref, "PixelSpacing", ref_path, 2)
-    rows, cols = int(ref.Rows), int(ref.Columns)
-    for ds, path, pixels in zip(headers, files, frames):
-        if str(ds.SeriesInstanceUID) != series_uid:
-            raise DicomSeriesError(
-                f"{path}: DICOM tag SeriesInstanceUID is {ds.SeriesInstanceUID}, expected {series_uid} "
-                f"(from {ref_path.name}); the directory mixes series"
-            )
-        if str(ds.Modality).upper() != modality:
-            raise DicomSeriesError(f"{path}: DICOM tag Modality is {ds.Modality}, expected {modality}")
-        if not np.allclose(_floats(ds, "ImageOrientationPatient", path, 6), iop, atol=_ORIENTATION_ATOL):
-            raise DicomSeriesError(
-                f"{path}: DICOM tag ImageOrientationPatient {list(ds.ImageOrientationPatient)} differs from "
-                f"{ref_path.name} {list(iop)}"
-            )
-        if not np.allclose(_floats(ds, "PixelSpacing", path, 2), pixel_spacing, rtol=_SPACING_RTOL):
-            raise DicomSeriesError(
-                f"{path}: DICOM tag PixelSpacing {list(ds.PixelSpacing)} differs from {ref_path.name} "
-                f"{list(pixel_spacing)}"
-            )
-        if (int(ds.Rows), int(ds.Columns)) != (rows, cols) or pixels.shape != (rows, cols):
-            raise DicomSeriesError(
-                f"{path}: DICOM tags Rows/Columns {int(ds.Rows)}x{int(ds.Columns)} (pixels {pixels.shape}) "
-                f"differ from {ref_path.name} {rows}x{cols}"
-            )
 
-    row_cos, col_cos = iop[:3], iop[3:]
-    if not (np.isclose(np.linalg.norm(row_cos), 1, atol=1e-3) and np.isclose(np.linalg.norm(col_cos), 1, atol=1e-3)
-            and abs(np.dot(row_cos, col_cos)) < 1e-3):
-        raise DicomSeriesError(
-            f"{ref_path}: DICOM tag ImageOrientationPatient {list(iop)} is not two orthonormal direction cosines"
-        )
-    normal = np.cross(row_cos, col_cos)
-    positions = np.stack([_floats(ds, "ImagePositionPatient", p, 3) for ds, p in zip(headers, files)])
-    along = positions @ normal
-    order = np.argsort(along, kind="stable")
-    positions, along = positions[order], along[order]
-    files = [files[o] for o in order]
-    headers = [headers[o] for o in order]
-
-    n = len(files)
-    if n > 1:
-        gaps = np.diff(along)
-        dup = np.flatnonzero(gaps < 1e-3)
-        if dup.size:
-            a, b = files[dup[0]], files[dup[0] + 1]
-            raise DicomSeriesError(
-                f"{b}: DICOM tag ImagePositionPatient duplicates the slice position of {a.name} "
-                f"({along[dup[0]]:.3f} mm along the slice normal)"
-            )
-        median_gap = float(np.median(gaps))
-        bad = np.flatnonzero(np.abs(gaps - median_gap) > _SLICE_GAP_RTOL * median_gap)
-        if bad.size:
-            raise DicomSeriesError(
-                f"{files[bad[0] + 1]}: DICOM tag ImagePositionPatient gives a slice gap of {gaps[bad[0]]:.3f} mm, "
-                f"expected uniform {median_gap:.3f} mm (missing or extra slice?)"
-            )
-        slice_step = (positions[-1] - positions[0]) / (n - 1)
+def _load(files: list[Path], label: str, series_uid: str | None, fast: bool) -> tuple[list[_Image], list[str]]:
+    """Parse each DICOM file once and keep one series (DicomSeriesError on unreadable or mixed files)."""
+    kept = [img for img in (_parse(p, fast) for p in files) if img is not None]
+    if not kept:
+        raise DicomSeriesError(f"{label}: no DICOM files found")
+    by_series: dict[str, list[_Image]] = {}
+    for img in kept:
+        by_series.setdefault(img.series_uid, []).append(img)
+    if series_uid is not None:
+        if series_uid not in by_series:
+            raise DicomSeriesError(f"{label}: no file with SeriesInstanceUID {series_uid} "
+                                   f"(found {sorted(by_series)})")
+        chosen = series_uid
     else:
-        thickness = ref.get("SpacingBetweenSlices") or ref.get("SliceThickness") or 1.0
-        slice_step = normal * float(thickness)
+        pool = by_series
+        chosen = max(pool, key=lambda uid: len(pool[uid]))
+        others = [uid for uid in pool if uid != chosen]
+        if others:
+            raise DicomSeriesError(
+                f"{pool[others[0]][0].path}: DICOM tag SeriesInstanceUID is {others[0]}, expected {chosen} (from "
+                f"{pool[chosen][0].path.name}); {label} mixes {len(pool)} image series: read one with "
+                f"series_uid=... or group the files with imaging.dicom_index.index_dicom")
+    seen: set[str] = set()
+    images, duplicates = [], []
+    for img in by_series[chosen]:
+        if img.sop_uid and img.sop_uid in seen:  # the same instance copied twice (e.g. two download folders)
+            duplicates.append(str(img.path))
+            continue
+        seen.add(img.sop_uid)
+        images.append(img)
+    return images, duplicates
 
-    affine = np.eye(4)
-    affine[:3, 0] = slice_step
-    affine[:3, 1] = col_cos * pixel_spacing[0]  # rows advance along the column direction, spacing PixelSpacing[0]
-    affine[:3, 2] = row_cos * pixel_spacing[1]  # columns advance along the row direction, spacing PixelSpacing[1]
-    affine[:3, 3] = positions[0]
 
-    stored = np.stack([frames[o] for o in order]).astype(np.float32)
-    slopes = np.array([float(ds.RescaleSlope) for ds in headers], dtype=np.float32)
-    intercepts = np.array([float(ds.RescaleIntercept) for ds in headers], dtype=np.float32)
-    array = stored * slopes[:, None, None] + intercepts[:, None, None]
+def _units(images: list[_Image]) -> str:
+    """Physical unit of the rescaled values: HU for CT, the Units tag for PT (same in every file), MR for MR."""
+    ref = images[0]
+    for img in images:
+        if img.modality != ref.modality:
+            raise DicomSeriesError(f"{img.path}: DICOM tag Modality is {img.modality}, expected {ref.modality} "
+                                   f"(as in {ref.path.name})")
+    if ref.modality in _UNITS_BY_MODALITY:
+        return _UNITS_BY_MODALITY[ref.modality]
+    if ref.modality != "PT":
+        raise DicomSeriesError(f"{ref.path}: DICOM tag Modality is {ref.modality}, expected CT, PT or MR")
+    for img in images:
+        if not img.units:
+            raise DicomSeriesError(f"{img.path}: missing DICOM tag Units")
+        if img.units != ref.units:
+            raise DicomSeriesError(f"{img.path}: DICOM tag Units is {img.units}, expected {ref.units} "
+                                   f"(as in {ref.path.name})")
+    return ref.units
 
-    if modality in _UNITS_BY_MODALITY:
-        units = _UNITS_BY_MODALITY[modality]
-    elif modality == "PT":
-        units = str(_tag(ref, "Units", files[0])).strip().upper()
-        for ds, path in zip(headers, files):
-            if str(_tag(ds, "Units", path)).strip().upper() != units:
-                raise DicomSeriesError(f"{path}: DICOM tag Units is {ds.Units}, expected {units}")
-    else:
-        raise DicomSeriesError(f"{files[0]}: DICOM tag Modality is {modality}, expected CT or PT")
 
+def _read(source: Source, series_uid: str | None, fast: bool) -> tuple[Volume, list[_Image]]:
+    """The volume of one series and its parsed files, sorted along the slice normal."""
+    files, label = _source_files(source)
+    images, duplicates = _load(files, label, series_uid, fast)
+    units = _units(images)
+    frames = [fr for img in images for fr in img.frames]
+    stored = [frame for img in images for frame in img.pixels]
+    shapes = [frame.shape for frame in stored]
+    ref = images[0]
+    thickness = ref.ids["SpacingBetweenSlices"] or ref.ids["SliceThickness"] or "1.0"
+    plan = plan_slices(frames, shapes, single_slice_mm=float(thickness))
+    slopes = np.array([fr.slope for fr in frames])
+    intercepts = np.array([fr.intercept for fr in frames])
+    array = apply_plan(plan, stored, slopes, intercepts)
+
+    file_order = list(dict.fromkeys(frames[int(o)].path for o in plan.order))  # files by their first frame
+    by_path = {img.path: img for img in images}
+    images = [by_path[p] for p in file_order]
+    common = Path(os.path.commonpath([str(p.absolute().parent) for p in file_order]))
     meta = {
-        "patient_id": str(ref.get("PatientID", "")),
-        "patient_name": str(ref.get("PatientName", "")),
-        "study_uid": str(ref.get("StudyInstanceUID", "")),
-        "series_uid": series_uid,
-        "series_description": str(ref.get("SeriesDescription", "")),
-        "modality": modality,
-        "frame_of_reference_uid": str(ref.get("FrameOfReferenceUID", "")),
-        "n_slices": n,
-        "source_dir": str(directory),
-        "files": [p.name for p in files],
+        **images[0].ids,
+        "patient_id": images[0].ids["PatientID"],
+        "patient_name": images[0].ids["PatientName"],
+        "study_uid": images[0].ids["StudyInstanceUID"],
+        "series_uid": images[0].series_uid,
+        "series_description": images[0].ids["SeriesDescription"],
+        "modality": images[0].modality,
+        "manufacturer": images[0].ids["Manufacturer"],
+        "frame_of_reference_uid": images[0].ids["FrameOfReferenceUID"],
+        "n_slices": int(array.shape[0]),
+        "source_dir": str(common),
+        "files": [str(p.absolute().relative_to(common)) for p in file_order],
+        **plan.meta,
     }
-    header = headers[0].copy()
-    if "PixelData" in header:
-        del header.PixelData
-    return Volume(array=array, affine=affine, units=units, meta=meta), header
+    for keyword in _ID_KEYWORDS:
+        meta.pop(keyword, None)
+    if duplicates:
+        meta["duplicate_files"] = duplicates
+    return Volume(array=array, affine=plan.affine, units=units, meta=meta), images
 
 
-def read_dicom_series(directory: str | Path) -> Volume:
-    """Read a single-series DICOM directory into a Volume: CT in HU, PT in the Units tag (e.g. BQML)."""
-    volume, _ = read_dicom_series_with_header(directory)
+def read_dicom_series_headers(source: Source, series_uid: str | None = None) -> tuple[Volume, list[Dataset]]:
+    """Read a series into a Volume plus every file's full header (no pixel data), in `meta["files"]` order."""
+    volume, images = _read(source, series_uid, fast=False)
+    return volume, [img.header for img in images]  # type: ignore[misc]
+
+
+def read_dicom_series_with_header(source: Source, series_uid: str | None = None) -> tuple[Volume, Dataset]:
+    """Read a series into a Volume plus the first slice's header (without pixel data)."""
+    volume, images = _read(source, series_uid, fast=True)
+    first = images[0]
+    return volume, first.header if first.header is not None else read_header(first.path)
+
+
+def read_dicom_series(source: Source, series_uid: str | None = None) -> Volume:
+    """Read a DICOM series into a Volume: CT in HU, PT in the Units tag (e.g. BQML), MR in arbitrary units."""
+    volume, _ = _read(source, series_uid, fast=True)
     return volume
