@@ -164,7 +164,7 @@ def roi_phenotypes(ct: Volume | None, ct_mask: np.ndarray | None, suv: Volume | 
         hu = ct.array[ct_mask].astype(np.float64)
         out.update(volume_ml_ct=float(ct_mask.sum() * ct.voxel_volume_ml), ct_mean_hu=float(hu.mean()),
                    ct_sd_hu=float(hu.std()), ct_median_hu=float(np.median(hu)), ct_min_hu=float(hu.min()),
-                   ct_max_hu=float(hu.max()), n_voxels_ct=float(ct_mask.sum()))
+                   ct_max_hu=float(hu.max()), n_voxels_ct=int(ct_mask.sum()))
         shape_from = (ct, ct_mask)
     if suv is not None and pet_mask is not None and pet_mask.any():
         if suv.units != "SUVbw":
@@ -177,7 +177,7 @@ def roi_phenotypes(ct: Volume | None, ct_mask: np.ndarray | None, suv: Volume | 
         out.update(volume_ml_pet=float(pet_mask.sum() * suv.voxel_volume_ml), suv_max=suv_max,
                    suv_peak=peaks["loc_peak_loc"], suv_peak_global=peaks["loc_peak_glob"],
                    suv_mean=float(values.mean()), suv_sd=float(values.std()), suv_median=float(np.median(values)),
-                   mtv_ml=mtv_ml, tlg=float(mtv_ml * values[in_mtv].mean()), n_voxels_pet=float(pet_mask.sum()))
+                   mtv_ml=mtv_ml, tlg=float(mtv_ml * values[in_mtv].mean()), n_voxels_pet=int(pet_mask.sum()))
         shape_from = shape_from or (suv, pet_mask)
     if shape_from is not None:
         volume, mask = shape_from

@@ -5,17 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import tempfile
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pydicom
 
 from fusion.errors import DicomSeriesError, SegmentationError
-from imaging.dicom_series import read_dicom_series_with_header
+from imaging.dicom_index import SeriesInfo, index_dicom, pair_ct_pet
+from imaging.dicom_series import read_dicom_series
 from imaging.phenotypes import (
     PET_SEARCH_MARGIN_MM,
     near_mask,
@@ -28,88 +25,30 @@ from imaging.resample import resample_to_reference
 from imaging.segmentation import RoiRef, find_roi, list_rois, roi_mask
 from imaging.volume import Volume
 
-_IMAGE_MODALITIES = ("CT", "PT")
 _SEG_MODALITIES = ("RTSTRUCT", "SEG")
-_INDEX_TAGS = ["Modality", "SeriesInstanceUID", "FrameOfReferenceUID", "PatientID", "SeriesDescription"]
 
 
-@dataclass
-class SeriesInfo:
-    """One DICOM series found in the folder: uid, modality, frame of reference, patient and its files."""
-
-    series_uid: str
-    modality: str
-    frame_of_reference_uid: str
-    patient_id: str
-    description: str
-    files: list[Path] = field(default_factory=list)
-
-    def as_json(self) -> dict[str, Any]:
-        parent = os.path.commonpath([str(f.parent) for f in self.files])
-        return {"series_uid": self.series_uid, "modality": self.modality, "n_files": len(self.files),
-                "path": parent, "frame_of_reference_uid": self.frame_of_reference_uid,
-                "description": self.description}
-
-
-# TODO(lead): replace with imaging.dicom_index.index_dicom once the dicom branch lands (same grouping by
-# SeriesInstanceUID from the headers, at any depth).
-def group_dicom_series(directory: Path) -> tuple[list[SeriesInfo], list[Path], list[dict[str, str]]]:
-    """Walk `directory` at any depth: image series (grouped by SeriesInstanceUID), segmentation files, problems."""
-    series: dict[str, SeriesInfo] = {}
-    segmentations: list[Path] = []
-    problems: list[dict[str, str]] = []
-    for path in sorted(p for p in directory.rglob("*") if p.is_file() and not p.name.startswith(".")):
-        if path.name.endswith((".nii", ".nii.gz")):
-            segmentations.append(path)
-            continue
-        try:
-            ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=_INDEX_TAGS)
-        except Exception as exc:  # not DICOM (README, licence, ...) or truncated
-            problems.append({"path": str(path), "error": f"not readable as DICOM ({type(exc).__name__})"})
-            continue
-        modality = str(ds.get("Modality", "")).upper()
-        if modality in _SEG_MODALITIES:
-            segmentations.append(path)
-        elif modality in _IMAGE_MODALITIES and "SeriesInstanceUID" in ds:
-            uid = str(ds.SeriesInstanceUID)
-            info = series.setdefault(uid, SeriesInfo(uid, modality, str(ds.get("FrameOfReferenceUID", "")),
-                                                     str(ds.get("PatientID", "")),
-                                                     str(ds.get("SeriesDescription", ""))))
-            info.files.append(path)
-        else:
-            problems.append({"path": str(path), "error": f"DICOM Modality {modality or '<missing>'} not used "
-                                                         f"(expected CT, PT, RTSTRUCT or SEG)"})
-    return list(series.values()), segmentations, problems
+def _series_json(info: SeriesInfo, role: str | None) -> dict[str, Any]:
+    """Summary of one series for the report (no file list)."""
+    return {"series_uid": info.series_uid, "modality": info.modality, "n_files": info.n_files,
+            "path": str(info.path), "frame_of_reference_uid": info.frame_of_reference_uid,
+            "description": info.series_description, "role": role}
 
 
 def pick_ct_pet(series: list[SeriesInfo]) -> tuple[SeriesInfo | None, SeriesInfo | None]:
-    """The CT and the PET to use: a pair sharing a FrameOfReferenceUID first, then the series with most files."""
-    cts = sorted((s for s in series if s.modality == "CT"), key=lambda s: -len(s.files))
-    pets = sorted((s for s in series if s.modality == "PT"), key=lambda s: -len(s.files))
-    for pet in pets:
-        for ct in cts:
-            if ct.frame_of_reference_uid and ct.frame_of_reference_uid == pet.frame_of_reference_uid:
-                return ct, pet
-    return (cts[0] if cts else None), (pets[0] if pets else None)
+    """The CT and PET to use: the pair sharing a frame of reference (else study) with the most PET files."""
+    pairs = pair_ct_pet(series)
+    if not pairs:
+        return None, None
+    rank = {"frame_of_reference": 2, "study": 1, "none": 0}
+    best = max(pairs, key=lambda p: (p.pet is not None, rank.get(p.matched_by, 0),
+                                     p.pet.n_files if p.pet else 0, p.ct.n_files if p.ct else 0))
+    return best.ct, best.pet
 
 
 def read_series(info: SeriesInfo) -> Volume:
     """Read one series into a Volume (CT in HU, PET in SUVbw) from its files wherever they lie."""
-    # The current reader takes one directory holding only that series: link the files into a temp folder.
-    with tempfile.TemporaryDirectory(prefix="fusionrx-series-") as tmp:
-        for n, f in enumerate(info.files):
-            os.symlink(f.resolve(), Path(tmp) / f"{n:06d}.dcm")
-        if info.modality == "PT":
-            volume, header = read_dicom_series_with_header(tmp)
-            units = str(header.get("Units", "")).strip().upper()
-            if units == "GML":  # already body-weight SUV (g/ml)
-                volume = volume.with_array(volume.array, units="SUVbw")
-            else:
-                volume = read_pet_suv(tmp)
-        else:
-            volume, _ = read_dicom_series_with_header(tmp)
-    volume.meta.update(source_dir=info.as_json()["path"], files=[str(f) for f in info.files])
-    return volume
+    return read_pet_suv(info) if info.modality == "PT" else read_dicom_series(info)
 
 
 def _auto_lesion(ct: Volume | None, suv: Volume | None) -> tuple[str, np.ndarray | None, np.ndarray | None]:
@@ -141,7 +80,11 @@ def analyse(directory: Path, roi_name: str | None) -> tuple[dict[str, Any], dict
     """Find, read and measure one patient's study: (JSON report, arrays for the output files)."""
     if not directory.is_dir():
         raise DicomSeriesError(f"{directory}: not a directory of DICOM files")
-    series, seg_files, problems = group_dicom_series(directory)
+    index = index_dicom(directory)
+    problems = [{"path": path, "error": error} for path, error in index.problems]
+    series = [s for s in index if s.modality in ("CT", "PT")]
+    seg_files = [f for s in index if s.modality in _SEG_MODALITIES for f in s.files]
+    seg_files += sorted(p for p in directory.rglob("*.nii*") if p.name.endswith((".nii", ".nii.gz")))
     ct_info, pet_info = pick_ct_pet(series)
     if ct_info is None and pet_info is None:
         raise DicomSeriesError(f"{directory}: no CT or PET (Modality CT / PT) DICOM series found")
@@ -166,10 +109,10 @@ def analyse(directory: Path, roi_name: str | None) -> tuple[dict[str, Any], dict
     else:
         label, ct_mask, pet_mask = _auto_lesion(ct, suv)
     phenotypes = {"roi": label, **{k: _finite(v) for k, v in roi_phenotypes(ct, ct_mask, suv, pet_mask).items()}}
-    roles = {id(ct_info): "ct", id(pet_info): "pet"}
+    roles = {info.series_uid: role for info, role in ((ct_info, "ct"), (pet_info, "pet")) if info is not None}
     report = {
         "patient_id": patients[0] if patients else "",
-        "series": [{**s.as_json(), "role": roles.get(id(s))} for s in series],
+        "series": [_series_json(s, roles.get(s.series_uid)) for s in series],
         "rois": [r.name for r in refs],
         "segmentations": [{"name": r.name, "kind": r.kind, "path": r.path} for r in refs],
         "phenotypes": phenotypes,
