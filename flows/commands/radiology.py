@@ -71,6 +71,28 @@ def _mask_to_grid(mask: np.ndarray, source: Volume, target: Volume) -> np.ndarra
     return moved.array > 0.5
 
 
+def _read_or_report(info: SeriesInfo | None, problems: list[dict[str, str]]) -> tuple[Volume | None, SeriesInfo | None]:
+    """Read a series; a series that cannot be read is reported in `problems` and left out (the other may do)."""
+    if info is None:
+        return None, None
+    try:
+        return read_series(info), info
+    except DicomSeriesError as exc:
+        problems.append({"path": str(info.path), "error": str(exc)})
+        return None, None
+
+
+def _mask_or_report(ref: RoiRef, volume: Volume | None, problems: list[dict[str, str]]) -> np.ndarray | None:
+    """The ROI on `volume`'s grid; a grid it cannot be placed on (other frame of reference) is reported."""
+    if volume is None:
+        return None
+    try:
+        return roi_mask(ref, volume)
+    except SegmentationError as exc:
+        problems.append({"path": ref.path, "error": str(exc)})
+        return None
+
+
 def _finite(value: Any) -> Any:
     """JSON-safe number: NaN / inf become null."""
     return None if isinstance(value, float) and not math.isfinite(value) else value
@@ -91,8 +113,11 @@ def analyse(directory: Path, roi_name: str | None) -> tuple[dict[str, Any], dict
     patients = sorted({s.patient_id for s in series if s.patient_id})
     if len(patients) > 1:
         raise DicomSeriesError(f"{directory}: DICOM tag PatientID holds several patients {patients}, expected one")
-    ct = read_series(ct_info) if ct_info else None
-    suv = read_series(pet_info) if pet_info else None
+    ct, ct_info = _read_or_report(ct_info, problems)
+    suv, pet_info = _read_or_report(pet_info, problems)
+    if ct is None and suv is None:
+        raise DicomSeriesError(f"{directory}: neither the CT nor the PET series could be read: "
+                               + "; ".join(p["error"] for p in problems[-2:]))
     refs: list[RoiRef] = []
     for path in seg_files:
         try:
@@ -101,11 +126,11 @@ def analyse(directory: Path, roi_name: str | None) -> tuple[dict[str, Any], dict
             problems.append({"path": str(path), "error": str(exc)})
     if roi_name is not None:
         ref = find_roi(refs, roi_name)
-        ct_mask = roi_mask(ref, ct) if ct is not None else None
-        pet_mask = roi_mask(ref, suv) if suv is not None else None
+        ct_mask, pet_mask = _mask_or_report(ref, ct, problems), _mask_or_report(ref, suv, problems)
         label = ref.name
         if not any(m is not None and m.any() for m in (ct_mask, pet_mask)):
-            raise SegmentationError(f"{ref.path}: ROI {ref.name!r} does not intersect the CT or PET grid")
+            raise SegmentationError(f"{ref.path}: ROI {ref.name!r} does not intersect the CT or PET grid"
+                                    + "".join(f"; {p['error']}" for p in problems if p["path"] == ref.path))
     else:
         label, ct_mask, pet_mask = _auto_lesion(ct, suv)
     phenotypes = {"roi": label, **{k: _finite(v) for k, v in roi_phenotypes(ct, ct_mask, suv, pet_mask).items()}}

@@ -95,3 +95,21 @@ def test_pet_only_auto_lesion_and_unknown_roi(tmp_path: Path, capsys: pytest.Cap
     assert report["phenotypes"]["suv_max"] == pytest.approx(independent["PET"]["max"], rel=1e-5)
     code, _, err = _run(capsys, str(folder), "--roi", "Liver")
     assert code == 2 and "'Liver' not found" in err and "GTV_Mass_PET" in err
+
+
+def test_a_pet_that_cannot_be_converted_fails_alone(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                   independent: dict) -> None:
+    folder = _scatter(tmp_path / "patient", ("CT",))  # CT images and the CT RTSTRUCT
+    (folder / "pet").mkdir()
+    for f in sorted((_source() / "PET" / "image").glob("*.dcm")):
+        ds = pydicom.dcmread(f)
+        ds.Units = "BQML"  # activity claimed, but no dose / half-life to turn it into SUV
+        del ds.RadiopharmaceuticalInformationSequence
+        ds.save_as(folder / "pet" / f.name)
+    code, report, _ = _run(capsys, str(folder), "--roi", "GTV_Mass_CT", "--format", "json")
+    assert code == 0
+    assert [s["role"] for s in report["series"] if s["modality"] == "PT"] == [None]
+    assert any("RadiopharmaceuticalInformationSequence" in p["error"] for p in report["problems"])
+    ph = report["phenotypes"]
+    assert ph["suv_max"] is None and ph["n_voxels_ct"] == independent["CT"]["n"]
+    assert ph["ct_mean_hu"] == pytest.approx(independent["CT"]["mean"], rel=1e-5)
