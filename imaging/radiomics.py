@@ -1,4 +1,5 @@
-"""IBSI 1 features of a ROI: morphology (mesh and voxels), local intensity peaks, intensity statistics.
+"""IBSI 1 features of a ROI: morphology (mesh and voxels), local intensity peaks, intensity statistics,
+intensity histogram and intensity-volume histogram (on discretised grey levels).
 
 Names follow the IBSI reference tags (``morph_volume``, ``stat_mean``, ...); lengths in mm, areas mm^2,
 volumes mm^3, intensities in the image's units. Definitions: Zwanenburg et al., IBSI reference manual
@@ -189,8 +190,57 @@ def intensity_statistics(values: np.ndarray) -> dict[str, float]:
     }
 
 
-def ibsi_features(volume: Volume, mask: np.ndarray) -> dict[str, float]:
-    """Morphology, local intensity peaks and intensity statistics of one ROI (IBSI tags as keys)."""
+def discretise(values: np.ndarray, bin_width: float | None = None, minimum: float | None = None) -> np.ndarray:
+    """IBSI grey levels 1, 2, ...: fixed bin size `bin_width` from `minimum` (default the ROI minimum).
+
+    Without `bin_width` the values must already be integer grey levels (e.g. the IBSI phantom); ValueError otherwise.
+    """
+    x = np.asarray(values, dtype=np.float64).ravel()
+    if bin_width is None:
+        if not np.all(x == np.round(x)):
+            raise ValueError("values are not integer grey levels: give a bin_width (IBSI fixed bin size)")
+        return x.astype(np.int64)
+    lo = float(x.min()) if minimum is None else float(minimum)
+    return (np.floor((x - lo) / bin_width) + 1).astype(np.int64)
+
+
+def intensity_histogram(levels: np.ndarray) -> dict[str, float]:
+    """IBSI intensity-histogram features of discretised grey levels (ih_*) and the intensity-volume histogram (ivh_*)."""
+    g = np.asarray(levels, dtype=np.int64).ravel()
+    stats = intensity_statistics(g)
+    out = {"ih_" + k[5:]: v for k, v in stats.items() if k not in ("stat_energy", "stat_rms")}
+    grey = np.arange(g.min(), g.max() + 1)
+    counts = np.bincount(g - g.min(), minlength=len(grey)).astype(np.float64)
+    p = counts / counts.sum()
+    nz = p[p > 0]
+    out["ih_mode"] = float(grey[int(np.argmax(counts))])
+    out["ih_entropy"] = float(-(nz * np.log2(nz)).sum())
+    out["ih_uniformity"] = float((p**2).sum())
+    grad = np.gradient(counts) if len(counts) > 1 else np.zeros(1)  # central inside, one-sided at the ends
+    out.update(ih_max_grad=float(grad.max()), ih_max_grad_g=float(grey[int(np.argmax(grad))]),
+               ih_min_grad=float(grad.min()), ih_min_grad_g=float(grey[int(np.argmin(grad))]))
+    # IVH: volume fraction nu(i) with grey level >= i; intensity fraction gamma(i) over the ROI's range.
+    nu = 1.0 - np.concatenate([[0.0], np.cumsum(p)[:-1]])
+    gamma = (grey - grey[0]) / (grey[-1] - grey[0]) if len(grey) > 1 else np.zeros(1)
+    for x, name in ((0.1, "10"), (0.9, "90")):
+        out[f"ivh_v{name}"] = float(nu[np.argmax(gamma >= x)])
+        out[f"ivh_i{name}"] = float(grey[np.argmax(nu <= x)]) if np.any(nu <= x) else float(grey[-1] + 1)
+    out["ivh_diff_v10_v90"] = out["ivh_v10"] - out["ivh_v90"]
+    out["ivh_diff_i10_i90"] = out["ivh_i10"] - out["ivh_i90"]
+    return out
+
+
+def ibsi_features(volume: Volume, mask: np.ndarray, bin_width: float | None = None) -> dict[str, float]:
+    """Morphology, local intensity peaks, statistics, intensity histogram and IVH of one ROI (IBSI tags as keys).
+
+    The histogram families need grey levels: `bin_width` discretises (fixed bin size); without it they
+    are computed only when the values already are integers, and left out otherwise.
+    """
     mask = _check(mask, volume)
-    return {**morphology(volume, mask), **intensity_peaks(volume, mask),
-            **intensity_statistics(volume.array[mask])}
+    values = volume.array[mask]
+    out = {**morphology(volume, mask), **intensity_peaks(volume, mask), **intensity_statistics(values)}
+    try:
+        out.update(intensity_histogram(discretise(values, bin_width)))
+    except ValueError:
+        pass  # non-integer intensities and no bin width: no histogram features
+    return out

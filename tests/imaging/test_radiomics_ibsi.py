@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from imaging.nifti import read_nifti
-from imaging.radiomics import ibsi_features, intensity_peaks, mesh_volume_area, roi_mesh
+from imaging.radiomics import discretise, ibsi_features, intensity_peaks, mesh_volume_area, roi_mesh
 from imaging.volume import Volume
 from tests.realdata import realdata_dir
 
@@ -39,8 +39,8 @@ def features() -> dict[str, float]:
 def test_ibsi_phantom_features_within_tolerance(features: dict[str, float]) -> None:
     reference = _reference()
     checked = sorted(set(features) & set(reference))
-    # every morphological, local-intensity and statistics tag with a reference value is implemented
-    wanted = {t for t in reference if t.startswith(("morph_", "loc_", "stat_"))}
+    # every morphology, local intensity, statistics, intensity-histogram and IVH tag with a reference value
+    wanted = {t for t in reference if t.startswith(("morph_", "loc_", "stat_", "ih_", "ivh_"))}
     assert wanted <= set(features), sorted(wanted - set(features))
     lines, failures = [], []
     for tag in checked:
@@ -50,7 +50,7 @@ def test_ibsi_phantom_features_within_tolerance(features: dict[str, float]) -> N
         if not ok:
             failures.append(tag)
     print("\n".join(["tag                          ours         reference  tolerance", *lines]))
-    assert len(checked) >= 45
+    assert len(checked) == 74
     assert not failures, failures
     assert features["morph_volume"] == pytest.approx(556, abs=4)
     assert features["morph_vol_approx"] == pytest.approx(592, abs=4)
@@ -78,3 +78,10 @@ def test_mesh_volume_of_a_sphere_and_peak_of_a_flat_image() -> None:
     peaks = intensity_peaks(flat.with_array(hot), ball)
     assert peaks["loc_peak_loc"] == pytest.approx(3.5 + 1000.0 / n_sphere)
     assert peaks["loc_peak_glob"] == pytest.approx(3.5 + 1000.0 / n_sphere)
+
+
+def test_fixed_bin_size_discretisation() -> None:
+    assert discretise(np.array([-1000.0, -997.6, -997.5, -992.6]), bin_width=2.5).tolist() == [1, 1, 2, 3]
+    assert discretise(np.array([3.0, 1.0]), bin_width=1.0, minimum=0.5).tolist() == [3, 1]
+    with pytest.raises(ValueError, match="bin_width"):
+        discretise(np.array([1.5, 2.0]))
