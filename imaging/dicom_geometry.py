@@ -45,19 +45,24 @@ class SlicePlan:
 def _check_consistent(frames: list[FrameGeometry], shapes: list[tuple[int, int]]) -> None:
     """Same orientation, pixel spacing and matrix size in every frame (DicomSeriesError naming the odd file)."""
     ref = frames[0]
-    for fr, shape in zip(frames, shapes):
-        if not np.allclose(fr.orientation, ref.orientation, atol=ORIENTATION_ATOL):
+    orientation = np.stack([fr.orientation for fr in frames])
+    spacing = np.stack([fr.pixel_spacing for fr in frames])
+    bad_orientation = ~np.all(np.isclose(orientation, ref.orientation, atol=ORIENTATION_ATOL, rtol=0), axis=1)
+    bad_spacing = ~np.all(np.isclose(spacing, ref.pixel_spacing, rtol=SPACING_RTOL), axis=1)
+    bad_shape = np.array([s != shapes[0] for s in shapes])
+    for n in np.flatnonzero(bad_orientation | bad_spacing | bad_shape)[:1]:
+        fr, shape = frames[n], shapes[n]
+        if bad_orientation[n]:
             raise DicomSeriesError(
                 f"{fr.path}: DICOM tag ImageOrientationPatient {list(fr.orientation)} differs from "
                 f"{ref.path.name} {list(ref.orientation)} (mixed orientations in one series)")
-        if not np.allclose(fr.pixel_spacing, ref.pixel_spacing, rtol=SPACING_RTOL):
+        if bad_spacing[n]:
             raise DicomSeriesError(
                 f"{fr.path}: DICOM tag PixelSpacing {list(fr.pixel_spacing)} differs from {ref.path.name} "
                 f"{list(ref.pixel_spacing)} (mixed pixel spacings in one series)")
-        if shape != shapes[0]:
-            raise DicomSeriesError(
-                f"{fr.path}: DICOM tags Rows/Columns {shape[0]}x{shape[1]} differ from {ref.path.name} "
-                f"{shapes[0][0]}x{shapes[0][1]} (mixed matrix sizes in one series)")
+        raise DicomSeriesError(
+            f"{fr.path}: DICOM tags Rows/Columns {shape[0]}x{shape[1]} differ from {ref.path.name} "
+            f"{shapes[0][0]}x{shapes[0][1]} (mixed matrix sizes in one series)")
     row_cos, col_cos = ref.orientation[:3], ref.orientation[3:]
     if not (np.isclose(np.linalg.norm(row_cos), 1, atol=1e-3) and np.isclose(np.linalg.norm(col_cos), 1, atol=1e-3)
             and abs(np.dot(row_cos, col_cos)) < 1e-3):

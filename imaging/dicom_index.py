@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pydicom
 from pydicom.dataset import Dataset
+from pydicom.filereader import read_partial
+from pydicom.tag import Tag
 
 _DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
 # Only these tags are parsed per file (pydicom skips the rest, pixels included).
@@ -143,13 +145,19 @@ def looks_like_dicom(path: Path) -> bool:
     return (vr.isalpha() and vr.isupper()) or int.from_bytes(head[4:8], "little") < 1 << 16
 
 
-def read_header(path: str | os.PathLike, tags: list[str] | None = None) -> Dataset:
-    """DICOM header without pixel data (only `tags` when given); pydicom errors propagate."""
+def read_header(path: str | os.PathLike, tags: list[str] | None = None, stop_after: int | None = None) -> Dataset:
+    """DICOM header without pixel data (only `tags` when given, parsing stops past tag `stop_after`)."""
     path = Path(path)
     with open(path, "rb") as fh:
         fh.seek(128)
         has_preamble = fh.read(4) == b"DICM"
-    return pydicom.dcmread(path, stop_before_pixels=True, specific_tags=tags, force=not has_preamble)
+    if stop_after is None:
+        return pydicom.dcmread(path, stop_before_pixels=True, specific_tags=tags, force=not has_preamble)
+    with open(path, "rb") as fh:
+        ds = read_partial(fh, stop_when=lambda tag, vr, length: tag > stop_after, force=not has_preamble,
+                          specific_tags=[Tag(t) for t in tags] if tags else None)
+    ds.filename = str(path)
+    return ds
 
 
 def _frame_of_reference(ds: Dataset) -> str:
@@ -175,7 +183,10 @@ def index_dicom(paths_or_dir: str | os.PathLike | Iterable[str | os.PathLike]) -
         if not looks_like_dicom(path):
             continue
         try:
-            ds = read_header(path, _INDEX_TAGS)
+            # The grouping tags all sit before (0028,0009): stop there (GE PET headers are 4x longer after it).
+            ds = read_header(path, _INDEX_TAGS, stop_after=0x00280008)
+            if not ds.get("FrameOfReferenceUID") and str(ds.get("Modality", "")).upper() == "RTSTRUCT":
+                ds = read_header(path, _INDEX_TAGS)  # its frame of reference sits in (3006,0010)
         except Exception as exc:  # pydicom raises many kinds on corrupt bytes
             problems.append((str(path), f"unreadable DICOM header ({type(exc).__name__}: {exc})"))
             continue

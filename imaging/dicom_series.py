@@ -20,19 +20,23 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from pydicom.dataset import Dataset
 
 from fusion.errors import DicomSeriesError
-from imaging.dicom_frames import frame_geometries, read_image_file, stored_pixels, tag_value
+from imaging.dicom_fastread import FastImage, fast_read
+from imaging.dicom_frames import FrameGeometry, frame_geometries, read_image_file, stored_pixels, tag_value
 from imaging.dicom_geometry import apply_plan, plan_slices
-from imaging.dicom_index import SeriesInfo, looks_like_dicom
+from imaging.dicom_index import SeriesInfo, looks_like_dicom, read_header
 from imaging.volume import Volume
 
 _UNITS_BY_MODALITY = {"CT": "HU", "MR": "MR"}
 _RESCALE_REQUIRED = {"CT", "PT"}  # Type 1 in the CT and PET image modules
+_ID_KEYWORDS = ("PatientID", "PatientName", "StudyInstanceUID", "SeriesDescription", "Manufacturer",
+                "FrameOfReferenceUID", "SliceThickness", "SpacingBetweenSlices")
 
 Source = str | os.PathLike | Iterable[str | os.PathLike] | SeriesInfo
 
@@ -56,124 +60,180 @@ def _source_files(source: Source) -> tuple[list[Path], str]:
     return files, str(Path(os.path.commonpath([str(p.absolute()) for p in files]))) if files else "<no files>"
 
 
-def _load(files: list[Path], label: str, series_uid: str | None) -> tuple[list[Path], list[Dataset], list[str]]:
+@dataclass
+class _Image:
+    """One parsed image file: identifiers, per-frame geometry, stored pixels and (pydicom path) its header."""
+
+    path: Path
+    series_uid: str
+    sop_uid: str
+    modality: str
+    units: str
+    frames: list[FrameGeometry]
+    pixels: np.ndarray  # (frames, rows, cols) stored values
+    header: Dataset | None
+    ids: dict[str, str]
+
+
+def _from_fast(img: FastImage) -> _Image:
+    """An _Image from the fast scanner's values (ValueError when a value is malformed)."""
+    modality = img.text("Modality").upper()
+    if modality in _RESCALE_REQUIRED and not (img.text("RescaleSlope") and img.text("RescaleIntercept")):
+        raise ValueError("rescale missing")  # pydicom path names the missing tag
+    geom = FrameGeometry(
+        path=img.path, frame=0, position=np.array(img.numbers("ImagePositionPatient")),
+        orientation=np.array(img.numbers("ImageOrientationPatient")),
+        pixel_spacing=np.array(img.numbers("PixelSpacing")),
+        slope=float(img.text("RescaleSlope") or 1.0), intercept=float(img.text("RescaleIntercept") or 0.0))
+    if geom.position.shape != (3,) or geom.orientation.shape != (6,) or geom.pixel_spacing.shape != (2,):
+        raise ValueError("geometry tag with the wrong number of values")
+    ids = {k: img.text(k) for k in _ID_KEYWORDS}
+    return _Image(img.path, img.text("SeriesInstanceUID"), img.text("SOPInstanceUID"), modality,
+                  img.text("Units").upper(), [geom], img.pixels, None, ids)
+
+
+def _from_dataset(ds: Dataset, path: Path) -> _Image:
+    """An _Image through pydicom (any syntax, multi-frame; DicomSeriesError naming the file and tag)."""
+    modality = str(tag_value(ds, "Modality", path)).strip().upper()
+    if modality in _RESCALE_REQUIRED and "PerFrameFunctionalGroupsSequence" not in ds:
+        tag_value(ds, "RescaleSlope", path)
+        tag_value(ds, "RescaleIntercept", path)
+    frames = frame_geometries(ds, path)
+    pixels = stored_pixels(ds, path)
+    ids = {k: str(ds.get(k, "") or "") for k in _ID_KEYWORDS}
+    if "PixelData" in ds:
+        del ds.PixelData
+    return _Image(path, str(ds.SeriesInstanceUID), str(ds.get("SOPInstanceUID", "") or ""), modality,
+                  str(ds.get("Units", "") or "").strip().upper(), frames, pixels, ds, ids)
+
+
+def _parse(path: Path, fast: bool) -> _Image | None:
+    """Parse one file (None for non-DICOM files); the fast scanner first when allowed, pydicom otherwise."""
+    if path.name.upper() == "DICOMDIR":
+        return None
+    if fast:
+        data = path.read_bytes()  # one read; the scanner needs the 'DICM' preamble, so non-DICOM falls through
+        img = fast_read(path, data)
+        if img is not None:
+            try:
+                return _from_fast(img)
+            except ValueError:
+                pass
+    if not looks_like_dicom(path):
+        return None  # README, notes, thumbnails: not part of any series
+    ds = read_image_file(path)
+    tag_value(ds, "SeriesInstanceUID", path)
+    return _from_dataset(ds, path)
+
+
+def _load(files: list[Path], label: str, series_uid: str | None, fast: bool) -> tuple[list[_Image], list[str]]:
     """Parse each DICOM file once and keep one series (DicomSeriesError on unreadable or mixed files)."""
-    kept: list[tuple[Path, Dataset]] = []
-    for path in files:
-        if path.name.upper() == "DICOMDIR" or not looks_like_dicom(path):
-            continue  # README, notes, thumbnails: not part of any series
-        ds = read_image_file(path)
-        tag_value(ds, "SeriesInstanceUID", path)
-        kept.append((path, ds))
+    kept = [img for img in (_parse(p, fast) for p in files) if img is not None]
     if not kept:
         raise DicomSeriesError(f"{label}: no DICOM files found")
-    by_series: dict[str, list[tuple[Path, Dataset]]] = {}
-    for path, ds in kept:
-        by_series.setdefault(str(ds.SeriesInstanceUID), []).append((path, ds))
+    by_series: dict[str, list[_Image]] = {}
+    for img in kept:
+        by_series.setdefault(img.series_uid, []).append(img)
     if series_uid is not None:
         if series_uid not in by_series:
             raise DicomSeriesError(f"{label}: no file with SeriesInstanceUID {series_uid} "
                                    f"(found {sorted(by_series)})")
         chosen = series_uid
     else:
-        images = {uid: items for uid, items in by_series.items() if "PixelData" in items[0][1]
-                  or str(items[0][1].get("Modality", "")).upper() in ("CT", "PT", "MR")}
-        pool = images or by_series
+        pool = by_series
         chosen = max(pool, key=lambda uid: len(pool[uid]))
         others = [uid for uid in pool if uid != chosen]
         if others:
-            odd_path = pool[others[0]][0][0]
             raise DicomSeriesError(
-                f"{odd_path}: DICOM tag SeriesInstanceUID is {others[0]}, expected {chosen} (from "
-                f"{pool[chosen][0][0].name}); {label} mixes {len(pool)} image series: read one with "
+                f"{pool[others[0]][0].path}: DICOM tag SeriesInstanceUID is {others[0]}, expected {chosen} (from "
+                f"{pool[chosen][0].path.name}); {label} mixes {len(pool)} image series: read one with "
                 f"series_uid=... or group the files with imaging.dicom_index.index_dicom")
-    seen: dict[str, Path] = {}
-    paths, headers, duplicates = [], [], []
-    for path, ds in by_series[chosen]:
-        sop = str(ds.get("SOPInstanceUID", "") or "")
-        if sop and sop in seen:  # the same instance copied twice (e.g. two download folders)
-            duplicates.append(str(path))
+    seen: set[str] = set()
+    images, duplicates = [], []
+    for img in by_series[chosen]:
+        if img.sop_uid and img.sop_uid in seen:  # the same instance copied twice (e.g. two download folders)
+            duplicates.append(str(img.path))
             continue
-        seen[sop] = path
-        paths.append(path)
-        headers.append(ds)
-    return paths, headers, duplicates
+        seen.add(img.sop_uid)
+        images.append(img)
+    return images, duplicates
 
 
-def _units(modality: str, headers: list[Dataset], paths: list[Path]) -> str:
+def _units(images: list[_Image]) -> str:
     """Physical unit of the rescaled values: HU for CT, the Units tag for PT (same in every file), MR for MR."""
-    if modality in _UNITS_BY_MODALITY:
-        return _UNITS_BY_MODALITY[modality]
-    if modality != "PT":
-        raise DicomSeriesError(f"{paths[0]}: DICOM tag Modality is {modality}, expected CT, PT or MR")
-    units = str(tag_value(headers[0], "Units", paths[0])).strip().upper()
-    for ds, path in zip(headers, paths):
-        if str(tag_value(ds, "Units", path)).strip().upper() != units:
-            raise DicomSeriesError(f"{path}: DICOM tag Units is {ds.Units}, expected {units} (as in {paths[0].name})")
-    return units
+    ref = images[0]
+    for img in images:
+        if img.modality != ref.modality:
+            raise DicomSeriesError(f"{img.path}: DICOM tag Modality is {img.modality}, expected {ref.modality} "
+                                   f"(as in {ref.path.name})")
+    if ref.modality in _UNITS_BY_MODALITY:
+        return _UNITS_BY_MODALITY[ref.modality]
+    if ref.modality != "PT":
+        raise DicomSeriesError(f"{ref.path}: DICOM tag Modality is {ref.modality}, expected CT, PT or MR")
+    for img in images:
+        if not img.units:
+            raise DicomSeriesError(f"{img.path}: missing DICOM tag Units")
+        if img.units != ref.units:
+            raise DicomSeriesError(f"{img.path}: DICOM tag Units is {img.units}, expected {ref.units} "
+                                   f"(as in {ref.path.name})")
+    return ref.units
 
 
-def read_dicom_series_headers(source: Source, series_uid: str | None = None) -> tuple[Volume, list[Dataset]]:
-    """Read a series into a Volume (rescaled values; HU for CT, the Units tag for PT) plus every file's header."""
+def _read(source: Source, series_uid: str | None, fast: bool) -> tuple[Volume, list[_Image]]:
+    """The volume of one series and its parsed files, sorted along the slice normal."""
     files, label = _source_files(source)
-    paths, headers, duplicates = _load(files, label, series_uid)
-    ref = headers[0]
-    modality = str(tag_value(ref, "Modality", paths[0])).strip().upper()
-    frames, shapes, stored = [], [], []
-    for ds, path in zip(headers, paths):
-        if str(tag_value(ds, "Modality", path)).strip().upper() != modality:
-            raise DicomSeriesError(f"{path}: DICOM tag Modality is {ds.Modality}, expected {modality} "
-                                   f"(as in {paths[0].name})")
-        if modality in _RESCALE_REQUIRED and "PerFrameFunctionalGroupsSequence" not in ds:
-            tag_value(ds, "RescaleSlope", path)
-            tag_value(ds, "RescaleIntercept", path)
-        geoms = frame_geometries(ds, path)
-        pixels = stored_pixels(ds, path)
-        frames.extend(geoms)
-        shapes.extend([pixels.shape[1:]] * len(geoms))
-        stored.extend(pixels)
-    units = _units(modality, headers, paths)
-    thickness = ref.get("SpacingBetweenSlices") or ref.get("SliceThickness") or 1.0
+    images, duplicates = _load(files, label, series_uid, fast)
+    units = _units(images)
+    frames = [fr for img in images for fr in img.frames]
+    stored = [frame for img in images for frame in img.pixels]
+    shapes = [frame.shape for frame in stored]
+    ref = images[0]
+    thickness = ref.ids["SpacingBetweenSlices"] or ref.ids["SliceThickness"] or "1.0"
     plan = plan_slices(frames, shapes, single_slice_mm=float(thickness))
     slopes = np.array([fr.slope for fr in frames])
     intercepts = np.array([fr.intercept for fr in frames])
     array = apply_plan(plan, stored, slopes, intercepts)
 
-    order = [int(o) for o in plan.order]
-    file_order = list(dict.fromkeys(frames[o].path for o in order))  # files sorted by their first frame
-    index_of = {p: i for i, p in enumerate(paths)}
-    headers = [headers[index_of[p]] for p in file_order]
+    file_order = list(dict.fromkeys(frames[int(o)].path for o in plan.order))  # files by their first frame
+    by_path = {img.path: img for img in images}
+    images = [by_path[p] for p in file_order]
     common = Path(os.path.commonpath([str(p.absolute().parent) for p in file_order]))
     meta = {
-        "patient_id": str(ref.get("PatientID", "")),
-        "patient_name": str(ref.get("PatientName", "")),
-        "study_uid": str(ref.get("StudyInstanceUID", "")),
-        "series_uid": str(ref.SeriesInstanceUID),
-        "series_description": str(ref.get("SeriesDescription", "")),
-        "modality": modality,
-        "manufacturer": str(ref.get("Manufacturer", "")),
-        "frame_of_reference_uid": str(ref.get("FrameOfReferenceUID", "")),
+        **images[0].ids,
+        "patient_id": images[0].ids["PatientID"],
+        "patient_name": images[0].ids["PatientName"],
+        "study_uid": images[0].ids["StudyInstanceUID"],
+        "series_uid": images[0].series_uid,
+        "series_description": images[0].ids["SeriesDescription"],
+        "modality": images[0].modality,
+        "manufacturer": images[0].ids["Manufacturer"],
+        "frame_of_reference_uid": images[0].ids["FrameOfReferenceUID"],
         "n_slices": int(array.shape[0]),
         "source_dir": str(common),
         "files": [str(p.absolute().relative_to(common)) for p in file_order],
-        "transfer_syntax_uid": str(getattr(ref, "file_meta", {}).get("TransferSyntaxUID", "")),
         **plan.meta,
     }
+    for keyword in _ID_KEYWORDS:
+        meta.pop(keyword, None)
     if duplicates:
         meta["duplicate_files"] = duplicates
-    for ds in headers:
-        if "PixelData" in ds:
-            del ds.PixelData
-    return Volume(array=array, affine=plan.affine, units=units, meta=meta), headers
+    return Volume(array=array, affine=plan.affine, units=units, meta=meta), images
+
+
+def read_dicom_series_headers(source: Source, series_uid: str | None = None) -> tuple[Volume, list[Dataset]]:
+    """Read a series into a Volume plus every file's full header (no pixel data), in `meta["files"]` order."""
+    volume, images = _read(source, series_uid, fast=False)
+    return volume, [img.header for img in images]  # type: ignore[misc]
 
 
 def read_dicom_series_with_header(source: Source, series_uid: str | None = None) -> tuple[Volume, Dataset]:
     """Read a series into a Volume plus the first slice's header (without pixel data)."""
-    volume, headers = read_dicom_series_headers(source, series_uid)
-    return volume, headers[0]
+    volume, images = _read(source, series_uid, fast=True)
+    first = images[0]
+    return volume, first.header if first.header is not None else read_header(first.path)
 
 
 def read_dicom_series(source: Source, series_uid: str | None = None) -> Volume:
     """Read a DICOM series into a Volume: CT in HU, PT in the Units tag (e.g. BQML), MR in arbitrary units."""
-    volume, _ = read_dicom_series_headers(source, series_uid)
+    volume, _ = _read(source, series_uid, fast=True)
     return volume

@@ -204,3 +204,99 @@ def test_oblique_affine_from_orientation(ct_series: tuple[Path, dict], tmp_path:
     assert np.allclose(volume.affine[:3, 1], [-2.0, 0.0, 0.0])  # row index j steps along the column cosine
     assert np.allclose(volume.affine[:3, 2], [0.0, 2.0, 0.0])  # column index i steps along the row cosine
     assert np.allclose(volume.affine[:3, 0], [0.0, 0.0, 3.0])  # slices along the normal (0, 0, 1)
+
+
+def _ramp_series(src: Path, dst: Path, z_mm: list[float]) -> Path:
+    """Copies of the first slice at positions z_mm, each filled with HU = z (stored = 10*z, slope 0.1)."""
+    dst.mkdir()
+    template = pydicom.dcmread(sorted(src.glob("*.dcm"))[0])
+    for n, z in enumerate(z_mm):
+        ds = template.copy()
+        ds.SOPInstanceUID = pydicom.uid.generate_uid()
+        ds.ImagePositionPatient = [template.ImagePositionPatient[0], template.ImagePositionPatient[1], f"{z:.4f}"]
+        ds.RescaleSlope, ds.RescaleIntercept = "0.1", "0"
+        ds.PixelData = np.full((ds.Rows, ds.Columns), round(10 * z), dtype=np.int16).tobytes()
+        ds.save_as(dst / f"s{n:03d}.dcm")
+    return dst
+
+
+def test_irregular_gaps_and_overlapping_beds_resampled(ct_series: tuple[Path, dict], tmp_path: Path) -> None:
+    # Jittered slices (gaps 2.4 to 3.6 mm) plus a second bed overlapping the first by 6 mm (gaps of 1.5 mm).
+    rng = np.random.default_rng(1)
+    bed1 = [3.0 * k + rng.uniform(-0.3, 0.3) for k in range(12)]
+    bed2 = [bed1[-1] - 4.5 + 3.0 * k for k in range(8)]
+    volume = read_dicom_series(_ramp_series(ct_series[0], tmp_path / "beds", bed1 + bed2))
+    z = np.sort(np.array(bed1 + bed2))
+    gaps = np.diff(z)
+    assert volume.meta["slice_resampled"] and volume.meta["n_source_slices"] == 20
+    assert volume.meta["slice_gap_min_mm"] == pytest.approx(gaps.min(), abs=1e-3)
+    assert volume.meta["slice_gap_max_mm"] == pytest.approx(gaps.max(), abs=1e-3)
+    step = volume.spacing_mm[0]
+    assert volume.shape[0] == round((z[-1] - z[0]) / np.median(gaps)) + 1
+    assert step == pytest.approx((z[-1] - z[0]) / (volume.shape[0] - 1), abs=1e-3)
+    # A linear ramp survives linear interpolation: every output slice holds its own z (stored in 0.1 HU steps).
+    z_out = volume.world_coords(np.stack([np.arange(volume.shape[0]), np.zeros(volume.shape[0]),
+                                          np.zeros(volume.shape[0])], axis=1))[:, 2]
+    # A source slice within 5% of a step from a plane is taken unchanged (shift reported), others interpolated.
+    nearest = np.abs(z_out[:, None] - z[None]).min(axis=1)
+    snapped = nearest <= 0.05 * step
+    assert volume.meta["n_interpolated_slices"] == int((~snapped).sum()) > 0
+    assert volume.meta["max_snap_shift_mm"] == pytest.approx(nearest[snapped].max(), abs=1e-3)
+    assert np.allclose(volume.array[~snapped, 5, 5], z_out[~snapped], atol=0.06)
+    assert np.allclose(volume.array[snapped, 5, 5], z_out[snapped], atol=0.06 + 0.05 * step)
+    assert np.allclose(volume.array[:, 5, 5], volume.array[:, 40, 60])
+
+
+@pytest.mark.parametrize(("tag", "value", "message"), [
+    ("PixelSpacing", ["2.5", "2.5"], "mixed pixel spacings"),
+    ("Rows", None, "mixed matrix sizes"),
+])
+def test_mixed_spacing_or_size_rejected(ct_series: tuple[Path, dict], tmp_path: Path, tag: str, value,
+                                        message: str) -> None:
+    bad = _copy(ct_series[0], tmp_path / "bad")
+    ds = pydicom.dcmread(bad / "CT_0009.dcm")
+    if tag == "Rows":
+        pixels = ds.pixel_array[:-8]
+        ds.Rows, ds.PixelData = pixels.shape[0], pixels.tobytes()
+    else:
+        setattr(ds, tag, value)
+    ds.save_as(bad / "CT_0009.dcm")
+    with pytest.raises(DicomSeriesError, match=rf"CT_0009\.dcm.*{message}"):
+        read_dicom_series(bad)
+
+
+def test_folder_with_two_series_names_them_and_reads_one(ct_series: tuple[Path, dict], tmp_path: Path) -> None:
+    directory, truth = ct_series
+    both = tmp_path / "both"
+    shutil.copytree(directory, both / "x" / "one")
+    other = write_ct_series(both / "y", patient_id=PID, tumour_centre_mm=truth["tumour_centre_mm"],
+                            tumour_radius_mm=RADIUS_MM, seed=9, shape=(6, 32, 32))
+    with pytest.raises(DicomSeriesError, match="mixes 2 image series"):
+        read_dicom_series(both)
+    small = read_dicom_series(both, series_uid=other["series_uid"])
+    assert small.shape == (6, 32, 32) and small.meta["source_dir"] == str(both / "y")
+
+
+def test_fast_scanner_matches_pydicom_path(ct_series: tuple[Path, dict], tmp_path: Path) -> None:
+    from imaging.dicom_fastread import fast_read
+    from imaging.dicom_series import read_dicom_series_headers
+
+    padded = _copy(ct_series[0], tmp_path / "padded")  # an element after the pixel data: full scan needed
+    for path in sorted(padded.glob("*.dcm"))[:3]:
+        ds = pydicom.dcmread(path)
+        ds.DataSetTrailingPadding = b"\0" * 16
+        ds.save_as(path)
+    mr = tmp_path / "mr"
+    mr.mkdir()
+    shutil.copy(get_testdata_file("MR_small.dcm"), mr / "IM1")  # explicit VR, another vendor's header
+    for directory in (ct_series[0], padded, mr):
+        files = sorted(p for p in directory.iterdir())
+        assert all(fast_read(f, f.read_bytes()) is not None for f in files)
+        fast = read_dicom_series(directory)
+        slow, headers = read_dicom_series_headers(directory)
+        assert np.array_equal(fast.array, slow.array) and np.allclose(fast.affine, slow.affine)
+        assert fast.meta == slow.meta and fast.units == slow.units
+        assert headers[0].filename.endswith(fast.meta["files"][0]) and "PixelData" not in headers[0]
+    # A compressed file is not for the scanner: pydicom reads it.
+    jpeg = Path(get_testdata_file("JPEG2000.dcm"))
+    assert fast_read(jpeg, jpeg.read_bytes()) is None

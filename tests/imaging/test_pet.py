@@ -12,7 +12,7 @@ import pytest
 from flows.synthetic.dicom_writer import write_pet_series
 from fusion.errors import DicomSeriesError
 from imaging.dicom_series import read_dicom_series
-from imaging.pet import read_pet_suv, suv_bw_scale
+from imaging.pet import read_pet_suv, suv_bw_scale, suv_scale, uptake_time_s
 
 PID = "TCGA-FX-0007"
 DOSE_BQ = 370e6
@@ -134,3 +134,111 @@ def test_ct_series_is_not_pet(tmp_path: Path) -> None:
                     shape=(6, 32, 32))
     with pytest.raises(DicomSeriesError, match="expected PT"):
         read_pet_suv(tmp_path / "ct")
+
+
+def _decayed(uptake_s: float = UPTAKE_S) -> float:
+    return DOSE_BQ * 2.0 ** (-uptake_s / HALF_LIFE_S)
+
+
+def _header(pet_series: tuple[Path, dict]) -> pydicom.Dataset:
+    return pydicom.dcmread(pet_series[0] / "PT_0001.dcm", stop_before_pixels=True)
+
+
+def test_admin_decay_correction_series(pet_series: tuple[Path, dict], tmp_path: Path) -> None:
+    # ADMIN: activity already decay-corrected to injection, so SUV = value * weight / full dose.
+    admin = _edit(pet_series[0], tmp_path / "admin", lambda ds: setattr(ds, "DecayCorrection", "ADMIN"))
+    activity = read_dicom_series(admin)
+    suv = read_pet_suv(admin)
+    assert suv.meta["suv_scale"] == pytest.approx(WEIGHT_KG * 1000.0 / DOSE_BQ, rel=1e-12)
+    assert np.allclose(suv.array, activity.array * (WEIGHT_KG * 1000.0 / DOSE_BQ), rtol=1e-6)
+    assert suv.array.max() == pytest.approx(TUMOUR_SUV * _decayed() / DOSE_BQ, rel=5e-3)  # 9 * 0.685 = 6.16
+
+
+def _philips(element: int, value: str):
+    def edit(ds: pydicom.Dataset) -> None:
+        ds.Units = "CNTS"
+        ds.private_block(0x7053, "Philips PET Private Group", create=True).add_new(element, "DS", value)
+    return edit
+
+
+def test_philips_cnts_suv_scale_factor(pet_series: tuple[Path, dict], tmp_path: Path) -> None:
+    # Philips CNTS: SUVbw = (stored * slope + intercept) * SUV Scale Factor (7053,1000), nothing else used.
+    factor = 0.000276  # g/ml per count, as a Philips console writes it
+    cnts = _edit(pet_series[0], tmp_path / "cnts", _philips(0x00, f"{factor}"))
+    assert pydicom.dcmread(cnts / "PT_0002.dcm")[0x7053, 0x1000].value == pytest.approx(factor)
+    counts = read_dicom_series(cnts)
+    suv = read_pet_suv(cnts)
+    assert counts.units == "CNTS" and suv.units == "SUVbw" and suv.meta["suv_scale"] == factor
+    ds = pydicom.dcmread(cnts / "PT_0007.dcm")
+    k = int(ds.InstanceNumber) - 1
+    by_hand = (ds.pixel_array * float(ds.RescaleSlope) + float(ds.RescaleIntercept)) * factor
+    assert np.allclose(suv.array[k], by_hand, rtol=1e-5, atol=1e-7)
+
+
+def test_philips_cnts_activity_factor_then_bqml_rule(pet_series: tuple[Path, dict], tmp_path: Path) -> None:
+    # Only (7053,1009): counts * 2.5 = Bq/ml, then weight / decayed dose.
+    cnts = _edit(pet_series[0], tmp_path / "cnts", _philips(0x09, "2.5"))
+    suv = read_pet_suv(cnts)
+    assert suv.meta["suv_scale"] == pytest.approx(2.5 * WEIGHT_KG * 1000.0 / _decayed(), rel=1e-9)
+    assert suv.array.max() == pytest.approx(2.5 * TUMOUR_SUV, rel=5e-3)
+    missing = _edit(pet_series[0], tmp_path / "nophilips", lambda ds: setattr(ds, "Units", "CNTS"))
+    with pytest.raises(DicomSeriesError, match=r"PT_0001\.dcm.*Units is CNTS.*\(7053,1000\)"):
+        read_pet_suv(missing)
+
+
+def test_injection_date_time_across_midnight(pet_series: tuple[Path, dict]) -> None:
+    ds = _header(pet_series)
+    info = ds.RadiopharmaceuticalInformationSequence[0]
+    info.RadiopharmaceuticalStartDateTime = "20231231233000.00"
+    ds.SeriesDate = ds.AcquisitionDate = "20240101"
+    ds.SeriesTime = ds.AcquisitionTime = "003000"
+    assert uptake_time_s(ds) == pytest.approx(3600.0)
+    assert suv_bw_scale(ds) == pytest.approx(WEIGHT_KG * 1000.0 / _decayed(3600.0), rel=1e-12)
+    del info.RadiopharmaceuticalStartDateTime  # time only: injected the evening before
+    info.RadiopharmaceuticalStartTime = "224500"
+    assert uptake_time_s(ds) == pytest.approx(6300.0)
+
+
+def test_scan_start_is_earliest_acquisition_when_series_time_later(pet_series: tuple[Path, dict]) -> None:
+    # A console re-saved the series at 12:00 (SeriesTime) but the beds were acquired from 11:00 and 11:04.
+    ds1, ds2 = _header(pet_series), _header(pet_series)
+    for ds, acq in ((ds1, "110000"), (ds2, "110400")):
+        ds.RadiopharmaceuticalInformationSequence[0].RadiopharmaceuticalStartTime = "100000"
+        ds.SeriesTime, ds.AcquisitionTime = "120000", acq
+    assert uptake_time_s([ds2, ds1]) == pytest.approx(3600.0)
+    # Series time earlier than every acquisition (Siemens: per-bed acquisition times): the series time counts.
+    for ds in (ds1, ds2):
+        ds.SeriesTime = "105500"
+    assert uptake_time_s([ds1, ds2]) == pytest.approx(3300.0)
+
+
+def test_suv_lbm_and_bsa_by_hand(pet_series: tuple[Path, dict]) -> None:
+    ds = _header(pet_series)
+    ds.PatientSize, ds.PatientSex = "1.75", "M"
+    bw = WEIGHT_KG * 1000.0 / _decayed()
+    # James (1976), male: 1.10 W - 128 (W / H_cm)^2 = 77 - 128 * 0.16 = 56.52 kg.
+    scale, info = suv_scale(ds, "lbm", lbm_formula="james")
+    assert info["lbm_kg"] == pytest.approx(56.52) and scale == pytest.approx(bw * 56.52 / 70.0)
+    # Janmahasatian (2005), male: 9270 W / (6680 + 216 BMI), BMI = 70 / 1.75^2 = 22.857: 55.858 kg.
+    scale, info = suv_scale(ds, "lbm")
+    assert info["lbm_kg"] == pytest.approx(9270 * 70 / (6680 + 216 * 70 / 1.75 ** 2))
+    assert info["lbm_kg"] == pytest.approx(55.858, abs=1e-3)
+    ds.PatientSex = "F"  # 9270 W / (8780 + 244 BMI) = 648900 / 14357.1 = 45.197 kg
+    assert suv_scale(ds, "lbm")[1]["lbm_kg"] == pytest.approx(45.197, abs=1e-3)
+    # Du Bois BSA: 0.007184 * 70^0.425 * 175^0.725 = 1.848 m^2; SUVbsa = SUVbw * BSA_cm2 / weight_g.
+    scale, info = suv_scale(ds, "bsa")
+    assert info["bsa_m2"] == pytest.approx(1.848, abs=1e-3)
+    assert scale == pytest.approx(bw * info["bsa_m2"] * 1e4 / 70000.0)
+    ds.PatientSize = "175"  # centimetres where metres are due: read as cm and reported
+    assert suv_scale(ds, "bsa")[1]["patient_size_read_as_cm"] is True
+
+
+@pytest.mark.parametrize(("kind", "tag", "edit"), [
+    ("lbm", "PatientSize", lambda ds: setattr(ds, "PatientSex", "M")),
+    ("bsa", "PatientSize", lambda ds: None),
+    ("lbm", "PatientSex", lambda ds: setattr(ds, "PatientSize", "1.7")),
+])
+def test_lbm_bsa_need_size_and_sex(pet_series: tuple[Path, dict], tmp_path: Path, kind: str, tag: str, edit) -> None:
+    bad = _edit(pet_series[0], tmp_path / "bad", edit)  # the writer leaves PatientSize out and PatientSex 'O'
+    with pytest.raises(DicomSeriesError, match=rf"PT_0001\.dcm.*{tag}"):
+        read_pet_suv(bad, kind=kind)
