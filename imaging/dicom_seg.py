@@ -16,12 +16,18 @@ _IN_PLANE_ATOL_MM = 0.01
 
 
 def seg_segments(ds: Dataset, path: Path) -> dict[int, str]:
-    """Segment number -> label (SegmentSequence; SegmentLabel, else SegmentDescription, else 'segment_N')."""
+    """Segment number -> label (SegmentSequence; SegmentLabel, else SegmentDescription, else 'segment_N').
+
+    A LABELMAP's segment 0 (background) is left out.
+    """
     if "SegmentSequence" not in ds:
         raise SegmentationError(f"{path}: missing DICOM tag SegmentSequence (not a DICOM SEG?)")
     out = {}
+    labelmap = str(ds.get("SegmentationType", "")).upper() == "LABELMAP"
     for item in ds.SegmentSequence:
         number = int(item.SegmentNumber)
+        if labelmap and number == 0:
+            continue  # pixel value 0 of a LABELMAP is the background, not a ROI
         label = str(item.get("SegmentLabel", "") or item.get("SegmentDescription", "") or f"segment_{number}")
         out[number] = label.strip()
     return out
@@ -38,16 +44,19 @@ def _group_item(ds: Dataset, frame: int, group: str, keyword: str, path: Path):
     raise SegmentationError(f"{path}: frame {frame + 1} lacks DICOM tag {keyword} (in {group}, per-frame or shared)")
 
 
-def _frames(ds: Dataset, path: Path) -> np.ndarray:
-    """Pixel frames as [frame, row, col] booleans (BINARY: 1 bit; FRACTIONAL: above half the maximum)."""
+def _frames(ds: Dataset, path: Path, segment: int) -> np.ndarray:
+    """Frames as [frame, row, col] booleans: BINARY 1 bit, FRACTIONAL above half the maximum, LABELMAP == segment."""
     try:
         pixels = ds.pixel_array
     except Exception as exc:
         raise SegmentationError(f"{path}: DICOM tag PixelData cannot be decoded ({type(exc).__name__}: {exc})") from exc
     n_frames = int(ds.get("NumberOfFrames", 1) or 1)
     pixels = pixels.reshape(n_frames, int(ds.Rows), int(ds.Columns))
-    if str(ds.get("SegmentationType", "BINARY")).upper() == "FRACTIONAL":
+    kind = str(ds.get("SegmentationType", "BINARY")).upper()
+    if kind == "FRACTIONAL":
         return pixels > float(ds.get("MaximumFractionalValue", 255)) / 2.0
+    if kind == "LABELMAP":
+        return pixels == segment
     return pixels > 0
 
 
@@ -64,12 +73,12 @@ def seg_mask(ds: Dataset, path: Path, segment: int, volume: Volume) -> np.ndarra
             f"{path}: DICOM tag FrameOfReferenceUID is {seg_for}, expected {vol_for} "
             f"(series {volume.meta.get('series_uid', '?')})"
         )
-    frames = _frames(ds, path)
-    picked = []
-    for f in range(frames.shape[0]):
-        number = int(_group_item(ds, f, "SegmentIdentificationSequence", "ReferencedSegmentNumber", path))
-        if number == segment:
-            picked.append(f)
+    frames = _frames(ds, path, segment)
+    if str(ds.get("SegmentationType", "")).upper() == "LABELMAP":  # every frame holds every segment
+        picked = [f for f in range(frames.shape[0]) if frames[f].any()]
+    else:
+        picked = [f for f in range(frames.shape[0]) if segment == int(
+            _group_item(ds, f, "SegmentIdentificationSequence", "ReferencedSegmentNumber", path))]
     if not picked:
         return np.zeros(volume.shape, dtype=bool)
 

@@ -134,7 +134,9 @@ def _blob_mask(shape: tuple[int, int, int], seed: int) -> np.ndarray:
     return mask & (rng.random(shape) > 0.1)  # ragged, with holes
 
 
-def test_dicom_seg_from_highdicom_recovered_exactly(ct_series: tuple[Path, Volume], tmp_path: Path) -> None:
+@pytest.mark.parametrize("seg_type", ["BINARY", "LABELMAP"])
+def test_dicom_seg_from_highdicom_recovered_exactly(ct_series: tuple[Path, Volume], tmp_path: Path,
+                                                    seg_type: str) -> None:
     folder, ct = ct_series
     files = [folder / Path(f).name for f in ct.meta["files"]]  # slice order k = 0 ... n-1
     sources = [pydicom.dcmread(f) for f in files]
@@ -145,7 +147,7 @@ def test_dicom_seg_from_highdicom_recovered_exactly(ct_series: tuple[Path, Volum
     descriptions = [hd.seg.SegmentDescription(number, name, code, code, hd.seg.SegmentAlgorithmTypeValues.MANUAL)
                     for number, name in ((1, "GTV"), (2, "Node"))]
     seg = hd.seg.Segmentation(
-        source_images=sources, pixel_array=labels, segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        source_images=sources, pixel_array=labels, segmentation_type=hd.seg.SegmentationTypeValues[seg_type],
         segment_descriptions=descriptions, series_instance_uid=hd.UID(), series_number=99,
         sop_instance_uid=hd.UID(), instance_number=1, manufacturer="FusionRx test",
         manufacturer_model_name="test", software_versions="1", device_serial_number="1",
