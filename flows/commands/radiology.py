@@ -21,11 +21,13 @@ from imaging.phenotypes import (
     segment_lung_tumour,
 )
 from imaging.pet import read_pet_suv
+from imaging.radiomics import ibsi_features
 from imaging.resample import resample_to_reference
 from imaging.segmentation import RoiRef, find_roi, list_rois, roi_mask
 from imaging.volume import Volume
 
 _SEG_MODALITIES = ("RTSTRUCT", "SEG")
+CT_BIN_HU, PET_BIN_SUV = 25.0, 0.5
 
 
 def _series_json(info: SeriesInfo, role: str | None) -> dict[str, Any]:
@@ -98,7 +100,8 @@ def _finite(value: Any) -> Any:
     return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
-def analyse(directory: Path, roi_name: str | None) -> tuple[dict[str, Any], dict[str, Any]]:
+def analyse(directory: Path, roi_name: str | None,
+            radiomics: bool = False) -> tuple[dict[str, Any], dict[str, Any]]:
     """Find, read and measure one patient's study: (JSON report, arrays for the output files)."""
     if not directory.is_dir():
         raise DicomSeriesError(f"{directory}: not a directory of DICOM files")
@@ -134,6 +137,11 @@ def analyse(directory: Path, roi_name: str | None) -> tuple[dict[str, Any], dict
     else:
         label, ct_mask, pet_mask = _auto_lesion(ct, suv)
     phenotypes = {"roi": label, **{k: _finite(v) for k, v in roi_phenotypes(ct, ct_mask, suv, pet_mask).items()}}
+    features = {}
+    if radiomics:  # IBSI features; histogram families on fixed bin sizes (CT 25 HU, PET 0.5 SUV)
+        for name, volume, mask, bin_width in (("ct", ct, ct_mask, CT_BIN_HU), ("pet", suv, pet_mask, PET_BIN_SUV)):
+            if volume is not None and mask is not None and mask.any():
+                features[name] = {k: _finite(v) for k, v in ibsi_features(volume, mask, bin_width).items()}
     roles = {info.series_uid: role for info, role in ((ct_info, "ct"), (pet_info, "pet")) if info is not None}
     report = {
         "patient_id": patients[0] if patients else "",
@@ -141,13 +149,14 @@ def analyse(directory: Path, roi_name: str | None) -> tuple[dict[str, Any], dict
         "rois": [r.name for r in refs],
         "segmentations": [{"name": r.name, "kind": r.kind, "path": r.path} for r in refs],
         "phenotypes": phenotypes,
+        **({"radiomics": features} if radiomics else {}),
         "problems": problems,
     }
     return report, {"ct": ct, "suv": suv, "ct_mask": ct_mask, "pet_mask": pet_mask, "roi": label}
 
 
 def _cmd_radiology(args: argparse.Namespace) -> int:
-    report, arrays = analyse(Path(args.directory), args.roi)
+    report, arrays = analyse(Path(args.directory), args.roi, args.radiomics)
     if args.out:
         from flows.radiology_outputs import write_outputs
 
@@ -161,6 +170,8 @@ def _cmd_radiology(args: argparse.Namespace) -> int:
         print(f"  ROIs: {', '.join(report['rois']) or '(none)'}")
         for key, value in report["phenotypes"].items():
             print(f"  {key:18s} {value:.3f}" if isinstance(value, float) else f"  {key:18s} {value}")
+        for grid, feats in report.get("radiomics", {}).items():
+            print(f"  IBSI features on the {grid.upper()} grid: {len(feats)} (all in --format json)")
         for p in report["problems"]:
             print(f"  skipped {p['path']}: {p['error']}")
         for p in report.get("outputs", []):
@@ -174,5 +185,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("directory", help="one patient's DICOM files (any layout)")
     r.add_argument("--roi", default=None, help="ROI name in the segmentations (default: automatic lesion)")
     r.add_argument("--out", default=None, help="folder for NIfTI volumes and the fused PET/CT PNG")
+    r.add_argument("--radiomics", action="store_true", help="add IBSI features of the ROI on the CT and PET grids")
     r.add_argument("--format", choices=["table", "json"], default="table")
     r.set_defaults(func=_cmd_radiology)

@@ -44,7 +44,8 @@ def independent() -> dict[str, dict]:
 
 def test_roi_statistics_and_outputs(tmp_path: Path, capsys: pytest.CaptureFixture, independent: dict) -> None:
     folder, out = _scatter(tmp_path / "patient"), tmp_path / "out"
-    code, report, _ = _run(capsys, str(folder), "--roi", "GTV_Mass_PET", "--out", str(out), "--format", "json")
+    code, report, _ = _run(capsys, str(folder), "--roi", "GTV_Mass_PET", "--out", str(out), "--radiomics",
+                           "--format", "json")
     assert code == 0
     assert report["patient_id"] == "STS_002"
     assert sorted((s["modality"], s["role"], s["n_files"]) for s in report["series"]) == [("CT", "ct", 48),
@@ -60,6 +61,11 @@ def test_roi_statistics_and_outputs(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert ph["volume_ml"] == pytest.approx(independent["CT"]["volume_ml"], rel=1e-3)
     assert ph["ct_mean_hu"] == pytest.approx(independent["CT"]["mean"], abs=0.1)
     assert ph["suv_max"] >= ph["suv_peak"] > ph["suv_mean"] and ph["tlg"] > 0 and 0 < ph["mtv_ml"] < ph["volume_ml"]
+    ct_feats, pet_feats = report["radiomics"]["ct"], report["radiomics"]["pet"]
+    assert ct_feats["stat_mean"] == pytest.approx(ph["ct_mean_hu"]) and pet_feats["stat_max"] == ph["suv_max"]
+    assert ct_feats["morph_vol_approx"] / 1000 == pytest.approx(ph["volume_ml"])
+    assert ct_feats["morph_volume"] / 1000 == pytest.approx(ph["volume_ml_mesh"])
+    assert pet_feats["loc_peak_loc"] == pytest.approx(ph["suv_peak"]) and "ih_entropy" in pet_feats
 
     # NIfTI files: RAS affines; voxel (i, j, k) of suv.nii.gz is pixel (row j, column i) of the k-th PET slice
     pet = sorted((pydicom.dcmread(f) for f in (_source() / "PET" / "image").glob("*.dcm")),
