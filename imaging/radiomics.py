@@ -9,7 +9,7 @@ volumes mm^3, intensities in the image's units. Definitions: Zwanenburg et al., 
 from __future__ import annotations
 
 import numpy as np
-from scipy import signal, special
+from scipy import fft, special
 from scipy.spatial import ConvexHull
 from scipy.spatial.distance import pdist
 from skimage.measure import marching_cubes
@@ -131,6 +131,15 @@ def _sphere_offsets(spacing_mm: tuple[float, float, float], volume_ml: float) ->
     return offsets[np.linalg.norm(offsets * np.asarray(spacing_mm), axis=1) <= radius_mm + 1e-9]
 
 
+def _convolve_same(image: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+    """Zero-padded convolution by FFT, cropped to `image`'s shape and centred on an odd-sized `kernel`."""
+    full = [a + b - 1 for a, b in zip(image.shape, kernel.shape)]
+    shape = [fft.next_fast_len(n, real=True) for n in full]
+    out = fft.irfftn(fft.rfftn(image, shape) * fft.rfftn(kernel, shape), shape)
+    start = [k // 2 for k in kernel.shape]
+    return out[tuple(slice(s0, s0 + n) for s0, n in zip(start, image.shape))]
+
+
 def _sphere_means(volume: Volume, idx: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     """Mean over the sphere `offsets` around each voxel of `idx`, using every image voxel (not only the ROI)."""
     half = np.abs(offsets).max(axis=0)
@@ -142,8 +151,8 @@ def _sphere_means(volume: Volume, idx: np.ndarray, offsets: np.ndarray) -> np.nd
     sub = volume.array[box].astype(np.float64)
     # The box reaches `half` beyond the voxels (clipped to the image), so every sphere voxel is in it or off the image.
     # The kernel is symmetric, so convolution equals correlation; FFT keeps 1 ml spheres of fine voxels cheap.
-    sums = signal.fftconvolve(sub, kernel, mode="same")
-    counts = np.rint(signal.fftconvolve(np.ones_like(sub), kernel, mode="same"))
+    sums = _convolve_same(sub, kernel)
+    counts = np.rint(_convolve_same(np.ones_like(sub), kernel))
     local = tuple((idx - lo).T)
     return sums[local] / counts[local]
 
