@@ -40,3 +40,7 @@ class FusionDataError(FusionRxError):
 
 class FusionConfigError(FusionRxError):
     """A fusion experiment is misconfigured: unknown strategy or task, bad sizes or options."""
+
+
+class SegmentationError(FusionRxError):
+    """A segmentation (RTSTRUCT, DICOM SEG, NIfTI mask) cannot be read or placed on the image grid."""

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 from scipy import ndimage
+from scipy.spatial import ConvexHull
+from scipy.spatial.distance import pdist
 
 from fusion.errors import DicomSeriesError
 from imaging.ct import lung_field
+from imaging.radiomics import intensity_peaks, mesh_volume_area, roi_mesh
 from imaging.volume import Volume
 
 SOFT_TISSUE_HU = -300.0
@@ -64,34 +67,14 @@ def tumour_centroid_mm(mask: np.ndarray, volume: Volume) -> np.ndarray:
     return volume.world_coords(idx.mean(axis=0))
 
 
-def _sphere_offsets(spacing_mm: tuple[float, float, float], radius_mm: float) -> np.ndarray:
-    """Integer voxel offsets (k, j, i) whose centres lie within `radius_mm` of the origin."""
-    half = np.ceil(radius_mm / np.asarray(spacing_mm)).astype(int)
-    grids = np.meshgrid(*(np.arange(-h, h + 1) for h in half), indexing="ij")
-    offsets = np.stack([g.ravel() for g in grids], axis=1)
-    dist = np.linalg.norm(offsets * np.asarray(spacing_mm), axis=1)
-    return offsets[dist <= radius_mm]
-
-
 def suv_peak(suv: Volume, mask: np.ndarray, volume_ml: float = SUV_PEAK_VOLUME_ML) -> float:
-    """Highest mean SUV in a sphere of `volume_ml` (1 ml: radius 6.2 mm) centred on any voxel of `mask`."""
-    if not mask.any():
+    """Highest mean SUV in a sphere of `volume_ml` (1 ml: radius 6.2 mm) centred on any voxel of `mask` (IBSI global peak)."""
+    if not np.asarray(mask).any():
         return float("nan")
-    radius_mm = (3.0 * volume_ml * 1000.0 / (4.0 * np.pi)) ** (1.0 / 3.0)
-    offsets = _sphere_offsets(suv.spacing_mm, radius_mm)
-    half = np.abs(offsets).max(axis=0)
-    kernel = np.zeros(tuple(2 * half + 1), dtype=np.float32)
-    kernel[tuple((offsets + half).T)] = 1.0 / len(offsets)
-    # Filter only the tumour's bounding box (plus the kernel reach) rather than the whole grid.
-    idx = np.argwhere(mask)
-    lo = np.maximum(idx.min(axis=0) - half, 0)
-    hi = np.minimum(idx.max(axis=0) + half + 1, np.asarray(suv.shape))
-    box = tuple(slice(a, b) for a, b in zip(lo, hi))
-    means = ndimage.correlate(suv.array[box], kernel, mode="nearest")
-    return float(means[mask[box]].max())
+    return intensity_peaks(suv, mask, volume_ml)["loc_peak_glob"]
 
 
-def _near_mask(mask: np.ndarray, spacing_mm: tuple[float, float, float], margin_mm: float) -> np.ndarray:
+def near_mask(mask: np.ndarray, spacing_mm: tuple[float, float, float], margin_mm: float) -> np.ndarray:
     """Voxels within `margin_mm` (Euclidean, physical spacing) of a non-empty mask; computed on its bounding box."""
     reach = np.ceil(margin_mm / np.asarray(spacing_mm)).astype(int) + 1
     idx = np.argwhere(mask)
@@ -135,7 +118,7 @@ def tumour_phenotypes(ct: Volume, suv_on_ct: Volume | None) -> dict[str, float]:
             f"{ct.meta.get('series_uid')}; resample_to_reference(pet, ct) first"
         )
     # Look for the PET hot spot within PET_SEARCH_MARGIN_MM of the CT tumour (not the heart or bladder).
-    search = _near_mask(ct_mask, ct.spacing_mm, PET_SEARCH_MARGIN_MM) if n_ct else None
+    search = near_mask(ct_mask, ct.spacing_mm, PET_SEARCH_MARGIN_MM) if n_ct else None
     pet_mask = pet_tumour_mask(suv_on_ct, search_mask=search)
     n_pet = int(pet_mask.sum())
     if n_pet == 0:
@@ -152,4 +135,56 @@ def tumour_phenotypes(ct: Volume, suv_on_ct: Volume | None) -> dict[str, float]:
         mtv_ml=float(mtv_ml),
         tlg=float(mtv_ml * suv_mean),
     )
+    return out
+
+
+MTV_FRACTION = 0.4
+
+
+def _empty_roi_phenotypes() -> dict[str, float]:
+    keys = ("volume_ml", "volume_ml_mesh", "volume_ml_ct", "volume_ml_pet", "max_diameter_mm", "sphericity",
+            "ct_mean_hu", "ct_sd_hu", "ct_median_hu", "ct_min_hu", "ct_max_hu", "suv_max", "suv_peak",
+            "suv_peak_global", "suv_mean", "suv_sd", "suv_median", "mtv_ml", "tlg")
+    return {k: float("nan") for k in keys}
+
+
+def roi_phenotypes(ct: Volume | None, ct_mask: np.ndarray | None, suv: Volume | None, pet_mask: np.ndarray | None,
+                   mtv_fraction: float = MTV_FRACTION) -> dict[str, float]:
+    """Phenotypes of one ROI: CT statistics on the CT grid (HU), PET statistics on the PET's own grid (SUVbw).
+
+    volume_ml counts voxels on the CT grid (PET grid without CT); volume_ml_mesh is the IBSI mesh volume
+    there. SUVpeak is the IBSI local intensity peak (1 ml sphere on the SUVmax voxel), suv_peak_global
+    the highest 1 ml sphere on any ROI voxel. MTV: ROI voxels with SUV >= mtv_fraction * SUVmax (ml);
+    TLG = MTV * mean SUV in the MTV (g).
+    """
+    out = _empty_roi_phenotypes()
+    out["mtv_fraction"] = float(mtv_fraction)
+    shape_from = None
+    if ct is not None and ct_mask is not None and ct_mask.any():
+        hu = ct.array[ct_mask].astype(np.float64)
+        out.update(volume_ml_ct=float(ct_mask.sum() * ct.voxel_volume_ml), ct_mean_hu=float(hu.mean()),
+                   ct_sd_hu=float(hu.std()), ct_median_hu=float(np.median(hu)), ct_min_hu=float(hu.min()),
+                   ct_max_hu=float(hu.max()), n_voxels_ct=int(ct_mask.sum()))
+        shape_from = (ct, ct_mask)
+    if suv is not None and pet_mask is not None and pet_mask.any():
+        if suv.units != "SUVbw":
+            raise ValueError(f"roi_phenotypes needs the PET in SUVbw, got units {suv.units}")
+        values = suv.array[pet_mask].astype(np.float64)
+        peaks = intensity_peaks(suv, pet_mask)
+        suv_max = float(values.max())
+        in_mtv = values >= mtv_fraction * suv_max
+        mtv_ml = float(in_mtv.sum() * suv.voxel_volume_ml)
+        out.update(volume_ml_pet=float(pet_mask.sum() * suv.voxel_volume_ml), suv_max=suv_max,
+                   suv_peak=peaks["loc_peak_loc"], suv_peak_global=peaks["loc_peak_glob"],
+                   suv_mean=float(values.mean()), suv_sd=float(values.std()), suv_median=float(np.median(values)),
+                   mtv_ml=mtv_ml, tlg=float(mtv_ml * values[in_mtv].mean()), n_voxels_pet=int(pet_mask.sum()))
+        shape_from = shape_from or (suv, pet_mask)
+    if shape_from is not None:
+        volume, mask = shape_from
+        verts, faces = roi_mesh(mask, volume.spacing_mm)
+        mesh_mm3, area_mm2 = mesh_volume_area(verts, faces)
+        hull = ConvexHull(verts)
+        out.update(volume_ml=float(mask.sum() * volume.voxel_volume_ml), volume_ml_mesh=mesh_mm3 / 1000.0,
+                   max_diameter_mm=float(pdist(verts[hull.vertices]).max()),
+                   sphericity=float((36.0 * np.pi * mesh_mm3**2) ** (1.0 / 3.0) / area_mm2))
     return out
