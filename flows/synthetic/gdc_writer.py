@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 # the format constants are the reader's, so writer and reader cannot drift apart
-from omics.gdc import GDC_MISSING, MAF_REQUIRED_COLUMNS, SAMPLE_SHEET_COLUMNS  # noqa: E402
+from omics.gdc import GDC_MISSING, MAF_REQUIRED_COLUMNS, SAMPLE_SHEET_LEGACY_COLUMNS, SAMPLE_SHEET_PORTAL2_COLUMNS  # noqa: E402
 from omics.gdc import STAR_COLUMNS as STAR_HEADER  # noqa: E402
 
 # The GDC public MAF columns up to HGVSp_Short plus the read-count columns most tools use.
@@ -66,7 +66,7 @@ MAF_COLUMNS = (
     "n_ref_count",
     "n_alt_count",
 )
-MAF_REQUIRED = MAF_REQUIRED_COLUMNS
+MAF_REQUIRED = MAF_REQUIRED_COLUMNS + ("HGVSp_Short",)
 CLINICAL_COLUMNS = (
     "case_id",
     "case_submitter_id",
@@ -181,12 +181,14 @@ def write_star_counts(
 
 
 def write_sample_sheet(path: str | Path, rows: Iterable[dict]) -> Path:
-    """Write a GDC sample sheet TSV; each row is a dict with the eight standard sample-sheet keys."""
+    """Write a GDC sample sheet TSV in the portal generation the rows describe: with a "Sample Type"
+    key the older portal's eight columns, else portal 2.0's (Tissue Type, Tumor Descriptor, ...)."""
     table = pd.DataFrame(list(rows))
-    missing = [c for c in SAMPLE_SHEET_COLUMNS if c not in table.columns]
+    columns = SAMPLE_SHEET_LEGACY_COLUMNS if "Sample Type" in table.columns else SAMPLE_SHEET_PORTAL2_COLUMNS
+    missing = [c for c in columns if c not in table.columns]
     if missing:
         raise ValueError(f"write_sample_sheet: rows lack key(s) {missing}")
-    return _write_text(path, table[list(SAMPLE_SHEET_COLUMNS)].to_csv(sep="\t", index=False))
+    return _write_text(path, table[list(columns)].to_csv(sep="\t", index=False))
 
 
 def _normal_barcode(tumour: str) -> str:
@@ -199,8 +201,9 @@ def _normal_barcode(tumour: str) -> str:
     return "-".join(parts)
 
 
-def write_maf(path: str | Path, records: pd.DataFrame, *, center: str = "BI") -> Path:
-    """Write a GDC-style MAF ('#version gdc-1.0.0' header) from records holding at least the core columns.
+def write_maf(path: str | Path, records: pd.DataFrame, *, center: str = "BI", version: str = "gdc-1.0.0") -> Path:
+    """Write a GDC-style MAF ('#version <version>' header; gzip when the name ends in .gz) from records
+    holding at least the core columns (per-aliquot files say version 'gdc-2.0.0-aliquot-merged-masked').
 
     Standard columns the records lack are filled (End_Position from the alleles, Strand '+', NCBI_Build GRCh38,
     Tumor_Seq_Allele1 = reference, a matched blood-normal barcode, read counts); extra columns are appended.
@@ -253,8 +256,25 @@ def write_maf(path: str | Path, records: pd.DataFrame, *, center: str = "BI") ->
         if column not in df.columns:
             df[column] = ""
     ordered = list(MAF_COLUMNS) + [c for c in df.columns if c not in MAF_COLUMNS]
-    header = "#version gdc-1.0.0\n#annotation.spec gdc-1.0.1-public\n"
-    return _write_text(path, header + df[ordered].to_csv(sep="\t", index=False))
+    header = f"#version {version}\n#filedate 20240115\n#annotation.spec gdc-1.0.1-public\n"
+    text = header + df[ordered].to_csv(sep="\t", index=False)
+    if str(path).endswith(".gz"):
+        import gzip
+
+        return _replace_atomically(path, lambda tmp: tmp.write_bytes(gzip.compress(text.encode(), mtime=0)))
+    return _write_text(path, text)
+
+
+def write_gene_level_copy_number(path: str | Path, gene_ids: Sequence[str], gene_names: Sequence[str],
+                                 copies: np.ndarray) -> Path:
+    """Write one sample's GDC gene-level copy-number TSV (absolute integer copies per gene)."""
+    copies = np.asarray(copies, dtype=np.int64)
+    n = len(gene_ids)
+    table = pd.DataFrame({"gene_id": list(gene_ids), "gene_name": list(gene_names),
+                          "chromosome": [f"chr{1 + i % 22}" for i in range(n)],
+                          "start": 1_000_000 + 50_000 * np.arange(n), "end": 1_020_000 + 50_000 * np.arange(n),
+                          "copy_number": copies, "min_copy_number": copies, "max_copy_number": copies})
+    return _write_text(path, table.to_csv(sep="\t", index=False))
 
 
 def write_copy_number(
