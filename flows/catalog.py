@@ -150,6 +150,11 @@ def load_catalog(path: str | Path) -> Catalog:
     missing = [m for m in REQUIRED_MODALITIES if m not in present]
     if missing:
         raise CatalogError(f"{file}: the cohort needs source(s) for modality {missing}")
+    tile_feats = [s.name for s in sources.values() if s.format == "tile_features_h5"]
+    slides = [s.name for s in sources.values() if s.modality == "wsi"]
+    if tile_feats and slides:
+        raise CatalogError(f"{file}: source(s) {tile_feats} (tile_features_h5) and {slides} (wsi) both give the "
+                           "slide bags; keep one")
     return Catalog(cohort=str(raw["cohort"]), file=file, sources=sources)
 
 

@@ -224,30 +224,11 @@ class _Scan:
 
     # ------------------------------------------------------------------------- cross-file
     def group_dicom(self) -> None:
-        series: dict[str, list[dict]] = defaultdict(list)
-        for h in self.dicom:
-            series[h["series_uid"]].append(h)
-        for uid, heads in series.items():
-            # the same series copied into several folders (real downloads do this): one item per copy
-            sops = [h["sop_uid"] for h in heads]
-            copies = [heads] if len(set(sops)) == len(sops) else list(_by_parent(heads).values())
-            for k, group in enumerate(copies):
-                first = group[0]
-                key = DICOM_MODALITY_KEYS.get(first["modality"], first["modality"].lower())
-                paths = [h["path"] for h in group]
-                item = {"path": str(_common_parent(paths)), "format": "dicom", "series_uid": uid,
-                        "study_uid": first["study_uid"], "frame_of_reference_uid": first["frame_of_reference_uid"],
-                        "modality": first["modality"], "n_files": len(group), "description": first["description"],
-                        "manufacturer": first["manufacturer"]}
-                if first["units"]:
-                    item["units"] = first["units"]
-                if k > 0:
-                    item["duplicate_of"] = str(_common_parent([h["path"] for h in copies[0]]))
-                patients = {h["patient_id"] for h in group}
-                if len(patients) > 1:
-                    self.problem(item["path"], f"series {uid} mixes PatientIDs {sorted(patients)}")
-                    continue
-                self.add(first["patient_id"] or "UNKNOWN", key, item)
+        items, problems = group_series(self.dicom)
+        self.problems += problems
+        for item in items:
+            key = DICOM_MODALITY_KEYS.get(item["modality"], item["modality"].lower())
+            self.add(item["patient_id"] or "UNKNOWN", key, item)
 
     def link_gdc(self) -> None:
         """Attach counts / MAF / gene-level CN files to patients through the scan's sample sheets."""
@@ -275,6 +256,58 @@ class _Scan:
                     self.cohort[modality[fmt]].append(item)
                 continue
             self.add(hit[0], modality[fmt], {**item, "sample_id": hit[1]})
+
+
+def group_series(headers: list[dict[str, Any]]) -> tuple[list[dict], list[dict[str, str]]]:
+    """DICOM file headers -> one item per series (path = common parent of its files), plus problems.
+
+    The same series copied into several folders (the shared TCIA files carry one RTSTRUCT twice)
+    gives one item per copy, the later ones marked ``duplicate_of``.
+    """
+    series: dict[str, list[dict]] = defaultdict(list)
+    for h in headers:
+        series[h["series_uid"]].append(h)
+    items, problems = [], []
+    for uid, heads in series.items():
+        sops = [h["sop_uid"] for h in heads]
+        copies = [heads] if len(set(sops)) == len(sops) else list(_by_parent(heads).values())
+        for k, group in enumerate(copies):
+            first = group[0]
+            paths = [h["path"] for h in group]
+            item = {"path": str(_common_parent(paths)), "format": "dicom", "patient_id": first["patient_id"],
+                    "series_uid": uid, "study_uid": first["study_uid"],
+                    "frame_of_reference_uid": first["frame_of_reference_uid"], "modality": first["modality"],
+                    "n_files": len(group), "description": first["description"],
+                    "manufacturer": first["manufacturer"]}
+            if first["units"]:
+                item["units"] = first["units"]
+            if k > 0:
+                item["duplicate_of"] = str(_common_parent([h["path"] for h in copies[0]]))
+            patients = {h["patient_id"] for h in group}
+            if len(patients) > 1:
+                problems.append({"path": item["path"], "error": f"series {uid} mixes PatientIDs {sorted(patients)}"})
+                continue
+            items.append(item)
+    return items, problems
+
+
+def index_dicom_series(root: str | Path) -> tuple[list[dict], list[dict[str, str]]]:
+    """Every DICOM series under ``root`` (any nesting and file names) from headers only, plus problems
+    (files with a DICOM preamble whose header cannot be read)."""
+    headers, problems = [], []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for name in sorted(filenames):
+            path = Path(dirpath) / name
+            try:
+                with open(path, "rb") as f:
+                    if f.read(132)[128:132] != b"DICM":
+                        continue
+                headers.append(_dicom_header(path))
+            except Exception as exc:
+                problems.append({"path": str(path), "error": f"{type(exc).__name__}: {exc}"})
+    items, more = group_series(headers)
+    return items, problems + more
 
 
 def _by_parent(heads: list[dict]) -> dict[Path, list[dict]]:

@@ -40,3 +40,7 @@ class FusionDataError(FusionRxError):
 
 class FusionConfigError(FusionRxError):
     """A fusion experiment is misconfigured: unknown strategy or task, bad sizes or options."""
+
+
+class FeatureFileError(FusionRxError):
+    """A precomputed feature table or tile-feature HDF5 file is malformed (names the file and field)."""

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from flows.catalog import Source
 from fusion.errors import DicomSeriesError
 from imaging.ct import read_ct
 from imaging.pet import read_pet_suv
@@ -32,6 +33,86 @@ def discover_series(root: Path, id_map: dict[str, str] | None = None) -> dict[st
     """Series folders under a source root, keyed by patient id (folder name, through the id map)."""
     id_map = id_map or {}
     return {id_map.get(p.name, p.name): p for p in sorted(root.iterdir()) if p.is_dir()}
+
+
+def _skip(source: str, path: object, error: str) -> dict[str, str]:
+    return {"source": source, "file": str(path), "error": error}
+
+
+def pair_ct_pet(series: list[dict[str, Any]], id_map: dict[str, str] | None = None
+                ) -> tuple[dict[str, Path], dict[str, Path], list[dict[str, str]]]:
+    """Header-indexed series -> one CT and (when there is one) its PET per patient, plus skip records.
+
+    A PET pairs with the patient's CT of the same FrameOfReferenceUID (same couch), else of the same
+    study. A PET with no CT, extra CT/PET series, and series whose folder also holds other series'
+    files (the readers take one folder per series) are reported, never silently dropped.
+    """
+    id_map = id_map or {}
+    folders = [Path(s["path"]) for s in series]
+    by_patient: dict[str, dict[str, list[dict]]] = {}
+    skipped: list[dict[str, str]] = []
+    for s, folder in zip(series, folders):
+        if s["modality"] not in ("CT", "PT") or s.get("duplicate_of"):
+            continue
+        shared = [o for o, f in zip(series, folders) if o is not s and (f == folder or folder in f.parents)]
+        if shared:
+            skipped.append(_skip("ct" if s["modality"] == "CT" else "pet", folder,
+                                 f"DicomSeriesError: folder holds series {s['series_uid']} and "
+                                 f"{len(shared)} other series; one folder per series is needed to read it"))
+            continue
+        pid = id_map.get(s["patient_id"], s["patient_id"])
+        by_patient.setdefault(pid, {"CT": [], "PT": []})[s["modality"]].append(s)
+    cts: dict[str, Path] = {}
+    pets: dict[str, Path] = {}
+    for pid, mods in sorted(by_patient.items()):
+        ct_list = sorted(mods["CT"], key=lambda s: -s["n_files"])
+        for pet in mods["PT"]:
+            if not ct_list:
+                skipped.append(_skip("pet", pet["path"], f"DicomSeriesError: PET series {pet['series_uid']} of "
+                                     f"patient {pid} has no CT series to pair with (radiology needs a CT)"))
+                continue
+            partner = next((c for c in ct_list if c["frame_of_reference_uid"] and
+                            c["frame_of_reference_uid"] == pet["frame_of_reference_uid"]), None) or next(
+                (c for c in ct_list if c["study_uid"] == pet["study_uid"]), None)
+            if partner is None:
+                skipped.append(_skip("pet", pet["path"], f"DicomSeriesError: PET series {pet['series_uid']} shares "
+                                     f"neither FrameOfReferenceUID nor StudyInstanceUID with a CT of {pid}"))
+            elif pid in pets:
+                skipped.append(_skip("pet", pet["path"], f"another PET series of {pid}; the pipeline uses {pets[pid]}"))
+            else:
+                pets[pid] = Path(pet["path"])
+                cts[pid] = Path(partner["path"])
+        if ct_list and pid not in cts:
+            cts[pid] = Path(ct_list[0]["path"])
+        skipped += [_skip("ct", c["path"], f"another CT series of {pid}; the pipeline uses {cts[pid]}")
+                    for c in ct_list if Path(c["path"]) != cts.get(pid)]
+    return cts, pets, skipped
+
+
+def discover_radiology(ct_src: Source, pet_src: Source | None
+                       ) -> tuple[dict[str, Path], dict[str, Path], list[dict[str, str]]]:
+    """CT and PET series folders per patient for the catalog's ct/pet sources, plus skip records.
+
+    Format 'dicom': series found by reading headers anywhere under the source path (TCIA layouts,
+    non-telling names). Format 'dicom_series': one folder per patient; a PET folder whose patient has
+    no CT folder is reported.
+    """
+    if ct_src.format == "dicom" or (pet_src is not None and pet_src.format == "dicom"):
+        from flows.scan import index_dicom_series
+
+        roots = list(dict.fromkeys([ct_src.path] + ([pet_src.path] if pet_src is not None else [])))
+        series, problems = [], []
+        for root in roots:
+            found, bad = index_dicom_series(root)
+            series += found
+            problems += bad
+        cts, pets, skipped = pair_ct_pet(series, ct_src.id_map)
+        return cts, pets, [_skip("ct", p["path"], p["error"]) for p in problems] + skipped
+    cts = discover_series(ct_src.path, ct_src.id_map)
+    pets = discover_series(pet_src.path, pet_src.id_map) if pet_src is not None else {}
+    orphans = [_skip("pet", d, f"DicomSeriesError: PET folder of patient {pid} has no CT folder in "
+                     f"{ct_src.path} (radiology needs a CT)") for pid, d in pets.items() if pid not in cts]
+    return cts, {k: v for k, v in pets.items() if k in cts}, orphans
 
 
 def ingest_radiology(patient_id: str, ct_dir: Path, pet_dir: Path | None, out_dir: Path,
