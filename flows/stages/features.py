@@ -68,6 +68,8 @@ def read_feature_table(path: str | Path, id_column: str | None = None) -> pd.Dat
     ids = ids.where(~tcga, ids.str[:12])
     feats = df.drop(columns=[id_column]).drop(columns=[c for c in df.columns if str(c).lower() in OUTCOME_COLUMNS
                                                        and c != id_column])
+    # a CSV written with its pandas row index has an unnamed first column: a row number, not a feature
+    feats = feats.drop(columns=[c for c in feats.columns if str(c) == "" or str(c).startswith("Unnamed:")])
     feats = feats.select_dtypes(include=[np.number])
     if feats.shape[1] == 0:
         raise FeatureFileError(f"{path}: no numeric feature columns beside {id_column!r}")
