@@ -328,7 +328,8 @@ def scan(root: str | Path) -> dict[str, Any]:
         here = Path(dirpath)
         sr = _is_spaceranger(here)
         if sr is not None:
-            s.add(_patient_from_name(here.name), "spatial", {"path": str(here), "format": "spaceranger", **sr})
+            name = here.parent.name if here.name == "outs" else here.name  # Space Ranger writes <sample>/outs
+            s.add(_patient_from_name(name), "spatial", {"path": str(here), "format": "spaceranger", **sr})
             dirnames[:] = []  # the folder is one item; its matrix and images are not separate finds
             continue
         for name in sorted(filenames):

@@ -319,3 +319,63 @@ def write_clinical(path: str | Path, df: pd.DataFrame) -> Path:
             out[column] = None
     cells = out[ordered].astype(object).map(_gdc_cell)
     return _write_text(path, cells.to_csv(sep="\t", index=False))
+
+
+# ------------------------------------------------------------------ gdc-client download layout
+GDC_PROJECT = "TCGA-FXRX"
+_CALL_TO_COPIES = {-2: 0, -1: 1, 0: 2, 1: 3, 2: 6}  # the inverse of omics.gdc_download.copy_number_calls
+
+
+def portal2_sample_fields(sample_barcodes: Sequence[str]) -> dict[str, str]:
+    """Portal 2.0 sample-sheet cells for ", "-joined samples (Tissue Type, Tumor Descriptor, ...)."""
+    tumour = [int(b.split("-")[3][:2]) < 10 for b in sample_barcodes]
+    blood = [b.split("-")[3][:2] == "10" for b in sample_barcodes]
+    return {"Sample ID": ", ".join(sample_barcodes),
+            "Tissue Type": ", ".join("Tumor" if t else "Normal" for t in tumour),
+            "Tumor Descriptor": ", ".join("Primary" if t else "Not Applicable" for t in tumour),
+            "Specimen Type": ", ".join("Peripheral Blood Components NOS" if b else "Solid Tissue" for b in blood),
+            "Preservation Method": ", ".join("Unknown" for _ in sample_barcodes)}
+
+
+def download_path(download_dir: str | Path, file_id: str, file_name: str) -> Path:
+    """<dir>/<File ID>/<File Name> as gdc-client writes it, with its logs/<name>.parcel beside it."""
+    folder = Path(download_dir) / file_id
+    _write_text(folder / "logs" / f"{file_name}.parcel", f"gdc-client download of {file_id}\n")
+    return folder / file_name
+
+
+def sheet_row(file_id: str, file_name: str, category: str, data_type: str, case: str,
+              samples: Sequence[str]) -> dict[str, str]:
+    """One portal 2.0 sample-sheet row."""
+    return {"File ID": file_id, "File Name": file_name, "Data Category": category, "Data Type": data_type,
+            "Project ID": GDC_PROJECT, "Case ID": case, **portal2_sample_fields(samples)}
+
+
+def write_aliquot_mafs(download_dir: str | Path, records: pd.DataFrame, rng: np.random.Generator) -> list[dict]:
+    """One masked-somatic MAF (.maf.gz, 'gdc-2.0.0-aliquot-merged-masked') per tumour aliquot, each in its
+    UUID folder; returns their sample-sheet rows (tumour and matched normal listed, normal first)."""
+    rows = []
+    for aliquot, part in records.groupby("Tumor_Sample_Barcode", sort=True):
+        file_id = new_file_uuid(rng)
+        name = f"{GDC_PROJECT}.{new_file_uuid(rng)}.wxs.aliquot_ensemble_masked.maf.gz"
+        write_maf(download_path(download_dir, file_id, name), part, version="gdc-2.0.0-aliquot-merged-masked")
+        normal = _normal_barcode(str(aliquot))
+        rows.append(sheet_row(file_id, name, "Simple Nucleotide Variation", "Masked Somatic Mutation",
+                              str(aliquot)[:12], [normal[:16], str(aliquot)[:16]]))
+    return rows
+
+
+def write_gene_level_cn_download(download_dir: str | Path, calls: pd.DataFrame, gene_ids: Sequence[str],
+                                 rng: np.random.Generator) -> list[dict]:
+    """Per tumour aliquot a gene-level copy-number TSV (ASCAT3 naming, absolute copies from the calls
+    -2..2 as 0, 1, 2, 3, 6) in its UUID folder; returns the sample-sheet rows (tumour, normal)."""
+    rows = []
+    genes = [str(g) for g in calls.index]
+    for aliquot in calls.columns:
+        file_id = new_file_uuid(rng)
+        name = f"{GDC_PROJECT}.{new_file_uuid(rng)}.ascat3.gene_level_copy_number.v36.tsv"
+        copies = calls[aliquot].map(_CALL_TO_COPIES).to_numpy()
+        write_gene_level_copy_number(download_path(download_dir, file_id, name), gene_ids, genes, copies)
+        rows.append(sheet_row(file_id, name, "Copy Number Variation", "Gene Level Copy Number", str(aliquot)[:12],
+                              [str(aliquot)[:16], _normal_barcode(str(aliquot))[:16]]))
+    return rows
