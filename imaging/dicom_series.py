@@ -1,209 +1,179 @@
-"""Read one CT/PET DICOM series (one file per slice) into a `Volume` with rescaled values and an LPS affine."""
+"""Read one CT/PET/MR DICOM series (single- or multi-frame files, any transfer syntax) into a `Volume`.
+
+Public API (stable):
+
+- `read_dicom_series(source, series_uid=None) -> Volume`: CT in HU, PT in its Units tag (BQML, CNTS, GML),
+  MR in arbitrary units ("MR"). `source` is a folder (searched at any depth), a list of files, or a
+  `SeriesInfo` from `imaging.dicom_index.index_dicom` (read exactly its files).
+- `read_dicom_series_with_header(source, series_uid=None) -> (Volume, Dataset)`: plus the header of the first
+  slice (no pixel data).
+- `read_dicom_series_headers(source, series_uid=None) -> (Volume, list[Dataset])`: plus every file's header,
+  in the order of `meta["files"]`.
+
+Each file is parsed once; native pixel data is taken straight from the buffer, compressed transfer syntaxes
+go through pydicom's pixel handlers (pylibjpeg, pyjpegls). Irregular slice gaps are resampled to a uniform
+grid (see `imaging.dicom_geometry`); `meta` reports the spread (`slice_gap_min_mm`, `slice_gap_max_mm`, ...).
+Errors are `DicomSeriesError`s naming the file, the tag, what was expected and what was found.
+"""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
-import pydicom
 from pydicom.dataset import Dataset
-from pydicom.multival import MultiValue
 
 from fusion.errors import DicomSeriesError
+from imaging.dicom_frames import frame_geometries, read_image_file, stored_pixels, tag_value
+from imaging.dicom_geometry import apply_plan, plan_slices
+from imaging.dicom_index import SeriesInfo, looks_like_dicom
 from imaging.volume import Volume
 
-# Tags every slice must carry for the geometry and the rescale.
-_REQUIRED_TAGS = (
-    "Modality",
-    "SeriesInstanceUID",
-    "ImageOrientationPatient",
-    "ImagePositionPatient",
-    "PixelSpacing",
-    "Rows",
-    "Columns",
-    "RescaleSlope",
-    "RescaleIntercept",
-)
-_ORIENTATION_ATOL = 1e-4
-_SPACING_RTOL = 1e-4
-# Slice gaps may differ by this fraction of the median gap (floating point in IPP strings).
-_SLICE_GAP_RTOL = 0.01
-_UNITS_BY_MODALITY = {"CT": "HU"}
+_UNITS_BY_MODALITY = {"CT": "HU", "MR": "MR"}
+_RESCALE_REQUIRED = {"CT", "PT"}  # Type 1 in the CT and PET image modules
+
+Source = str | os.PathLike | Iterable[str | os.PathLike] | SeriesInfo
 
 
-def _tag(ds: Dataset, keyword: str, path: Path) -> Any:
-    """Value of `keyword` in `ds`, or DicomSeriesError naming the file and the tag."""
-    value = ds.get(keyword)
-    if value is None or (isinstance(value, (str, bytes, list, tuple, MultiValue)) and len(value) == 0):
-        raise DicomSeriesError(f"{path}: missing DICOM tag {keyword}")
-    return value
+def _source_files(source: Source) -> tuple[list[Path], str]:
+    """Candidate files of a source and a label for messages (folders walked at any depth, hidden files skipped)."""
+    if isinstance(source, SeriesInfo):
+        return list(source.files), str(source.path)
+    if isinstance(source, (str, os.PathLike)):
+        root = Path(source)
+        if root.is_file():
+            return [root], str(root)
+        if not root.is_dir():
+            raise DicomSeriesError(f"{root}: not a directory of DICOM files")
+        files = []
+        for dirpath, dirnames, filenames in os.walk(root):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            files.extend(Path(dirpath) / f for f in sorted(filenames) if not f.startswith("."))
+        return files, str(root)
+    files = [Path(p) for p in source]
+    return files, str(Path(os.path.commonpath([str(p.absolute()) for p in files]))) if files else "<no files>"
 
 
-def _floats(ds: Dataset, keyword: str, path: Path, n: int) -> np.ndarray:
-    """Tag value as a float64 vector of length n (DicomSeriesError when absent or malformed)."""
-    value = _tag(ds, keyword, path)
-    try:
-        values = list(value) if isinstance(value, (MultiValue, list, tuple)) else [value]
-        arr = np.array([float(v) for v in values], dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise DicomSeriesError(f"{path}: DICOM tag {keyword} is not numeric: {value!r}") from exc
-    if arr.shape != (n,) or not np.all(np.isfinite(arr)):
-        raise DicomSeriesError(f"{path}: DICOM tag {keyword} expected {n} finite numbers, got {value!r}")
-    return arr
-
-
-def _series_files(directory: Path) -> list[Path]:
-    """Regular, non-hidden files of a series directory (DICOMDIR excluded), sorted by name."""
-    if not directory.is_dir():
-        raise DicomSeriesError(f"{directory}: not a directory of DICOM files")
-    files = sorted(
-        p for p in directory.iterdir() if p.is_file() and not p.name.startswith(".") and p.name.upper() != "DICOMDIR"
-    )
-    if not files:
-        raise DicomSeriesError(f"{directory}: no DICOM files found")
-    return files
-
-
-def _read_file(path: Path) -> tuple[Dataset, np.ndarray]:
-    """Read one slice: header and stored pixel values (DicomSeriesError on anything unreadable)."""
-    try:
-        ds = pydicom.dcmread(path)
-    except Exception as exc:  # pydicom raises many kinds on truncated / non-DICOM bytes
-        raise DicomSeriesError(f"{path}: unreadable DICOM file ({type(exc).__name__}: {exc})") from exc
-    if "PixelData" not in ds:  # checked first: a truncated file usually loses its pixels and later tags
-        raise DicomSeriesError(f"{path}: missing DICOM tag PixelData (file truncated or incomplete? "
-                               f"{path.stat().st_size} bytes)")
-    for keyword in _REQUIRED_TAGS:
-        _tag(ds, keyword, path)
-    try:
-        pixels = ds.pixel_array
-    except Exception as exc:
-        raise DicomSeriesError(f"{path}: DICOM tag PixelData cannot be decoded ({type(exc).__name__}: {exc})") from exc
-    if pixels.ndim != 2:
-        raise DicomSeriesError(
-            f"{path}: DICOM tag PixelData expected one 2D frame per file, got array shape {pixels.shape}"
-        )
-    return ds, pixels
-
-
-def read_dicom_series_with_header(directory: str | Path) -> tuple[Volume, Dataset]:
-    """Read a series into a Volume (rescaled values; HU for CT, the Units tag for PT) plus the first slice's header."""
-    directory = Path(directory)
-    files = _series_files(directory)
-    headers: list[Dataset] = []
-    frames: list[np.ndarray] = []
+def _load(files: list[Path], label: str, series_uid: str | None) -> tuple[list[Path], list[Dataset], list[str]]:
+    """Parse each DICOM file once and keep one series (DicomSeriesError on unreadable or mixed files)."""
+    kept: list[tuple[Path, Dataset]] = []
     for path in files:
-        ds, pixels = _read_file(path)
+        if path.name.upper() == "DICOMDIR" or not looks_like_dicom(path):
+            continue  # README, notes, thumbnails: not part of any series
+        ds = read_image_file(path)
+        tag_value(ds, "SeriesInstanceUID", path)
+        kept.append((path, ds))
+    if not kept:
+        raise DicomSeriesError(f"{label}: no DICOM files found")
+    by_series: dict[str, list[tuple[Path, Dataset]]] = {}
+    for path, ds in kept:
+        by_series.setdefault(str(ds.SeriesInstanceUID), []).append((path, ds))
+    if series_uid is not None:
+        if series_uid not in by_series:
+            raise DicomSeriesError(f"{label}: no file with SeriesInstanceUID {series_uid} "
+                                   f"(found {sorted(by_series)})")
+        chosen = series_uid
+    else:
+        images = {uid: items for uid, items in by_series.items() if "PixelData" in items[0][1]
+                  or str(items[0][1].get("Modality", "")).upper() in ("CT", "PT", "MR")}
+        pool = images or by_series
+        chosen = max(pool, key=lambda uid: len(pool[uid]))
+        others = [uid for uid in pool if uid != chosen]
+        if others:
+            odd_path = pool[others[0]][0][0]
+            raise DicomSeriesError(
+                f"{odd_path}: DICOM tag SeriesInstanceUID is {others[0]}, expected {chosen} (from "
+                f"{pool[chosen][0][0].name}); {label} mixes {len(pool)} image series: read one with "
+                f"series_uid=... or group the files with imaging.dicom_index.index_dicom")
+    seen: dict[str, Path] = {}
+    paths, headers, duplicates = [], [], []
+    for path, ds in by_series[chosen]:
+        sop = str(ds.get("SOPInstanceUID", "") or "")
+        if sop and sop in seen:  # the same instance copied twice (e.g. two download folders)
+            duplicates.append(str(path))
+            continue
+        seen[sop] = path
+        paths.append(path)
         headers.append(ds)
-        frames.append(pixels)
+    return paths, headers, duplicates
 
-    ref, ref_path = headers[0], files[0]
-    series_uid = str(ref.SeriesInstanceUID)
-    modality = str(ref.Modality).upper()
-    iop = _floats(ref, "ImageOrientationPatient", ref_path, 6)
-    pixel_spacing = _floats(ref, "PixelSpacing", ref_path, 2)
-    rows, cols = int(ref.Rows), int(ref.Columns)
-    for ds, path, pixels in zip(headers, files, frames):
-        if str(ds.SeriesInstanceUID) != series_uid:
-            raise DicomSeriesError(
-                f"{path}: DICOM tag SeriesInstanceUID is {ds.SeriesInstanceUID}, expected {series_uid} "
-                f"(from {ref_path.name}); the directory mixes series"
-            )
-        if str(ds.Modality).upper() != modality:
-            raise DicomSeriesError(f"{path}: DICOM tag Modality is {ds.Modality}, expected {modality}")
-        if not np.allclose(_floats(ds, "ImageOrientationPatient", path, 6), iop, atol=_ORIENTATION_ATOL):
-            raise DicomSeriesError(
-                f"{path}: DICOM tag ImageOrientationPatient {list(ds.ImageOrientationPatient)} differs from "
-                f"{ref_path.name} {list(iop)}"
-            )
-        if not np.allclose(_floats(ds, "PixelSpacing", path, 2), pixel_spacing, rtol=_SPACING_RTOL):
-            raise DicomSeriesError(
-                f"{path}: DICOM tag PixelSpacing {list(ds.PixelSpacing)} differs from {ref_path.name} "
-                f"{list(pixel_spacing)}"
-            )
-        if (int(ds.Rows), int(ds.Columns)) != (rows, cols) or pixels.shape != (rows, cols):
-            raise DicomSeriesError(
-                f"{path}: DICOM tags Rows/Columns {int(ds.Rows)}x{int(ds.Columns)} (pixels {pixels.shape}) "
-                f"differ from {ref_path.name} {rows}x{cols}"
-            )
 
-    row_cos, col_cos = iop[:3], iop[3:]
-    if not (np.isclose(np.linalg.norm(row_cos), 1, atol=1e-3) and np.isclose(np.linalg.norm(col_cos), 1, atol=1e-3)
-            and abs(np.dot(row_cos, col_cos)) < 1e-3):
-        raise DicomSeriesError(
-            f"{ref_path}: DICOM tag ImageOrientationPatient {list(iop)} is not two orthonormal direction cosines"
-        )
-    normal = np.cross(row_cos, col_cos)
-    positions = np.stack([_floats(ds, "ImagePositionPatient", p, 3) for ds, p in zip(headers, files)])
-    along = positions @ normal
-    order = np.argsort(along, kind="stable")
-    positions, along = positions[order], along[order]
-    files = [files[o] for o in order]
-    headers = [headers[o] for o in order]
-
-    n = len(files)
-    if n > 1:
-        gaps = np.diff(along)
-        dup = np.flatnonzero(gaps < 1e-3)
-        if dup.size:
-            a, b = files[dup[0]], files[dup[0] + 1]
-            raise DicomSeriesError(
-                f"{b}: DICOM tag ImagePositionPatient duplicates the slice position of {a.name} "
-                f"({along[dup[0]]:.3f} mm along the slice normal)"
-            )
-        median_gap = float(np.median(gaps))
-        bad = np.flatnonzero(np.abs(gaps - median_gap) > _SLICE_GAP_RTOL * median_gap)
-        if bad.size:
-            raise DicomSeriesError(
-                f"{files[bad[0] + 1]}: DICOM tag ImagePositionPatient gives a slice gap of {gaps[bad[0]]:.3f} mm, "
-                f"expected uniform {median_gap:.3f} mm (missing or extra slice?)"
-            )
-        slice_step = (positions[-1] - positions[0]) / (n - 1)
-    else:
-        thickness = ref.get("SpacingBetweenSlices") or ref.get("SliceThickness") or 1.0
-        slice_step = normal * float(thickness)
-
-    affine = np.eye(4)
-    affine[:3, 0] = slice_step
-    affine[:3, 1] = col_cos * pixel_spacing[0]  # rows advance along the column direction, spacing PixelSpacing[0]
-    affine[:3, 2] = row_cos * pixel_spacing[1]  # columns advance along the row direction, spacing PixelSpacing[1]
-    affine[:3, 3] = positions[0]
-
-    stored = np.stack([frames[o] for o in order]).astype(np.float32)
-    slopes = np.array([float(ds.RescaleSlope) for ds in headers], dtype=np.float32)
-    intercepts = np.array([float(ds.RescaleIntercept) for ds in headers], dtype=np.float32)
-    array = stored * slopes[:, None, None] + intercepts[:, None, None]
-
+def _units(modality: str, headers: list[Dataset], paths: list[Path]) -> str:
+    """Physical unit of the rescaled values: HU for CT, the Units tag for PT (same in every file), MR for MR."""
     if modality in _UNITS_BY_MODALITY:
-        units = _UNITS_BY_MODALITY[modality]
-    elif modality == "PT":
-        units = str(_tag(ref, "Units", files[0])).strip().upper()
-        for ds, path in zip(headers, files):
-            if str(_tag(ds, "Units", path)).strip().upper() != units:
-                raise DicomSeriesError(f"{path}: DICOM tag Units is {ds.Units}, expected {units}")
-    else:
-        raise DicomSeriesError(f"{files[0]}: DICOM tag Modality is {modality}, expected CT or PT")
+        return _UNITS_BY_MODALITY[modality]
+    if modality != "PT":
+        raise DicomSeriesError(f"{paths[0]}: DICOM tag Modality is {modality}, expected CT, PT or MR")
+    units = str(tag_value(headers[0], "Units", paths[0])).strip().upper()
+    for ds, path in zip(headers, paths):
+        if str(tag_value(ds, "Units", path)).strip().upper() != units:
+            raise DicomSeriesError(f"{path}: DICOM tag Units is {ds.Units}, expected {units} (as in {paths[0].name})")
+    return units
 
+
+def read_dicom_series_headers(source: Source, series_uid: str | None = None) -> tuple[Volume, list[Dataset]]:
+    """Read a series into a Volume (rescaled values; HU for CT, the Units tag for PT) plus every file's header."""
+    files, label = _source_files(source)
+    paths, headers, duplicates = _load(files, label, series_uid)
+    ref = headers[0]
+    modality = str(tag_value(ref, "Modality", paths[0])).strip().upper()
+    frames, shapes, stored = [], [], []
+    for ds, path in zip(headers, paths):
+        if str(tag_value(ds, "Modality", path)).strip().upper() != modality:
+            raise DicomSeriesError(f"{path}: DICOM tag Modality is {ds.Modality}, expected {modality} "
+                                   f"(as in {paths[0].name})")
+        if modality in _RESCALE_REQUIRED and "PerFrameFunctionalGroupsSequence" not in ds:
+            tag_value(ds, "RescaleSlope", path)
+            tag_value(ds, "RescaleIntercept", path)
+        geoms = frame_geometries(ds, path)
+        pixels = stored_pixels(ds, path)
+        frames.extend(geoms)
+        shapes.extend([pixels.shape[1:]] * len(geoms))
+        stored.extend(pixels)
+    units = _units(modality, headers, paths)
+    thickness = ref.get("SpacingBetweenSlices") or ref.get("SliceThickness") or 1.0
+    plan = plan_slices(frames, shapes, single_slice_mm=float(thickness))
+    slopes = np.array([fr.slope for fr in frames])
+    intercepts = np.array([fr.intercept for fr in frames])
+    array = apply_plan(plan, stored, slopes, intercepts)
+
+    order = [int(o) for o in plan.order]
+    file_order = list(dict.fromkeys(frames[o].path for o in order))  # files sorted by their first frame
+    index_of = {p: i for i, p in enumerate(paths)}
+    headers = [headers[index_of[p]] for p in file_order]
+    common = Path(os.path.commonpath([str(p.absolute().parent) for p in file_order]))
     meta = {
         "patient_id": str(ref.get("PatientID", "")),
         "patient_name": str(ref.get("PatientName", "")),
         "study_uid": str(ref.get("StudyInstanceUID", "")),
-        "series_uid": series_uid,
+        "series_uid": str(ref.SeriesInstanceUID),
         "series_description": str(ref.get("SeriesDescription", "")),
         "modality": modality,
+        "manufacturer": str(ref.get("Manufacturer", "")),
         "frame_of_reference_uid": str(ref.get("FrameOfReferenceUID", "")),
-        "n_slices": n,
-        "source_dir": str(directory),
-        "files": [p.name for p in files],
+        "n_slices": int(array.shape[0]),
+        "source_dir": str(common),
+        "files": [str(p.absolute().relative_to(common)) for p in file_order],
+        "transfer_syntax_uid": str(getattr(ref, "file_meta", {}).get("TransferSyntaxUID", "")),
+        **plan.meta,
     }
-    header = headers[0].copy()
-    if "PixelData" in header:
-        del header.PixelData
-    return Volume(array=array, affine=affine, units=units, meta=meta), header
+    if duplicates:
+        meta["duplicate_files"] = duplicates
+    for ds in headers:
+        if "PixelData" in ds:
+            del ds.PixelData
+    return Volume(array=array, affine=plan.affine, units=units, meta=meta), headers
 
 
-def read_dicom_series(directory: str | Path) -> Volume:
-    """Read a single-series DICOM directory into a Volume: CT in HU, PT in the Units tag (e.g. BQML)."""
-    volume, _ = read_dicom_series_with_header(directory)
+def read_dicom_series_with_header(source: Source, series_uid: str | None = None) -> tuple[Volume, Dataset]:
+    """Read a series into a Volume plus the first slice's header (without pixel data)."""
+    volume, headers = read_dicom_series_headers(source, series_uid)
+    return volume, headers[0]
+
+
+def read_dicom_series(source: Source, series_uid: str | None = None) -> Volume:
+    """Read a DICOM series into a Volume: CT in HU, PT in the Units tag (e.g. BQML), MR in arbitrary units."""
+    volume, _ = read_dicom_series_headers(source, series_uid)
     return volume

@@ -1,4 +1,4 @@
-"""Where the shared real public test files are (../shared/realdata from the project root)."""
+"""Where the shared real public test files live (../shared/realdata from the project root)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ import pytest
 
 
 def realdata_dir() -> Path:
-    """../shared/realdata; skips when absent, except under CI=true where its absence fails the test."""
+    """The realdata folder; skip the test when it is absent, except under CI=true where that fails."""
     path = (Path(__file__).resolve().parents[1] / ".." / "shared" / "realdata").resolve()
     if not path.is_dir():
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{path} is missing: the real-data tests must run under CI")
-        pytest.skip(f"real public test files not found at {path}")
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"{path}: shared real data folder missing (required under CI=true)")
+        pytest.skip(f"{path}: shared real data folder absent")
     return path

@@ -107,10 +107,17 @@ def test_truncated_file_names_the_file(ct_series: tuple[Path, dict], tmp_path: P
         read_dicom_series(bad)
 
 
-def test_garbage_file_names_the_file(ct_series: tuple[Path, dict], tmp_path: Path) -> None:
+def test_non_dicom_files_ignored_corrupt_dicom_named(ct_series: tuple[Path, dict], tmp_path: Path) -> None:
+    # Real downloads carry README/notes/DICOMDIR beside the slices: skipped. A DICOM file that breaks is named.
+    reference = read_dicom_series(ct_series[0])
+    extra = _copy(ct_series[0], tmp_path / "extra")
+    (extra / "notes.txt").write_text("not a DICOM file")
+    (extra / "DICOMDIR").write_bytes(b"\0" * 128 + b"DICM")
+    assert np.array_equal(read_dicom_series(extra).array, reference.array)
     bad = _copy(ct_series[0], tmp_path / "bad")
-    (bad / "notes.txt").write_text("not a DICOM file")
-    with pytest.raises(DicomSeriesError, match="notes.txt"):
+    victim = bad / "CT_0004.dcm"
+    victim.write_bytes(victim.read_bytes()[:200])  # cut inside the header
+    with pytest.raises(DicomSeriesError, match=r"CT_0004\.dcm"):
         read_dicom_series(bad)
 
 
@@ -137,14 +144,22 @@ def test_mixed_series_rejected(ct_series: tuple[Path, dict], tmp_path: Path) -> 
 
 
 def test_duplicate_and_missing_slices_rejected(ct_series: tuple[Path, dict], tmp_path: Path) -> None:
+    # The same SOP instance copied twice is one image: kept once and reported.
+    copy = _copy(ct_series[0], tmp_path / "copy")
+    shutil.copy(copy / "CT_0010.dcm", copy / "CT_0010b.dcm")
+    volume = read_dicom_series(copy)
+    assert volume.shape[0] == 40 and [Path(p).name for p in volume.meta["duplicate_files"]] == ["CT_0010b.dcm"]
+    # Another image at the same position is ambiguous: refused.
     dup = _copy(ct_series[0], tmp_path / "dup")
-    shutil.copy(dup / "CT_0010.dcm", dup / "CT_0010b.dcm")
-    with pytest.raises(DicomSeriesError, match="duplicates"):
+    ds = pydicom.dcmread(dup / "CT_0010.dcm")
+    ds.SOPInstanceUID = pydicom.uid.generate_uid()
+    ds.save_as(dup / "CT_0010b.dcm")
+    with pytest.raises(DicomSeriesError, match="duplicates the slice position"):
         read_dicom_series(dup)
 
     gap = _copy(ct_series[0], tmp_path / "gap")
     (gap / "CT_0020.dcm").unlink()
-    with pytest.raises(DicomSeriesError, match=r"CT_0021\.dcm.*slice gap of 6\.000 mm"):
+    with pytest.raises(DicomSeriesError, match=r"CT_0021\.dcm.*slice gap of 6\.000 mm.*2\.00x the median"):
         read_dicom_series(gap)
 
 
