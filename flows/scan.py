@@ -25,17 +25,13 @@ from pathlib import Path
 from typing import Any
 
 from flows.formats import FORMATS, HDF5_SIGNATURE, PARQUET_SIGNATURE, sniff_table, text_head
+from imaging.dicom_index import SeriesInfo, index_dicom, looks_like_dicom, read_header
 
 DICOM_MODALITY_KEYS = {"CT": "ct", "PT": "pet", "MR": "mr", "RTSTRUCT": "seg", "SEG": "seg", "SM": "wsi"}
 # file names that promise a format: when the content is not it, that is a problem, not just unknown
 _PROMISING_SUFFIXES = (".dcm", ".svs", ".ndpi", ".mrxs", ".scn", ".tif", ".tiff", ".h5ad", ".h5",
                        ".maf", ".maf.gz", ".parquet")
 _TCGA = re.compile(r"^TCGA-[A-Z0-9]{2}-[A-Z0-9]{4}", re.IGNORECASE)
-_DICOM_TAGS = ("PatientID", "StudyInstanceUID", "SeriesInstanceUID", "FrameOfReferenceUID", "Modality",
-               "SOPInstanceUID", "SOPClassUID", "SeriesDescription", "Units", "Manufacturer",
-               "ReferencedFrameOfReferenceSequence")
-
-
 def _patient_from_name(name: str) -> str:
     m = _TCGA.match(name)
     return m.group(0).upper() if m else name
@@ -53,24 +49,6 @@ def _is_spaceranger(folder: Path) -> dict | None:
             return {"positions": f"spatial/{name}", "positions_layout": version,
                     "scalefactors": (spatial / "scalefactors_json.json").is_file()}
     return None
-
-
-def _dicom_header(path: Path) -> dict[str, Any]:
-    import pydicom
-
-    ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=list(_DICOM_TAGS))
-    missing = [t for t in ("SeriesInstanceUID", "Modality") if not ds.get(t)]
-    if missing:
-        raise ValueError(f"DICOM header lacks {missing}")
-    ref_for = ""
-    if ds.get("ReferencedFrameOfReferenceSequence"):
-        ref_for = str(ds.ReferencedFrameOfReferenceSequence[0].get("FrameOfReferenceUID", ""))
-    return {"path": path, "patient_id": str(ds.get("PatientID", "") or ""),
-            "study_uid": str(ds.get("StudyInstanceUID", "")), "series_uid": str(ds.SeriesInstanceUID),
-            "frame_of_reference_uid": str(ds.get("FrameOfReferenceUID", "") or ref_for),
-            "modality": str(ds.Modality).upper(), "sop_uid": str(ds.get("SOPInstanceUID", "")),
-            "description": str(ds.get("SeriesDescription", "") or ""), "units": str(ds.get("Units", "") or ""),
-            "manufacturer": str(ds.get("Manufacturer", "") or "")}
 
 
 def _h5_facts(path: Path) -> tuple[str, dict] | None:
@@ -116,8 +94,16 @@ def _nifti_dims(path: Path, head: bytes) -> list[int] | None:
     return None
 
 
-def _common_parent(paths: list[Path]) -> Path:
-    return Path(os.path.commonpath([str(p.parent) for p in paths]))
+def dicom_item(series: SeriesInfo) -> dict[str, Any]:
+    """A scan item for one indexed series; PET items carry Units and Manufacturer from the first header."""
+    item = {"path": str(series.path), "format": "dicom", **{k: v for k, v in series.to_dict().items()
+                                                             if k not in ("files", "duplicates", "path")}}
+    if series.duplicates:
+        item["duplicates"] = [str(p) for p in series.duplicates]  # the same SOP instances copied elsewhere
+    if series.modality in ("PT", "CT", "MR"):
+        ds = read_header(series.files[0], ["Units", "Manufacturer"])
+        item.update({k: str(ds.get(t)) for k, t in (("units", "Units"), ("manufacturer", "Manufacturer")) if ds.get(t)})
+    return item
 
 
 class _Scan:
@@ -127,7 +113,7 @@ class _Scan:
         self.cohort: dict[str, list[dict]] = defaultdict(list)
         self.problems: list[dict[str, str]] = []
         self.unrecognised: list[str] = []
-        self.dicom: list[dict[str, Any]] = []
+        self.dicom: list[Path] = []
         self.gdc_files: list[tuple[str, Path, dict]] = []   # (format, path, facts) awaiting a sample sheet
 
     def problem(self, path: Path, error: str) -> None:
@@ -146,8 +132,8 @@ class _Scan:
             return
         name = path.name.lower()
         try:
-            if head[128:132] == b"DICM":
-                self.dicom.append(_dicom_header(path))
+            if head[128:132] == b"DICM" or looks_like_dicom(path):
+                self.dicom.append(path)  # grouped into series by header index once every file is seen
             elif head.startswith(HDF5_SIGNATURE):
                 self._h5(path)
             elif self._slide(path):
@@ -224,11 +210,12 @@ class _Scan:
 
     # ------------------------------------------------------------------------- cross-file
     def group_dicom(self) -> None:
-        items, problems = group_series(self.dicom)
-        self.problems += problems
-        for item in items:
-            key = DICOM_MODALITY_KEYS.get(item["modality"], item["modality"].lower())
-            self.add(item["patient_id"] or "UNKNOWN", key, item)
+        index = index_dicom(self.dicom) if self.dicom else []
+        self.problems += [{"path": p, "error": e} for p, e in getattr(index, "problems", [])]
+        for series in index:
+            item = dicom_item(series)
+            key = DICOM_MODALITY_KEYS.get(series.modality, series.modality.lower())
+            self.add(series.patient_id or "UNKNOWN", key, item)
 
     def link_gdc(self) -> None:
         """Attach counts / MAF / gene-level CN files to patients through the scan's sample sheets."""
@@ -256,65 +243,6 @@ class _Scan:
                     self.cohort[modality[fmt]].append(item)
                 continue
             self.add(hit[0], modality[fmt], {**item, "sample_id": hit[1]})
-
-
-def group_series(headers: list[dict[str, Any]]) -> tuple[list[dict], list[dict[str, str]]]:
-    """DICOM file headers -> one item per series (path = common parent of its files), plus problems.
-
-    The same series copied into several folders (the shared TCIA files carry one RTSTRUCT twice)
-    gives one item per copy, the later ones marked ``duplicate_of``.
-    """
-    series: dict[str, list[dict]] = defaultdict(list)
-    for h in headers:
-        series[h["series_uid"]].append(h)
-    items, problems = [], []
-    for uid, heads in series.items():
-        sops = [h["sop_uid"] for h in heads]
-        copies = [heads] if len(set(sops)) == len(sops) else list(_by_parent(heads).values())
-        for k, group in enumerate(copies):
-            first = group[0]
-            paths = [h["path"] for h in group]
-            item = {"path": str(_common_parent(paths)), "format": "dicom", "patient_id": first["patient_id"],
-                    "series_uid": uid, "study_uid": first["study_uid"],
-                    "frame_of_reference_uid": first["frame_of_reference_uid"], "modality": first["modality"],
-                    "n_files": len(group), "description": first["description"],
-                    "manufacturer": first["manufacturer"]}
-            if first["units"]:
-                item["units"] = first["units"]
-            if k > 0:
-                item["duplicate_of"] = str(_common_parent([h["path"] for h in copies[0]]))
-            patients = {h["patient_id"] for h in group}
-            if len(patients) > 1:
-                problems.append({"path": item["path"], "error": f"series {uid} mixes PatientIDs {sorted(patients)}"})
-                continue
-            items.append(item)
-    return items, problems
-
-
-def index_dicom_series(root: str | Path) -> tuple[list[dict], list[dict[str, str]]]:
-    """Every DICOM series under ``root`` (any nesting and file names) from headers only, plus problems
-    (files with a DICOM preamble whose header cannot be read)."""
-    headers, problems = [], []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames.sort()
-        for name in sorted(filenames):
-            path = Path(dirpath) / name
-            try:
-                with open(path, "rb") as f:
-                    if f.read(132)[128:132] != b"DICM":
-                        continue
-                headers.append(_dicom_header(path))
-            except Exception as exc:
-                problems.append({"path": str(path), "error": f"{type(exc).__name__}: {exc}"})
-    items, more = group_series(headers)
-    return items, problems + more
-
-
-def _by_parent(heads: list[dict]) -> dict[Path, list[dict]]:
-    out: dict[Path, list[dict]] = defaultdict(list)
-    for h in heads:
-        out[h["path"].parent].append(h)
-    return out
 
 
 def scan(root: str | Path) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from flows.catalog import Source
+from imaging.dicom_index import SeriesInfo
 from fusion.errors import DicomSeriesError
 from imaging.ct import read_ct
 from imaging.pet import read_pet_suv
@@ -39,53 +40,51 @@ def _skip(source: str, path: object, error: str) -> dict[str, str]:
     return {"source": source, "file": str(path), "error": error}
 
 
-def pair_ct_pet(series: list[dict[str, Any]], id_map: dict[str, str] | None = None
-                ) -> tuple[dict[str, Path], dict[str, Path], list[dict[str, str]]]:
+def select_radiology_series(series: list[SeriesInfo], id_map: dict[str, str] | None = None
+                            ) -> tuple[dict[str, Path], dict[str, Path], list[dict[str, str]]]:
     """Header-indexed series -> one CT and (when there is one) its PET per patient, plus skip records.
 
-    A PET pairs with the patient's CT of the same FrameOfReferenceUID (same couch), else of the same
-    study. A PET with no CT, extra CT/PET series, and series whose folder also holds other series'
-    files (the readers take one folder per series) are reported, never silently dropped.
+    Pairing is `imaging.dicom_index.pair_ct_pet` (same FrameOfReferenceUID, else same study). A PET
+    with no CT, extra CT/PET series, and series whose folder also holds other series' files (the
+    readers take one folder per series) are reported, never silently dropped.
     """
+    from imaging.dicom_index import pair_ct_pet
+
     id_map = id_map or {}
-    folders = [Path(s["path"]) for s in series]
-    by_patient: dict[str, dict[str, list[dict]]] = {}
     skipped: list[dict[str, str]] = []
-    for s, folder in zip(series, folders):
-        if s["modality"] not in ("CT", "PT") or s.get("duplicate_of"):
+    usable = []
+    for s in series:
+        if s.modality not in ("CT", "PT"):
             continue
-        shared = [o for o, f in zip(series, folders) if o is not s and (f == folder or folder in f.parents)]
+        shared = [o for o in series if o is not s and (o.path == s.path or s.path in o.path.parents)]
         if shared:
-            skipped.append(_skip("ct" if s["modality"] == "CT" else "pet", folder,
-                                 f"DicomSeriesError: folder holds series {s['series_uid']} and "
-                                 f"{len(shared)} other series; one folder per series is needed to read it"))
-            continue
-        pid = id_map.get(s["patient_id"], s["patient_id"])
-        by_patient.setdefault(pid, {"CT": [], "PT": []})[s["modality"]].append(s)
+            skipped.append(_skip("ct" if s.modality == "CT" else "pet", s.path,
+                                 f"DicomSeriesError: folder holds series {s.series_uid} and {len(shared)} other "
+                                 "series; one folder per series is needed to read it"))
+        else:
+            usable.append(s)
     cts: dict[str, Path] = {}
     pets: dict[str, Path] = {}
-    for pid, mods in sorted(by_patient.items()):
-        ct_list = sorted(mods["CT"], key=lambda s: -s["n_files"])
-        for pet in mods["PT"]:
-            if not ct_list:
-                skipped.append(_skip("pet", pet["path"], f"DicomSeriesError: PET series {pet['series_uid']} of "
-                                     f"patient {pid} has no CT series to pair with (radiology needs a CT)"))
-                continue
-            partner = next((c for c in ct_list if c["frame_of_reference_uid"] and
-                            c["frame_of_reference_uid"] == pet["frame_of_reference_uid"]), None) or next(
-                (c for c in ct_list if c["study_uid"] == pet["study_uid"]), None)
-            if partner is None:
-                skipped.append(_skip("pet", pet["path"], f"DicomSeriesError: PET series {pet['series_uid']} shares "
-                                     f"neither FrameOfReferenceUID nor StudyInstanceUID with a CT of {pid}"))
-            elif pid in pets:
-                skipped.append(_skip("pet", pet["path"], f"another PET series of {pid}; the pipeline uses {pets[pid]}"))
-            else:
-                pets[pid] = Path(pet["path"])
-                cts[pid] = Path(partner["path"])
-        if ct_list and pid not in cts:
-            cts[pid] = Path(ct_list[0]["path"])
-        skipped += [_skip("ct", c["path"], f"another CT series of {pid}; the pipeline uses {cts[pid]}")
-                    for c in ct_list if Path(c["path"]) != cts.get(pid)]
+    pairs = sorted(pair_ct_pet(usable), key=lambda p: (p.ct is None, p.pet is None, -(p.ct.n_files if p.ct else 0)))
+    for pair in pairs:
+        pid = id_map.get((pair.ct or pair.pet).patient_id, (pair.ct or pair.pet).patient_id)
+        if pair.ct is None:
+            has_ct = any(c.modality == "CT" and c.patient_id == pair.pet.patient_id for c in usable)
+            reason = ("shares neither FrameOfReferenceUID nor StudyInstanceUID with a CT of" if has_ct
+                      else "has no CT series to pair with (radiology needs a CT) for")
+            skipped.append(_skip("pet", pair.pet.path, f"DicomSeriesError: PET series {pair.pet.series_uid} "
+                                 f"{reason} patient {pid}"))
+        elif pid not in cts:
+            cts[pid] = pair.ct.path
+            if pair.pet is not None:
+                pets[pid] = pair.pet.path
+        else:
+            for s in (pair.ct, pair.pet):
+                if s is not None and s.path not in (cts[pid], pets.get(pid)):
+                    kind = "CT" if s.modality == "CT" else "PET"
+                    skipped.append(_skip("ct" if kind == "CT" else "pet", s.path,
+                                         f"another {kind} series of {pid}; the pipeline uses "
+                                         f"{cts[pid] if kind == 'CT' else pets.get(pid)}"))
     return cts, pets, skipped
 
 
@@ -98,16 +97,12 @@ def discover_radiology(ct_src: Source, pet_src: Source | None
     no CT folder is reported.
     """
     if ct_src.format == "dicom" or (pet_src is not None and pet_src.format == "dicom"):
-        from flows.scan import index_dicom_series
+        from imaging.dicom_index import index_dicom
 
         roots = list(dict.fromkeys([ct_src.path] + ([pet_src.path] if pet_src is not None else [])))
-        series, problems = [], []
-        for root in roots:
-            found, bad = index_dicom_series(root)
-            series += found
-            problems += bad
-        cts, pets, skipped = pair_ct_pet(series, ct_src.id_map)
-        return cts, pets, [_skip("ct", p["path"], p["error"]) for p in problems] + skipped
+        index = index_dicom(roots)
+        cts, pets, skipped = select_radiology_series(list(index), ct_src.id_map)
+        return cts, pets, [_skip("ct", p, f"DicomSeriesError: {e}") for p, e in index.problems] + skipped
     cts = discover_series(ct_src.path, ct_src.id_map)
     pets = discover_series(pet_src.path, pet_src.id_map) if pet_src is not None else {}
     orphans = [_skip("pet", d, f"DicomSeriesError: PET folder of patient {pid} has no CT folder in "

@@ -5,12 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from flows.catalog import Source
-from flows.stages.radiology import discover_radiology, pair_ct_pet
+from flows.stages.radiology import discover_radiology, select_radiology_series
+from imaging.dicom_index import SeriesInfo
 
 
 def _series(path, pid, modality, study, frame, n=10):
-    return {"path": path, "patient_id": pid, "modality": modality, "series_uid": f"{path}-uid",
-            "study_uid": study, "frame_of_reference_uid": frame, "n_files": n}
+    return SeriesInfo(patient_id=pid, study_uid=study, series_uid=f"{path.name}-uid", frame_of_reference_uid=frame,
+                      modality=modality, files=[path / f"{k}.dcm" for k in range(n)], path=path)
 
 
 def test_pairs_by_frame_of_reference_and_reports_the_rest(tmp_path):
@@ -19,7 +20,7 @@ def test_pairs_by_frame_of_reference_and_reports_the_rest(tmp_path):
               _series(d["a_ct"], "A", "CT", "s1", "f1"), _series(d["a_pet"], "A", "PT", "s1", "f1"),
               _series(d["b_pet"], "B", "PT", "s2", "f2"),
               _series(d["c_ct"], "C", "CT", "s3", "f3"), _series(d["c_pet_other_study"], "C", "PT", "s9", "f9")]
-    cts, pets, skipped = pair_ct_pet(series)
+    cts, pets, skipped = select_radiology_series(series)
     assert cts == {"A": d["a_ct"], "C": d["c_ct"]}  # A's PET shares f1 with the 10-slice CT, not the scout
     assert pets == {"A": d["a_pet"]}
     by_path = {Path(s["file"]).name: s for s in skipped}

@@ -43,9 +43,11 @@ def test_real_files_every_patient_series_slide_and_spatial_sample(real_scan):
         assert {s["modality"] for s in pats[pid]["seg"]} == {"RTSTRUCT"}
     raw = [p for p in pats["STS_001"]["pet"] if "sts_raw_pet" in p["path"]]
     assert len(raw) == 1 and raw[0]["n_files"] == 267 and raw[0]["units"] == "BQML"
-    # the shared files carry one RTSTRUCT twice (same series and SOP UID in two folders): two items, one a copy
+    # the shared files carry one RTSTRUCT twice (same series and SOP UID in two folders): one item, the copy named
     segs = pats["STS_001"]["seg"]
-    assert len(segs) == 3 and sum("duplicate_of" in s for s in segs) == 1
+    assert len(segs) == 2
+    assert [d for s in segs for d in s.get("duplicates", [])] == [str(rd / "dicom" / "sts_raw_pet" / "STS_001" /
+                                                                      "mask" / "1-1.dcm")]
     wsi, = pats["CMU-1-Small-Region"]["wsi"]
     assert wsi["vendor"] == "aperio" and wsi["dimensions"] == [2220, 2967] and wsi["mpp"] == pytest.approx(0.499, abs=1e-3)
     sp, = pats["visium_v1_subsample"]["spatial"]
