@@ -118,6 +118,11 @@ def test_vendor_pet_variants_store_the_planted_suv(small_cohort, truth):
         body = suv[suv > 0.6]
         assert np.median(body) == pytest.approx(planted["background_suv"], rel=2e-3), (pid, u)
         assert suv.max() <= planted["tumour_suv"] * 1.002
+        # and the project's reader (QIBA SUV for every vendor) gives the planted truth back
+        volume = read_pet_suv(planted["series_dir"])
+        assert volume.units == "SUVbw"
+        k, j, i = np.rint(volume.voxel_coords(np.asarray(planted["tumour_centre_mm"]))).astype(int)
+        assert volume.array[k, j, i] == pytest.approx(planted["tumour_suv"], rel=0.05), (pid, u)
 
 
 def test_rtstruct_contours_are_the_planted_sphere(small_cohort, truth):
