@@ -32,6 +32,8 @@ DICOM_MODALITY_KEYS = {"CT": "ct", "PT": "pet", "MR": "mr", "RTSTRUCT": "seg", "
 _PROMISING_SUFFIXES = (".dcm", ".svs", ".ndpi", ".mrxs", ".scn", ".tif", ".tiff", ".h5ad", ".h5",
                        ".maf", ".maf.gz", ".parquet")
 _TCGA = re.compile(r"^TCGA-[A-Z0-9]{2}-[A-Z0-9]{4}", re.IGNORECASE)
+
+
 def _patient_from_name(name: str) -> str:
     m = _TCGA.match(name)
     return m.group(0).upper() if m else name
@@ -63,8 +65,9 @@ def _h5_facts(path: Path) -> tuple[str, dict] | None:
             if "uns" in keys and "patient_id" in f["uns"]:
                 raw = f["uns"]["patient_id"][()]
                 pid = raw.decode() if isinstance(raw, bytes) else str(raw)
-            return ("spatial_h5ad" if spatial else "h5ad"), {"patient_id": pid, "n_obs": int(
-                f["obs"][f["obs"].attrs.get("_index", "_index")].shape[0]) if "obs" in keys else 0}
+            index_key = f["obs"].attrs.get("_index", "_index")
+            n_obs = int(f["obs"][index_key].shape[0]) if index_key in f["obs"] else None
+            return ("spatial_h5ad" if spatial else "h5ad"), {"patient_id": pid, "n_obs": n_obs}
         if {"features", "coords"} <= keys:
             feats = f["features"]
             return "tile_features_h5", {"n_tiles": int(feats.shape[-2]), "feature_dim": int(feats.shape[-1])}
@@ -101,7 +104,10 @@ def dicom_item(series: SeriesInfo) -> dict[str, Any]:
     if series.duplicates:
         item["duplicates"] = [str(p) for p in series.duplicates]  # the same SOP instances copied elsewhere
     if series.modality in ("PT", "CT", "MR"):
-        ds = read_header(series.files[0], ["Units", "Manufacturer"])
+        try:
+            ds = read_header(series.files[0], ["Units", "Manufacturer"])
+        except Exception:  # the index read this file already; a second failure only loses two labels
+            return item
         item.update({k: str(ds.get(t)) for k, t in (("units", "Units"), ("manufacturer", "Manufacturer")) if ds.get(t)})
     return item
 
@@ -252,7 +258,7 @@ def scan(root: str | Path) -> dict[str, Any]:
     if not root.is_dir():
         s.problem(root, "not a folder")
     for dirpath, dirnames, filenames in os.walk(root):
-        dirnames.sort()
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))  # .git, .cache, partial downloads
         here = Path(dirpath)
         sr = _is_spaceranger(here)
         if sr is not None:

@@ -199,3 +199,16 @@ def test_real_feature_table_one_row_per_patient_without_outcomes():
     col = next(c for c in table.columns if c.endswith("_rnaseq"))
     by_hand = np.mean([float(r[col]) for r in rows if r["case_id"] == case])
     assert table.loc[case, col] == pytest.approx(by_hand, rel=1e-5)
+
+
+def test_bad_clinical_is_a_clear_fatal_error(tmp_path):
+    """Clinical holds the labels every experiment needs: unreadable, the run stops naming the file."""
+    from flows.stages.bulk_omics import read_bulk_omics
+    from fusion.errors import OmicsFormatError
+
+    _gdc_download(tmp_path)
+    path, _ = write_scan_catalog(scan(tmp_path), tmp_path / "catalog.yaml")
+    clinical = tmp_path / "clinical.cart.2024-05-01" / "clinical.tsv"
+    clinical.write_text(clinical.read_text().replace("vital_status", "status"))
+    with pytest.raises(OmicsFormatError, match=r"clinical\.tsv.*vital_status"):
+        read_bulk_omics(load_catalog(path))
