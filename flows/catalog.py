@@ -8,24 +8,17 @@ from typing import Any
 
 import yaml
 
+from flows.formats import FORMATS, modality_formats
 from fusion.errors import CatalogError
 
-# modality -> the formats FusionRx can read for it
-MODALITY_FORMATS: dict[str, tuple[str, ...]] = {
-    "ct": ("dicom_series",),
-    "pet": ("dicom_series",),
-    "wsi": ("openslide",),
-    "spatial": ("visium_h5ad",),
-    "expression": ("gdc_star_counts",),
-    "mutations": ("gdc_maf",),
-    "copy_number": ("gistic_gene_thresholded",),
-    "clinical": ("gdc_clinical",),
-    "compounds": ("compound_table",),
-}
-# which sources are folders with one entry per patient, which are single files
-FOLDER_FORMATS = {"dicom_series", "openslide", "visium_h5ad", "gdc_star_counts"}
+# modality -> the formats FusionRx can read for it (from the format table `scan` shares)
+MODALITY_FORMATS: dict[str, tuple[str, ...]] = modality_formats()
+# which sources are folders (one entry per patient, or a gdc-client download), which are single files
+FOLDER_FORMATS = {f.name for f in FORMATS.values() if f.kind == "folder"}
 REQUIRED_FIELDS = ("modality", "format", "path")
-OPTIONAL_FIELDS = ("pattern", "sample_sheet", "id_map", "description")
+# files: explicit per-patient item lists {PATIENT_ID: [path, ...]} (paths relative to root), as
+# `fusionrx scan --out` writes them; id_column: the patient id column of a feature table
+OPTIONAL_FIELDS = ("pattern", "sample_sheet", "id_map", "description", "files", "id_column")
 REQUIRED_MODALITIES = ("expression", "clinical")
 
 
@@ -40,10 +33,16 @@ class Source:
     pattern: str | None = None
     sample_sheet: Path | None = None
     id_map: dict[str, str] = field(default_factory=dict)
+    files: dict[str, tuple[Path, ...]] = field(default_factory=dict)
+    id_column: str | None = None
 
     def patient_id(self, source_id: str) -> str:
         """Map a source-specific id to the cohort patient id (identity when unmapped)."""
         return self.id_map.get(source_id, source_id)
+
+    def items(self) -> dict[str, Path]:
+        """The explicit per-patient items of the source (first path per patient; empty when none)."""
+        return {self.patient_id(pid): paths[0] for pid, paths in self.files.items() if paths}
 
 
 @dataclass(frozen=True)
@@ -60,6 +59,10 @@ class Catalog:
             if source.modality == modality:
                 return source
         return None
+
+    def all_of(self, modality: str) -> list[Source]:
+        """Every source of a modality (e.g. several precomputed feature sources), in catalog order."""
+        return [s for s in self.sources.values() if s.modality == modality]
 
 
 def _entry_error(file: Path, name: str, message: str) -> CatalogError:
@@ -90,18 +93,32 @@ def _parse_source(file: Path, root: Path, name: str, raw: Any) -> Source:
     if fmt not in FOLDER_FORMATS and not path.is_file():
         raise _entry_error(file, name, f"path '{raw['path']}' must be a file for format '{fmt}'")
     sample_sheet = None
-    if fmt == "gdc_star_counts":
+    if FORMATS[fmt].needs_sample_sheet:
         if not raw.get("sample_sheet"):
-            raise _entry_error(file, name, "format 'gdc_star_counts' needs a 'sample_sheet' (GDC sample sheet TSV)")
+            raise _entry_error(file, name, f"format '{fmt}' needs a 'sample_sheet' (GDC sample sheet TSV)")
         sample_sheet = (root / str(raw["sample_sheet"])).resolve()
         if not sample_sheet.is_file():
             raise _entry_error(file, name, f"sample_sheet '{raw['sample_sheet']}' does not exist")
     id_map = raw.get("id_map") or {}
     if not isinstance(id_map, dict):
         raise _entry_error(file, name, "'id_map' must map source ids to patient ids")
+    files: dict[str, tuple[Path, ...]] = {}
+    raw_files = raw.get("files") or {}
+    if not isinstance(raw_files, dict):
+        raise _entry_error(file, name, "'files' must map patient ids to lists of paths")
+    for pid, paths in raw_files.items():
+        paths = [paths] if isinstance(paths, str) else paths
+        if not isinstance(paths, list) or not paths:
+            raise _entry_error(file, name, f"'files' of patient '{pid}' must be a non-empty list of paths")
+        resolved = tuple((root / str(p)).resolve() for p in paths)
+        for p, r in zip(paths, resolved):
+            if not r.exists():
+                raise _entry_error(file, name, f"file '{p}' of patient '{pid}' does not exist (resolved to {r})")
+        files[str(pid)] = resolved
     return Source(name=name, modality=modality, format=fmt, path=path,
                   pattern=raw.get("pattern"), sample_sheet=sample_sheet,
-                  id_map={str(k): str(v) for k, v in id_map.items()})
+                  id_map={str(k): str(v) for k, v in id_map.items()}, files=files,
+                  id_column=str(raw["id_column"]) if raw.get("id_column") else None)
 
 
 def load_catalog(path: str | Path) -> Catalog:
@@ -133,6 +150,11 @@ def load_catalog(path: str | Path) -> Catalog:
     missing = [m for m in REQUIRED_MODALITIES if m not in present]
     if missing:
         raise CatalogError(f"{file}: the cohort needs source(s) for modality {missing}")
+    tile_feats = [s.name for s in sources.values() if s.format == "tile_features_h5"]
+    slides = [s.name for s in sources.values() if s.modality == "wsi"]
+    if tile_feats and slides:
+        raise CatalogError(f"{file}: source(s) {tile_feats} (tile_features_h5) and {slides} (wsi) both give the "
+                           "slide bags; keep one")
     return Catalog(cohort=str(raw["cohort"]), file=file, sources=sources)
 
 

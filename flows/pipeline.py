@@ -216,10 +216,10 @@ def fusionrx_pipeline(catalog_path: str, store_path: str, config_path: str | Non
     frames: dict[str, pd.DataFrame] = {}
     ct_src, pet_src = catalog.by_modality("ct"), catalog.by_modality("pet")
     if ct_src is not None:
-        from flows.stages.radiology import discover_series
+        from flows.stages.radiology import discover_radiology
 
-        cts = discover_series(ct_src.path, ct_src.id_map)
-        pets = discover_series(pet_src.path, pet_src.id_map) if pet_src else {}
+        cts, pets, rad_skipped = discover_radiology(ct_src, pet_src)  # header index; PET without CT reported
+        skipped += rad_skipped
         futures = [ingest_radiology_task.submit(pid, str(d), str(pets[pid]) if pid in pets else None,
                                                 str(store.root), cfg, run_id) for pid, d in cts.items()]
         rad = [f.result() for f in futures]
@@ -243,7 +243,7 @@ def fusionrx_pipeline(catalog_path: str, store_path: str, config_path: str | Non
     if wsi_src is not None:
         from flows.stages.pathology import discover_slides
 
-        slides = discover_slides(wsi_src.path, wsi_src.pattern, wsi_src.id_map)
+        slides = wsi_src.items() or discover_slides(wsi_src.path, wsi_src.pattern, wsi_src.id_map)
         plans = [f.result() for f in [plan_slide_task.submit(pid, str(p), cfg) for pid, p in slides.items()]]
         skipped += [p["error"] for p in plans if isinstance(p, dict)]
         plans = [p for p in plans if not isinstance(p, dict)]
@@ -263,6 +263,7 @@ def fusionrx_pipeline(catalog_path: str, store_path: str, config_path: str | Non
 
     bulk = bulk_omics_task.submit(catalog).result()
     skipped += [{"source": "expression", "file": "", "error": e} for e in bulk.errors]
+    skipped += bulk.skipped  # bad MAF / copy-number files: named, only that source or file dropped
     frames["expression"] = expression_features(bulk, cfg["n_hvg"])
     store.write_h5ad("omics/tumour_expression.h5ad", bulk.tumour)
     _log(f"[omics] {bulk.expression.n_obs} RNA samples ({int(bulk.expression.obs['is_normal'].sum())} normal), "
@@ -274,8 +275,9 @@ def fusionrx_pipeline(catalog_path: str, store_path: str, config_path: str | Non
     spatial_samples: list[dict[str, Any]] = []
     sp_src = catalog.by_modality("spatial")
     if sp_src is not None:
-        files = sorted(sp_src.path.glob(sp_src.pattern or "*.h5ad"))
-        pids = [sp_src.patient_id(f.stem[:12]) for f in files]
+        listed = sp_src.items()  # explicit per-patient files (as `fusionrx scan --out` writes them)
+        files = list(listed.values()) if listed else sorted(sp_src.path.glob(sp_src.pattern or "*.h5ad"))
+        pids = list(listed) if listed else [sp_src.patient_id(f.stem[:12]) for f in files]
         futs = [spatial_task.submit(pid, str(f), features_h5.get(pid), str(store.root), cfg)
                 for pid, f in zip(pids, files)]
         res = [f.result() for f in futs]
@@ -289,7 +291,12 @@ def fusionrx_pipeline(catalog_path: str, store_path: str, config_path: str | Non
     # --- fusion experiments on the diagnosis
     t0 = time.perf_counter()
     labels = bulk.clinical["primary_diagnosis"].dropna()
-    bags = slide_bags(features_h5)
+    from flows.stages.features import precomputed_features
+
+    feat_frames, feat_bags, feat_skipped = precomputed_features(catalog)  # users' own embeddings
+    frames.update(feat_frames)
+    skipped += feat_skipped
+    bags = feat_bags or slide_bags(features_h5)
     for name, frame in frames.items():  # patient-indexed embeddings per modality
         store.write_parquet(f"embeddings/{name}.parquet", frame)
     survival = bulk.clinical[["os_time_days", "os_event"]].dropna()

@@ -44,3 +44,7 @@ class FusionConfigError(FusionRxError):
 
 class SegmentationError(FusionRxError):
     """A segmentation (RTSTRUCT, DICOM SEG, NIfTI mask) cannot be read or placed on the image grid."""
+
+
+class FeatureFileError(FusionRxError):
+    """A precomputed feature table or tile-feature HDF5 file is malformed (names the file and field)."""

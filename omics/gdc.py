@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import zlib
 from pathlib import Path
 from typing import Sequence
 
@@ -30,6 +31,8 @@ STAR_COUNT_COLUMNS = ("unstranded", "stranded_first", "stranded_second")
 STAR_FLOAT_COLUMNS = ("tpm_unstranded", "fpkm_unstranded", "fpkm_uq_unstranded")
 STAR_SUMMARY_ROWS = ("N_unmapped", "N_multimapping", "N_noFeature", "N_ambiguous")
 
+# Columns both portal generations write; the older one adds "Sample Type", portal 2.0 instead
+# "Tissue Type", "Tumor Descriptor", "Specimen Type", "Preservation Method" (see GDC-FORMATS.md).
 SAMPLE_SHEET_COLUMNS = (
     "File ID",
     "File Name",
@@ -38,8 +41,10 @@ SAMPLE_SHEET_COLUMNS = (
     "Project ID",
     "Case ID",
     "Sample ID",
-    "Sample Type",
 )
+SAMPLE_SHEET_LEGACY_COLUMNS = SAMPLE_SHEET_COLUMNS + ("Sample Type",)
+SAMPLE_SHEET_PORTAL2_COLUMNS = SAMPLE_SHEET_COLUMNS + (
+    "Tissue Type", "Tumor Descriptor", "Specimen Type", "Preservation Method")
 EXPRESSION_DATA_TYPE = "Gene Expression Quantification"
 
 MAF_REQUIRED_COLUMNS = (
@@ -51,8 +56,7 @@ MAF_REQUIRED_COLUMNS = (
     "Reference_Allele",
     "Tumor_Seq_Allele2",
     "Tumor_Sample_Barcode",
-    "HGVSp_Short",
-)
+)  # HGVSp_Short only in gdc-2.0 MAFs: optional
 NON_SILENT_CLASSES = frozenset(
     {
         "Missense_Mutation",
@@ -104,7 +108,8 @@ def _read_tsv(path: Path, what: str, **kwargs: object) -> pd.DataFrame:
         raise OmicsFormatError(f"{path}: {what} file not found")
     try:
         return pd.read_csv(path, sep="\t", low_memory=False, **kwargs)  # type: ignore[arg-type]
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, EOFError, OSError,
+            zlib.error) as exc:
         raise OmicsFormatError(f"{path}: cannot parse {what} as tab-separated text: {exc}") from exc
 
 
@@ -153,19 +158,37 @@ def read_star_counts(path: str | Path) -> pd.DataFrame:
 
 
 def read_sample_sheet(path: str | Path) -> pd.DataFrame:
-    """Read a GDC sample sheet TSV (one row per file) and check its columns."""
+    """Read a GDC sample sheet TSV (one row per file, either portal generation) and check its columns.
+
+    A "Sample Type" column is derived for portal 2.0 sheets ("Tissue Type" + "Tumor Descriptor") so
+    callers see one layout; multi-sample rows keep their ", "-joined lists.
+    """
     path = Path(path)
     df = _read_tsv(path, "GDC sample sheet", dtype=str)
     _require_columns(df, SAMPLE_SHEET_COLUMNS, path, "GDC sample sheet")
+    if "Sample Type" not in df.columns:
+        if "Tissue Type" not in df.columns:
+            raise OmicsFormatError(f"{path}: GDC sample sheet needs 'Sample Type' (older portal) or "
+                                   f"'Tissue Type' (portal 2.0); found {list(df.columns)}")
+        descriptor = df.get("Tumor Descriptor", pd.Series("", index=df.index)).fillna("")
+        df["Sample Type"] = [", ".join(f"{d} {t}".strip() if d and d != "Not Applicable" else t
+                                       for t, d in zip(str(tt).split(", "), str(dd).split(", ")))
+                             for tt, dd in zip(df["Tissue Type"].fillna(""), descriptor)]
     if df["File ID"].isna().any() or df["File Name"].isna().any():
         raise OmicsFormatError(f"{path}: every row needs a 'File ID' and a 'File Name'")
     return df
 
 
-def _locate(files_dir: Path, file_id: str, file_name: str) -> Path:
-    # gdc-client downloads to <dir>/<File ID>/<File Name>; a flat folder is accepted too.
-    nested = files_dir / file_id / file_name
-    return nested if nested.is_file() else files_dir / file_name
+def locate_gdc_file(files_dir: Path, file_id: str, file_name: str) -> Path:
+    """Where a sample-sheet file lies: gdc-client's <dir>/<File ID>/<File Name>, else a flat <dir>/<File Name>.
+
+    A gdc-client download still in progress (``<File Name>.partial``) is not the file: the path
+    returned then does not exist and the reader names it.
+    """
+    nested = Path(files_dir) / file_id / file_name
+    return nested if nested.is_file() else Path(files_dir) / file_name
+
+
 
 
 def read_expression_cohort(
@@ -194,9 +217,9 @@ def read_expression_cohort(
     seen: set[str] = set()
     wanted = sheet[["File ID", "File Name", "Sample ID", "Sample Type"]]
     for file_id, file_name, sample_id, sample_type in wanted.itertuples(index=False, name=None):
-        path = _locate(files_dir, str(file_id), str(file_name))
+        path = locate_gdc_file(files_dir, str(file_id), str(file_name))
         try:
-            barcode = parse_barcode(str(sample_id))
+            barcode = parse_barcode(str(sample_id).split(", ")[0])
             if barcode.barcode in seen:
                 raise OmicsFormatError(f"sample {barcode.barcode} already read from another file")
             counts = read_star_counts(path)
@@ -245,7 +268,7 @@ def read_expression_cohort(
 def read_maf(path: str | Path) -> pd.DataFrame:
     """Read a GDC MAF ('#' comment lines skipped) with a patient_id column from Tumor_Sample_Barcode."""
     path = Path(path)
-    df = _read_tsv(path, "MAF", comment="#", dtype=str)
+    df = _read_tsv(path, "MAF", comment="#", dtype=str, compression="infer")
     _require_columns(df, MAF_REQUIRED_COLUMNS, path, "MAF")
     start = pd.to_numeric(df["Start_Position"], errors="coerce")
     if start.isna().any():

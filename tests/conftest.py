@@ -46,7 +46,8 @@ def e2e_run(tmp_path_factory, prefect_harness) -> dict:
     truth = generate_cohort(data, CohortConfig(n_patients=E2E_PATIENTS, seed=11), progress=lambda m: None)
     # one corrupt DICOM file (truncated) and one corrupt slide (not a TIFF)
     bad_ct_patient = sorted(truth["imaging"])[1]
-    bad_ct_file = sorted((data / "imaging" / "ct" / bad_ct_patient).glob("*.dcm"))[5]
+    # TCIA layout: collection/patient/study/series/1-001.dcm; the truth names each series folder
+    bad_ct_file = sorted(Path(truth["imaging"][bad_ct_patient]["ct"]["series_dir"]).glob("*.dcm"))[5]
     bad_ct_file.write_bytes(bad_ct_file.read_bytes()[:200])
     slides = sorted((data / "slides").glob("*.tiff"))
     bad_slide = slides[2]

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 import anndata as ad
 import numpy as np
 import pandas as pd
 
-from flows.catalog import Catalog
+from flows.catalog import Catalog, Source
+from fusion.errors import OmicsFormatError
 from omics.cohort import highly_variable, normalise_counts, tumour_samples
 from omics.de import differential_expression
 from omics.gdc import mutation_matrix, read_clinical, read_copy_number, read_expression_cohort, read_maf
+from omics.gdc_download import read_copy_number_download, read_maf_download
 from omics.survival import cox_univariate
 
 
@@ -24,21 +27,55 @@ class BulkOmics:
     clinical: pd.DataFrame            # patient_id -> os_time_days, os_event, primary_diagnosis, ...
     copy_number: pd.DataFrame | None  # genes x patients (-2..2)
     maf: pd.DataFrame | None
-    errors: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)           # expression / clinical records skipped
+    skipped: list[dict[str, str]] = field(default_factory=list)  # {source, file, error}: MAF / CN files or sources
+
+
+def _optional_source(src: Source | None, read: Callable[[Source], tuple[pd.DataFrame, list[str]]],
+                     skipped: list[dict[str, str]]) -> pd.DataFrame | None:
+    """Read an optional source; a bad file drops only what it holds (the whole source when it is one file)."""
+    if src is None:
+        return None
+    try:
+        table, errors = read(src)
+    except OmicsFormatError as exc:
+        skipped.append({"source": src.name, "file": str(src.path), "error": f"OmicsFormatError: {exc}"})
+        return None
+    skipped += [{"source": src.name, "file": str(src.path), "error": e} for e in errors]
+    return table
+
+
+def _read_maf_source(src: Source) -> tuple[pd.DataFrame, list[str]]:
+    if src.format == "gdc_maf_download":
+        return read_maf_download(src.sample_sheet, src.path)
+    return read_maf(src.path), []
+
+
+def _read_cn_source(src: Source) -> tuple[pd.DataFrame, list[str]]:
+    if src.format == "gdc_gene_level_copy_number":
+        return read_copy_number_download(src.sample_sheet, src.path)
+    return read_copy_number(src.path), []
 
 
 def read_bulk_omics(catalog: Catalog) -> BulkOmics:
-    """Read every bulk omics source of the catalog (bad sample files are reported and skipped)."""
+    """Read every bulk omics source of the catalog.
+
+    Bad expression sample files, MAF and copy-number files (or whole single-file MAF / copy-number
+    sources) are reported in ``skipped``/``errors`` and dropped. Expression and clinical are required:
+    when none of their content can be read, OmicsFormatError names the file and the run stops
+    (the clinical table carries the labels every experiment needs).
+    """
     src = catalog.by_modality("expression")
     expr, errors = read_expression_cohort(src.sample_sheet, src.path)
     expr = normalise_counts(expr)
     tumour = tumour_samples(expr)
     clinical = read_clinical(catalog.by_modality("clinical").path)
     errors += list(clinical.attrs.get("errors", []))
-    cn_src, maf_src = catalog.by_modality("copy_number"), catalog.by_modality("mutations")
-    cn = read_copy_number(cn_src.path) if cn_src else None
-    maf = read_maf(maf_src.path) if maf_src else None
-    return BulkOmics(expression=expr, tumour=tumour, clinical=clinical, copy_number=cn, maf=maf, errors=errors)
+    skipped: list[dict[str, str]] = []
+    cn = _optional_source(catalog.by_modality("copy_number"), _read_cn_source, skipped)
+    maf = _optional_source(catalog.by_modality("mutations"), _read_maf_source, skipped)
+    return BulkOmics(expression=expr, tumour=tumour, clinical=clinical, copy_number=cn, maf=maf, errors=errors,
+                     skipped=skipped)
 
 
 def expression_features(bulk: BulkOmics, n_hvg: int) -> pd.DataFrame:

@@ -8,6 +8,8 @@ from typing import Any
 
 import numpy as np
 
+from flows.catalog import Source
+from imaging.dicom_index import SeriesInfo
 from fusion.errors import DicomSeriesError
 from imaging.ct import read_ct
 from imaging.pet import read_pet_suv
@@ -32,6 +34,80 @@ def discover_series(root: Path, id_map: dict[str, str] | None = None) -> dict[st
     """Series folders under a source root, keyed by patient id (folder name, through the id map)."""
     id_map = id_map or {}
     return {id_map.get(p.name, p.name): p for p in sorted(root.iterdir()) if p.is_dir()}
+
+
+def _skip(source: str, path: object, error: str) -> dict[str, str]:
+    return {"source": source, "file": str(path), "error": error}
+
+
+def select_radiology_series(series: list[SeriesInfo], id_map: dict[str, str] | None = None
+                            ) -> tuple[dict[str, Path], dict[str, Path], list[dict[str, str]]]:
+    """Header-indexed series -> one CT and (when there is one) its PET per patient, plus skip records.
+
+    Pairing is `imaging.dicom_index.pair_ct_pet` (same FrameOfReferenceUID, else same study). A PET
+    with no CT, extra CT/PET series, and series whose folder also holds other series' files (the
+    readers take one folder per series) are reported, never silently dropped.
+    """
+    from imaging.dicom_index import pair_ct_pet
+
+    id_map = id_map or {}
+    skipped: list[dict[str, str]] = []
+    usable = []
+    for s in series:
+        if s.modality not in ("CT", "PT"):
+            continue
+        shared = [o for o in series if o is not s and (o.path == s.path or s.path in o.path.parents)]
+        if shared:
+            skipped.append(_skip("ct" if s.modality == "CT" else "pet", s.path,
+                                 f"DicomSeriesError: folder holds series {s.series_uid} and {len(shared)} other "
+                                 "series; one folder per series is needed to read it"))
+        else:
+            usable.append(s)
+    cts: dict[str, Path] = {}
+    pets: dict[str, Path] = {}
+    pairs = sorted(pair_ct_pet(usable), key=lambda p: (p.ct is None, p.pet is None, -(p.ct.n_files if p.ct else 0)))
+    for pair in pairs:
+        pid = id_map.get((pair.ct or pair.pet).patient_id, (pair.ct or pair.pet).patient_id)
+        if pair.ct is None:
+            has_ct = any(c.modality == "CT" and c.patient_id == pair.pet.patient_id for c in usable)
+            reason = ("shares neither FrameOfReferenceUID nor StudyInstanceUID with a CT of" if has_ct
+                      else "has no CT series to pair with (radiology needs a CT) for")
+            skipped.append(_skip("pet", pair.pet.path, f"DicomSeriesError: PET series {pair.pet.series_uid} "
+                                 f"{reason} patient {pid}"))
+        elif pid not in cts:
+            cts[pid] = pair.ct.path
+            if pair.pet is not None:
+                pets[pid] = pair.pet.path
+        else:
+            for s in (pair.ct, pair.pet):
+                if s is not None and s.path not in (cts[pid], pets.get(pid)):
+                    kind = "CT" if s.modality == "CT" else "PET"
+                    skipped.append(_skip("ct" if kind == "CT" else "pet", s.path,
+                                         f"another {kind} series of {pid}; the pipeline uses "
+                                         f"{cts[pid] if kind == 'CT' else pets.get(pid)}"))
+    return cts, pets, skipped
+
+
+def discover_radiology(ct_src: Source, pet_src: Source | None
+                       ) -> tuple[dict[str, Path], dict[str, Path], list[dict[str, str]]]:
+    """CT and PET series folders per patient for the catalog's ct/pet sources, plus skip records.
+
+    Format 'dicom': series found by reading headers anywhere under the source path (TCIA layouts,
+    non-telling names). Format 'dicom_series': one folder per patient; a PET folder whose patient has
+    no CT folder is reported.
+    """
+    if ct_src.format == "dicom" or (pet_src is not None and pet_src.format == "dicom"):
+        from imaging.dicom_index import index_dicom
+
+        roots = list(dict.fromkeys([ct_src.path] + ([pet_src.path] if pet_src is not None else [])))
+        index = index_dicom(roots)
+        cts, pets, skipped = select_radiology_series(list(index), ct_src.id_map)
+        return cts, pets, [_skip("ct", p, f"DicomSeriesError: {e}") for p, e in index.problems] + skipped
+    cts = discover_series(ct_src.path, ct_src.id_map)
+    pets = discover_series(pet_src.path, pet_src.id_map) if pet_src is not None else {}
+    orphans = [_skip("pet", d, f"DicomSeriesError: PET folder of patient {pid} has no CT folder in "
+                     f"{ct_src.path} (radiology needs a CT)") for pid, d in pets.items() if pid not in cts]
+    return cts, {k: v for k, v in pets.items() if k in cts}, orphans
 
 
 def ingest_radiology(patient_id: str, ct_dir: Path, pet_dir: Path | None, out_dir: Path,

@@ -25,13 +25,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from flows.catalog import catalog_yaml
 from flows.store import atomic_path
 
 DIAGNOSES = ("Adenocarcinoma, NOS", "Squamous cell carcinoma, NOS")
 MODALITY_SIGNALS = ("ct", "pet", "wsi", "expression", "spatial")
 EXTRA_GENES = ("TP53", "KRAS", "PTEN", "RB1", "STK11", "KEAP1", "NF1", "CDKN2A", "SMAD4", "COL1A1",
                "COL1A2", "COL3A1", "ACTA2", "VIM", "FAP", "PDGFRB", "DCN", "LUM", "POSTN", "SPARC")
+GDC_DOWNLOAD_DIR = "gdc_download"
+SAMPLE_SHEET_NAME = "gdc_sample_sheet.2024-01-15.tsv"
+CLINICAL_PATH = "clinical.cart.2024-01-15/clinical.tsv"
 STROMA_GENES = ("COL1A1", "COL1A2", "COL3A1", "ACTA2", "VIM", "FAP", "PDGFRB", "DCN", "LUM", "POSTN")
 
 
@@ -48,6 +50,9 @@ class CohortConfig:
     frac_pet: float = 0.8
     frac_slide: float = 0.85
     frac_spatial: float = 0.4
+    frac_pet_gml: float = 0.15       # PET written as GE GML (already SUVbw)
+    frac_pet_philips: float = 0.15   # PET written as Philips CNTS with the private SUV scale factor
+    frac_spaceranger: float = 0.3    # spatial samples written as Space Ranger folders (rest: h5ad)
     frac_normal: float = 0.35
     slide_size_px: int = 2048
     slide_mpp: float = 0.5
@@ -117,25 +122,40 @@ def plan_cohort(config: CohortConfig) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------ per patient
-def _imaging_job(args: tuple) -> dict[str, Any]:
-    """Write one patient's CT (and PET) series; runs in a worker process."""
-    from flows.synthetic import dicom_writer as dw
+IMAGING_COLLECTION = "FUSIONRX-LUNG-PETCT"  # TCIA-style collection folder under imaging/
 
-    out, pid, seed, s_ct, s_pet, with_pet = args
+
+def _imaging_job(args: tuple) -> dict[str, Any]:
+    """Write one patient's CT (and PET) series and the tumour's RTSTRUCT in the TCIA download layout
+    (collection/patient/study/series/1-001.dcm); runs in a worker process."""
+    from flows.synthetic import dicom_writer as dw
+    from flows.synthetic import rtstruct_writer as rw
+
+    out, pid, seed, s_ct, s_pet, with_pet, pet_units = args
     rng = np.random.default_rng(seed)
     radius_mm = float(np.clip(11.0 + 3.0 * s_ct, 4.0, 18.0))
     centre_mm = dw.lung_tumour_centre_mm(rng, dw.ct_geometry(), radius_mm)
-    ct = dw.write_ct_series(Path(out) / "imaging" / "ct" / pid, patient_id=pid, tumour_centre_mm=centre_mm,
-                            tumour_radius_mm=radius_mm, seed=seed)
+    study = rw.tcia_study_dir(Path(out) / "imaging" / IMAGING_COLLECTION, pid, dw.STUDY_DATE, "PET CT CHEST",
+                              dw.study_uid_for(pid))
+    ct_uid = dw.ct_series_uid(pid, seed)
+    ct = dw.write_ct_series(rw.tcia_series_dir(study, 2, "CT CHEST", ct_uid), patient_id=pid,
+                            tumour_centre_mm=centre_mm, tumour_radius_mm=radius_mm, seed=seed, naming="tcia")
     truth = {"tumour_radius_mm": radius_mm, "tumour_centre_mm": list(map(float, centre_mm)), "ct": ct}
+    slice_z = ct["origin_mm"][2] + np.arange(ct["shape"][0]) * ct["slice_thickness_mm"]
+    truth["rtstruct"] = rw.write_sphere_rtstruct(
+        rw.tcia_series_dir(study, 4, "RTSTRUCT", rw.rtstruct_series_uid(pid, ct_uid)) / "1-1.dcm",
+        patient_id=pid, study_uid=ct["study_uid"], frame_of_reference_uid=ct["frame_of_reference_uid"],
+        ct_series_uid=ct_uid, ct_slice_uids=[dw.ct_slice_uid(pid, seed, k) for k in range(ct["shape"][0])],
+        slice_z_mm=slice_z, centre_mm=centre_mm, radius_mm=radius_mm)
     if with_pet:
         suv = float(np.clip(6.0 + 2.0 * s_pet, 2.5, 14.0))
-        pet = dw.write_pet_series(Path(out) / "imaging" / "pet" / pid, patient_id=pid,
+        pet = dw.write_pet_series(rw.tcia_series_dir(study, 3, "PET AC", dw.pet_series_uid(pid, seed + 1)),
+                                  patient_id=pid,
                                   tumour_centre_mm=centre_mm, tumour_radius_mm=radius_mm, tumour_suv=suv,
                                   weight_kg=float(rng.uniform(50, 95)), dose_bq=float(rng.uniform(250e6, 400e6)),
                                   injection_to_scan_s=float(rng.uniform(3300, 4200)), seed=seed + 1,
                                   frame_of_reference_uid=ct["frame_of_reference_uid"],
-                                  study_uid=ct["study_uid"])
+                                  study_uid=ct["study_uid"], units=pet_units, naming="tcia")
         truth.update({"tumour_suv": suv, "pet": pet})
     return _jsonable(truth)
 
@@ -198,7 +218,8 @@ def write_omics(out: Path, plan: dict[str, Any], rng: np.random.Generator) -> di
     n_genes = len(genes)
     gene_ids = [f"ENSG{900000 + i:011d}.1" for i in range(n_genes)]
     gene_types = ["protein_coding"] * n_genes
-    expr_dir = out / "omics" / "expression"
+    expr_dir = out / "omics" / GDC_DOWNLOAD_DIR  # one gdc-client download: <File ID>/<File Name>
+    uuid_rng = np.random.default_rng([int(plan["config"]["seed"]), 17])  # file UUIDs of MAF / CN files
     expr_dir.mkdir(parents=True, exist_ok=True)
     tumour_mu = _tumour_log_means(plan)
     rows = []
@@ -209,20 +230,14 @@ def write_omics(out: Path, plan: dict[str, Any], rng: np.random.Generator) -> di
         counts = _nb_counts(rng, lib * p / p.sum())
         uuid = gw.new_file_uuid(rng)
         fname = f"{uuid}.rna_seq.augmented_star_gene_counts.tsv"
-        sub = expr_dir / uuid
-        sub.mkdir(exist_ok=True)
-        gw.write_star_counts(sub / fname, gene_ids, genes, gene_types, counts)
-        sample = f"{pid}-{code}"
-        rows.append({"File ID": uuid, "File Name": fname, "Data Category": "Transcriptome Profiling",
-                     "Data Type": "Gene Expression Quantification", "Project ID": "TCGA-FXRX",
-                     "Case ID": pid, "Sample ID": sample,
-                     "Sample Type": "Primary Tumor" if code.startswith("01") else "Solid Tissue Normal"})
+        gw.write_star_counts(gw.download_path(expr_dir, uuid, fname), gene_ids, genes, gene_types, counts)
+        rows.append(gw.sheet_row(uuid, fname, "Transcriptome Profiling", "Gene Expression Quantification", pid,
+                                 [f"{pid}-{code}"]))
 
     for i, pid in enumerate(patients):
         _one_sample(pid, "01A", tumour_mu[i])
         if plan["has_normal"][i]:
             _one_sample(pid, "11A", plan["base_log_mean"])
-    gw.write_sample_sheet(out / "omics" / "gdc_sample_sheet.tsv", rows)
 
     # copy number (GISTIC thresholded by gene): targets amplified, sparse noise elsewhere
     aliquots = [f"{pid}-01A-11D-A{i:03d}-01" for i, pid in enumerate(patients)]
@@ -237,8 +252,7 @@ def write_omics(out: Path, plan: dict[str, Any], rng: np.random.Generator) -> di
         amp = plan["amplified"][:, k]
         cn[gi[g]] = np.where(amp, np.where(rng.random(len(patients)) < 0.3, 2, 1), 0)
     cn_table = pd.DataFrame(cn, index=genes, columns=aliquots)
-    gw.write_copy_number(out / "omics" / "copy_number.tsv", cn_table, gene_ids,
-                         [f"{1 + i % 22}q{11 + i % 30}" for i in range(n_genes)])
+    rows += gw.write_gene_level_cn_download(expr_dir, cn_table, gene_ids, uuid_rng)
 
     # mutations: passengers everywhere, TP53 frequent, targets at hotspot-like rates
     maf_rows = []
@@ -258,7 +272,8 @@ def write_omics(out: Path, plan: dict[str, Any], rng: np.random.Generator) -> di
                              "Tumor_Sample_Barcode": f"{pid}-01A-11D-A{i:03d}-08",
                              "Matched_Norm_Sample_Barcode": f"{pid}-10A-01D-A{i:03d}-08",
                              "HGVSp_Short": f"p.X{int(rng.integers(1, 900))}X"})
-    gw.write_maf(out / "omics" / "mutations.maf", pd.DataFrame(maf_rows))
+    rows += gw.write_aliquot_mafs(expr_dir, pd.DataFrame(maf_rows), uuid_rng)
+    gw.write_sample_sheet(out / "omics" / SAMPLE_SHEET_NAME, rows)
 
     # clinical
     dead = plan["event_time"] < plan["censor_time"]
@@ -272,13 +287,15 @@ def write_omics(out: Path, plan: dict[str, Any], rng: np.random.Generator) -> di
         "age_at_index": rng.integers(40, 85, size=len(patients)),
         "gender": rng.choice(["male", "female"], size=len(patients)),
     })
-    gw.write_clinical(out / "omics" / "clinical.tsv", clin)
+    gw.write_clinical(out / "omics" / CLINICAL_PATH, clin)
     return {"gene_ids": gene_ids}
 
 
 def write_spatial(out: Path, plan: dict[str, Any], i: int, slide_path: Path, slide_truth: dict,
-                  rng: np.random.Generator, config: CohortConfig, gene_ids: list[str]) -> int:
-    """Write a Visium-style h5ad on the patient's slide coordinates; returns the number of spots."""
+                  rng: np.random.Generator, config: CohortConfig, gene_ids: list[str],
+                  spaceranger: bool = False) -> int:
+    """Write a Visium sample on the patient's slide coordinates, as an h5ad or (``spaceranger``) a Space
+    Ranger 'outs' folder whose full-resolution image is the slide's level 0; returns the number of spots."""
     import openslide
 
     from flows.synthetic.spatial_writer import hex_spot_grid, write_visium_h5ad
@@ -308,6 +325,14 @@ def write_spatial(out: Path, plan: dict[str, Any], i: int, slide_path: Path, sli
         hires = np.asarray(slide.read_region((0, 0), level, (w, h)).convert("RGB"))
         scalef = w / slide.dimensions[0]
     pid = plan["patients"][i]
+    if spaceranger:
+        from flows.synthetic.spatial_writer import write_spaceranger_folder
+
+        write_spaceranger_folder(out / "spatial" / f"{pid}-01A-visium" / "outs", counts=counts, gene_names=genes,
+                                 gene_ids=gene_ids, pixel_coords_fullres=coords, array_row=arow, array_col=acol,
+                                 hires_image=hires, tissue_hires_scalef=float(scalef),
+                                 spot_diameter_fullres=0.55 * config.spot_pitch_px)
+        return int(len(coords))
     write_visium_h5ad(out / "spatial" / f"{pid}.h5ad", counts=counts, gene_names=genes, gene_ids=gene_ids,
                       pixel_coords_level0=coords, array_row=arow, array_col=acol, hires_image=hires,
                       tissue_hires_scalef=float(scalef), spot_diameter_fullres=0.55 * config.spot_pitch_px,
@@ -328,8 +353,11 @@ def generate_cohort(out: str | Path, config: CohortConfig = CohortConfig(), prog
     seeds = rng.integers(0, 2**31 - 1, size=(len(patients), 3))
 
     progress(f"[demo-data] {len(patients)} patients -> {out}")
+    layout_rng = np.random.default_rng(config.seed + 7)  # vendor / layout choices; the planted truth is untouched
+    pet_units = layout_rng.choice(["BQML", "GML", "CNTS"], size=len(patients), p=[
+        1.0 - config.frac_pet_gml - config.frac_pet_philips, config.frac_pet_gml, config.frac_pet_philips])
     img_jobs = [(str(out), pid, int(seeds[i, 0]), float(plan["signals"]["ct"][i]), float(plan["signals"]["pet"][i]),
-                 bool(plan["has_pet"][i])) for i, pid in enumerate(patients)]
+                 bool(plan["has_pet"][i]), str(pet_units[i])) for i, pid in enumerate(patients)]
     slide_idx = [i for i in range(len(patients)) if plan["has_slide"][i]]
     (out / "slides").mkdir(parents=True, exist_ok=True)
     slide_paths = {i: out / "slides" / f"{patients[i]}-01Z-00-DX1.tiff" for i in slide_idx}
@@ -346,29 +374,25 @@ def generate_cohort(out: str | Path, config: CohortConfig = CohortConfig(), prog
     progress("[demo-data] GDC expression/MAF/copy-number/clinical written")
     (out / "spatial").mkdir(parents=True, exist_ok=True)
     srng = np.random.default_rng(config.seed + 3)
+    spatial_idx = [i for i in range(len(patients)) if plan["has_spatial"][i]]
+    as_spaceranger = dict(zip(spatial_idx, layout_rng.random(len(spatial_idx)) < config.frac_spaceranger))
     n_spots = {patients[i]: write_spatial(out, plan, i, slide_paths[i], slide_truth[i], srng, config,
-                                          omics["gene_ids"])
-               for i in range(len(patients)) if plan["has_spatial"][i]}
+                                          omics["gene_ids"], spaceranger=bool(as_spaceranger[i]))
+               for i in spatial_idx}
     progress(f"[demo-data] {len(n_spots)} spatial samples written")
     (out / "compounds").mkdir(parents=True, exist_ok=True)
     other = [g for g in plan["genes"] if g not in plan["targets"]]
     write_compounds_table(out / "compounds" / "compounds.tsv", target_genes_high=plan["targets"],
                           other_genes=other, seed=config.seed)
 
-    sources = {
-        "ct": {"modality": "ct", "format": "dicom_series", "path": "imaging/ct"},
-        "pet": {"modality": "pet", "format": "dicom_series", "path": "imaging/pet"},
-        "wsi": {"modality": "wsi", "format": "openslide", "path": "slides", "pattern": "*.tiff"},
-        "spatial": {"modality": "spatial", "format": "visium_h5ad", "path": "spatial", "pattern": "*.h5ad"},
-        "expression": {"modality": "expression", "format": "gdc_star_counts", "path": "omics/expression",
-                       "sample_sheet": "omics/gdc_sample_sheet.tsv"},
-        "mutations": {"modality": "mutations", "format": "gdc_maf", "path": "omics/mutations.maf"},
-        "copy_number": {"modality": "copy_number", "format": "gistic_gene_thresholded",
-                        "path": "omics/copy_number.tsv"},
-        "clinical": {"modality": "clinical", "format": "gdc_clinical", "path": "omics/clinical.tsv"},
-        "compounds": {"modality": "compounds", "format": "compound_table", "path": "compounds/compounds.tsv"},
-    }
-    (out / "data_catalog.yaml").write_text(catalog_yaml(f"fusionrx-demo-seed{config.seed}", ".", sources))
+    # the catalog comes from the same content scanner users run on their own folders
+    from flows.scan import scan
+    from flows.scan_catalog import write_scan_catalog
+
+    scanned = scan(out)
+    _, notes = write_scan_catalog(scanned, out / "data_catalog.yaml", cohort=f"fusionrx-demo-seed{config.seed}")
+    for note in scanned["problems"] + notes:
+        progress(f"[demo-data] scan: {note['path']}: {note['error']}")
 
     truth = {
         "config": plan["config"],
@@ -388,6 +412,9 @@ def generate_cohort(out: str | Path, config: CohortConfig = CohortConfig(), prog
         "imaging": imaging_truth,
         "slides": {patients[i]: t for i, t in slide_truth.items()},
         "spatial_spots": n_spots,
+        "layouts": {"pet_units": {p: str(pet_units[i]) for i, p in enumerate(patients) if plan["has_pet"][i]},
+                    "spaceranger": sorted(patients[i] for i, v in as_spaceranger.items() if v),
+                    "imaging_collection": f"imaging/{IMAGING_COLLECTION}"},
     }
     with atomic_path(out / "truth.json") as tmp:
         tmp.write_text(json.dumps(_jsonable(truth), indent=1))

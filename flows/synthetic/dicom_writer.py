@@ -216,21 +216,59 @@ def _series_truth(patient_id: str, out_dir: Path, study_uid: str, series_uid: st
             "origin_mm": origin.tolist()}
 
 
-def _write_slices(out_dir: Path, prefix: str, datasets: list[Dataset]) -> list[Path]:
-    """Write one file per slice (temp then rename); drop stale slices of an earlier run with the same prefix."""
+def _slice_name(prefix: str, n: int, naming: str) -> str:
+    """File name of slice n: '<prefix>_0001.dcm', or as TCIA downloads name them ('1-001.dcm')."""
+    return f"1-{n + 1:03d}.dcm" if naming == "tcia" else f"{prefix}_{n + 1:04d}.dcm"
+
+
+PHILIPS_PET_PRIVATE_CREATOR = "Philips PET Private Group"
+PHILIPS_BQML_PER_COUNT = 3.5  # activity concentration scale factor of the synthetic Philips scanner
+
+
+def _vendor_values(units: str, suv: np.ndarray, activity_bq_ml: np.ndarray, bq_per_ml_per_suv: float
+                   ) -> tuple[np.ndarray, dict | None]:
+    """What the pixels store for a vendor's Units (Bq/ml, SUVbw or counts) and the Philips private factors."""
+    if units == "BQML":
+        return activity_bq_ml, None
+    if units == "GML":
+        return suv, None
+    if units == "CNTS":
+        counts = activity_bq_ml / PHILIPS_BQML_PER_COUNT
+        return counts, {"suv_scale_factor": PHILIPS_BQML_PER_COUNT / bq_per_ml_per_suv,
+                        "activity_concentration_scale_factor": PHILIPS_BQML_PER_COUNT}
+    raise ValueError(f"write_pet_series: units must be BQML, GML or CNTS, got {units!r}")
+
+
+def _write_slices(out_dir: Path, prefix: str, datasets: list[Dataset], naming: str = "modality") -> list[Path]:
+    """Write one file per slice (temp then rename); drop stale slices of an earlier run with the same naming."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    names = {f"{prefix}_{n + 1:04d}.dcm" for n in range(len(datasets))}
-    for stale in out_dir.glob(f"{prefix}_*.dcm"):
+    names = {_slice_name(prefix, n, naming) for n in range(len(datasets))}
+    for stale in out_dir.glob("1-*.dcm" if naming == "tcia" else f"{prefix}_*.dcm"):
         if stale.name not in names:
             stale.unlink()
     paths = []
     for n, ds in enumerate(datasets):
-        path = out_dir / f"{prefix}_{n + 1:04d}.dcm"
+        path = out_dir / _slice_name(prefix, n, naming)
         tmp = out_dir / f".{path.name}.tmp"
         ds.save_as(tmp, enforce_file_format=True)
         os.replace(tmp, path)
         paths.append(path)
     return paths
+
+
+def ct_series_uid(patient_id: str, seed: int) -> str:
+    """SeriesInstanceUID of the synthetic CT written with this patient and seed."""
+    return _uid("fusionrx-ct-series", patient_id, seed)
+
+
+def ct_slice_uid(patient_id: str, seed: int, k: int) -> str:
+    """SOPInstanceUID of slice k of that CT (RTSTRUCTs reference it)."""
+    return _uid("fusionrx-ct-slice", patient_id, seed, k)
+
+
+def pet_series_uid(patient_id: str, seed: int) -> str:
+    """SeriesInstanceUID of the synthetic PET written with this patient and seed."""
+    return _uid("fusionrx-pt-series", patient_id, seed)
 
 
 def write_ct_series(
@@ -246,6 +284,7 @@ def write_ct_series(
     origin_mm: tuple[float, float, float] | None = None,
     geometry: ChestGeometry | None = None,
     noise_hu: float = 10.0,
+    naming: str = "modality",
 ) -> dict:
     """Write a chest CT phantom (air, soft tissue, two lungs, spherical tumour; HU) as one file per slice.
 
@@ -269,11 +308,11 @@ def write_ct_series(
 
     study_uid = study_uid_for(patient_id)
     frame_uid = frame_of_reference_uid_for(patient_id)
-    series_uid = _uid("fusionrx-ct-series", patient_id, seed)
+    series_uid = ct_series_uid(patient_id, seed)
     datasets = []
     for k in range(shape[0]):
         ds = _base_dataset(
-            CTImageStorage, _uid("fusionrx-ct-slice", patient_id, seed, k), patient_id=patient_id, modality="CT",
+            CTImageStorage, ct_slice_uid(patient_id, seed, k), patient_id=patient_id, modality="CT",
             study_uid=study_uid, series_uid=series_uid, frame_of_reference_uid=frame_uid, series_number=2,
             series_time=_time_tm(INJECTION_TIME_S + 3000.0),
         )
@@ -290,7 +329,7 @@ def write_ct_series(
         ds.WindowCenter, ds.WindowWidth = "-600", "1500"
         ds.PixelData = stored[k].tobytes()
         datasets.append(ds)
-    _write_slices(out_dir, "CT", datasets)
+    _write_slices(out_dir, "CT", datasets, naming)
 
     return {
         **_series_truth(patient_id, out_dir, study_uid, series_uid, frame_uid, shape, origin),
@@ -303,6 +342,7 @@ def write_ct_series(
         "tumour_radius_mm": float(tumour_radius_mm),
         "tumour_volume_ml": float(4.0 / 3.0 * np.pi * tumour_radius_mm**3 / 1000.0),
         "tumour_voxels": int(np.count_nonzero(tumour & body)),
+        "slice_thickness_mm": float(slice_thickness_mm),
         "geometry": asdict(geometry),
     }
 
@@ -328,11 +368,16 @@ def write_pet_series(
     frame_of_reference_uid: str | None = None,
     study_uid: str | None = None,
     noise_fraction: float = 0.0,
+    units: str = "BQML",
+    naming: str = "modality",
 ) -> dict:
-    """Write an FDG-PET phantom in Bq/ml (Units BQML, DecayCorrection START, per-slice RescaleSlope).
+    """Write an FDG-PET phantom (DecayCorrection START, per-slice RescaleSlope) in vendor `units`:
+    'BQML' (Bq/ml, GE/Siemens), 'GML' (already SUVbw, g/ml) or 'CNTS' (Philips counts with the
+    private SUV and activity-concentration scale factors (7053,1000) and (7053,1009)).
 
     Activity = SUV * dose decayed to the scan start / weight_g; `geometry` defaults to the chest of
-    the default CT grid so PET and CT of one patient overlay through their affines.
+    the default CT grid so PET and CT of one patient overlay through their affines. `naming` 'tcia'
+    names the files '1-001.dcm', ...
     """
     out_dir = Path(out_dir)
     rng = np.random.default_rng(seed)
@@ -352,10 +397,11 @@ def write_pet_series(
     decayed_dose_bq = dose_bq * 2.0 ** (-injection_to_scan_s / half_life_s)
     bq_per_ml_per_suv = decayed_dose_bq / (weight_kg * 1000.0)
     activity = suv * bq_per_ml_per_suv
+    stored_quantity, private = _vendor_values(units, suv, activity, bq_per_ml_per_suv)
 
     study_uid = study_uid or study_uid_for(patient_id)
     frame_uid = frame_of_reference_uid or frame_of_reference_uid_for(patient_id)
-    series_uid = _uid("fusionrx-pt-series", patient_id, seed)
+    series_uid = pet_series_uid(patient_id, seed)
     series_time = _time_tm(INJECTION_TIME_S + injection_to_scan_s)
     info = Dataset()
     info.Radiopharmaceutical = "Fluorodeoxyglucose"
@@ -376,7 +422,14 @@ def write_pet_series(
         ds.PatientWeight = _ds(weight_kg)
         ds.AcquisitionDate = STUDY_DATE
         ds.AcquisitionTime = series_time
-        ds.Units = "BQML"
+        ds.Units = units
+        if private:
+            ds.Manufacturer = "Philips Medical Systems"
+            block = ds.private_block(0x7053, PHILIPS_PET_PRIVATE_CREATOR, create=True)
+            block.add_new(0x00, "DS", _ds(private["suv_scale_factor"]))
+            block.add_new(0x09, "DS", _ds(private["activity_concentration_scale_factor"]))
+        elif units == "GML":
+            ds.Manufacturer = "GE MEDICAL SYSTEMS"
         ds.CountsSource = "EMISSION"
         ds.SeriesType = ["STATIC", "IMAGE"]
         ds.DecayCorrection = "START"
@@ -391,15 +444,15 @@ def write_pet_series(
         _set_slice_geometry(ds, origin, k, slice_thickness_mm, pixel_spacing_mm, shape)
         ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 15, 1
         # Per-slice slope: the slice maximum maps near the int16 top (32000 leaves headroom for DS rounding).
-        slice_max = float(activity[k].max())
+        slice_max = float(stored_quantity[k].max())
         slope = _ds(slice_max / 32000.0) if slice_max > 0 else "1"
-        stored = np.clip(np.rint(activity[k] / float(slope)), 0, 32767).astype(np.int16)
+        stored = np.clip(np.rint(stored_quantity[k] / float(slope)), 0, 32767).astype(np.int16)
         ds.RescaleSlope = slope
         ds.RescaleIntercept = "0"
         ds.PixelData = stored.tobytes()
         datasets.append(ds)
         slopes.append(float(slope))
-    _write_slices(out_dir, "PT", datasets)
+    _write_slices(out_dir, "PT", datasets, naming)
 
     return {
         **_series_truth(patient_id, out_dir, study_uid, series_uid, frame_uid, shape, origin),
@@ -417,5 +470,7 @@ def write_pet_series(
         "bq_per_ml_per_suv": float(bq_per_ml_per_suv),
         "tumour_bq_per_ml": float(tumour_suv * bq_per_ml_per_suv),
         "rescale_slopes": slopes,
+        "units": units,
+        **({"philips_private": private} if private else {}),
         "tumour_voxels_equivalent": float(fraction.sum()),
     }

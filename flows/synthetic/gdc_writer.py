@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 # the format constants are the reader's, so writer and reader cannot drift apart
-from omics.gdc import GDC_MISSING, MAF_REQUIRED_COLUMNS, SAMPLE_SHEET_COLUMNS  # noqa: E402
+from omics.gdc import GDC_MISSING, MAF_REQUIRED_COLUMNS, SAMPLE_SHEET_LEGACY_COLUMNS, SAMPLE_SHEET_PORTAL2_COLUMNS  # noqa: E402
 from omics.gdc import STAR_COLUMNS as STAR_HEADER  # noqa: E402
 
 # The GDC public MAF columns up to HGVSp_Short plus the read-count columns most tools use.
@@ -66,7 +66,7 @@ MAF_COLUMNS = (
     "n_ref_count",
     "n_alt_count",
 )
-MAF_REQUIRED = MAF_REQUIRED_COLUMNS
+MAF_REQUIRED = MAF_REQUIRED_COLUMNS + ("HGVSp_Short",)
 CLINICAL_COLUMNS = (
     "case_id",
     "case_submitter_id",
@@ -181,12 +181,14 @@ def write_star_counts(
 
 
 def write_sample_sheet(path: str | Path, rows: Iterable[dict]) -> Path:
-    """Write a GDC sample sheet TSV; each row is a dict with the eight standard sample-sheet keys."""
+    """Write a GDC sample sheet TSV in the portal generation the rows describe: with a "Sample Type"
+    key the older portal's eight columns, else portal 2.0's (Tissue Type, Tumor Descriptor, ...)."""
     table = pd.DataFrame(list(rows))
-    missing = [c for c in SAMPLE_SHEET_COLUMNS if c not in table.columns]
+    columns = SAMPLE_SHEET_LEGACY_COLUMNS if "Sample Type" in table.columns else SAMPLE_SHEET_PORTAL2_COLUMNS
+    missing = [c for c in columns if c not in table.columns]
     if missing:
         raise ValueError(f"write_sample_sheet: rows lack key(s) {missing}")
-    return _write_text(path, table[list(SAMPLE_SHEET_COLUMNS)].to_csv(sep="\t", index=False))
+    return _write_text(path, table[list(columns)].to_csv(sep="\t", index=False))
 
 
 def _normal_barcode(tumour: str) -> str:
@@ -199,8 +201,9 @@ def _normal_barcode(tumour: str) -> str:
     return "-".join(parts)
 
 
-def write_maf(path: str | Path, records: pd.DataFrame, *, center: str = "BI") -> Path:
-    """Write a GDC-style MAF ('#version gdc-1.0.0' header) from records holding at least the core columns.
+def write_maf(path: str | Path, records: pd.DataFrame, *, center: str = "BI", version: str = "gdc-1.0.0") -> Path:
+    """Write a GDC-style MAF ('#version <version>' header; gzip when the name ends in .gz) from records
+    holding at least the core columns (per-aliquot files say version 'gdc-2.0.0-aliquot-merged-masked').
 
     Standard columns the records lack are filled (End_Position from the alleles, Strand '+', NCBI_Build GRCh38,
     Tumor_Seq_Allele1 = reference, a matched blood-normal barcode, read counts); extra columns are appended.
@@ -253,8 +256,25 @@ def write_maf(path: str | Path, records: pd.DataFrame, *, center: str = "BI") ->
         if column not in df.columns:
             df[column] = ""
     ordered = list(MAF_COLUMNS) + [c for c in df.columns if c not in MAF_COLUMNS]
-    header = "#version gdc-1.0.0\n#annotation.spec gdc-1.0.1-public\n"
-    return _write_text(path, header + df[ordered].to_csv(sep="\t", index=False))
+    header = f"#version {version}\n#filedate 20240115\n#annotation.spec gdc-1.0.1-public\n"
+    text = header + df[ordered].to_csv(sep="\t", index=False)
+    if str(path).endswith(".gz"):
+        import gzip
+
+        return _replace_atomically(path, lambda tmp: tmp.write_bytes(gzip.compress(text.encode(), mtime=0)))
+    return _write_text(path, text)
+
+
+def write_gene_level_copy_number(path: str | Path, gene_ids: Sequence[str], gene_names: Sequence[str],
+                                 copies: np.ndarray) -> Path:
+    """Write one sample's GDC gene-level copy-number TSV (absolute integer copies per gene)."""
+    copies = np.asarray(copies, dtype=np.int64)
+    n = len(gene_ids)
+    table = pd.DataFrame({"gene_id": list(gene_ids), "gene_name": list(gene_names),
+                          "chromosome": [f"chr{1 + i % 22}" for i in range(n)],
+                          "start": 1_000_000 + 50_000 * np.arange(n), "end": 1_020_000 + 50_000 * np.arange(n),
+                          "copy_number": copies, "min_copy_number": copies, "max_copy_number": copies})
+    return _write_text(path, table.to_csv(sep="\t", index=False))
 
 
 def write_copy_number(
@@ -299,3 +319,63 @@ def write_clinical(path: str | Path, df: pd.DataFrame) -> Path:
             out[column] = None
     cells = out[ordered].astype(object).map(_gdc_cell)
     return _write_text(path, cells.to_csv(sep="\t", index=False))
+
+
+# ------------------------------------------------------------------ gdc-client download layout
+GDC_PROJECT = "TCGA-FXRX"
+_CALL_TO_COPIES = {-2: 0, -1: 1, 0: 2, 1: 3, 2: 6}  # the inverse of omics.gdc_download.copy_number_calls
+
+
+def portal2_sample_fields(sample_barcodes: Sequence[str]) -> dict[str, str]:
+    """Portal 2.0 sample-sheet cells for ", "-joined samples (Tissue Type, Tumor Descriptor, ...)."""
+    tumour = [int(b.split("-")[3][:2]) < 10 for b in sample_barcodes]
+    blood = [b.split("-")[3][:2] == "10" for b in sample_barcodes]
+    return {"Sample ID": ", ".join(sample_barcodes),
+            "Tissue Type": ", ".join("Tumor" if t else "Normal" for t in tumour),
+            "Tumor Descriptor": ", ".join("Primary" if t else "Not Applicable" for t in tumour),
+            "Specimen Type": ", ".join("Peripheral Blood Components NOS" if b else "Solid Tissue" for b in blood),
+            "Preservation Method": ", ".join("Unknown" for _ in sample_barcodes)}
+
+
+def download_path(download_dir: str | Path, file_id: str, file_name: str) -> Path:
+    """<dir>/<File ID>/<File Name> as gdc-client writes it, with its logs/<name>.parcel beside it."""
+    folder = Path(download_dir) / file_id
+    _write_text(folder / "logs" / f"{file_name}.parcel", f"gdc-client download of {file_id}\n")
+    return folder / file_name
+
+
+def sheet_row(file_id: str, file_name: str, category: str, data_type: str, case: str,
+              samples: Sequence[str]) -> dict[str, str]:
+    """One portal 2.0 sample-sheet row."""
+    return {"File ID": file_id, "File Name": file_name, "Data Category": category, "Data Type": data_type,
+            "Project ID": GDC_PROJECT, "Case ID": case, **portal2_sample_fields(samples)}
+
+
+def write_aliquot_mafs(download_dir: str | Path, records: pd.DataFrame, rng: np.random.Generator) -> list[dict]:
+    """One masked-somatic MAF (.maf.gz, 'gdc-2.0.0-aliquot-merged-masked') per tumour aliquot, each in its
+    UUID folder; returns their sample-sheet rows (tumour and matched normal listed, normal first)."""
+    rows = []
+    for aliquot, part in records.groupby("Tumor_Sample_Barcode", sort=True):
+        file_id = new_file_uuid(rng)
+        name = f"{GDC_PROJECT}.{new_file_uuid(rng)}.wxs.aliquot_ensemble_masked.maf.gz"
+        write_maf(download_path(download_dir, file_id, name), part, version="gdc-2.0.0-aliquot-merged-masked")
+        normal = _normal_barcode(str(aliquot))
+        rows.append(sheet_row(file_id, name, "Simple Nucleotide Variation", "Masked Somatic Mutation",
+                              str(aliquot)[:12], [normal[:16], str(aliquot)[:16]]))
+    return rows
+
+
+def write_gene_level_cn_download(download_dir: str | Path, calls: pd.DataFrame, gene_ids: Sequence[str],
+                                 rng: np.random.Generator) -> list[dict]:
+    """Per tumour aliquot a gene-level copy-number TSV (ASCAT3 naming, absolute copies from the calls
+    -2..2 as 0, 1, 2, 3, 6) in its UUID folder; returns the sample-sheet rows (tumour, normal)."""
+    rows = []
+    genes = [str(g) for g in calls.index]
+    for aliquot in calls.columns:
+        file_id = new_file_uuid(rng)
+        name = f"{GDC_PROJECT}.{new_file_uuid(rng)}.ascat3.gene_level_copy_number.v36.tsv"
+        copies = calls[aliquot].map(_CALL_TO_COPIES).to_numpy()
+        write_gene_level_copy_number(download_path(download_dir, file_id, name), gene_ids, genes, copies)
+        rows.append(sheet_row(file_id, name, "Copy Number Variation", "Gene Level Copy Number", str(aliquot)[:12],
+                              [str(aliquot)[:16], _normal_barcode(str(aliquot))[:16]]))
+    return rows

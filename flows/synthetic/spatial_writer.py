@@ -118,3 +118,69 @@ def write_visium_h5ad(
         if tmp.exists():
             tmp.unlink()
     return path
+
+
+def write_spaceranger_folder(
+    out_dir: str | Path,
+    *,
+    counts: np.ndarray,
+    gene_names: Sequence[str],
+    gene_ids: Sequence[str],
+    pixel_coords_fullres: np.ndarray,
+    array_row: np.ndarray,
+    array_col: np.ndarray,
+    hires_image: np.ndarray,
+    tissue_hires_scalef: float,
+    spot_diameter_fullres: float,
+) -> Path:
+    """Write a Space Ranger (2.x) 'outs' folder: filtered_feature_bc_matrix.h5 (10x v3 HDF5, genes x
+    barcodes CSC), spatial/tissue_positions.csv (with header; pxl_row/col in full-resolution image
+    pixels), scalefactors_json.json and the hires / lowres PNGs."""
+    import json
+
+    import h5py
+    from PIL import Image
+
+    out_dir = Path(out_dir)
+    counts = np.asarray(counts)
+    n_spots, n_genes = counts.shape
+    barcodes = spot_barcodes(n_spots)
+    csc = sp.csr_matrix(counts.astype(np.int32))  # spots x genes CSR == genes x spots CSC
+    tmp = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}")
+    (tmp / "spatial").mkdir(parents=True, exist_ok=True)
+    with h5py.File(tmp / "filtered_feature_bc_matrix.h5", "w") as f:
+        f.attrs["library_ids"] = np.array([b"fusionrx"])
+        f.attrs["chemistry_description"] = "Spatial 3' v1"
+        m = f.create_group("matrix")
+        m["barcodes"] = np.array(barcodes, dtype="S")
+        m["data"] = csc.data.astype(np.int32)
+        m["indices"] = csc.indices.astype(np.int64)
+        m["indptr"] = csc.indptr.astype(np.int64)
+        m["shape"] = np.array([n_genes, n_spots], dtype=np.int32)
+        feats = m.create_group("features")
+        feats["id"] = np.array(list(gene_ids), dtype="S")
+        feats["name"] = np.array([str(g) for g in gene_names], dtype="S")
+        feats["feature_type"] = np.array([b"Gene Expression"] * n_genes)
+        feats["genome"] = np.array([b"GRCh38"] * n_genes)
+        feats["_all_tag_keys"] = np.array([b"genome"])
+    xy = np.asarray(pixel_coords_fullres, dtype=np.float64)
+    pd.DataFrame({"barcode": barcodes, "in_tissue": 1, "array_row": np.asarray(array_row, np.int64),
+                  "array_col": np.asarray(array_col, np.int64),
+                  "pxl_row_in_fullres": np.rint(xy[:, 1]).astype(np.int64),
+                  "pxl_col_in_fullres": np.rint(xy[:, 0]).astype(np.int64)}
+                 ).to_csv(tmp / "spatial" / "tissue_positions.csv", index=False)
+    image = np.asarray(hires_image, dtype=np.uint8)
+    factor = max(1, int(round(max(image.shape[:2]) / 600)))
+    Image.fromarray(image).save(tmp / "spatial" / "tissue_hires_image.png")
+    Image.fromarray(np.ascontiguousarray(image[::factor, ::factor])).save(tmp / "spatial" / "tissue_lowres_image.png")
+    (tmp / "spatial" / "scalefactors_json.json").write_text(json.dumps({
+        "tissue_hires_scalef": float(tissue_hires_scalef), "tissue_lowres_scalef": float(tissue_hires_scalef) / factor,
+        "fiducial_diameter_fullres": float(spot_diameter_fullres) * 1.6,
+        "spot_diameter_fullres": float(spot_diameter_fullres)}))
+    if out_dir.exists():
+        import shutil
+
+        shutil.rmtree(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(tmp, out_dir)
+    return out_dir

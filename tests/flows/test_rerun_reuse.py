@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,8 +21,9 @@ def cfg() -> dict:
 
 def test_radiology_is_recomputed_only_when_the_series_changes(small_cohort, tmp_path, cfg, monkeypatch):
     truth = json.loads((small_cohort / "truth.json").read_text())
-    pid = next(p for p in sorted(truth["imaging"]) if "pet" in truth["imaging"][p])
-    ct_dir, pet_dir = small_cohort / "imaging" / "ct" / pid, small_cohort / "imaging" / "pet" / pid
+    pid = next(p for p in sorted(truth["imaging"]) if truth["layouts"]["pet_units"].get(p) == "BQML")
+    ct_dir = Path(truth["imaging"][pid]["ct"]["series_dir"])
+    pet_dir = Path(truth["imaging"][pid]["pet"]["series_dir"])
     calls = []
     real = radiology.ingest_radiology
     monkeypatch.setattr(radiology, "ingest_radiology", lambda *a, **k: calls.append(1) or real(*a, **k))

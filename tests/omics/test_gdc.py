@@ -189,9 +189,9 @@ def test_maf_round_trip_and_non_silent_matrix(tmp_path):
 
 def test_maf_missing_column(tmp_path):
     path = write_maf(tmp_path / "x.maf", _maf_records())
-    text = path.read_text().replace("HGVSp_Short", "HGVSp_Brief")
+    text = path.read_text().replace("Tumor_Sample_Barcode", "Tumor_Sample")
     path.write_text(text)
-    with pytest.raises(OmicsFormatError, match=r"x\.maf.*HGVSp_Short"):
+    with pytest.raises(OmicsFormatError, match=r"x\.maf.*Tumor_Sample_Barcode"):
         read_maf(path)
 
 
@@ -250,3 +250,115 @@ def test_clinical_missing_column(tmp_path):
                   "days_to_death": ["'--"]}).to_csv(path, sep="\t", index=False)
     with pytest.raises(OmicsFormatError, match=r"clinical\.tsv.*days_to_last_follow_up"):
         read_clinical(path)
+
+
+# ------------------------------------------------------------- gdc-client downloads (GDC-FORMATS.md)
+def _portal2_row(file_id, name, category, data_type, case, samples, tissue, descriptor, specimen):
+    return {"File ID": file_id, "File Name": name, "Data Category": category, "Data Type": data_type,
+            "Project ID": "TCGA-FX", "Case ID": case, "Sample ID": samples, "Tissue Type": tissue,
+            "Tumor Descriptor": descriptor, "Specimen Type": specimen, "Preservation Method": "Unknown"}
+
+
+def test_portal2_sample_sheet_and_gdc_client_layout(tmp_path):
+    """Portal 2.0 sheet (no 'Sample Type'), files in <File ID>/<File Name>, a '.partial' download skipped."""
+    rng = np.random.default_rng(5)
+    files, rows, truth = tmp_path / "download", [], {}
+    for p, (code, tissue, desc) in enumerate([("01A", "Tumor", "Primary"), ("11A", "Normal", "Not Applicable"),
+                                              ("01A", "Tumor", "Primary")], start=1):
+        fid, name = new_file_uuid(rng), f"{new_file_uuid(rng)}.rna_seq.augmented_star_gene_counts.tsv"
+        counts = rng.integers(0, 900, size=len(GENE_IDS))
+        target = files / fid / name
+        write_star_counts(target, GENE_IDS, GENE_NAMES, GENE_TYPES, counts, seed=p)
+        (files / fid / "logs").mkdir()
+        (files / fid / "logs" / f"{name}.parcel").write_text("parcel log")
+        if p == 3:  # still downloading: gdc-client writes <name>.partial and renames when complete
+            target.rename(target.with_name(name + ".partial"))
+        truth[f"TCGA-FX-{p:04d}-{code}"] = counts
+        rows.append(_portal2_row(fid, name, "Transcriptome Profiling", "Gene Expression Quantification",
+                                 f"TCGA-FX-{p:04d}", f"TCGA-FX-{p:04d}-{code}", tissue, desc, "Solid Tissue"))
+    sheet = write_sample_sheet(tmp_path / "gdc_sample_sheet.2024-01-15.tsv", rows)
+    assert sheet.read_text().splitlines()[0].split("\t")[-4:] == [
+        "Tissue Type", "Tumor Descriptor", "Specimen Type", "Preservation Method"]
+    assert list(read_sample_sheet(sheet)["Sample Type"]) == ["Primary Tumor", "Normal", "Primary Tumor"]
+    adata, errors = read_expression_cohort(sheet, files)
+    assert list(adata.obs_names) == ["TCGA-FX-0001-01A", "TCGA-FX-0002-11A"]
+    assert len(errors) == 1 and rows[2]["File Name"] in errors[0] and "not found" in errors[0]
+    coding = np.array(GENE_TYPES) == "protein_coding"
+    np.testing.assert_array_equal(adata["TCGA-FX-0002-11A"].X.ravel(), truth["TCGA-FX-0002-11A"][coding])
+    assert bool(adata.obs.loc["TCGA-FX-0002-11A", "is_normal"])
+
+
+def test_per_aliquot_maf_gz_merged_and_bad_one_skipped(tmp_path):
+    from omics.gdc_download import read_maf_download
+
+    rng = np.random.default_rng(2)
+    recs = _maf_records()
+    files, rows = tmp_path / "download", []
+    for k, (aliquot, part) in enumerate(recs.groupby("Tumor_Sample_Barcode", sort=True)):
+        fid = new_file_uuid(rng)
+        name = f"TCGA-FX.{new_file_uuid(rng)}.wxs.aliquot_ensemble_masked.maf.gz"
+        write_maf(files / fid / name, part, version="gdc-2.0.0-aliquot-merged-masked")
+        pid = aliquot[:12]
+        rows.append(_portal2_row(fid, name, "Simple Nucleotide Variation", "Masked Somatic Mutation", pid,
+                                 f"{pid}-10A, {aliquot[:16]}", "Normal, Tumor", "Not Applicable, Primary",
+                                 "Peripheral Blood Components NOS, Solid Tissue"))
+    broken = files / rows[1]["File ID"] / rows[1]["File Name"]
+    broken.write_bytes(broken.read_bytes()[:40])  # a truncated gzip
+    sheet = write_sample_sheet(tmp_path / "sheet.tsv", rows)
+    import gzip
+    first = gzip.decompress((files / rows[0]["File ID"] / rows[0]["File Name"]).read_bytes()).decode()
+    assert first.startswith("#version gdc-2.0.0-aliquot-merged-masked\n")
+    maf, errors = read_maf_download(sheet, files)
+    assert len(errors) == 1 and rows[1]["File Name"] in errors[0]
+    # aliquots 0001, 0003 (2 records), 0004 read; 0002's two records were in the broken file
+    assert sorted(maf["patient_id"]) == ["TCGA-FX-0001", "TCGA-FX-0003", "TCGA-FX-0003", "TCGA-FX-0004"]
+    assert set(maf["Hugo_Symbol"]) == {"TP53", "EGFR", "PTEN", "MYC"}
+
+
+def test_gene_level_copy_number_by_aliquot_with_pipeline_choice(tmp_path):
+    from flows.synthetic.gdc_writer import write_gene_level_copy_number
+    from omics.gdc_download import copy_number_calls, read_copy_number_download
+
+    rng = np.random.default_rng(3)
+    genes, ids = ["EGFR", "CDKN2A", "MYC", "TP53"], [f"ENSG{i:011d}.1" for i in range(4)]
+    plan = [("TCGA-FX-0001", "ascat3", [2, 0, 7, 3]), ("TCGA-FX-0001", "absolute_liftover", [9, 9, 9, 9]),
+            ("TCGA-FX-0002", "ascat2", [1, 2, 4, 5])]
+    files, rows = tmp_path / "dl", []
+    for pid, pipeline, copies in plan:
+        fid = new_file_uuid(rng)
+        name = f"TCGA-FX.{fid}.{pipeline}.gene_level_copy_number.v36.tsv"
+        write_gene_level_copy_number(files / fid / name, ids, genes, np.array(copies))
+        rows.append(_portal2_row(fid, name, "Copy Number Variation", "Gene Level Copy Number", pid,
+                                 f"{pid}-01A, {pid}-10A", "Tumor, Normal", "Primary, Not Applicable",
+                                 "Solid Tissue, Peripheral Blood Components NOS"))
+    # the sheet lists the absolute_liftover file first: the ascat3 one must still win for 0001
+    sheet = write_sample_sheet(tmp_path / "sheet.tsv", [rows[1], rows[0], rows[2]])
+    calls, errors = read_copy_number_download(sheet, files)
+    assert errors == []
+    assert list(calls.columns) == ["TCGA-FX-0001", "TCGA-FX-0002"]
+    # by hand: 0 -> -2, 1 -> -1, 2 -> 0, 3-4 -> 1, >= 5 -> 2
+    np.testing.assert_array_equal(calls.loc[genes].to_numpy(), [[0, -1], [-2, 0], [2, 1], [1, 2]])
+    assert copy_number_calls(pd.Series([np.nan, 4.0])).iloc[1] == 1
+    bad = files / rows[2]["File ID"] / rows[2]["File Name"]
+    bad.write_text(bad.read_text().replace("\t5\t", "\tamp\t"))
+    calls, errors = read_copy_number_download(sheet, files)
+    assert list(calls.columns) == ["TCGA-FX-0001"]
+    assert len(errors) == 1 and bad.name in errors[0] and "copy_number" in errors[0] and "'amp'" in errors[0]
+
+
+def test_clinical_portal2_dotted_columns(tmp_path):
+    """The newer clinical.tsv: dotted entity columns, '-- for missing, numbers like 337.0, repeated cases."""
+    header = ["project.project_id", "cases.case_id", "cases.submitter_id", "demographic.age_at_index",
+              "demographic.days_to_death", "demographic.vital_status", "diagnoses.days_to_last_follow_up",
+              "diagnoses.primary_diagnosis", "treatments.treatment_type"]
+    rows = [["TCGA-FX", "u1", "TCGA-FX-0001", "61", "337.0", "Dead", "'--", "Adenocarcinoma, NOS", "Radiation Therapy, NOS"],
+            ["TCGA-FX", "u1", "TCGA-FX-0001", "61", "337.0", "Dead", "'--", "Adenocarcinoma, NOS", "Pharmaceutical Therapy, NOS"],
+            ["TCGA-FX", "u2", "TCGA-FX-0002", "'--", "'--", "Alive", "1021.0", "Squamous cell carcinoma, NOS", "'--"]]
+    path = tmp_path / "clinical.tsv"
+    path.write_text("\n".join("\t".join(r) for r in [header, *rows]) + "\n")
+    clin = read_clinical(path)
+    assert list(clin.index) == ["TCGA-FX-0001", "TCGA-FX-0002"]
+    assert clin.loc["TCGA-FX-0001", ["os_time_days", "os_event"]].tolist() == [337.0, 1]
+    assert clin.loc["TCGA-FX-0002", ["os_time_days", "os_event"]].tolist() == [1021.0, 0]
+    assert clin.loc["TCGA-FX-0002", "primary_diagnosis"] == "Squamous cell carcinoma, NOS"
+    assert np.isnan(clin.loc["TCGA-FX-0002", "age_at_index"])
