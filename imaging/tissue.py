@@ -14,7 +14,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import openslide
 
 
-MASK_MAX_SIDE = 2048  # px: the tissue mask is computed on a thumbnail no larger than this
+MASK_MAX_SIDE = 1024  # px: the tissue mask is computed on a thumbnail no larger than this
 CHUNK_PX = 1024  # thumbnail reads: output px per chunk side (memory per chunk ~ (CHUNK_PX * factor)^2 * 4 bytes)
 
 
@@ -30,10 +30,10 @@ def read_level_rgb(slide: "openslide.OpenSlide", level: int) -> np.ndarray:
 def read_thumbnail(slide: "openslide.OpenSlide", downsample: float, chunk_px: int = CHUNK_PX) -> np.ndarray:
     """RGB uint8 [H,W,3] of the slide at `downsample` (level-0 px per output px), streamed chunk by chunk.
 
-    Reads the nearest finer pyramid level and area-averages (PIL box filter) each chunk to the output
+    Reads the nearest finer pyramid level and area-averages each chunk to the output
     grid, so memory stays at one chunk whatever the slide size.
     """
-    from PIL import Image
+    from imaging.tiling import area_resize  # tiling imports this module: import at call time
 
     downs = np.asarray(slide.level_downsamples, dtype=np.float64)
     finer = np.flatnonzero(downs <= downsample * (1 + 1e-6))
@@ -52,10 +52,10 @@ def read_thumbnail(slide: "openslide.OpenSlide", downsample: float, chunk_px: in
                 region = slide.read_region(loc0, level, (max(lx1 - lx0, 1), max(ly1 - ly0, 1)))
             except Exception as exc:  # openslide.OpenSlideError / SlideError, without importing openslide here
                 raise SlideError(f"{_where(slide)}: cannot read level {level} at level-0 {loc0} ({exc})") from exc
-            rgb = Image.fromarray(rgba_to_rgb(np.asarray(region)))
-            if rgb.size != (ow, oh):
-                rgb = rgb.resize((ow, oh), Image.BOX)
-            out[oy : oy + oh, ox : ox + ow] = np.asarray(rgb)
+            rgb = rgba_to_rgb(np.asarray(region))
+            if rgb.shape[:2] != (oh, ow):
+                rgb = area_resize(rgb, ow, oh)
+            out[oy : oy + oh, ox : ox + ow] = rgb
     return out
 
 
