@@ -19,6 +19,7 @@ from PIL import Image
 from fusion.errors import SlideError
 
 VENDOR = "plain-tiff"
+CACHE_BYTES = 32 * 2**20  # decoded segments kept per level
 MAX_SEGMENT_BYTES = 64 * 2**20  # a compressed strip/tile bigger than this would have to be decoded whole
 
 
@@ -42,7 +43,7 @@ def _mpp_from_resolution(page, path: Path) -> float | None:
 class _Level:
     """One image level of a plain TIFF: a 2-D (+ samples) array-like that reads only what is sliced."""
 
-    def __init__(self, page, path: Path) -> None:
+    def __init__(self, page, path: Path, cache_bytes: int) -> None:
         self.path = path
         shape = page.shape
         self.height, self.width = int(page.imagelength), int(page.imagewidth)
@@ -77,6 +78,38 @@ class _Level:
 
             self.array = zarr.open(page.aszarr(), mode="r")
             self.streaming = "tiles" if page.is_tiled else "strips"
+            self.chunks = (int(self.array.chunks[0]), int(self.array.chunks[1]))
+        self.cache_bytes = int(cache_bytes)
+        self._cache: dict[tuple[int, int], np.ndarray] = {}
+        self._cached_bytes = 0
+
+    def _chunk(self, cy: int, cx: int) -> np.ndarray:
+        """Decoded segment (strip or tile) at chunk row cy, column cx, through a small LRU cache."""
+        key = (cy, cx)
+        hit = self._cache.pop(key, None)
+        if hit is None:
+            ch, cw = self.chunks
+            hit = np.asarray(self.array[cy * ch : (cy + 1) * ch, cx * cw : (cx + 1) * cw])
+            self._cached_bytes += hit.nbytes
+            while self._cache and self._cached_bytes > self.cache_bytes:
+                self._cached_bytes -= self._cache.pop(next(iter(self._cache))).nbytes
+        self._cache[key] = hit  # most recently used last
+        return hit
+
+    def _read(self, x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
+        """Pixels [y1-y0, x1-x0, samples] inside the image, decoding only the segments that overlap."""
+        if self.streaming == "memmap":
+            return np.asarray(self.array[y0:y1, x0:x1])
+        ch, cw = self.chunks
+        out = np.empty((y1 - y0, x1 - x0, self.samples), dtype=np.uint8)
+        for cy in range(y0 // ch, (y1 - 1) // ch + 1):
+            for cx in range(x0 // cw, (x1 - 1) // cw + 1):
+                seg = self._chunk(cy, cx).reshape(-1, min(cw, self.width - cx * cw), self.samples)
+                sy0, sx0 = max(y0, cy * ch), max(x0, cx * cw)
+                sy1, sx1 = min(y1, cy * ch + seg.shape[0]), min(x1, cx * cw + seg.shape[1])
+                out[sy0 - y0 : sy1 - y0, sx0 - x0 : sx1 - x0] = seg[sy0 - cy * ch : sy1 - cy * ch,
+                                                                    sx0 - cx * cw : sx1 - cx * cw]
+        return out
 
     def read_rgba(self, x: int, y: int, w: int, h: int) -> np.ndarray:
         """RGBA uint8 [h,w,4] of the box at (x, y); pixels outside the image are transparent (alpha 0)."""
@@ -86,7 +119,7 @@ class _Level:
         if x1 <= x0 or y1 <= y0:
             return out
         try:
-            block = np.asarray(self.array[y0:y1, x0:x1])
+            block = self._read(x0, y0, x1, y1)
         except Exception as exc:  # codec errors from imagecodecs / zarr on a corrupt segment
             raise SlideError(f"{self.path}: cannot decode the region at ({x}, {y}) size {w}x{h} ({exc})") from exc
         block = block.reshape(y1 - y0, x1 - x0, self.samples)
@@ -103,7 +136,9 @@ class _Level:
 class PlainTiffSlide:
     """A non-pyramidal (or tifffile-pyramidal) TIFF read region by region with the OpenSlide interface."""
 
-    def __init__(self, path: str | os.PathLike) -> None:
+    def __init__(self, path: str | os.PathLike, cache_bytes: int = CACHE_BYTES) -> None:
+        """Open `path`; up to cache_bytes of decoded strips/tiles per level are kept (row-major tile reads
+        then decode each strip once)."""
         import tifffile
 
         self._filename = str(path)
@@ -115,7 +150,7 @@ class PlainTiffSlide:
             raise SlideError(f"{path}: not a readable TIFF ({exc})") from exc
         try:
             pages = [lvl.keyframe for lvl in series.levels] if series.levels else [series.keyframe]
-            self._levels = [_Level(p, path) for p in pages]
+            self._levels = [_Level(p, path, cache_bytes) for p in pages]
         except SlideError:
             self._tif.close()
             raise
@@ -136,6 +171,11 @@ class PlainTiffSlide:
         down = self.level_downsamples[level]
         x, y = int(location[0] // down), int(location[1] // down)
         return Image.fromarray(self._levels[level].read_rgba(x, y, int(size[0]), int(size[1])), mode="RGBA")
+
+    def strip_rows(self, level: int) -> int | None:
+        """Rows per strip of a stripped level (None for tiled or memory-mapped levels)."""
+        lv = self._levels[level]
+        return lv.chunks[0] if lv.streaming == "strips" else None
 
     def close(self) -> None:
         """Close the file (memory maps and zarr stores go with it)."""

@@ -15,7 +15,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 MASK_MAX_SIDE = 1024  # px: the tissue mask is computed on a thumbnail no larger than this
-CHUNK_PX = 1024  # thumbnail reads: output px per chunk side (memory per chunk ~ (CHUNK_PX * factor)^2 * 4 bytes)
+CHUNK_PX = 512  # thumbnail reads: side of each region read, in px of the level read (~1 MiB RGBA)
 
 
 def _where(slide) -> str:
@@ -42,9 +42,14 @@ def read_thumbnail(slide: "openslide.OpenSlide", downsample: float, chunk_px: in
     lw, lh = slide.level_dimensions[level]
     out_w, out_h = max(1, int(round(lw / factor))), max(1, int(round(lh / factor)))
     out = np.empty((out_h, out_w, 3), dtype=np.uint8)
-    for oy in range(0, out_h, chunk_px):
-        for ox in range(0, out_w, chunk_px):
-            ow, oh = min(chunk_px, out_w - ox), min(chunk_px, out_h - oy)
+    chunk_w = chunk_h = chunk_px
+    strip_rows = getattr(slide, "strip_rows", lambda level: None)(level)
+    if strip_rows:  # strips span the whole width: read full-width bands so each strip is decoded once
+        chunk_w, chunk_h = lw, max(int(strip_rows), chunk_px * chunk_px // max(lw, 1))
+    step_x, step_y = max(1, int(chunk_w // factor)), max(1, int(chunk_h // factor))  # output px per chunk
+    for oy in range(0, out_h, step_y):
+        for ox in range(0, out_w, step_x):
+            ow, oh = min(step_x, out_w - ox), min(step_y, out_h - oy)
             lx0, ly0 = int(round(ox * factor)), int(round(oy * factor))
             lx1, ly1 = min(int(round((ox + ow) * factor)), lw), min(int(round((oy + oh) * factor)), lh)
             loc0 = (int(round(lx0 * downs[level])), int(round(ly0 * downs[level])))
