@@ -105,19 +105,26 @@ def tissue_mask(
     pyramid level; by default at the lowest-resolution level, or, when that is wider than max_side px (a
     slide without a pyramid), on a streamed thumbnail of at most max_side px.
     """
+    rgb, downsample = mask_thumbnail(slide, level, max_side)
+    return tissue_mask_from_rgb(rgb, min_object_fraction, min_saturation), downsample
+
+
+def mask_thumbnail(slide: "openslide.OpenSlide", level: int | None = None,
+                   max_side: int = MASK_MAX_SIDE) -> tuple[np.ndarray, float]:
+    """The RGB image tissue_mask works on [H,W,3] and its downsample (level-0 px per px): `level` when
+    given, else the lowest-resolution level, or a streamed thumbnail of max_side px when that is wider."""
     if level is not None and not 0 <= level < slide.level_count:
         raise SlideError(f"{_where(slide)}: level {level} outside 0..{slide.level_count - 1}")
     if level is None:
         level = slide.level_count - 1
         if max(slide.level_dimensions[level]) > max_side:
             downsample = max(slide.level_dimensions[0]) / max_side
-            return _mask_from_rgb(read_thumbnail(slide, downsample), min_object_fraction, min_saturation), downsample
-    rgb = read_level_rgb(slide, level)
-    return _mask_from_rgb(rgb, min_object_fraction, min_saturation), float(slide.level_downsamples[level])
+            return read_thumbnail(slide, downsample), downsample
+    return read_level_rgb(slide, level), float(slide.level_downsamples[level])
 
 
-def _mask_from_rgb(rgb: np.ndarray, min_object_fraction: float, min_saturation: float) -> np.ndarray:
-    """Tissue mask of an RGB thumbnail (see tissue_mask)."""
+def tissue_mask_from_rgb(rgb: np.ndarray, min_object_fraction: float = 0.001, min_saturation: float = 0.05) -> np.ndarray:
+    """Boolean tissue mask [H,W] of an RGB uint8 thumbnail [H,W,3] (see tissue_mask)."""
     sat = saturation(rgb)
     # Median-filter the saturation so nuclei / JPEG speckle do not fragment the mask.
     sat = ndimage.median_filter(sat, size=3)
