@@ -153,3 +153,23 @@ def test_a_corrupt_tile_fails_only_its_slide(slides, tmp_path):
         assert read_tile(slide, grid, 1024, 512).shape == (128, 128, 3)  # rows 512..1023 are intact
         with pytest.raises(SlideError, match=r"bad_plain\.tif: cannot read the tile at level-0 \(1024, 1024\)"):
             read_tile(slide, grid, 1024, 1024)
+
+
+def test_unstreamable_or_unusable_tiffs_are_named(tmp_path, monkeypatch):
+    import imaging.slide_reader as reader
+
+    img = np.full((512, 512, 3), 200, np.uint8)
+    one_strip = tmp_path / "one_strip.tif"
+    tifffile.imwrite(one_strip, img, rowsperstrip=512, compression="zlib", **_res(0.5))
+    monkeypatch.setattr(reader, "MAX_SEGMENT_BYTES", 100_000)  # as a 60k x 60k px single-strip file would be
+    with pytest.raises(SlideError, match=r"one_strip\.tif: compressed TIFF stored in segments of .*cannot stream"):
+        open_slide(one_strip)
+    monkeypatch.undo()
+    wide = tmp_path / "uint16.tif"
+    tifffile.imwrite(wide, np.zeros((64, 64, 3), np.uint16), rowsperstrip=8, compression="zlib", **_res(0.5))
+    with pytest.raises(SlideError, match=r"uint16\.tif: TIFF page is uint16"):
+        open_slide(wide)
+    no_mpp = tmp_path / "no_mpp.tif"
+    tifffile.imwrite(no_mpp, img, rowsperstrip=16, compression="zlib", photometric="rgb")
+    with open_slide(no_mpp) as slide, pytest.raises(SlideError, match=r"no_mpp\.tif.*mpp-x is absent"):
+        tile_grid(slide, np.ones((2, 2), bool), 256.0)

@@ -148,3 +148,24 @@ def test_a_folder_that_is_no_spaceranger_output_is_named(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(SpatialError, match="empty.*not a Space Ranger output"):
         read_spatial(tmp_path / "empty")
+
+
+def test_stage_links_a_space_ranger_sample_only_with_a_transform(v1_folder, tmp_path):
+    from flows.stages.spatial import process_spatial_sample
+
+    raw = read_spaceranger(v1_folder)
+    h5 = tmp_path / "features.h5"
+    coords = np.array([[x, y] for y in range(0, 14000, 1000) for x in range(0, 14000, 1000)])
+    with h5py.File(h5, "w") as f:  # a slide of 1000 px tiles whose cellularity grows with x
+        f["features"] = np.zeros((len(coords), 2), np.float32)
+        f["coords_level0"] = coords
+        f["hematoxylin_density"] = (coords[:, 0] / 14000).astype(np.float32)
+        f.attrs.update({"tile_size_level0": 1000, "mpp": 1.0, "slide_path": "s.tif"})
+    res = process_spatial_sample("P1", v1_folder, h5, tmp_path / "a.h5ad", {"seed": 0})
+    assert res["n_linked"] == 0 and res["slide_link"].startswith("not linked") and res["enrichment"] is None
+    identity = np.eye(3).tolist()
+    res = process_spatial_sample("P1", v1_folder, h5, tmp_path / "b.h5ad", {"seed": 0}, slide_transform=identity)
+    out = ad.read_h5ad(res["h5ad"])
+    assert res["n_linked"] == out.n_obs and res["enrichment"] is not None
+    spots = raw.obsm["spatial"][raw.obs_names.get_indexer(out.obs_names)]  # identity: slide px = Visium px
+    np.testing.assert_allclose(out.obs["tile_hematoxylin"], (spots[:, 0] // 1000 * 1000) / 14000, rtol=1e-6)
