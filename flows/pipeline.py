@@ -110,7 +110,7 @@ TILE_ENCODER_KEYS = ("seed", "tile_size", "target_mpp", "min_tissue", "encoder_t
 def fit_tile_encoder_task(plans: list, cfg: dict, store_root: str, run_id: str):
     """Self-supervised tile CNN on tiles sampled from every slide of the cohort (reused from the store
     while the slides and the encoder settings are unchanged)."""
-    from flows.stages.pathology import sample_tiles
+    from flows.stages.pathology import sample_cohort_tiles
     from imaging.tile_encoder import fit_tile_encoder, load_tile_encoder, save_tile_encoder
 
     store = ArtifactStore(store_root)
@@ -120,8 +120,7 @@ def fit_tile_encoder_task(plans: list, cfg: dict, store_root: str, run_id: str):
     if store.is_fresh(name, inputs, sub_cfg):
         _log(f"[wsi] slides unchanged: reusing the tile encoder {store.path(name)}")
         return load_tile_encoder(store.path(name), cfg["tile_feature_dim"])
-    tiles = np.concatenate([sample_tiles(p, cfg["encoder_tiles_per_slide"], cfg["seed"] + i)
-                            for i, p in enumerate(plans)])
+    tiles = sample_cohort_tiles(plans, cfg["encoder_tiles_per_slide"], cfg["seed"], log=_log)
     _log(f"[wsi] training the tile encoder on {len(tiles)} tiles from {len(plans)} slides")
     encoder = fit_tile_encoder(tiles, feature_dim=cfg["tile_feature_dim"], epochs=cfg["tile_encoder_epochs"],
                                seed=cfg["seed"])

@@ -28,11 +28,13 @@ def _as_index(indices: Sequence[int] | np.ndarray | torch.Tensor, n: int, what: 
 
 @dataclass
 class ModalityData:
-    """One modality for N patients: vector features [N, d] or bags of instances [N, T, d] (e.g. tile features).
+    """One modality for N patients: vector features [N, d], padded bags [N, T, d] with an instance mask, or
+    ragged bags (a list of N tensors [T_i, d], e.g. tile features of slides of any size; absent: [0, d]).
 
     ``present`` (bool [N]) says which patients have the modality; ``instance_mask``
-    (bool [N, T]) marks the valid instances of each bag and is None for vectors.
-    ``feature_names`` (length d, optional) names the feature columns (e.g. genes).
+    (bool [N, T]) marks the valid instances of padded bags and is None for vectors and ragged bags,
+    which are padded only inside a mini-batch (``MultimodalDataset.to_batch``), never to the cohort's
+    largest bag. ``feature_names`` (length d, optional) names the feature columns (e.g. genes).
     """
 
     name: str
@@ -42,7 +44,10 @@ class ModalityData:
     feature_names: list[str] | None = None
 
     def __post_init__(self) -> None:
-        self.values = torch.as_tensor(self.values)
+        if isinstance(self.values, (list, tuple)):
+            self.values = [torch.as_tensor(b) for b in self.values]
+        else:
+            self.values = torch.as_tensor(self.values)
         self.present = torch.as_tensor(self.present)
         if self.instance_mask is not None:
             self.instance_mask = torch.as_tensor(self.instance_mask)
@@ -51,10 +56,48 @@ class ModalityData:
     def _fail(self, field_name: str, problem: str) -> FusionDataError:
         return FusionDataError(f"modality '{self.name}', field '{field_name}': {problem}")
 
+    @classmethod
+    def from_bags(cls, name: str, bags: Sequence[object], feature_names: list[str] | None = None) -> "ModalityData":
+        """Ragged bags: one float32 [T_i, d] array per patient, None (or an empty bag) where absent."""
+        dims = {np.asarray(b).shape[1] for b in bags if b is not None and np.asarray(b).ndim == 2}
+        if len(dims) != 1:
+            raise FusionDataError(f"modality '{name}', field 'values': bags need one feature dimension, found {sorted(dims)}")
+        d = dims.pop()
+        tensors = [torch.zeros(0, d) if b is None else torch.as_tensor(np.asarray(b, dtype=np.float32)) for b in bags]
+        present = torch.tensor([t.shape[0] > 0 for t in tensors], dtype=torch.bool)
+        return cls(name, tensors, present, feature_names=feature_names)
+
+    @property
+    def is_ragged(self) -> bool:
+        """True for ragged bags (a list of [T_i, d] tensors)."""
+        return isinstance(self.values, list)
+
+    def _validate_ragged(self) -> None:
+        bags, p = self.values, self.present
+        n = len(bags)
+        if p.dtype != torch.bool or p.shape != (n,):
+            raise self._fail("present", f"expected bool tensor of shape ({n},), got {p.dtype} {tuple(p.shape)}")
+        if self.instance_mask is not None:
+            raise self._fail("instance_mask", "must be None for ragged bags (they are padded per mini-batch)")
+        if n == 0:
+            raise self._fail("values", "no bag")
+        d = bags[0].shape[-1] if bags[0].dim() == 2 else -1
+        for i, b in enumerate(bags):
+            if b.dtype != torch.float32 or b.dim() != 2 or b.shape[1] != d:
+                raise self._fail("values", f"bag {i}: expected float32 [T, {d}], got {b.dtype} {tuple(b.shape)}")
+            if bool(p[i]) and b.shape[0] == 0:
+                raise self._fail("values", f"bag {i} is present but empty")
+            if not bool(torch.isfinite(b).all()):
+                raise self._fail("values", f"bag {i} holds NaN/inf")
+        if self.feature_names is not None and len(self.feature_names) != d:
+            raise self._fail("feature_names", f"expected {d} names, got {len(self.feature_names)}")
+
     def _validate(self) -> None:
         v, p, m = self.values, self.present, self.instance_mask
         if not isinstance(self.name, str) or not self.name:
             raise FusionDataError(f"modality name must be a non-empty string, got {self.name!r}")
+        if self.is_ragged:
+            return self._validate_ragged()
         if v.dtype != torch.float32:
             raise self._fail("values", f"expected dtype torch.float32, got {v.dtype}")
         if v.dim() not in (2, 3):
@@ -89,22 +132,42 @@ class ModalityData:
 
     @property
     def is_bag(self) -> bool:
-        """True for bags of instances [N, T, d]."""
-        return self.values.dim() == 3
+        """True for bags of instances (padded [N, T, d] or ragged)."""
+        return self.is_ragged or self.values.dim() == 3
 
     @property
     def n_patients(self) -> int:
         """Number of rows N."""
-        return int(self.values.shape[0])
+        return len(self.values) if self.is_ragged else int(self.values.shape[0])
 
     @property
     def dim(self) -> int:
         """Feature dimension d (per instance for bags)."""
-        return int(self.values.shape[-1])
+        return int(self.values[0].shape[-1]) if self.is_ragged else int(self.values.shape[-1])
+
+    def padded(self, indices: Sequence[int] | np.ndarray | torch.Tensor | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """(values, instance mask or None, present) of rows `indices`; ragged bags are zero-padded to the
+        longest bag among those rows only."""
+        idx = torch.arange(self.n_patients) if indices is None else _as_index(indices, self.n_patients, self.name)
+        if not self.is_ragged:
+            im = None if self.instance_mask is None else self.instance_mask[idx]
+            return self.values[idx], im, self.present[idx]
+        bags = [self.values[i] for i in idx.tolist()]
+        t_max = max([b.shape[0] for b in bags] + [1])
+        values = torch.zeros(len(bags), t_max, self.dim)
+        mask = torch.zeros(len(bags), t_max, dtype=torch.bool)
+        for j, b in enumerate(bags):
+            values[j, : b.shape[0]] = b
+            mask[j, : b.shape[0]] = True
+        return values, mask, self.present[idx]
 
     def subset(self, indices: Sequence[int] | np.ndarray | torch.Tensor) -> "ModalityData":
         """Rows ``indices`` as a new ModalityData."""
         idx = _as_index(indices, self.n_patients, f"modality '{self.name}' subset")
+        if self.is_ragged:
+            return ModalityData(self.name, [self.values[i] for i in idx.tolist()], self.present[idx],
+                                feature_names=None if self.feature_names is None else list(self.feature_names))
         return ModalityData(
             name=self.name,
             values=self.values[idx],
@@ -253,7 +316,10 @@ class MultimodalDataset:
         stats: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         for k, m in self.modalities.items():
             train_present = m.present[idx]
-            if m.is_bag:
+            if m.is_ragged:
+                rows = [m.values[i] for i, ok in zip(idx.tolist(), train_present.tolist()) if ok]
+                rows = torch.cat(rows) if rows else torch.zeros(0, m.dim)
+            elif m.is_bag:
                 rows = m.values[idx][train_present]
                 rows = rows[m.instance_mask[idx][train_present]]
             else:
@@ -263,6 +329,11 @@ class MultimodalDataset:
             mean = rows.mean(dim=0)
             std = rows.std(dim=0, unbiased=False) if rows.shape[0] > 1 else torch.ones_like(mean)
             std = torch.where(std > 1e-8, std, torch.ones_like(std))
+            if m.is_ragged:
+                bags = [(b - mean) / std if ok else b for b, ok in zip(m.values, m.present.tolist())]
+                new_mods[k] = ModalityData(k, bags, m.present.clone(), None, m.feature_names)
+                stats[k] = (mean, std)
+                continue
             z = (m.values - mean) / std
             keep = m.present[:, None] if not m.is_bag else (m.present[:, None] & m.instance_mask)[..., None]
             z = torch.where(keep, z, torch.zeros_like(z))
@@ -278,17 +349,14 @@ class MultimodalDataset:
         modalities: Sequence[str] | None = None,
         device: torch.device | str | None = None,
     ) -> dict[str, dict[str, torch.Tensor | None]]:
-        """Model input: ``{modality: {'values', 'mask', 'present'}}`` for rows ``indices`` on ``device``."""
+        """Model input: ``{modality: {'values', 'mask', 'present'}}`` for rows ``indices`` on ``device``
+        (ragged bags padded to the longest bag of these rows)."""
         names = self.modality_names if modalities is None else list(modalities)
         self._check_names(names)
         idx = None if indices is None else _as_index(indices, self.n_patients, "to_batch")
         out: dict[str, dict[str, torch.Tensor | None]] = {}
         for k in names:
-            m = self.modalities[k]
-            v, p, im = m.values, m.present, m.instance_mask
-            if idx is not None:
-                v, p = v[idx], p[idx]
-                im = None if im is None else im[idx]
+            v, im, p = self.modalities[k].padded(idx)
             out[k] = {
                 "values": v.to(device) if device is not None else v,
                 "mask": None if im is None else (im.to(device) if device is not None else im),

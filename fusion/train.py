@@ -131,7 +131,11 @@ def fit(
         model.target_std.copy_(std.to(device))
         y_rows = ((y2 - mean) / std).reshape(y_rows.shape)
 
-    batch = dataset.to_batch(rows, model.modalities, device=device)
+    n = len(rows)
+    step = n if config.batch_size is None else int(config.batch_size)
+    ragged = any(dataset.modalities[m].is_ragged for m in model.modalities)
+    # ragged bags are padded per mini-batch (to that batch's longest bag), not once for the whole fold
+    batch = None if ragged and step < n else dataset.to_batch(rows, model.modalities, device=device)
     y_dev = tuple(t.to(device) for t in y_rows) if isinstance(y_rows, tuple) else y_rows.to(device)
     use_amp = bool(config.amp and device.type == "cuda")
     fork_devices = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
@@ -141,14 +145,15 @@ def fit(
         order_gen = torch.Generator().manual_seed(config.seed)
         opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-        n = len(rows)
-        step = n if config.batch_size is None else int(config.batch_size)
         model.train()
         for _ in range(config.epochs):
             order = torch.arange(n) if step >= n else torch.randperm(n, generator=order_gen)
             for start in range(0, n, step):
                 sel = order[start : start + step].to(device)
-                sub = batch if step >= n else _slice_batch(batch, sel)
+                if batch is None:
+                    sub = dataset.to_batch(rows[sel.cpu().numpy()], model.modalities, device=device)
+                else:
+                    sub = batch if step >= n else _slice_batch(batch, sel)
                 y_sub = y_dev if step >= n else _slice_labels(y_dev, sel)
                 with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
                     out = model(sub)

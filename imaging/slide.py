@@ -1,4 +1,6 @@
-"""Whole-slide image opening behind one small wrapper over OpenSlide (openslide-bin ships the C library)."""
+"""Whole-slide image opening: every OpenSlide format (svs, ndpi, mrxs, scn, vms, bif, tiff, DICOM WSI),
+recognised by content with OpenSlide.detect_format, and plain TIFF without a pyramid through tifffile
+(imaging.slide_reader). Both give objects with the OpenSlide interface."""
 
 from __future__ import annotations
 
@@ -22,12 +24,42 @@ def _openslide():
     return openslide
 
 
-def open_slide(path: str | os.PathLike) -> "openslide.OpenSlide":
-    """Open a whole-slide image; SlideError naming the file if it is missing, corrupt or unsupported."""
+def detect_slide_format(path: str | os.PathLike) -> str | None:
+    """OpenSlide's vendor name for a slide file ('aperio', 'hamamatsu', 'mirax', 'dicom', ...), 'plain-tiff'
+    for a TIFF only tifffile reads, None when the file is no slide."""
+    openslide = _openslide()
+    try:
+        vendor = openslide.OpenSlide.detect_format(str(path))
+    except Exception:  # detect_format raises on unreadable files in some versions
+        vendor = None
+    if vendor is not None:
+        return vendor
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    return PLAIN_TIFF if magic in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+") else None
+
+
+PLAIN_TIFF = "plain-tiff"
+
+
+def open_slide(path: str | os.PathLike):
+    """Open a whole-slide image (OpenSlide object, or PlainTiffSlide for a TIFF OpenSlide refuses);
+    SlideError naming the file if it is missing, corrupt, unsupported or cannot be streamed."""
     openslide = _openslide()
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise SlideError(f"{path}: slide file does not exist")
+    if path.is_dir():  # a DICOM WSI folder: OpenSlide opens it through any of its files
+        files = sorted(p for p in path.iterdir() if p.is_file())
+        hit = next((p for p in files if _safe_detect(openslide, p) == "dicom"), None)
+        if hit is None:
+            raise SlideError(f"{path}: folder holds no DICOM whole-slide file OpenSlide recognises")
+        path = hit
+    vendor = detect_slide_format(path)
+    if vendor == PLAIN_TIFF:
+        from imaging.slide_reader import PlainTiffSlide
+
+        return PlainTiffSlide(path)
     try:
         slide = openslide.OpenSlide(str(path))
     except openslide.OpenSlideUnsupportedFormatError as exc:
@@ -35,6 +67,13 @@ def open_slide(path: str | os.PathLike) -> "openslide.OpenSlide":
     except openslide.OpenSlideError as exc:
         raise SlideError(f"{path}: corrupt or unreadable slide ({exc})") from exc
     return slide
+
+
+def _safe_detect(openslide, path: Path) -> str | None:
+    try:
+        return openslide.OpenSlide.detect_format(str(path))
+    except Exception:
+        return None
 
 
 def slide_mpp(slide: "openslide.OpenSlide") -> float:
@@ -63,6 +102,7 @@ class SlideInfo:
     level_downsamples: tuple[float, ...]
     mpp: float
     vendor: str | None
+    objective_power: float | None = None
 
     @classmethod
     def from_slide(cls, slide: "openslide.OpenSlide", path: str | os.PathLike) -> "SlideInfo":
@@ -75,7 +115,15 @@ class SlideInfo:
             level_downsamples=tuple(float(d) for d in slide.level_downsamples),
             mpp=slide_mpp(slide),
             vendor=slide.properties.get(openslide.PROPERTY_NAME_VENDOR),
+            objective_power=_float_or_none(slide.properties.get(openslide.PROPERTY_NAME_OBJECTIVE_POWER)),
         )
+
+
+def _float_or_none(value: object) -> float | None:
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
 
 
 def slide_info(path: str | os.PathLike) -> SlideInfo:

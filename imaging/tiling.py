@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import lru_cache
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -16,25 +17,50 @@ if TYPE_CHECKING:  # pragma: no cover
     import openslide
 
 
+MPP_TOLERANCE = 0.02  # a level within 2% of the target mpp is read as is (vendors round mpp: 0.499 vs 0.5)
+
+
 @dataclass(frozen=True)
 class TileGrid:
-    """Square tiles: level-0 top-left (x, y) px [T,2], their level-0 side, the read level, side at it and its mpp."""
+    """Square tiles defined in microns: level-0 top-left (x, y) px [T,2] and side in level-0 px, the level
+    they are read from, the output side tile_size px, its mpp (um/px) and the side read at `level`.
+
+    A tile covers tile_size * mpp um whatever the scan magnification: the region of read_size px at
+    `level` (the nearest level finer than the target) is area-downsampled to tile_size px.
+    """
 
     coords_level0: np.ndarray  # int64 [T,2], (x, y) top-left in level-0 px
-    tile_size_level0: int  # tile side in level-0 px
+    tile_size_level0: int  # tile side in level-0 px (rounded)
     level: int  # pyramid level the tiles are read from
-    tile_size: int  # tile side in px at `level`
-    mpp: float  # um/px at `level`
+    tile_size: int  # tile side in px as returned (at `mpp`)
+    mpp: float  # um/px of the returned tiles
+    read_size: int = 0  # side read at `level` before resizing to tile_size; 0 means tile_size
 
     def __len__(self) -> int:
         return int(self.coords_level0.shape[0])
 
+    @property
+    def tile_um(self) -> float:
+        """Tile side in micrometres."""
+        return float(self.tile_size * self.mpp)
 
-def _level_for_mpp(slide: "openslide.OpenSlide", target_mpp: float) -> tuple[int, float]:
-    """Pyramid level whose mpp is closest to target_mpp (in log scale) and that level's mpp."""
+    def subset(self, index: np.ndarray) -> "TileGrid":
+        """The same grid restricted to tiles `index`."""
+        return replace(self, coords_level0=self.coords_level0[index])
+
+
+def _level_for_mpp(slide: "openslide.OpenSlide", target_mpp: float,
+                   tolerance: float = MPP_TOLERANCE) -> tuple[int, float]:
+    """Level to read for target_mpp (um/px): one within `tolerance` if any, else the nearest finer level
+    (the coarsest whose mpp < target), else level 0; returns (level, its mpp)."""
     mpp0 = slide_mpp(slide)
     level_mpp = mpp0 * np.asarray(slide.level_downsamples, dtype=np.float64)
-    level = int(np.argmin(np.abs(np.log(level_mpp / target_mpp))))
+    close = np.flatnonzero(np.abs(level_mpp / target_mpp - 1.0) <= tolerance)
+    if len(close):
+        level = int(close[np.argmin(np.abs(level_mpp[close] - target_mpp))])
+    else:
+        finer = np.flatnonzero(level_mpp < target_mpp)
+        level = int(finer[np.argmax(level_mpp[finer])]) if len(finer) else 0
     return level, float(level_mpp[level])
 
 
@@ -61,37 +87,100 @@ def tile_grid(
     tile_size: int = 128,
     target_mpp: float = 1.0,
     min_tissue: float = 0.5,
+    tile_um: float | None = None,
+    mpp_tolerance: float = MPP_TOLERANCE,
 ) -> TileGrid:
-    """Non-overlapping tile_size-px tiles at the level nearest target_mpp (um/px) with tissue fraction >= min_tissue."""
+    """Non-overlapping tiles of tile_size px at target_mpp (um/px), or of side tile_um um at target_mpp,
+    with tissue fraction >= min_tissue, laid from the slide's top-left corner in row-major order.
+
+    The grid step is tile_size * target_mpp / mpp0 level-0 px, so the tiles cover the same tissue at 20x
+    and 40x. A level within mpp_tolerance of the target is read as is (tiles then have that level's mpp).
+    """
+    if tile_um is not None:
+        if not tile_um > 0:
+            raise SlideError(f"tile_um={tile_um}: expected a positive size in micrometres")
+        tile_size = int(round(tile_um / target_mpp))
     if tile_size <= 0:
         raise SlideError(f"tile_size={tile_size}: expected a positive number of pixels")
-    level, mpp = _level_for_mpp(slide, target_mpp)
-    size0 = int(round(tile_size * float(slide.level_downsamples[level])))
+    if not target_mpp > 0:
+        raise SlideError(f"target_mpp={target_mpp}: expected a positive um/px")
+    mpp0 = slide_mpp(slide)
+    level, level_mpp = _level_for_mpp(slide, target_mpp, mpp_tolerance)
+    down = float(slide.level_downsamples[level])
+    if abs(level_mpp / target_mpp - 1.0) <= mpp_tolerance:  # read as is
+        mpp, read_size, step0 = level_mpp, int(tile_size), tile_size * down
+    else:
+        mpp = float(target_mpp)
+        read_size = int(round(tile_size * target_mpp / level_mpp))
+        step0 = tile_size * target_mpp / mpp0
     width0, height0 = slide.level_dimensions[0]
-    xs = np.arange(0, width0 - size0 + 1, size0, dtype=np.int64)
-    ys = np.arange(0, height0 - size0 + 1, size0, dtype=np.int64)
+    nx, ny = int(np.floor(width0 / step0 + 1e-9)), int(np.floor(height0 / step0 + 1e-9))
+    xs = np.rint(np.arange(nx) * step0).astype(np.int64)
+    ys = np.rint(np.arange(ny) * step0).astype(np.int64)
     gx, gy = np.meshgrid(xs, ys)  # row-major: y outer, x inner
     coords = np.column_stack([gx.ravel(), gy.ravel()])
+    size0 = int(round(step0))
     keep = tissue_fraction(mask, mask_downsample, coords, size0) >= min_tissue
-    return TileGrid(coords_level0=coords[keep], tile_size_level0=size0, level=level, tile_size=int(tile_size), mpp=mpp)
+    return TileGrid(coords_level0=coords[keep], tile_size_level0=size0, level=level, tile_size=int(tile_size),
+                    mpp=mpp, read_size=read_size)
+
+
+def read_tile(slide: "openslide.OpenSlide", grid: TileGrid, x: int, y: int) -> np.ndarray:
+    """One tile RGB uint8 [tile,tile,3] at level-0 (x, y): read at grid.level, area-resized to tile_size;
+    SlideError naming the slide and the tile coordinates when the file cannot be decoded there."""
+    read = grid.read_size or grid.tile_size
+    try:
+        region = slide.read_region((int(x), int(y)), grid.level, (read, read))
+    except Exception as exc:  # openslide.OpenSlideError or a codec error: a corrupt tile in the file
+        where = getattr(slide, "_filename", None) or "slide"
+        raise SlideError(f"{where}: cannot read the tile at level-0 ({x}, {y}), level {grid.level} "
+                         f"({type(exc).__name__}: {exc})") from exc
+    rgb = rgba_to_rgb(np.asarray(region))
+    return rgb if read == grid.tile_size else area_resize(rgb, grid.tile_size, grid.tile_size)
+
+
+@lru_cache(maxsize=64)
+def _area_weights(n_out: int, n_in: int):
+    """Sparse [n_out, n_in] exact area-averaging weights: overlap of each output pixel's span with each
+    input pixel, divided by the span (rows sum to 1)."""
+    import scipy.sparse as sp
+
+    scale = n_in / n_out
+    edges = np.arange(n_out + 1) * scale
+    rows, cols, vals = [], [], []
+    width = int(np.ceil(scale)) + 1  # input pixels one output pixel can touch
+    for k in range(width):
+        j = np.floor(edges[:-1]).astype(np.int64) + k
+        ok = j < n_in
+        overlap = np.minimum(edges[1:], j + 1) - np.maximum(edges[:-1], j)
+        ok &= overlap > 1e-12
+        rows.append(np.flatnonzero(ok))
+        cols.append(j[ok])
+        vals.append(overlap[ok] / scale)
+    return sp.csr_matrix((np.concatenate(vals).astype(np.float32), (np.concatenate(rows), np.concatenate(cols))),
+                         shape=(n_out, n_in))
+
+
+def area_resize(rgb: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Resize uint8 [H,W,C] to [height,width,C] by exact pixel-area averaging (OpenCV's INTER_AREA for
+    downsampling; any ratio, fractional ones included), rounded to uint8."""
+    h, w, c = rgb.shape
+    wy, wx = _area_weights(height, h), _area_weights(width, w)
+    x = wy @ rgb.reshape(h, w * c).astype(np.float32)  # [height, w*c]
+    x = x.reshape(height, w, c).transpose(1, 0, 2).reshape(w, height * c)
+    out = (wx @ x).reshape(width, height, c).transpose(1, 0, 2)
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
 def iter_tiles(
     slide: "openslide.OpenSlide", grid: TileGrid, batch_size: int = 64
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Stream the grid's tiles in batches: (coords_level0 int64 [B,2], RGB uint8 [B,tile,tile,3])."""
-    size = (grid.tile_size, grid.tile_size)
     for start in range(0, len(grid), batch_size):
         coords = grid.coords_level0[start : start + batch_size]
         tiles = np.empty((len(coords), grid.tile_size, grid.tile_size, 3), dtype=np.uint8)
         for i, (x, y) in enumerate(coords):
-            try:
-                region = slide.read_region((int(x), int(y)), grid.level, size)
-            except Exception as exc:  # openslide.OpenSlideError: a corrupt tile in the file
-                where = getattr(slide, "_filename", "slide")
-                msg = f"{where}: cannot read tile at level-0 ({x}, {y}), level {grid.level} ({exc})"
-                raise SlideError(msg) from exc
-            tiles[i] = rgba_to_rgb(np.asarray(region))
+            tiles[i] = read_tile(slide, grid, int(x), int(y))
         yield coords, tiles
 
 

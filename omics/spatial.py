@@ -1,7 +1,9 @@
-"""Spatial transcriptomics (Visium-like h5ad): validated reading, scanpy preprocessing/clustering, region enrichment.
+"""Spatial transcriptomics (Space Ranger folders, Visium-like h5ad): validated reading, scanpy
+preprocessing/clustering, region enrichment.
 
-Spots carry obsm['spatial'] as (x, y) full-resolution (slide level-0) pixels; linking them to slide tiles
-is done by the flows, not here.
+Spots carry obsm['spatial'] as (x, y) full-resolution pixels of the Visium image itself; they reach a
+diagnostic slide's level-0 pixels only through an explicit 3x3 affine (uns['slide_transform'], see
+omics.spaceranger), applied by the flows.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from scipy import stats
 
 from fusion.errors import SpatialError
 from omics.de import benjamini_hochberg
+from omics.spaceranger import SLIDE_TRANSFORM_KEY, check_slide_transform, is_spaceranger_folder, read_spaceranger
 
 
 def _fail(path: object, slot: str, expected: str) -> SpatialError:
@@ -46,12 +49,7 @@ def read_visium_h5ad(path: str | Path, *, library_id: str | None = None, in_tiss
         raise SpatialError(f"{path}: cannot read as h5ad: {exc}") from exc
     if adata.n_obs == 0 or adata.n_vars == 0:
         raise _fail(path, "X", f"must be a non-empty spots x genes matrix, got {adata.shape}")
-    counts = adata.layers["counts"] if "counts" in adata.layers else adata.X
-    if counts is None or not _integer_valued(counts):
-        raise _fail(path, "X (or layers['counts'])", "must hold non-negative integer spot counts")
-    adata.X = sp.csr_matrix(counts, dtype=np.float32)
-    if "counts" in adata.layers:
-        del adata.layers["counts"]
+    adata = _with_raw_counts(adata, path)
 
     if "spatial" not in adata.obsm:
         raise _fail(path, "obsm['spatial']", "is missing; expected [n_spots, 2] (x, y) full-resolution pixels")
@@ -94,7 +92,51 @@ def read_visium_h5ad(path: str | Path, *, library_id: str | None = None, in_tiss
             if adata.n_obs == 0:
                 raise _fail(path, "obs['in_tissue']", "marks no spot as inside the tissue")
     adata.uns["library_id"] = library_id
+    if SLIDE_TRANSFORM_KEY in adata.uns:
+        adata.uns[SLIDE_TRANSFORM_KEY] = check_slide_transform(adata.uns[SLIDE_TRANSFORM_KEY],
+                                                               f"{path}: uns['{SLIDE_TRANSFORM_KEY}']")
     return adata
+
+
+def _with_raw_counts(adata: ad.AnnData, path: Path) -> ad.AnnData:
+    """X = the raw integer counts, found in X, layers['counts'] or .raw (in that order); SpatialError naming
+    the file and what each slot held otherwise."""
+    found = []
+    for slot, matrix in (("X", adata.X), ("layers['counts']", adata.layers.get("counts"))):
+        if matrix is None:
+            continue
+        if _integer_valued(matrix):
+            adata.X = sp.csr_matrix(matrix, dtype=np.float32)
+            adata.layers.pop("counts", None)
+            return adata
+        found.append(f"{slot} is not integer (max {_max(matrix):.3g})")
+    if adata.raw is not None:
+        if _integer_valued(adata.raw.X):
+            out = ad.AnnData(X=sp.csr_matrix(adata.raw.X, dtype=np.float32), obs=adata.obs, var=adata.raw.var,
+                             obsm=dict(adata.obsm), uns=dict(adata.uns))
+            return out
+        found.append(f".raw.X is not integer (max {_max(adata.raw.X):.3g})")
+    raise _fail(path, "X, layers['counts'] or .raw", "must hold non-negative integer spot counts; "
+                + ("; ".join(found) or "none present") + " (normalised data cannot be re-counted)")
+
+
+def _max(x: object) -> float:
+    data = x.data if sp.issparse(x) else np.asarray(x)
+    return float(data.max()) if data.size else 0.0
+
+
+def read_spatial(path: str | Path, *, in_tissue_only: bool = True) -> ad.AnnData:
+    """One spatial sample from a Space Ranger output folder (or its outs/) or a Visium-like h5ad file;
+    X holds raw integer counts, obsm['spatial'] full-resolution Visium image px (x, y)."""
+    path = Path(path)
+    if path.is_dir():
+        if not is_spaceranger_folder(path):
+            raise SpatialError(f"{path}: folder is not a Space Ranger output (needs spatial/ with "
+                               "tissue_positions*, scalefactors_json.json and a *feature_bc_matrix.h5)")
+        return read_spaceranger(path, in_tissue_only=in_tissue_only)
+    if path.suffix == ".h5ad" or not path.exists():
+        return read_visium_h5ad(path, in_tissue_only=in_tissue_only)
+    raise SpatialError(f"{path}: not a spatial sample; expected a Space Ranger folder or an .h5ad file")
 
 
 def cluster_spots(

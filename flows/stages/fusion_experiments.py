@@ -25,19 +25,9 @@ def slide_bags(features_h5: dict[str, str]) -> dict[str, Any]:
 
 
 def bag_modality(name: str, bags: dict[str, np.ndarray], patients: list[str]) -> ModalityData:
-    """Pad per-patient bags [T_i, d] into [N, T_max, d] with an instance mask and presence."""
-    d = next(iter(bags.values())).shape[1]
-    t_max = max(b.shape[0] for b in bags.values())
-    values = np.zeros((len(patients), t_max, d), dtype=np.float32)
-    mask = np.zeros((len(patients), t_max), dtype=bool)
-    present = np.zeros(len(patients), dtype=bool)
-    for i, pid in enumerate(patients):
-        if pid in bags:
-            b = bags[pid]
-            values[i, : len(b)] = b
-            mask[i, : len(b)] = True
-            present[i] = True
-    return ModalityData(name, torch.from_numpy(values), torch.from_numpy(present), torch.from_numpy(mask))
+    """Per-patient bags [T_i, d] as ragged bags (absent patients: empty); padding happens only inside a
+    mini-batch, never to the largest slide of the cohort."""
+    return ModalityData.from_bags(name, [bags.get(pid) for pid in patients])
 
 
 def build_dataset(frames: dict[str, pd.DataFrame], bags: dict[str, np.ndarray], patients: list[str],

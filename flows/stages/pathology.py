@@ -49,14 +49,29 @@ def plan_slide(patient_id: str, path: Path, tile_size: int, target_mpp: float, m
 
 
 def sample_tiles(plan: SlidePlan, n: int, seed: int) -> np.ndarray:
-    """Up to n stain-normalised tiles of a slide (uint8 [n, H, W, 3]) for self-supervised training."""
+    """Up to n stain-normalised tiles of a slide (uint8 [n, H, W, 3]) for self-supervised training;
+    SlideError naming the slide and the tile when a tile cannot be decoded."""
     rng = np.random.default_rng(seed)
     pick = np.sort(rng.choice(len(plan.grid), size=min(n, len(plan.grid)), replace=False))
-    sub = TileGrid(coords_level0=plan.grid.coords_level0[pick], tile_size_level0=plan.grid.tile_size_level0,
-                   level=plan.grid.level, tile_size=plan.grid.tile_size, mpp=plan.grid.mpp)
+    sub = plan.grid.subset(pick)
     with open_slide(plan.path) as slide:
         tiles = [plan.normalizer.transform(t) for _, t in iter_tiles(slide, sub, batch_size=64)]
     return np.concatenate(tiles) if tiles else np.empty((0, sub.tile_size, sub.tile_size, 3), np.uint8)
+
+
+def sample_cohort_tiles(plans: list[SlidePlan], n: int, seed: int, log=print) -> np.ndarray:
+    """Training tiles from every slide (up to n each, seed + i for slide i); a slide whose tiles cannot be
+    read is left out with a logged reason (its feature extraction reports it), never failing the cohort.
+    SlideError only when no slide gives a tile."""
+    parts = []
+    for i, plan in enumerate(plans):
+        try:
+            parts.append(sample_tiles(plan, n, seed + i))
+        except SlideError as exc:
+            log(f"[wsi] {plan.patient_id}: left out of the tile-encoder training: {exc}")
+    if not parts:
+        raise SlideError(f"no readable tile in any of the {len(plans)} slides to train the tile encoder")
+    return np.concatenate(parts)
 
 
 def hematoxylin_density(tiles: np.ndarray, normalizer: StainNormalizer) -> np.ndarray:
@@ -70,25 +85,34 @@ CELLULARITY_DATASET = "hematoxylin_density"
 
 
 def extract_features(plan: SlidePlan, encoder, out_path: Path, batch_size: int = 64) -> Path:
-    """Stream the slide's tiles (normalised) through the encoder; write TileFeatures HDF5 plus the
-    per-tile hematoxylin density (dataset ``hematoxylin_density``). Returns the HDF5 path."""
+    """Stream the slide's tiles (normalised) through the encoder into a TileFeatures HDF5, batch by batch
+    (memory flat in slide size), with the per-tile hematoxylin density (dataset ``hematoxylin_density``).
+    Written to a temp file and renamed; SlideError names the slide and tile on a corrupt tile."""
     import h5py
 
-    from imaging.tile_encoder import TileFeatures
-
-    feats, dens = [], []
-    with open_slide(plan.path) as slide:
-        for _, tiles in iter_tiles(slide, plan.grid, batch_size=batch_size):
-            norm = plan.normalizer.transform(tiles)
-            feats.append(encoder.encode(norm, batch_size=batch_size))
-            dens.append(hematoxylin_density(norm, plan.normalizer))
-    tf = TileFeatures(features=np.concatenate(feats), coords_level0=plan.grid.coords_level0,
-                      tile_size_level0=plan.grid.tile_size_level0, mpp=plan.grid.mpp, slide_path=str(plan.path),
-                      level=plan.grid.level, tile_size=plan.grid.tile_size)
+    n = len(plan.grid)
     tmp = out_path.with_name(f".{out_path.name}.part.h5")
-    tf.save_h5(tmp)
-    with h5py.File(tmp, "a") as f:
-        f.create_dataset(CELLULARITY_DATASET, data=np.concatenate(dens).astype(np.float32))
+    try:
+        with open_slide(plan.path) as slide, h5py.File(tmp, "w") as f:
+            f.create_dataset("coords_level0", data=plan.grid.coords_level0.astype(np.int64))
+            dens = f.create_dataset(CELLULARITY_DATASET, shape=(n,), dtype=np.float32)
+            feats = None
+            start = 0
+            for _, tiles in iter_tiles(slide, plan.grid, batch_size=batch_size):
+                norm = plan.normalizer.transform(tiles)
+                z = np.asarray(encoder.encode(norm, batch_size=batch_size), dtype=np.float32)
+                if feats is None:
+                    feats = f.create_dataset("features", shape=(n, z.shape[1]), dtype=np.float32,
+                                             chunks=(min(n, 1024), z.shape[1]), compression="gzip")
+                feats[start : start + len(z)] = z
+                dens[start : start + len(z)] = hematoxylin_density(norm, plan.normalizer)
+                start += len(z)
+            f.attrs.update({"tile_size_level0": int(plan.grid.tile_size_level0), "mpp": float(plan.grid.mpp),
+                            "slide_path": str(plan.path), "level": int(plan.grid.level),
+                            "tile_size": int(plan.grid.tile_size)})
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     tmp.replace(out_path)
     return out_path
 

@@ -11,37 +11,64 @@ import pandas as pd
 import scipy.sparse as sp
 
 from fusion.errors import SpatialError
-from omics.spatial import preprocess_spatial, read_visium_h5ad, spatial_region_enrichment
+from omics.spaceranger import SLIDE_TRANSFORM_KEY, check_slide_transform
+from omics.spatial import preprocess_spatial, read_spatial, spatial_region_enrichment
 from omics.spot_graph import spot_graph
 
 TUMOUR_CELLULARITY_QUANTILE = 0.75
 
 
-def link_spots_to_tiles(adata: ad.AnnData, features_h5: Path) -> np.ndarray:
-    """Per spot, the hematoxylin density (cellularity) of the slide tile under it (NaN when none)."""
+def spots_in_slide_px(adata: ad.AnnData, transform: np.ndarray) -> np.ndarray:
+    """Spot centres [n,2] in slide level-0 px: the 3x3 affine applied to obsm['spatial'] (Visium full-res px)."""
+    xy = np.asarray(adata.obsm["spatial"], dtype=np.float64)
+    return xy @ transform[:2, :2].T + transform[:2, 2]
+
+
+def resolve_slide_transform(adata: ad.AnnData, explicit: object = None, where: str = "catalog") -> np.ndarray | None:
+    """The Visium -> slide affine: `explicit` (e.g. from the catalog) first, else uns['slide_transform'] of
+    the sample (from slide_transform.json or the h5ad), else None (spots are then not linked)."""
+    if explicit is not None:
+        return check_slide_transform(explicit, where)
+    value = adata.uns.get(SLIDE_TRANSFORM_KEY)
+    return None if value is None else check_slide_transform(value, f"uns['{SLIDE_TRANSFORM_KEY}']")
+
+
+def link_spots_to_tiles(adata: ad.AnnData, features_h5: Path, transform: np.ndarray) -> np.ndarray:
+    """Per spot, the hematoxylin density (cellularity) of the slide tile under it (NaN when none), spots placed
+    on the slide through the explicit 3x3 affine `transform` (Visium full-res px -> slide level-0 px)."""
     from flows.stages.pathology import load_tile_table
     from imaging.tiling import TileGrid, tile_index_at
 
     coords, size0, cellularity = load_tile_table(features_h5)
     grid = TileGrid(coords_level0=coords, tile_size_level0=size0, level=0, tile_size=size0, mpp=float("nan"))
-    idx = tile_index_at(np.asarray(adata.obsm["spatial"]), grid)
+    idx = tile_index_at(spots_in_slide_px(adata, transform), grid)
     out = np.full(adata.n_obs, np.nan)
     out[idx >= 0] = cellularity[idx[idx >= 0]]
     return out
 
 
 def process_spatial_sample(patient_id: str, path: Path, features_h5: Path | None, out_path: Path,
-                           cfg: dict) -> dict[str, Any]:
-    """Read + preprocess one Visium-style sample; with its slide, tumour-region enrichment per gene."""
-    adata = preprocess_spatial(read_visium_h5ad(path), seed=cfg["seed"])
+                           cfg: dict, slide_transform: object = None) -> dict[str, Any]:
+    """Read (Space Ranger folder or h5ad) + preprocess one sample; with its slide's tile features and an
+    explicit Visium -> slide affine (argument, or uns['slide_transform'] / slide_transform.json), the
+    tumour-region enrichment per gene. Without a transform the spots are not linked, and `slide_link` says so."""
+    adata = read_spatial(path)
+    transform = resolve_slide_transform(adata, slide_transform, where=f"{patient_id}: slide_transform")
+    adata = preprocess_spatial(adata, seed=cfg["seed"])
     adata.uns["patient_id"] = patient_id
     enrichment = None
     n_linked = 0
-    if features_h5 is not None:
-        cell = link_spots_to_tiles(adata, features_h5)
+    link = "no slide features"
+    if features_h5 is not None and transform is None:
+        link = (f"not linked: {path} has no slide transform (uns['{SLIDE_TRANSFORM_KEY}'] or slide_transform.json) "
+                "and the catalog gives none")
+    elif features_h5 is not None:
+        adata.uns[SLIDE_TRANSFORM_KEY] = transform
+        cell = link_spots_to_tiles(adata, features_h5, transform)
         adata.obs["tile_hematoxylin"] = cell
         linked = np.isfinite(cell)
         n_linked = int(linked.sum())
+        link = f"{n_linked}/{adata.n_obs} spots on slide tiles"
         if n_linked >= 10:
             region = linked & (cell >= np.nanquantile(cell, TUMOUR_CELLULARITY_QUANTILE))
             adata.obs["tumour_region"] = region
@@ -51,7 +78,7 @@ def process_spatial_sample(patient_id: str, path: Path, features_h5: Path | None
     adata.write_h5ad(tmp)
     tmp.replace(out_path)
     return {"patient_id": patient_id, "h5ad": str(out_path), "n_spots": int(adata.n_obs), "n_linked": n_linked,
-            "enrichment": enrichment}
+            "slide_link": link, "enrichment": enrichment}
 
 
 def common_graphs(samples: list[dict[str, Any]], n_genes: int, k: int) -> list:

@@ -1,0 +1,37 @@
+"""`fusionrx slide PATH`: what a whole-slide image is, and with --out its thumbnail and tissue mask."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def _cmd_slide(args: argparse.Namespace) -> int:
+    from imaging.slide_summary import summarise_slide
+
+    info = summarise_slide(args.path, tile_size=args.tile_size, target_mpp=args.target_mpp,
+                           min_tissue=args.min_tissue, out_dir=args.out)
+    if args.format == "json":
+        print(json.dumps(info, indent=1))
+        return 0
+    for key, value in info.items():
+        if key == "levels":
+            for lv in value:
+                print(f"level {lv['level']}: {lv['width']} x {lv['height']} px, downsample {lv['downsample']:g}, "
+                      f"{lv['mpp']:.4g} um/px")
+        else:
+            print(f"{key}: {value:.4g}" if isinstance(value, float) else f"{key}: {value}")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the `slide` command."""
+    p = sub.add_parser("slide", help="describe a whole-slide image (any OpenSlide format or plain TIFF)")
+    p.add_argument("path", type=Path, help="slide file (svs, ndpi, mrxs, scn, tiff, ...) or DICOM WSI folder")
+    p.add_argument("--out", type=Path, default=None, help="folder for the thumbnail and tissue-mask PNGs")
+    p.add_argument("--format", choices=["text", "json"], default="text")
+    p.add_argument("--tile-size", type=int, default=256, help="tile side in px at --target-mpp")
+    p.add_argument("--target-mpp", type=float, default=0.5, help="um per px of the tiles")
+    p.add_argument("--min-tissue", type=float, default=0.5, help="tissue fraction a tile needs")
+    p.set_defaults(func=_cmd_slide)
