@@ -40,3 +40,7 @@ class FusionDataError(FusionRxError):
 
 class FusionConfigError(FusionRxError):
     """A fusion experiment is misconfigured: unknown strategy or task, bad sizes or options."""
+
+
+class SpecError(FusionConfigError):
+    """An experiment spec is invalid: names the spec file, the key, what was expected and found."""
