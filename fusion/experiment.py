@@ -72,6 +72,9 @@ class ExperimentOptions:
     n_components: int | None = 16
     max_features: int | None = 2000
     n_bins: int = 4
+    coxnet_inner_folds: int = 3
+    coxnet_n_alphas: int = 15
+    coxnet_alpha_min_ratio: float = 0.05
     baseline: bool = True
     singles: bool = True
     robustness: bool = True
@@ -204,7 +207,9 @@ def run_baseline(data: ExperimentData, splits: Sequence[Split], opts: Experiment
         t = data.target
         if data.task == "survival":
             pred, info = coxnet_fit_predict(x_all[a], t["time"].to_numpy()[a], t["event"].to_numpy(bool)[a], x_all[b],
-                                            max_features=None, seed=opts.seed)
+                                            max_features=None, seed=opts.seed, inner_folds=opts.coxnet_inner_folds,
+                                            n_alphas=opts.coxnet_n_alphas,
+                                            alpha_min_ratio=opts.coxnet_alpha_min_ratio)
         elif data.task == "classification":
             pred, info = logistic_fit_predict(x_all[a], t["label"].to_numpy(int)[a], x_all[b], len(data.classes or []),
                                               seed=opts.seed)
