@@ -141,3 +141,61 @@ def query_experiments(store: str | Path, run_id: str | None = None) -> list[dict
         con.close()
     df["run_id"] = run_id
     return df.to_dict("records")
+
+
+# ---------------------------------------------------------------- experiment runs (`fusionrx experiment`)
+EXPERIMENT_SCHEMA = """
+CREATE TABLE IF NOT EXISTS experiment_runs (
+    run_id VARCHAR PRIMARY KEY, name VARCHAR, task VARCHAR, started_utc VARCHAR, finished_utc VARCHAR,
+    spec_path VARCHAR, spec_json VARCHAR, data_sha256_json VARCHAR, code_version VARCHAR, n_patients INTEGER,
+    n_folds INTEGER, tracking_uri VARCHAR, report_path VARCHAR);
+CREATE TABLE IF NOT EXISTS experiment_results (
+    run_id VARCHAR, model VARCHAR, strategy VARCHAR, modalities_json VARCHAR, head VARCHAR, metric VARCHAR,
+    mean DOUBLE, std DOUBLE, folds_json VARCHAR, details_json VARCHAR);
+"""
+
+
+def write_experiment_run(store: str | Path, run: dict[str, Any], rows: list[dict[str, Any]]) -> None:
+    """Record one `fusionrx experiment` run (spec, data hashes, code version) and its model rows, atomically."""
+    con = connect(store)
+    try:
+        con.execute(EXPERIMENT_SCHEMA)
+        con.execute("BEGIN TRANSACTION")
+        con.execute("DELETE FROM experiment_results WHERE run_id = ?", [run["run_id"]])
+        con.execute("DELETE FROM experiment_runs WHERE run_id = ?", [run["run_id"]])
+        con.execute("INSERT INTO experiment_runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", [
+            run["run_id"], run["name"], run["task"], run["started_utc"], run["finished_utc"], run["spec_path"],
+            json.dumps(run["spec"], sort_keys=True, default=str), json.dumps(run["data_sha256"], sort_keys=True),
+            run["code_version"], int(run["n_patients"]), int(run["n_folds"]), run.get("tracking_uri"),
+            run.get("report_path")])
+        keys = {"name", "strategy", "modalities", "head", "metric", "mean", "std", "folds"}
+        for r in rows:
+            con.execute("INSERT INTO experiment_results VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", [
+                run["run_id"], r["name"], r["strategy"], json.dumps(r["modalities"]), r.get("head"), r["metric"],
+                r["mean"], r.get("std"), json.dumps(r.get("folds", [])),
+                json.dumps({k: v for k, v in r.items() if k not in keys}, default=float)])
+        con.execute("COMMIT")
+    except Exception:
+        con.execute("ROLLBACK")
+        raise
+    finally:
+        con.close()
+
+
+def query_experiment_results(store: str | Path, run_id: str | None = None) -> list[dict[str, Any]]:
+    """Model rows of an experiment run (latest by default), with the run's name and spec path."""
+    con = connect(store, read_only=True)
+    try:
+        if run_id is None:
+            row = con.execute("SELECT run_id FROM experiment_runs ORDER BY finished_utc DESC LIMIT 1").fetchone()
+            if row is None:
+                raise FusionRxError(f"{db_path(store)}: no experiment run recorded")
+            run_id = row[0]
+        df = con.execute("SELECT r.run_id, e.name AS experiment, r.model, r.strategy, r.modalities_json, r.head, "
+                         "r.metric, r.mean, r.std, r.folds_json FROM experiment_results r JOIN experiment_runs e "
+                         "USING (run_id) WHERE run_id = ?", [run_id]).df()
+    finally:
+        con.close()
+    df["modalities"] = df.pop("modalities_json").map(json.loads)
+    df["folds"] = df.pop("folds_json").map(json.loads)
+    return df.to_dict("records")

@@ -48,3 +48,7 @@ class SegmentationError(FusionRxError):
 
 class FeatureFileError(FusionRxError):
     """A precomputed feature table or tile-feature HDF5 file is malformed (names the file and field)."""
+
+
+class SpecError(FusionConfigError):
+    """An experiment spec is invalid: names the spec file, the key, what was expected and found."""

@@ -2,8 +2,9 @@
 
 Tasks: ``binary`` (one logit, binary cross-entropy), ``multiclass`` (C logits,
 cross-entropy), ``regression`` (k outputs on standardised targets, MSE; e.g.
-imaging phenotypes) and ``survival`` (one log-hazard, Cox partial likelihood
-with Breslow ties).
+imaging phenotypes), ``survival`` (one log-hazard, Cox partial likelihood
+with Breslow ties) and ``survival_nll`` (MCAT's discrete-time head: one hazard logit per
+time bin, labels (bin index, event); see fusion.survival_heads).
 """
 
 from __future__ import annotations
@@ -12,8 +13,10 @@ import torch
 import torch.nn.functional as F
 
 from fusion.errors import FusionConfigError, FusionDataError
+from fusion.survival_heads import nll_risk, nll_surv_loss
 
-TASKS = ("binary", "multiclass", "regression", "survival")
+TASKS = ("binary", "multiclass", "regression", "survival", "survival_nll")
+SURVIVAL_TASKS = ("survival", "survival_nll")
 
 
 def check_task(task: str) -> str:
@@ -26,10 +29,10 @@ def check_task(task: str) -> str:
 def n_outputs_for(task: str, y: object) -> int:
     """Number of model outputs for ``task`` given the dataset labels ``y``."""
     check_task(task)
-    if task == "survival":
+    if task in SURVIVAL_TASKS:
         if not isinstance(y, tuple):
-            raise FusionDataError("task 'survival' needs y = (time, event)")
-        return 1
+            raise FusionDataError(f"task '{task}' needs y = (time, event)")
+        return 1 if task == "survival" else int(y[0].max()) + 1
     if not isinstance(y, torch.Tensor):
         raise FusionDataError(f"task '{task}' needs a label tensor y, got {type(y).__name__}")
     if task == "binary":
@@ -77,17 +80,23 @@ def task_loss(task: str, outputs: torch.Tensor, y: torch.Tensor | tuple[torch.Te
     if task == "survival":
         time, event = y
         return cox_ph_loss(outputs[:, 0], time, event)
+    if task == "survival_nll":
+        bins, event = y
+        return nll_surv_loss(outputs, bins, event)
     raise FusionConfigError(f"unknown task '{task}'; known: {list(TASKS)}")
 
 
 def outputs_to_predictions(task: str, outputs: torch.Tensor) -> torch.Tensor:
     """Model outputs -> predictions: P(y=1) [B] (binary), class probabilities [B, C] (multiclass),
-    targets [B] or [B, k] in standardised units (regression), log-hazard risk [B] (survival)."""
+    targets [B] or [B, k] in standardised units (regression), log-hazard risk [B] (survival),
+    -sum(S) risk [B] (survival_nll)."""
     outputs = outputs.float()
     if task == "binary":
         return torch.sigmoid(outputs[:, 0])
     if task == "multiclass":
         return torch.softmax(outputs, dim=1)
+    if task == "survival_nll":
+        return nll_risk(outputs)
     if task in ("regression", "survival"):
         return outputs[:, 0] if outputs.shape[1] == 1 else outputs
     raise FusionConfigError(f"unknown task '{task}'; known: {list(TASKS)}")

@@ -11,7 +11,7 @@ import torch
 
 from fusion.data import MultimodalDataset
 from fusion.errors import FusionConfigError, FusionDataError
-from fusion.heads import outputs_to_predictions, task_loss
+from fusion.heads import SURVIVAL_TASKS, outputs_to_predictions, task_loss
 from fusion.model import FusionModel
 
 
@@ -73,9 +73,9 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
 def _labels(dataset: MultimodalDataset, idx: np.ndarray, task: str) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     if dataset.y is None:
         raise FusionDataError("fit: dataset has no labels y")
-    if task == "survival":
+    if task in SURVIVAL_TASKS:
         if not isinstance(dataset.y, tuple):
-            raise FusionDataError("fit: task 'survival' needs y = (time, event)")
+            raise FusionDataError(f"fit: task '{task}' needs y = (time, event)")
         return (dataset.y[0][idx], dataset.y[1][idx])
     if isinstance(dataset.y, tuple):
         raise FusionDataError(f"fit: task '{task}' needs a label tensor, got (time, event)")

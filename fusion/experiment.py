@@ -1,0 +1,303 @@
+"""The experiment engine: every model of a spec (baseline, each single modality, each fusion strategy,
+each survival head) cross-validated on the SAME folds, with per-fold preprocessing fitted on the
+training fold only. Inputs are patient-indexed feature frames; ``flows`` builds them from a spec.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from fusion.baselines import coxnet_fit_predict, logistic_fit_predict, ridge_fit_predict
+from fusion.data import ModalityData, MultimodalDataset
+from fusion.errors import FusionConfigError, FusionDataError
+from fusion.model import FusionModel
+from fusion.preprocess import FoldPreprocessor
+from fusion.robustness import robustness_curve
+from fusion.strategies import get_strategy
+from fusion.survival_heads import time_bin_edges, to_bins
+from fusion.task_metrics import PRIMARY_METRIC, classification_metrics, regression_metrics, survival_metrics
+from fusion.train import TrainConfig, cpu_threads, fit, predict, seeded
+
+TASK_KINDS = ("survival", "classification", "regression")
+HEADS = {"cox": "survival", "nll": "survival_nll"}
+Split = tuple[list[str], list[str]]  # (train patient ids, validation patient ids)
+
+
+@dataclass
+class ExperimentData:
+    """Patients, feature frames per modality (NaN-only row = modality absent), covariates and target.
+
+    ``target``: survival -> columns ``time``, ``event`` (bool, True = event observed);
+    classification -> column ``label`` (int class ids into ``classes``); regression -> ``value``.
+    """
+
+    patients: list[str]
+    features: dict[str, pd.DataFrame]
+    task: str
+    target: pd.DataFrame
+    covariates: pd.DataFrame | None = None
+    classes: list[str] | None = None
+
+    def __post_init__(self) -> None:
+        if self.task not in TASK_KINDS:
+            raise FusionConfigError(f"task.kind: expected one of {list(TASK_KINDS)}, found '{self.task}'")
+        if not self.features:
+            raise FusionDataError("experiment has no modality")
+        idx = pd.Index(self.patients)
+        for name, f in self.features.items():
+            self.features[name] = f.reindex(idx)
+        self.target = self.target.reindex(idx)
+        if self.covariates is not None:
+            self.covariates = self.covariates.reindex(idx)
+
+
+@dataclass
+class ExperimentOptions:
+    """Model and training settings shared by every neural model of the experiment."""
+
+    strategies: Sequence[str] = ("early", "late", "attention", "kronecker")
+    heads: Sequence[str] = ("cox",)
+    epochs: int = 60
+    lr: float = 1e-3
+    weight_decay: float = 1e-2
+    embed_dim: int = 16
+    hidden: int = 32
+    dropout: float = 0.3
+    modality_dropout: float = 0.2
+    n_components: int | None = 16
+    max_features: int | None = 2000
+    n_bins: int = 4
+    coxnet_inner_folds: int = 3
+    coxnet_n_alphas: int = 15
+    coxnet_alpha_min_ratio: float = 0.05
+    baseline: bool = True
+    singles: bool = True
+    robustness: bool = True
+    seed: int = 0
+    num_threads: int | None = 1
+    modality_filter: Sequence[str] | None = None  # restrict singles/fusion to these modalities
+
+    def __post_init__(self) -> None:
+        for s in self.strategies:
+            get_strategy(s)
+        bad = [h for h in self.heads if h not in HEADS]
+        if bad:
+            raise FusionConfigError(f"heads: expected a subset of {list(HEADS)}, found {bad}")
+
+
+@dataclass
+class ModelResult:
+    """One model's cross-validation: per-fold metrics, mean/std of the primary metric, OOF predictions."""
+
+    name: str
+    strategy: str
+    modalities: list[str]
+    head: str | None
+    metric: str
+    folds: list[float]
+    fold_metrics: list[dict[str, float]]
+    oof: pd.DataFrame
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def mean(self) -> float:
+        """Mean of the primary metric over folds."""
+        return float(np.mean(self.folds))
+
+    @property
+    def std(self) -> float:
+        """Standard deviation (ddof=0, as MCAT reports it) of the primary metric over folds."""
+        return float(np.std(self.folds))
+
+    def row(self) -> dict:
+        """The JSON row: strategy, modalities, metric, mean, std, folds (+ name, head, other metrics)."""
+        others = sorted({k for m in self.fold_metrics for k in m} - {self.metric})
+        return {"name": self.name, "strategy": self.strategy, "modalities": list(self.modalities), "head": self.head,
+                "metric": self.metric, "mean": self.mean, "std": self.std, "folds": [float(v) for v in self.folds],
+                "other_metrics": {k: float(np.nanmean([m.get(k, np.nan) for m in self.fold_metrics])) for k in others},
+                **{k: v for k, v in self.extra.items() if k in ("robustness", "contributions", "tuned")}}
+
+
+def _modality_matrix(frame: pd.DataFrame, cov: pd.DataFrame | None) -> np.ndarray:
+    x = frame.to_numpy(dtype=np.float64)
+    return x if cov is None else np.concatenate([x, cov.to_numpy(dtype=np.float64)], axis=1)
+
+
+def fold_dataset(data: ExperimentData, train: Sequence[str], val: Sequence[str], opts: ExperimentOptions,
+                 modalities: Sequence[str]) -> tuple[MultimodalDataset, np.ndarray, np.ndarray]:
+    """Preprocessed dataset of the fold's patients (train rows first); preprocessing fitted on train only.
+
+    Covariates (z-scored with the training statistics) are appended to every modality's features.
+    Returns (dataset without labels, train positions, val positions).
+    """
+    pats = list(train) + list(val)
+    pos = pd.Index(data.patients).get_indexer(pats)
+    n_tr = len(train)
+    cov = None
+    if data.covariates is not None and data.covariates.shape[1]:
+        c = FoldPreprocessor(max_features=None, n_components=None).fit(data.covariates.iloc[pos[:n_tr]].to_numpy(float))
+        cov = c.transform(data.covariates.iloc[pos].to_numpy(float))
+    mods = {}
+    for name in modalities:
+        x = data.features[name].iloc[pos].to_numpy(dtype=np.float64)
+        present = ~np.isnan(x).all(axis=1)
+        tr_rows = np.flatnonzero(present[:n_tr])
+        if tr_rows.size < 2:
+            raise FusionDataError(f"modality '{name}': fewer than 2 training patients have it in this fold")
+        pre = FoldPreprocessor(opts.max_features, opts.n_components, opts.seed).fit(x[tr_rows])
+        z = pre.transform(x)
+        if cov is not None:
+            z = np.concatenate([z, cov], axis=1).astype(np.float32)
+        z[~present] = 0.0
+        mods[name] = ModalityData(name, torch.from_numpy(np.ascontiguousarray(z)), torch.from_numpy(present))
+    ds = MultimodalDataset(patients=pats, modalities=mods)
+    return ds, np.arange(n_tr), np.arange(n_tr, len(pats))
+
+
+def _fold_labels(data: ExperimentData, pats: list[str], n_tr: int, task: str, opts: ExperimentOptions):
+    """(torch task name, y for the fold dataset, n_outputs)."""
+    t = data.target.loc[pats]
+    if data.task == "survival":
+        time, event = t["time"].to_numpy(np.float32), t["event"].to_numpy(bool)
+        if task == "survival_nll":
+            edges = time_bin_edges(time[:n_tr], event[:n_tr], opts.n_bins)
+            return task, (to_bins(time, edges).astype(np.float32), event), len(edges) + 1
+        return task, (time, event), 1
+    if data.task == "classification":
+        k = len(data.classes or [])
+        return ("binary" if k == 2 else "multiclass"), t["label"].to_numpy(np.int64), (1 if k == 2 else k)
+    return "regression", t["value"].to_numpy(np.float32), 1
+
+
+def score_fold(data: ExperimentData, train: Sequence[str], val: Sequence[str], pred: np.ndarray) -> dict[str, float]:
+    """Every metric of the task for validation predictions ``pred`` of the patients ``val``."""
+    tv = data.target.loc[list(val)]
+    if data.task == "survival":
+        tt = data.target.loc[list(train)]
+        return survival_metrics(tv["time"].to_numpy(), tv["event"].to_numpy(bool), pred,
+                                tt["time"].to_numpy(), tt["event"].to_numpy(bool))
+    if data.task == "classification":
+        return classification_metrics(tv["label"].to_numpy(int), pred, len(data.classes or []))
+    return regression_metrics(tv["value"].to_numpy(float), pred)
+
+
+def _oof_frame(val: Sequence[str], fold: int, pred: np.ndarray) -> pd.DataFrame:
+    p = np.asarray(pred, dtype=np.float64)
+    cols = ["prediction"] if p.ndim == 1 else [f"p_{c}" for c in range(p.shape[1])]
+    df = pd.DataFrame(p.reshape(len(val), -1), columns=cols)
+    df.insert(0, "fold", fold)
+    df.insert(0, "patient", list(val))
+    return df
+
+
+def run_baseline(data: ExperimentData, splits: Sequence[Split], opts: ExperimentOptions,
+                 modalities: Sequence[str]) -> ModelResult:
+    """The classical baseline on all ``modalities`` + covariates: CoxNet, logistic or ridge (nested CV)."""
+    frames = [data.features[m] for m in modalities] + ([data.covariates] if data.covariates is not None else [])
+    x_all = pd.concat(frames, axis=1).to_numpy(dtype=np.float64)
+    pidx = pd.Index(data.patients)
+    fold_metrics, oofs, infos = [], [], []
+    for k, (tr, va) in enumerate(splits):
+        a, b = pidx.get_indexer(tr), pidx.get_indexer(va)
+        t = data.target
+        if data.task == "survival":
+            pred, info = coxnet_fit_predict(x_all[a], t["time"].to_numpy()[a], t["event"].to_numpy(bool)[a], x_all[b],
+                                            max_features=None, seed=opts.seed, inner_folds=opts.coxnet_inner_folds,
+                                            n_alphas=opts.coxnet_n_alphas,
+                                            alpha_min_ratio=opts.coxnet_alpha_min_ratio)
+        elif data.task == "classification":
+            pred, info = logistic_fit_predict(x_all[a], t["label"].to_numpy(int)[a], x_all[b], len(data.classes or []),
+                                              seed=opts.seed)
+            if len(data.classes or []) == 2:
+                pred = pred[:, 1]
+        else:
+            pred, info = ridge_fit_predict(x_all[a], t["value"].to_numpy(float)[a], x_all[b], seed=opts.seed)
+        fold_metrics.append(score_fold(data, tr, va, pred))
+        oofs.append(_oof_frame(va, k, pred))
+        infos.append(info)
+    name = {"survival": "coxnet", "classification": "logistic", "regression": "ridge"}[data.task]
+    metric = PRIMARY_METRIC[data.task]
+    return ModelResult(f"baseline:{name}", "baseline", list(modalities), None, metric,
+                       [m[metric] for m in fold_metrics], fold_metrics, pd.concat(oofs, ignore_index=True),
+                       {"tuned": infos, "model": name})
+
+
+def run_neural(data: ExperimentData, splits: Sequence[Split], opts: ExperimentOptions, strategy: str,
+               modalities: Sequence[str], head: str | None) -> ModelResult:
+    """Cross-validate one FusionModel (``strategy`` over ``modalities``, survival ``head``) on ``splits``."""
+    task = HEADS[head] if data.task == "survival" else None
+    metric = PRIMARY_METRIC[data.task]
+    fold_metrics, oofs, curves = [], [], []
+    for k, (tr, va) in enumerate(splits):
+        ds, a, b = fold_dataset(data, tr, va, opts, modalities)
+        torch_task, y, n_out = _fold_labels(data, ds.patients, len(a), task, opts)
+        ds = MultimodalDataset(patients=ds.patients, modalities=ds.modalities, y=y)
+        seed = opts.seed + 1000 * k
+        cfg = TrainConfig(epochs=opts.epochs, lr=opts.lr, weight_decay=opts.weight_decay, seed=seed,
+                          modality_dropout=opts.modality_dropout if len(modalities) > 1 else 0.0,
+                          num_threads=opts.num_threads)
+        with seeded(seed):
+            model = FusionModel.for_dataset(ds, list(modalities), strategy, n_out, task=torch_task,
+                                            embed_dim=opts.embed_dim, hidden=opts.hidden, dropout=opts.dropout,
+                                            modality_dropout=cfg.modality_dropout)
+        fit(model, ds, a, cfg)
+        with cpu_threads(opts.num_threads):
+            pred = predict(model, ds, b)
+            if opts.robustness and len(modalities) > 1:
+                curves.append(robustness_curve(model, ds, b, lambda p: score_fold(data, tr, va, p)[metric]))
+        fold_metrics.append(score_fold(data, tr, va, pred))
+        oofs.append(_oof_frame(va, k, pred))
+    if strategy != "single":
+        name = f"fusion:{strategy}{'' if head in (None, 'cox') else '/' + head}"
+    else:
+        name = f"single:{modalities[0]}{'' if head in (None, 'cox') else '/' + head}"
+    extra = {}
+    if curves:
+        extra = _summarise_curves(curves)
+    return ModelResult(name, strategy, list(modalities), head if data.task == "survival" else None, metric,
+                       [m[metric] for m in fold_metrics], fold_metrics, pd.concat(oofs, ignore_index=True), extra)
+
+
+def _summarise_curves(curves: list[dict]) -> dict:
+    """Mean over folds of the robustness curve {fraction dropped: metric} and of drop-one contributions."""
+    fracs = sorted(curves[0]["curve"])
+    rob = {str(f): float(np.mean([c["curve"][f] for c in curves])) for f in fracs}
+    mods = list(curves[0]["contributions"])
+    contrib = {m: float(np.mean([c["contributions"][m] for c in curves])) for m in mods}
+    return {"robustness": rob, "contributions": contrib}
+
+
+def model_plan(data: ExperimentData, opts: ExperimentOptions) -> list[tuple[str, list[str], str | None]]:
+    """(strategy, modalities, head) of every neural model: each single modality, then each fusion strategy."""
+    mods = [m for m in data.features if opts.modality_filter is None or m in opts.modality_filter]
+    heads = list(opts.heads) if data.task == "survival" else [None]
+    plan = []
+    for h in heads:
+        if opts.singles:
+            plan += [("single", [m], h) for m in mods]
+        if len(mods) > 1:
+            plan += [(s, mods, h) for s in opts.strategies]
+    return plan
+
+
+def run_experiment(data: ExperimentData, splits: Sequence[Split], opts: ExperimentOptions | None = None,
+                   progress: Callable[[str], None] | None = None) -> list[ModelResult]:
+    """Every model of the experiment on the same ``splits``: baseline, singles, fusions (per head)."""
+    opts = opts or ExperimentOptions()
+    if len(splits) < 2:
+        raise FusionConfigError(f"splits: need at least 2 folds, found {len(splits)}")
+    say = progress or (lambda s: None)
+    mods = [m for m in data.features if opts.modality_filter is None or m in opts.modality_filter]
+    results = []
+    if opts.baseline:
+        results.append(run_baseline(data, splits, opts, mods))
+        say(f"{results[-1].name}: {results[-1].metric} {results[-1].mean:.3f} +- {results[-1].std:.3f}")
+    for strategy, ms, head in model_plan(data, opts):
+        results.append(run_neural(data, splits, opts, strategy, ms, head))
+        say(f"{results[-1].name}: {results[-1].metric} {results[-1].mean:.3f} +- {results[-1].std:.3f}")
+    return results
