@@ -34,6 +34,7 @@ from imaging.dicom_index import SeriesInfo, looks_like_dicom, read_header
 from imaging.volume import Volume
 
 _UNITS_BY_MODALITY = {"CT": "HU", "MR": "MR"}
+_IMAGE_MODALITIES = {"CT", "PT", "MR"}
 _RESCALE_REQUIRED = {"CT", "PT"}  # Type 1 in the CT and PET image modules
 _ID_KEYWORDS = ("PatientID", "PatientName", "StudyInstanceUID", "SeriesDescription", "Manufacturer",
                 "FrameOfReferenceUID", "SliceThickness", "SpacingBetweenSlices")
@@ -123,6 +124,8 @@ def _parse(path: Path, fast: bool) -> _Image | None:
         return None  # README, notes, thumbnails: not part of any series
     ds = read_image_file(path)
     tag_value(ds, "SeriesInstanceUID", path)
+    if str(ds.get("Modality", "") or "").strip().upper() not in _IMAGE_MODALITIES and "Modality" in ds:
+        return None  # RTSTRUCT, SEG, SR, presentation states beside the images: not part of the volume
     return _from_dataset(ds, path)
 
 
@@ -130,7 +133,7 @@ def _load(files: list[Path], label: str, series_uid: str | None, fast: bool) -> 
     """Parse each DICOM file once and keep one series (DicomSeriesError on unreadable or mixed files)."""
     kept = [img for img in (_parse(p, fast) for p in files) if img is not None]
     if not kept:
-        raise DicomSeriesError(f"{label}: no DICOM files found")
+        raise DicomSeriesError(f"{label}: no DICOM image files found (CT, PT or MR)")
     by_series: dict[str, list[_Image]] = {}
     for img in kept:
         by_series.setdefault(img.series_uid, []).append(img)
