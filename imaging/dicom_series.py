@@ -10,10 +10,15 @@ Public API (stable):
 - `read_dicom_series_headers(source, series_uid=None) -> (Volume, list[Dataset])`: plus every file's header,
   in the order of `meta["files"]`.
 
-Each file is parsed once; native pixel data is taken straight from the buffer, compressed transfer syntaxes
-go through pydicom's pixel handlers (pylibjpeg, pyjpegls). Irregular slice gaps are resampled to a uniform
-grid (see `imaging.dicom_geometry`); `meta` reports the spread (`slice_gap_min_mm`, `slice_gap_max_mm`, ...).
-Errors are `DicomSeriesError`s naming the file, the tag, what was expected and what was found.
+Each file is read once: single-frame uncompressed little-endian files by a one-pass element scanner
+(`imaging.dicom_fastread`, pixels straight from the buffer), everything else (compressed syntaxes through
+pydicom's pixel handlers pylibjpeg / pyjpegls, enhanced multi-frame, odd files) by pydicom. Non-DICOM files
+and non-image objects (RTSTRUCT, SEG, SR) in the folder are ignored; a second copy of one SOP instance is
+dropped (`meta["duplicate_files"]`). Irregular slice gaps are placed on a uniform grid (see
+`imaging.dicom_geometry`). `meta` also holds: n_source_slices, slice_gap_min_mm / _median_mm / _max_mm,
+slice_spacing_mm, slice_resampled, n_interpolated_slices and max_snap_shift_mm (when resampled), source_dir
+and files (relative to source_dir, in slice order). Errors are `DicomSeriesError`s naming the file, the tag,
+what was expected and what was found.
 """
 
 from __future__ import annotations
