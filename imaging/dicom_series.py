@@ -121,6 +121,8 @@ def _parse(path: Path, fast: bool) -> _Image | None:
         data = path.read_bytes()  # one read; the scanner needs the 'DICM' preamble, so non-DICOM falls through
         img = fast_read(path, data)
         if img is not None:
+            if img.text("Modality").upper() not in _IMAGE_MODALITIES:
+                return None  # e.g. a secondary capture or NM slice in the folder: not part of the volume
             try:
                 return _from_fast(img)
             except ValueError:
