@@ -35,12 +35,6 @@ class SlicePlan:
     affine: np.ndarray
     meta: dict = field(default_factory=dict)
 
-    @property
-    def resampled(self) -> bool:
-        """True when some output slice is interpolated or the grid differs from the sorted sources."""
-        return bool(np.any(self.weight > 0) or len(self.lower) != len(self.order)
-                    or np.any(self.lower != np.arange(len(self.lower))))
-
 
 def _check_consistent(frames: list[FrameGeometry], shapes: list[tuple[int, int]]) -> None:
     """Same orientation, pixel spacing and matrix size in every frame (DicomSeriesError naming the odd file)."""

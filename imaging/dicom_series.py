@@ -10,10 +10,15 @@ Public API (stable):
 - `read_dicom_series_headers(source, series_uid=None) -> (Volume, list[Dataset])`: plus every file's header,
   in the order of `meta["files"]`.
 
-Each file is parsed once; native pixel data is taken straight from the buffer, compressed transfer syntaxes
-go through pydicom's pixel handlers (pylibjpeg, pyjpegls). Irregular slice gaps are resampled to a uniform
-grid (see `imaging.dicom_geometry`); `meta` reports the spread (`slice_gap_min_mm`, `slice_gap_max_mm`, ...).
-Errors are `DicomSeriesError`s naming the file, the tag, what was expected and what was found.
+Each file is read once: single-frame uncompressed little-endian files by a one-pass element scanner
+(`imaging.dicom_fastread`, pixels straight from the buffer), everything else (compressed syntaxes through
+pydicom's pixel handlers pylibjpeg / pyjpegls, enhanced multi-frame, odd files) by pydicom. Non-DICOM files
+and non-image objects (RTSTRUCT, SEG, SR) in the folder are ignored; a second copy of one SOP instance is
+dropped (`meta["duplicate_files"]`). Irregular slice gaps are placed on a uniform grid (see
+`imaging.dicom_geometry`). `meta` also holds: n_source_slices, slice_gap_min_mm / _median_mm / _max_mm,
+slice_spacing_mm, slice_resampled, n_interpolated_slices and max_snap_shift_mm (when resampled), source_dir
+and files (relative to source_dir, in slice order). Errors are `DicomSeriesError`s naming the file, the tag,
+what was expected and what was found.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from imaging.dicom_index import SeriesInfo, looks_like_dicom, read_header
 from imaging.volume import Volume
 
 _UNITS_BY_MODALITY = {"CT": "HU", "MR": "MR"}
+_IMAGE_MODALITIES = {"CT", "PT", "MR"}
 _RESCALE_REQUIRED = {"CT", "PT"}  # Type 1 in the CT and PET image modules
 _ID_KEYWORDS = ("PatientID", "PatientName", "StudyInstanceUID", "SeriesDescription", "Manufacturer",
                 "FrameOfReferenceUID", "SliceThickness", "SpacingBetweenSlices")
@@ -115,6 +121,8 @@ def _parse(path: Path, fast: bool) -> _Image | None:
         data = path.read_bytes()  # one read; the scanner needs the 'DICM' preamble, so non-DICOM falls through
         img = fast_read(path, data)
         if img is not None:
+            if img.text("Modality").upper() not in _IMAGE_MODALITIES:
+                return None  # e.g. a secondary capture or NM slice in the folder: not part of the volume
             try:
                 return _from_fast(img)
             except ValueError:
@@ -123,6 +131,8 @@ def _parse(path: Path, fast: bool) -> _Image | None:
         return None  # README, notes, thumbnails: not part of any series
     ds = read_image_file(path)
     tag_value(ds, "SeriesInstanceUID", path)
+    if str(ds.get("Modality", "") or "").strip().upper() not in _IMAGE_MODALITIES and "Modality" in ds:
+        return None  # RTSTRUCT, SEG, SR, presentation states beside the images: not part of the volume
     return _from_dataset(ds, path)
 
 
@@ -130,7 +140,7 @@ def _load(files: list[Path], label: str, series_uid: str | None, fast: bool) -> 
     """Parse each DICOM file once and keep one series (DicomSeriesError on unreadable or mixed files)."""
     kept = [img for img in (_parse(p, fast) for p in files) if img is not None]
     if not kept:
-        raise DicomSeriesError(f"{label}: no DICOM files found")
+        raise DicomSeriesError(f"{label}: no DICOM image files found (CT, PT or MR)")
     by_series: dict[str, list[_Image]] = {}
     for img in kept:
         by_series.setdefault(img.series_uid, []).append(img)

@@ -27,13 +27,15 @@ import numpy as np
 from pydicom.dataset import Dataset
 
 from fusion.errors import DicomSeriesError
-from imaging.dicom_series import Source, read_dicom_series_headers
+from imaging.dicom_index import read_header
+from imaging.dicom_series import Source, read_dicom_series_with_header
 from imaging.dicom_time import date_time, parse_da, parse_dt, parse_tm, source_of
 from imaging.volume import Volume
 
 _PHILIPS_CREATOR = "Philips PET Private Group"
 SUV_KINDS = {"bw": "SUVbw", "lbm": "SUVlbm", "bsa": "SUVbsa"}
 LBM_FORMULAS = ("janmahasatian", "james")
+_ACQUISITION_TAGS = ["AcquisitionDate", "AcquisitionTime", "AcquisitionDateTime", "SOPInstanceUID"]
 
 
 def _positive(value: object, keyword: str, ds: Dataset, why: str = "SUV") -> float:
@@ -239,12 +241,22 @@ def suv_scale(headers: Dataset | list[Dataset], kind: str = "bw", lbm_formula: s
     return bw * bsa * 1e4 / (weight_kg * 1000.0), info
 
 
+def _series_headers(volume: Volume, first: Dataset) -> list[Dataset]:
+    """Headers SUV needs, in slice order: the first in full, the others full for CNTS (Philips private
+    factors are checked per file) and otherwise only their acquisition date/time (a cheap partial read)."""
+    root = Path(volume.meta["source_dir"])
+    paths = [root / name for name in volume.meta["files"]]
+    if str(first.get("Units", "") or "").strip().upper() == "CNTS":
+        return [first] + [read_header(p) for p in paths[1:]]
+    return [first] + [read_header(p, _ACQUISITION_TAGS, stop_after=0x00080032) for p in paths[1:]]
+
+
 def read_pet_suv(source: Source, kind: str = "bw", lbm_formula: str = "janmahasatian",
                  series_uid: str | None = None) -> Volume:
     """Read a PET series (Units BQML, CNTS or GML) as SUV: units 'SUVbw' (g/ml, default), 'SUVlbm' or 'SUVbsa'."""
-    volume, headers = read_dicom_series_headers(source, series_uid)
+    volume, first = read_dicom_series_with_header(source, series_uid)
     if volume.meta.get("modality") != "PT":
         raise DicomSeriesError(f"{volume.meta.get('source_dir', source)}: DICOM tag Modality is "
                                f"{volume.meta.get('modality')}, expected PT")
-    scale, info = suv_scale(headers, kind, lbm_formula)
+    scale, info = suv_scale(_series_headers(volume, first), kind, lbm_formula)
     return volume.with_array(volume.array * np.float32(scale), units=SUV_KINDS[kind], suv_scale=scale, **info)

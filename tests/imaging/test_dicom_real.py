@@ -152,6 +152,7 @@ def test_compressed_transfer_syntaxes_give_identical_hu(dicom_root: Path, tmp_pa
         ds.save_as(packed / f"IM{n}")
     assert {str(pydicom.dcmread(p, stop_before_pixels=True).file_meta.TransferSyntaxUID)
             for p in packed.iterdir()} == {str(s) for s in syntaxes}
+    shutil.copy(dicom_root / "sts_cropped" / "STS_002" / "CT" / "mask" / "RS.dcm", packed / "RS")  # ignored
     volume = read_dicom_series(packed)
     assert np.array_equal(volume.array, reference.array) and np.allclose(volume.affine, reference.affine)
     assert volume.array.min() < -900 and volume.array.max() > 100  # real HU range: air to soft tissue

@@ -242,3 +242,23 @@ def test_lbm_bsa_need_size_and_sex(pet_series: tuple[Path, dict], tmp_path: Path
     bad = _edit(pet_series[0], tmp_path / "bad", edit)  # the writer leaves PatientSize out and PatientSex 'O'
     with pytest.raises(DicomSeriesError, match=rf"PT_0001\.dcm.*{tag}"):
         read_pet_suv(bad, kind=kind)
+
+
+def test_series_resaved_later_uses_acquisition_time(pet_series: tuple[Path, dict], tmp_path: Path) -> None:
+    # Every file's SeriesTime moved 2 h later (re-saved); the one file with the earliest AcquisitionTime is not
+    # the first slice: the scan start must still come from it, so SUV equals the original.
+    original = read_pet_suv(pet_series[0])
+
+    def resave(ds: pydicom.Dataset) -> None:
+        start = float(str(ds.AcquisitionTime)[:2]) * 3600 + float(str(ds.AcquisitionTime)[2:4]) * 60 + float(
+            str(ds.AcquisitionTime)[4:])
+        later = start + 7200 + (0 if int(ds.InstanceNumber) == 12 else 60)  # slice 12 acquired first
+        ds.AcquisitionTime = f"{int(later // 3600):02d}{int(later % 3600 // 60):02d}{later % 60:05.2f}"
+        ds.SeriesTime = f"{int((start + 9000) // 3600):02d}{int((start + 9000) % 3600 // 60):02d}00"
+        ds.RadiopharmaceuticalInformationSequence[0].RadiopharmaceuticalStartTime = (
+            f"{int((start + 7200 - UPTAKE_S) // 3600):02d}{int((start + 7200 - UPTAKE_S) % 3600 // 60):02d}"
+            f"{(start + 7200 - UPTAKE_S) % 60:05.2f}")
+
+    moved = read_pet_suv(_edit(pet_series[0], tmp_path / "resaved", resave))
+    assert moved.meta["uptake_time_s"] == pytest.approx(UPTAKE_S, abs=0.01)
+    assert np.allclose(moved.array, original.array, rtol=1e-6)
