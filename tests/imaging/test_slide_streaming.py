@@ -82,6 +82,10 @@ def test_plain_tiff_tiles_equal_openslide_tiles_of_the_pyramid(slides):
             a = np.concatenate([t for _, t in iter_tiles(plain, g_plain.subset(every))]).astype(int)
             b = np.concatenate([t for _, t in iter_tiles(pyr, g_pyr.subset(every))]).astype(int)
             assert np.abs(a - b).max() <= tol  # twice-rounded 2x2 means vs one 4x4 mean: one grey level
+        # between levels: the nearest finer level (0.5 um) is read and area-downsampled to 0.7 um
+        g = tile_grid(pyr, mask, down, tile_size=64, target_mpp=0.7)
+        assert (g.level, g.read_size, g.mpp) == (1, round(64 * 0.7 / 0.5), 0.7)
+        assert g.tile_size_level0 == round(64 * 0.7 / MPP40)
 
 
 def test_plain_tiff_streams_with_flat_memory(slides):
