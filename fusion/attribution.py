@@ -20,6 +20,7 @@ def feature_attribution(
     modality: str,
     idx: Sequence[int] | np.ndarray,
     target: int | None = None,
+    chunk: int = 64,
 ) -> np.ndarray:
     """Mean |gradient x input| per input feature of ``modality`` -> [d] (e.g. per gene of expression).
 
@@ -27,7 +28,8 @@ def feature_attribution(
     attributions are summed over valid instances first. The gradient is of the model output
     (logit / log-hazard / standardised target); multiclass uses logit ``target`` (default: each
     patient's predicted class). Pass the dataset as the model saw it (standardised), so that
-    'input' is in training units. Model in eval mode (no dropout, no modality dropout).
+    'input' is in training units. Model in eval mode (no dropout, no modality dropout). Patients are
+    processed `chunk` at a time (the same result; memory bounded by the chunk's largest bag).
     """
     if modality not in model.modalities:
         raise FusionDataError(f"feature_attribution: model has no modality '{modality}'; it has {model.modalities}")
@@ -38,21 +40,25 @@ def feature_attribution(
     rows = idx[present]
     if rows.size == 0:
         raise FusionDataError(f"feature_attribution: no patient in idx has modality '{modality}'")
-    batch = dataset.to_batch(rows, model.modalities, device=device)
-    x = batch[modality]["values"].clone().requires_grad_(True)
-    batch[modality]["values"] = x
-    out = model(batch).float()
-    if out.shape[1] == 1:
-        selected = out[:, 0]
-    else:
-        cls = out.argmax(dim=1) if target is None else torch.full((out.shape[0],), int(target), device=device)
-        selected = out.gather(1, cls[:, None])[:, 0]
-    (grad,) = torch.autograd.grad(selected.sum(), x)
-    gxi = (grad * x).abs()
-    if gxi.dim() == 3:
-        mask = batch[modality]["mask"]
-        gxi = (gxi * mask.unsqueeze(-1).to(gxi.dtype)).sum(dim=1)
-    return gxi.mean(dim=0).detach().cpu().numpy().astype(np.float64)
+    total = None
+    for start in range(0, len(rows), chunk):  # chunks: bags are padded per chunk, not to the cohort's largest
+        batch = dataset.to_batch(rows[start : start + chunk], model.modalities, device=device)
+        x = batch[modality]["values"].clone().requires_grad_(True)
+        batch[modality]["values"] = x
+        out = model(batch).float()
+        if out.shape[1] == 1:
+            selected = out[:, 0]
+        else:
+            cls = out.argmax(dim=1) if target is None else torch.full((out.shape[0],), int(target), device=device)
+            selected = out.gather(1, cls[:, None])[:, 0]
+        (grad,) = torch.autograd.grad(selected.sum(), x)
+        gxi = (grad * x).abs()
+        if gxi.dim() == 3:
+            mask = batch[modality]["mask"]
+            gxi = (gxi * mask.unsqueeze(-1).to(gxi.dtype)).sum(dim=1)
+        part = gxi.sum(dim=0).detach().cpu().double()
+        total = part if total is None else total + part
+    return (total / len(rows)).numpy()
 
 
 @torch.no_grad()

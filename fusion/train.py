@@ -82,6 +82,9 @@ def _labels(dataset: MultimodalDataset, idx: np.ndarray, task: str) -> torch.Ten
     return dataset.y[idx]
 
 
+RAGGED_PREDICT_BATCH = 32  # patients per forward pass when slide bags are ragged (padding per chunk)
+
+
 def _slice_batch(batch: dict, rows: torch.Tensor) -> dict:
     return {
         m: {k: (None if v is None else v.index_select(0, rows)) for k, v in parts.items()} for m, parts in batch.items()
@@ -197,6 +200,8 @@ def predict(
     (prevalence / mean target / mean training risk).
     """
     model.eval()
+    if any(dataset.modalities[m].is_ragged for m in model.modalities):
+        batch_size = min(batch_size, RAGGED_PREDICT_BATCH)  # ragged bags are padded per chunk
     device = next(model.parameters()).device
     idx = np.asarray(idx, dtype=np.int64).reshape(-1)
     preds = []

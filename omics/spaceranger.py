@@ -133,6 +133,22 @@ def _read_image(path: Path) -> np.ndarray | None:
         raise SpatialError(f"{path}: cannot read the tissue image ({exc})") from exc
 
 
+def _h5_library_id(path: Path) -> str | None:
+    """The sample name Space Ranger stores in the matrix's `library_ids` attribute (None when absent or the
+    placeholder 'custom')."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            ids = f.attrs.get("library_ids")
+    except OSError:
+        return None  # _read_counts reports the unreadable file
+    if ids is None or len(ids) != 1:
+        return None
+    name = ids[0].decode() if isinstance(ids[0], bytes) else str(ids[0])
+    return None if name in ("", "custom") else name
+
+
 def _read_counts(outs: Path, count_file: str) -> ad.AnnData:
     """Spots x genes from the 10x HDF5 matrix through scanpy's reader (genes named by symbol, made unique)."""
     import scanpy as sc
@@ -162,12 +178,14 @@ def read_spaceranger(
     X = integer UMI counts (float32 CSR); obs in_tissue / array_row / array_col; obsm['spatial'] = (x, y)
     full-resolution image px (x = pxl_col_in_fullres); uns['spatial'][library_id] = {'images': {'hires',
     'lowres'} uint8 RGB, 'scalefactors', 'metadata'}; uns['library_id']; uns['slide_transform'] when
-    slide_transform.json exists. reader='scanpy' uses scanpy's (deprecated) read_visium for csv positions
+    slide_transform.json exists. library_id defaults to the matrix's library_ids attribute, else the folder
+    name (the outs' parent for an outs folder). reader='scanpy' uses scanpy's (deprecated) read_visium for csv positions
     and normalises its output the same way; 'fusionrx' (default) reads the files directly, parquet too.
     """
     outs = spaceranger_outs(folder)
     spatial_dir = outs / "spatial"
-    library_id = library_id or (outs.parent.name if outs.name == "outs" else outs.name)
+    folder_name = outs.parent.name if outs.name == "outs" else outs.name
+    library_id = library_id or _h5_library_id(outs / count_file) or folder_name
     factors = read_scalefactors(spatial_dir)
     positions, pos_file = read_positions(spatial_dir)
     if reader == "scanpy":

@@ -26,12 +26,15 @@ def _cmd_slide(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add the `slide` command."""
+    """Add the `slide` command (tile defaults: the run config's, so the count is what `fusionrx run` tiles)."""
+    from flows.config import RunConfig
+
+    run = RunConfig()
     p = sub.add_parser("slide", help="describe a whole-slide image (any OpenSlide format or plain TIFF)")
     p.add_argument("path", type=Path, help="slide file (svs, ndpi, mrxs, scn, tiff, ...) or DICOM WSI folder")
     p.add_argument("--out", type=Path, default=None, help="folder for the thumbnail and tissue-mask PNGs")
     p.add_argument("--format", choices=["text", "json"], default="text")
-    p.add_argument("--tile-size", type=int, default=256, help="tile side in px at --target-mpp")
-    p.add_argument("--target-mpp", type=float, default=0.5, help="um per px of the tiles")
-    p.add_argument("--min-tissue", type=float, default=0.5, help="tissue fraction a tile needs")
+    p.add_argument("--tile-size", type=int, default=run.tile_size, help="tile side in px at --target-mpp")
+    p.add_argument("--target-mpp", type=float, default=run.target_mpp, help="um per px of the tiles")
+    p.add_argument("--min-tissue", type=float, default=run.min_tissue, help="tissue fraction a tile needs")
     p.set_defaults(func=_cmd_slide)

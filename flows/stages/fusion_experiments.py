@@ -69,6 +69,7 @@ def run_fusion_experiments(frames: dict[str, pd.DataFrame], bags: dict[str, np.n
                        labels.map({c: i for i, c in enumerate(classes)}).to_numpy(np.int64))
     task = "binary" if len(classes) == 2 else "multiclass"
     tc = TrainConfig(epochs=cfg["fusion_epochs"], lr=cfg["fusion_lr"], weight_decay=cfg["fusion_weight_decay"],
+                     batch_size=cfg.get("fusion_batch_size"),
                      modality_dropout=cfg["modality_dropout"], seed=cfg["seed"],
                      num_threads=None if torch.cuda.is_available() else cfg["torch_cpu_threads"])
     model_kwargs = {"hidden": cfg["fusion_hidden"], "dropout": cfg["fusion_dropout"]}

@@ -5,6 +5,7 @@ import numpy as np
 import torch
 
 from flows.stages.fusion_experiments import bag_modality
+from fusion.attribution import feature_attribution
 from fusion.data import ModalityData, MultimodalDataset
 from fusion.model import FusionModel
 from fusion.train import TrainConfig, fit, predict
@@ -56,7 +57,7 @@ def test_training_on_ragged_bags_equals_training_on_padded_bags():
             values[i, : len(bags[p])] = torch.from_numpy(bags[p])
             mask[i, : len(bags[p])] = True
     padded = MultimodalDataset(patients, {"wsi": ModalityData("wsi", values, mask.any(1), mask)}, y=y)
-    preds = []
+    preds, attrs = [], []
     for ds in (ragged, padded):
         torch.manual_seed(0)
         model = FusionModel.for_dataset(ds, ["wsi"], "single", 1, embed_dim=8, modality_dropout=0.0, dropout=0.0,
@@ -64,5 +65,9 @@ def test_training_on_ragged_bags_equals_training_on_padded_bags():
         fit(model, ds.standardise(np.arange(10)), np.arange(10),
             TrainConfig(epochs=5, batch_size=4, seed=0, device="cpu", num_threads=1))
         preds.append(predict(model, ds.standardise(np.arange(10)), np.arange(12)))
+        attrs += [feature_attribution(model, ds.standardise(np.arange(10)), "wsi", np.arange(12), chunk=c)
+                  for c in (3, 64)]
+    for a in attrs[1:]:  # chunked or not, ragged or padded: the same attribution
+        np.testing.assert_allclose(a, attrs[0], rtol=1e-4)
     np.testing.assert_allclose(preds[0], preds[1], rtol=1e-4, atol=1e-5)
     assert preds[0][:10][y[:10] == 1].mean() > preds[0][:10][y[:10] == 0].mean()  # it learned the planted shift

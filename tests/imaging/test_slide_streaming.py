@@ -82,6 +82,10 @@ def test_plain_tiff_tiles_equal_openslide_tiles_of_the_pyramid(slides):
             a = np.concatenate([t for _, t in iter_tiles(plain, g_plain.subset(every))]).astype(int)
             b = np.concatenate([t for _, t in iter_tiles(pyr, g_pyr.subset(every))]).astype(int)
             assert np.abs(a - b).max() <= tol  # twice-rounded 2x2 means vs one 4x4 mean: one grey level
+        # between levels: the nearest finer level (0.5 um) is read and area-downsampled to 0.7 um
+        g = tile_grid(pyr, mask, down, tile_size=64, target_mpp=0.7)
+        assert (g.level, g.read_size, g.mpp) == (1, round(64 * 0.7 / 0.5), 0.7)
+        assert g.tile_size_level0 == round(64 * 0.7 / MPP40)
 
 
 def test_plain_tiff_streams_with_flat_memory(slides):
@@ -169,6 +173,13 @@ def test_unstreamable_or_unusable_tiffs_are_named(tmp_path, monkeypatch):
     tifffile.imwrite(wide, np.zeros((64, 64, 3), np.uint16), rowsperstrip=8, compression="zlib", **_res(0.5))
     with pytest.raises(SlideError, match=r"uint16\.tif: TIFF page is uint16"):
         open_slide(wide)
+    raw = tmp_path / "uncompressed.tif"  # contiguous pixels: memory-mapped, nothing decoded
+    pattern = np.arange(300 * 200 * 3, dtype=np.uint32).reshape(300, 200, 3).astype(np.uint8)
+    tifffile.imwrite(raw, pattern, rowsperstrip=7, **_res(0.5))
+    with open_slide(raw) as slide:
+        assert slide.properties["tiff.streaming"] == "memmap"
+        rgba = np.asarray(slide.read_region((150, 280), 0, (64, 64)))
+        assert np.array_equal(rgba[:20, :50, :3], pattern[280:, 150:]) and (rgba[20:, :, 3] == 0).all()
     no_mpp = tmp_path / "no_mpp.tif"
     tifffile.imwrite(no_mpp, img, rowsperstrip=16, compression="zlib", photometric="rgb")
     with open_slide(no_mpp) as slide, pytest.raises(SlideError, match=r"no_mpp\.tif.*mpp-x is absent"):
