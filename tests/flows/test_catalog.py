@@ -75,3 +75,25 @@ def test_repo_catalog_describes_the_demo_layout():
     assert raw["root"] == "demo_data"
     assert {s["modality"] for s in raw["sources"].values()} == {
         "ct", "pet", "wsi", "spatial", "expression", "mutations", "copy_number", "clinical", "compounds"}
+
+
+def test_scan_style_entries_files_features_and_download_formats(tmp_path, layout):
+    (tmp_path / "slides").mkdir()
+    (tmp_path / "slides" / "a.svs").write_bytes(b"x")
+    (tmp_path / "feats").mkdir()
+    (tmp_path / "feats" / "P1.h5").write_bytes(b"x")
+    layout["sources"]["wsi"] = {"modality": "wsi", "format": "openslide", "path": "slides",
+                                "files": {"P1": ["slides/a.svs"]}}
+    cat = load_catalog(_write(tmp_path, layout))
+    assert cat.by_modality("wsi").items() == {"P1": (tmp_path / "slides" / "a.svs").resolve()}
+    layout["sources"]["wsi"]["files"]["P2"] = ["slides/missing.svs"]
+    with pytest.raises(CatalogError, match=r"source 'wsi': file 'slides/missing.svs' of patient 'P2' does not exist"):
+        load_catalog(_write(tmp_path, layout))
+    layout["sources"]["wsi"]["files"].pop("P2")
+    layout["sources"]["uni"] = {"modality": "features", "format": "tile_features_h5", "path": "feats"}
+    with pytest.raises(CatalogError, match=r"\['uni'\] \(tile_features_h5\) and \['wsi'\] \(wsi\) both give"):
+        load_catalog(_write(tmp_path, layout))
+    layout["sources"].pop("wsi")
+    layout["sources"]["maf"] = {"modality": "mutations", "format": "gdc_maf_download", "path": "omics/expression"}
+    with pytest.raises(CatalogError, match=r"source 'maf': format 'gdc_maf_download' needs a 'sample_sheet'"):
+        load_catalog(_write(tmp_path, layout))
