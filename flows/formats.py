@@ -129,6 +129,8 @@ FORMATS: dict[str, Format] = {f.name: f for f in (
     Format("dicom", ("ct", "pet"), "folder", "flows.stages.radiology:discover_radiology"),
     Format("openslide", ("wsi",), "folder", "imaging.slide:open_slide"),
     Format("visium_h5ad", ("spatial",), "folder", "omics.spatial:read_visium_h5ad"),
+    # Space Ranger 'outs' folders and/or h5ad files, one item per patient (omics.spatial.read_spatial takes both)
+    Format("visium", ("spatial",), "folder", "omics.spatial:read_spatial"),
     Format("gdc_star_counts", ("expression",), "folder", "omics.gdc:read_expression_cohort", True,
            detect_star_counts),
     Format("gdc_maf", ("mutations",), "file", "omics.gdc:read_maf", detect=detect_maf),

@@ -40,18 +40,17 @@ def catalog_sources(result: dict[str, Any]) -> tuple[dict[str, dict], list[dict[
         sources["ct"] = {"modality": "ct", "format": "dicom", "path": path}
         if any(mods.get("pet") for mods in result["patients"].values()):
             sources["pet"] = {"modality": "pet", "format": "dicom", "path": path}
-    for modality, fmt, key in (("wsi", "openslide", "wsi"), ("spatial", "visium_h5ad", "spatial"),
-                               ("tile_features", "tile_features_h5", "features")):
-        found = _per_patient(result, modality, fmt)
+    for modality, fmts, fmt, key in (("wsi", ("openslide",), "openslide", "wsi"),
+                                      ("spatial", ("visium_h5ad", "spaceranger"), "visium", "spatial"),
+                                      ("tile_features", ("tile_features_h5",), "tile_features_h5", "features")):
+        found = {pid: [i for i in items if i.get("format") in fmts]
+                 for pid, items in _per_patient(result, modality).items()}
+        found = {pid: items for pid, items in found.items() if items}
         if found:
             files = {pid: [_rel(i["path"], root) for i in items] for pid, items in found.items()}
             sources[modality] = {"modality": key, "format": fmt,
                                  "path": _rel(_common([i["path"] for v in found.values() for i in v]), root),
                                  "files": files}
-    for pid, items in _per_patient(result, "spatial", "spaceranger").items():
-        if "spaceranger" not in FORMATS:
-            notes.append({"path": items[0]["path"], "error": "Space Ranger folder recognised, but this build has "
-                          "no catalog format 'spaceranger' to read it in a run"})
     sheets = result["cohort"].get("sample_sheet", [])
     for modality, fmt_sheet, fmt_file in (("expression", "gdc_star_counts", None),
                                           ("mutations", "gdc_maf_download", "gdc_maf"),

@@ -108,6 +108,9 @@ def write_visium_h5ad(
     }
     adata.uns["patient_id"] = patient_id
     adata.uns["library_id"] = library_id
+    # the spots were placed on the slide's level-0 pixels: the Visium -> slide affine is the identity, written
+    # explicitly (readers never assume it)
+    adata.uns["slide_transform"] = np.eye(3)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.h5ad")
@@ -172,6 +175,8 @@ def write_spaceranger_folder(
     image = np.asarray(hires_image, dtype=np.uint8)
     factor = max(1, int(round(max(image.shape[:2]) / 600)))
     Image.fromarray(image).save(tmp / "spatial" / "tissue_hires_image.png")
+    # full-resolution image = the slide's level 0 here, so the Visium -> slide affine is the identity (explicit)
+    (tmp / "slide_transform.json").write_text(json.dumps({"matrix": np.eye(3).tolist()}))
     Image.fromarray(np.ascontiguousarray(image[::factor, ::factor])).save(tmp / "spatial" / "tissue_lowres_image.png")
     (tmp / "spatial" / "scalefactors_json.json").write_text(json.dumps({
         "tissue_hires_scalef": float(tissue_hires_scalef), "tissue_lowres_scalef": float(tissue_hires_scalef) / factor,
