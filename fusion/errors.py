@@ -40,3 +40,7 @@ class FusionDataError(FusionRxError):
 
 class FusionConfigError(FusionRxError):
     """A fusion experiment is misconfigured: unknown strategy or task, bad sizes or options."""
+
+
+class QueryError(FusionRxError):
+    """A results query is malformed: unknown gene or run, bad paging, weights or score bounds."""
