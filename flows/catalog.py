@@ -20,7 +20,7 @@ MODALITY_FORMATS: dict[str, tuple[str, ...]] = {
     "mutations": ("gdc_maf",),
     "copy_number": ("gistic_gene_thresholded",),
     "clinical": ("gdc_clinical",),
-    "compounds": ("compound_table",),
+    "compounds": ("compound_table", "sdf"),  # a compound_table path ending .sdf is read as SDF too
 }
 # which sources are folders with one entry per patient, which are single files
 FOLDER_FORMATS = {"dicom_series", "openslide", "visium_h5ad", "gdc_star_counts"}

@@ -82,7 +82,7 @@ def cohort_evidence_rows(catalog: Catalog, bulk: BulkOmics, spatial_samples: lis
 def compound_inputs(catalog: Catalog) -> CompoundInputs:
     """Compounds (standardised, with descriptors), target links and the source rows of every link
     (a compound table or an SD file; bad records reported, not fatal)."""
-    from molecules.io import read_compounds
+    from molecules.io import read_compounds, read_sdf
     from molecules.links import target_compound_links
     from molecules.properties import add_descriptors
     from molecules.similarity import packed_fingerprints
@@ -90,7 +90,8 @@ def compound_inputs(catalog: Catalog) -> CompoundInputs:
     src = catalog.by_modality("compounds")
     if src is None:
         return CompoundInputs(pd.DataFrame(), pd.DataFrame(), [], {}, None)
-    table, errors = read_compounds(src.path)
+    table, errors = (read_sdf(src.path, id_field="compound_id") if src.format == "sdf"
+                     else read_compounds(src.path))
     if table.empty:
         return CompoundInputs(pd.DataFrame(), pd.DataFrame(), errors, {}, src.path)
     has_activity = {"target_gene", "pchembl", "activity_type"} <= set(table.columns)
