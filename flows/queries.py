@@ -8,6 +8,8 @@ input raises ``QueryError`` (or ``ScoringError`` for weights, ``MoleculeError`` 
 from __future__ import annotations
 
 import json
+import threading
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -15,12 +17,13 @@ import duckdb
 import numpy as np
 
 from flows.ranking import EVIDENCE_TYPES, rank_order, validate_weights, weighted_harmonic_sum
-from flows.results_db import connect, latest_run_id
+from flows.results_db import connect, db_path, latest_run_id
 from fusion.errors import QueryError
 
 MAX_PAGE = 1000          # rows per page at most
 MAX_SIMILAR = 500        # hits per similarity query at most
 COMPOUNDS_PER_TARGET = 5
+CACHED_COMPOUNDS = 20    # per gene, read with the ranking matrix (at most this many per target in a page)
 
 
 def _check_int(name: str, value: Any, lo: int, hi: int) -> int:
@@ -45,23 +48,111 @@ def run_scoring(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, Any]:
     return json.loads(row[0])
 
 
+_TOP_LINKS_SQL = (
+    "SELECT l.gene, l.compound_id, c.name, c.canonical_smiles, l.pchembl, l.activity_type, l.link_type, "
+    "l.model_version FROM (SELECT *, row_number() OVER (PARTITION BY gene ORDER BY pchembl DESC, compound_id) "
+    "AS k FROM target_compound_links WHERE run_id = ?) l JOIN compounds c USING (compound_id) WHERE l.k <= ?")
+
+
+def _link_json(cid: Any, name: Any, smi: Any, pchembl: Any, atype: Any, link: Any, version: Any) -> dict[str, Any]:
+    p = None if pchembl is None or pchembl is np.ma.masked else float(pchembl)
+    return {"id": str(cid), "name": None if name is None or name is np.ma.masked else str(name),
+            "canonical_smiles": str(smi), "activity": {"type": None if atype is np.ma.masked else atype, "pchembl": p},
+            "pchembl": p, "link": str(link) if link and link is not np.ma.masked else "measured",
+            "model_version": str(version) if version and version is not np.ma.masked else None}
+
+
 def _compounds(con: duckdb.DuckDBPyConnection, run_id: str, genes: list[str],
                per_gene: int) -> dict[str, list[dict[str, Any]]]:
     """Linked compounds of the genes, most potent first (at most ``per_gene`` each)."""
     if not genes or per_gene <= 0:
         return {}
-    rows = con.execute(
-        "SELECT l.gene, l.compound_id, c.name, c.canonical_smiles, l.pchembl, l.activity_type, l.link_type, "
-        "l.model_version FROM (SELECT *, row_number() OVER (PARTITION BY gene ORDER BY pchembl DESC, compound_id) "
-        "AS k FROM target_compound_links WHERE run_id = ? AND gene IN (SELECT unnest(?))) l "
-        "JOIN compounds c USING (compound_id) WHERE l.k <= ? ORDER BY l.gene, l.pchembl DESC, l.compound_id",
-        [run_id, genes, per_gene]).fetchall()
+    rows = con.execute(f"{_TOP_LINKS_SQL} AND l.gene IN (SELECT unnest(?)) ORDER BY l.gene, l.pchembl DESC, "
+                       "l.compound_id", [run_id, per_gene, genes]).fetchall()
     out: dict[str, list[dict[str, Any]]] = {}
-    for gene, cid, name, smi, pchembl, atype, link, version in rows:
-        out.setdefault(gene, []).append({
-            "id": cid, "name": name, "canonical_smiles": smi, "activity": {"type": atype, "pchembl": pchembl},
-            "pchembl": pchembl, "link": link or "measured", "model_version": version or None})
+    for gene, *rest in rows:
+        out.setdefault(gene, []).append(_link_json(*rest))
     return out
+
+
+@dataclass
+class _RankInputs:
+    """One run's genes x evidence-types matrix and compound summary, read once per results-DB state."""
+
+    run_id: str
+    scoring: dict[str, Any]
+    genes: np.ndarray
+    matrix: np.ndarray
+    tractability: np.ndarray
+    n_active: np.ndarray
+    links: dict[str, np.ndarray] = field(default_factory=dict)  # top links per gene, sorted by gene
+    link_bounds: dict[str, tuple[int, int]] = field(default_factory=dict)
+
+    def compounds_of(self, gene: str, n: int) -> list[dict[str, Any]]:
+        """The gene's n most potent linked compounds (JSON-ready)."""
+        lo, hi = self.link_bounds.get(gene, (0, 0))
+        lk = self.links
+        return [_link_json(lk["compound_id"][i], lk["name"][i], lk["canonical_smiles"][i], lk["pchembl"][i],
+                           lk["activity_type"][i], lk["link_type"][i], lk["model_version"][i])
+                for i in range(lo, min(hi, lo + n))]
+
+
+_CACHE: dict[tuple, _RankInputs] = {}
+_CACHE_LOCK = threading.Lock()
+_CACHE_SIZE = 4
+
+
+def clear_cache() -> None:
+    """Forget the cached rank inputs (they are keyed on the DB files' size and mtime, so never stale)."""
+    with _CACHE_LOCK:
+        _CACHE.clear()
+
+
+def _db_state(store: str | Path) -> tuple:
+    """Identity of the results DB's current contents: path, size and mtime of the file and its WAL."""
+    path = db_path(store)
+    if not path.exists():
+        raise QueryError(f"{path}: no results DB; run `fusionrx run` on this store first")
+    wal = path.with_name(path.name + ".wal")
+    sig = [(f.stat().st_size, f.stat().st_mtime_ns) if f.exists() else None for f in (path, wal)]
+    return (str(path.resolve()), *sig)
+
+
+def _rank_inputs(store: str | Path, run_id: str | None, con_holder: list) -> _RankInputs:
+    key = (_db_state(store), run_id)
+    with _CACHE_LOCK:
+        hit = _CACHE.get(key)
+    if hit is not None:
+        return hit
+    con = _open(store, con_holder)
+    rid = _run(con, run_id)
+    scoring = run_scoring(con, rid)
+    cols = ", ".join(EVIDENCE_TYPES)
+    res = con.execute(f"SELECT gene, {cols}, tractability, n_active_compounds FROM targets WHERE run_id = ?",
+                      [rid]).fetchnumpy()
+    inputs = _RankInputs(run_id=rid, scoring=scoring, genes=np.asarray(res["gene"], dtype=str),
+                         matrix=np.column_stack([np.asarray(res[t], dtype=float) for t in EVIDENCE_TYPES]),
+                         tractability=np.asarray(res["tractability"], dtype=float),
+                         n_active=np.asarray(res["n_active_compounds"], dtype=float))
+    inputs.links = con.execute(
+        f"{_TOP_LINKS_SQL} ORDER BY l.gene, l.pchembl DESC, l.compound_id", [rid, CACHED_COMPOUNDS]).fetchnumpy()
+    genes_l = np.asarray(inputs.links["gene"], dtype=str)
+    if len(genes_l):
+        starts = np.flatnonzero(np.r_[True, genes_l[1:] != genes_l[:-1]])
+        ends = np.r_[starts[1:], len(genes_l)]
+        inputs.link_bounds = {str(genes_l[a]): (int(a), int(b)) for a, b in zip(starts, ends)}
+    with _CACHE_LOCK:
+        while len(_CACHE) >= _CACHE_SIZE:
+            _CACHE.pop(next(iter(_CACHE)))
+        _CACHE[key] = inputs
+    return inputs
+
+
+def _open(store: str | Path, con_holder: list) -> duckdb.DuckDBPyConnection:
+    """The call's read-only connection, opened on first need (cached calls may need none)."""
+    if not con_holder:
+        con_holder.append(connect(store, read_only=True))
+    return con_holder[0]
 
 
 def ranked_targets(store: str | Path, *, top: int = 10, offset: int = 0, weights: dict[str, float] | None = None,
@@ -72,46 +163,42 @@ def ranked_targets(store: str | Path, *, top: int = 10, offset: int = 0, weights
     Ranks are over all genes under the weights; ``min_score`` and ``has_compound`` (a linked compound with
     pChEMBL >= the active threshold, measured or predicted) filter, ``offset``/``top`` page the result.
     Returns run_id, scoring_version, weights, total (genes passing the filters), offset, top and rows
-    (gene, rank, score, evidence: type -> score, tractability, compounds).
+    (gene, rank, score, evidence: type -> score, tractability, compounds). The genes x types matrix is
+    read once per state of the DB file (size, mtime) and re-weighted in numpy on every call.
     """
     top = _check_int("top", top, 1, MAX_PAGE)
     offset = _check_int("offset", offset, 0, 10**9)
-    if min_score is not None and not (isinstance(min_score, (int, float)) and 0.0 <= float(min_score) <= 1.0):
+    _check_int("compounds_per_target", compounds_per_target, 0, CACHED_COMPOUNDS)
+    if min_score is not None and (isinstance(min_score, bool) or not isinstance(min_score, (int, float))
+                                  or not 0.0 <= float(min_score) <= 1.0):
         raise QueryError(f"min_score must be a number in [0, 1], found {min_score!r}")
-    con = connect(store, read_only=True)
+    given = validate_weights(dict(weights)) if weights is not None else None
+    con_holder: list = []
     try:
-        run_id = _run(con, run_id)
-        scoring = run_scoring(con, run_id)
-        if weights is None:
-            used = {t: float(scoring["weights"].get(t, 0.0)) for t in EVIDENCE_TYPES}
-        else:
-            given = validate_weights(dict(weights))
-            used = {t: given.get(t, 0.0) for t in EVIDENCE_TYPES}
-        cols = ", ".join(EVIDENCE_TYPES)
-        res = con.execute(f"SELECT gene, {cols}, tractability, n_active_compounds FROM targets WHERE run_id = ?",
-                          [run_id]).fetchnumpy()
-        genes = np.asarray(res["gene"], dtype=str)
-        matrix = np.column_stack([np.asarray(res[t], dtype=float) for t in EVIDENCE_TYPES])
-        score = weighted_harmonic_sum(matrix, np.array([used[t] for t in EVIDENCE_TYPES]))
-        order = rank_order(genes, score)
+        ri = _rank_inputs(store, run_id, con_holder)
+        used = ({t: given.get(t, 0.0) for t in EVIDENCE_TYPES} if given is not None
+                else {t: float(ri.scoring["weights"].get(t, 0.0)) for t in EVIDENCE_TYPES})
+        score = weighted_harmonic_sum(ri.matrix, np.array([used[t] for t in EVIDENCE_TYPES]))
+        order = rank_order(ri.genes, score)
         rank = np.empty(len(order), dtype=np.int64)
         rank[order] = np.arange(1, len(order) + 1)
-        keep = np.ones(len(genes), dtype=bool)
+        keep = np.ones(len(ri.genes), dtype=bool)
         if min_score is not None:
             keep &= score >= float(min_score)
         if has_compound:
-            keep &= np.asarray(res["n_active_compounds"], dtype=float) > 0
+            keep &= ri.n_active > 0
         kept = order[keep[order]]
         page = kept[offset: offset + top]
-        compounds = _compounds(con, run_id, genes[page].tolist(), compounds_per_target)
+        genes = [str(g) for g in ri.genes[page]]
     finally:
-        con.close()
-    trac = np.asarray(res["tractability"], dtype=float)
-    rows = [{"gene": str(genes[i]), "rank": int(rank[i]), "score": float(score[i]),
-             "evidence": {t: float(matrix[i, k]) for k, t in enumerate(EVIDENCE_TYPES)},
-             "tractability": float(trac[i]), "compounds": compounds.get(str(genes[i]), [])} for i in page]
-    return {"run_id": run_id, "scoring_version": scoring.get("version"), "weights": used, "total": int(len(kept)),
-            "offset": offset, "top": top, "rows": rows}
+        for con in con_holder:
+            con.close()
+    rows = [{"gene": g, "rank": int(rank[i]), "score": float(score[i]),
+             "evidence": {t: float(ri.matrix[i, k]) for k, t in enumerate(EVIDENCE_TYPES)},
+             "tractability": float(ri.tractability[i]), "compounds": ri.compounds_of(g, compounds_per_target)}
+            for g, i in zip(genes, page)]
+    return {"run_id": ri.run_id, "scoring_version": ri.scoring.get("version"), "weights": used,
+            "total": int(len(kept)), "offset": offset, "top": top, "rows": rows}
 
 
 def _resolve_gene(con: duckdb.DuckDBPyConnection, run_id: str, gene: str) -> str:
