@@ -122,7 +122,8 @@ def tractability_rows(links: pd.DataFrame, config: ScoringConfig, source_rows: d
                 zip(sub["target_gene"], sub["compound_id"], sub.get("model_version", pd.Series("", index=sub.index)))]
         details = [{"compound_id": c, "activity_type": a, "link_type": k}
                    for c, a in zip(sub["compound_id"], sub["activity_type"])]
-        out.append(_rows(sub["target_gene"], spec, sub["pchembl"].to_numpy(), refs, details))
+        out.append(_rows(sub["target_gene"], spec, sub["pchembl"].to_numpy(), refs, details)
+                   .assign(source=f"{k}_activity"))
     rows = pd.concat(out, ignore_index=True) if out else pd.DataFrame(columns=ROW_COLUMNS)
     rows["evidence_type"] = TRACTABILITY
     return rows
