@@ -46,19 +46,25 @@ def _table(rows: list[dict], columns: list[str]) -> str:
 
 
 def _cmd_targets(args: argparse.Namespace) -> int:
-    from flows.results_db import query_targets
+    from flows.queries import ranked_targets
+    from flows.ranking import parse_weights
 
-    rows = query_targets(args.store, top=args.top)
+    weights = parse_weights(args.weights) if args.weights is not None else None
+    page = ranked_targets(args.store, top=args.top, offset=args.offset, weights=weights, min_score=args.min_score,
+                          has_compound=args.has_compound)
+    rows = page["rows"]
     if args.format == "json":
         print(json.dumps(rows, indent=1))
         return 0
     flat = []
     for r in rows:
         flat.append({"rank": r["rank"], "gene": r["gene"], "score": r["score"],
-                     **{k: v for k, v in r["evidence"].items()},
-                     "active compounds (pchembl>=6)": ", ".join(
-                         [c["name"] or c["id"] for c in r["compounds"] if c["pchembl"] >= 6.0][:3]) or "-"})
+                     **{k: v for k, v in r["evidence"].items()}, "tractability": r["tractability"],
+                     "compounds (pchembl, measured|predicted)": ", ".join(
+                         f"{c['name'] or c['id']} ({c['pchembl']:.1f}, {c['link']})" for c in r["compounds"][:3]) or "-"})
     cols = list(flat[0].keys()) if flat else []
+    print(f"run {page['run_id']}, scoring {page['scoring_version']}, weights "
+          + ", ".join(f"{k}={v:g}" for k, v in page["weights"].items()) + f"; {page['total']} genes match")
     print(_table(flat, cols))
     return 0
 
@@ -94,7 +100,15 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("targets", help="query the ranked drug targets of the latest run")
     t.add_argument("--store", required=True, type=Path)
     t.add_argument("--top", type=int, default=10)
+    t.add_argument("--offset", type=int, default=0, help="skip this many ranked rows (paging)")
     t.add_argument("--format", choices=["table", "json"], default="table")
+    t.add_argument("--weights", default=None, metavar="TYPE=W,...",
+                   help="replace the configured evidence weights (a type not named gets 0); types: "
+                        "rna_expression, copy_number, survival_association, spatial_tumour_region, "
+                        "somatic_mutation, model_attribution")
+    t.add_argument("--min-score", type=float, default=None, help="only targets with score >= this (0..1)")
+    t.add_argument("--has-compound", action="store_true",
+                   help="only targets with a linked active compound (pChEMBL >= 6, measured or predicted)")
     t.set_defaults(func=_cmd_targets)
 
     e = sub.add_parser("experiments", help="query the fusion experiments (CV metric per strategy/modality)")

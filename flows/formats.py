@@ -143,6 +143,7 @@ FORMATS: dict[str, Format] = {f.name: f for f in (
     Format("gdc_sample_sheet", (), "file", "omics.gdc:read_sample_sheet", detect=detect_sample_sheet),
     Format("compound_table", ("compounds",), "file", "molecules.io:read_compound_table",
            detect=detect_compound_table),
+    Format("sdf", ("compounds",), "file", "molecules.io:read_sdf"),  # SD files (.sdf, .sdf.gz) of a compound library
     Format("feature_table", ("features",), "file", "flows.stages.features:read_feature_table",
            detect=detect_feature_table),
     Format("tile_features_h5", ("features",), "folder", "flows.stages.features:read_tile_feature_bag"),

@@ -9,6 +9,7 @@ from typing import Any
 import duckdb
 import pandas as pd
 
+from flows.ranking import EVIDENCE_TYPES
 from fusion.errors import FusionRxError
 
 DB_NAME = "results.duckdb"
@@ -19,13 +20,20 @@ CREATE TABLE IF NOT EXISTS runs (
     catalog VARCHAR, config_json VARCHAR, inputs_sha256_json VARCHAR, metrics_json VARCHAR,
     skipped_json VARCHAR);
 CREATE TABLE IF NOT EXISTS targets (
-    run_id VARCHAR, cohort VARCHAR, gene VARCHAR, rank INTEGER, score DOUBLE, evidence_json VARCHAR);
+    run_id VARCHAR, cohort VARCHAR, gene VARCHAR, rank INTEGER, score DOUBLE, evidence_json VARCHAR,
+    rna_expression DOUBLE, copy_number DOUBLE, survival_association DOUBLE, spatial_tumour_region DOUBLE,
+    somatic_mutation DOUBLE, model_attribution DOUBLE, tractability DOUBLE, best_pchembl DOUBLE,
+    n_active_compounds INTEGER, scoring_version VARCHAR);
+CREATE TABLE IF NOT EXISTS evidence (
+    run_id VARCHAR, gene VARCHAR, evidence_type VARCHAR, source VARCHAR, statistic VARCHAR,
+    raw_value DOUBLE, score DOUBLE, row_ref VARCHAR, details_json VARCHAR);
+CREATE TABLE IF NOT EXISTS scoring (run_id VARCHAR PRIMARY KEY, version VARCHAR, config_json VARCHAR);
 CREATE TABLE IF NOT EXISTS compounds (
     compound_id VARCHAR PRIMARY KEY, name VARCHAR, canonical_smiles VARCHAR, inchikey VARCHAR,
-    properties_json VARCHAR);
+    properties_json VARCHAR, morgan_fp BLOB);
 CREATE TABLE IF NOT EXISTS target_compound_links (
     run_id VARCHAR, gene VARCHAR, compound_id VARCHAR, pchembl DOUBLE, activity_type VARCHAR,
-    source VARCHAR);
+    source VARCHAR, link_type VARCHAR, model_version VARCHAR);
 CREATE TABLE IF NOT EXISTS experiments (
     run_id VARCHAR, name VARCHAR, kind VARCHAR, strategy VARCHAR, modalities VARCHAR, task VARCHAR,
     metric VARCHAR, mean DOUBLE, std DOUBLE, n_folds INTEGER);
@@ -51,13 +59,19 @@ def connect(store: str | Path, read_only: bool = False) -> duckdb.DuckDBPyConnec
 
 
 def write_run(store: str | Path, *, run: dict[str, Any], targets: pd.DataFrame, compounds: pd.DataFrame,
-              links: pd.DataFrame, experiments: pd.DataFrame) -> None:
-    """Write one run's results in a single transaction (all or nothing)."""
+              links: pd.DataFrame, experiments: pd.DataFrame, evidence: pd.DataFrame | None = None,
+              scoring: dict[str, Any] | None = None) -> None:
+    """Write one run's results in a single transaction (all or nothing).
+
+    ``targets``: gene, rank, score, one column per evidence type, tractability (flows.stages.evidence);
+    ``evidence``: the rows behind the scores; ``links``: target_gene/gene, compound_id, pchembl,
+    activity_type, source, link_type (measured | predicted), model_version.
+    """
     con = connect(store)
     try:
         con.execute("BEGIN TRANSACTION")
         run_id = run["run_id"]
-        for table in ("targets", "target_compound_links", "experiments"):
+        for table in ("targets", "target_compound_links", "experiments", "evidence", "scoring"):
             con.execute(f"DELETE FROM {table} WHERE run_id = ?", [run_id])
         con.execute("DELETE FROM runs WHERE run_id = ?", [run_id])
         con.execute("INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", [
@@ -66,21 +80,24 @@ def write_run(store: str | Path, *, run: dict[str, Any], targets: pd.DataFrame, 
             json.dumps(run["inputs_sha256"], sort_keys=True),
             json.dumps(run["metrics"], sort_keys=True, default=float),
             json.dumps(run.get("skipped", []))])
-        evidence_cols = [c for c in targets.columns if c.endswith("_score") or c.endswith("_value")]
-        t = pd.DataFrame({
-            "run_id": run_id, "cohort": run["cohort"], "gene": targets["gene"],
-            "rank": targets["rank"].astype(int), "score": targets["score"].astype(float),
-            "evidence_json": [json.dumps({c: (None if pd.isna(r[c]) else float(r[c])) for c in evidence_cols})
-                              for _, r in targets.iterrows()]})
-        con.register("t_df", t)
-        con.execute("INSERT INTO targets SELECT * FROM t_df")
+        _insert_targets(con, run, targets, links, (scoring or {}).get("active_pchembl", 6.0),
+                        (scoring or {}).get("version", ""))
+        if evidence is not None and not evidence.empty:
+            ev = evidence.assign(run_id=run_id)[["run_id", "gene", "evidence_type", "source", "statistic",
+                                                 "raw_value", "score", "row_ref", "details_json"]]
+            con.register("ev_df", ev)
+            con.execute("INSERT INTO evidence SELECT * FROM ev_df")
+        if scoring is not None:
+            con.execute("INSERT INTO scoring VALUES (?, ?, ?)",
+                        [run_id, scoring.get("version", ""), json.dumps(scoring, sort_keys=True, default=str)])
         if not compounds.empty:
-            c = compounds[["compound_id", "name", "canonical_smiles", "inchikey", "properties_json"]]
+            c = compounds.assign(morgan_fp=compounds["morgan_fp"] if "morgan_fp" in compounds.columns else None)
+            c = c[["compound_id", "name", "canonical_smiles", "inchikey", "properties_json", "morgan_fp"]]
             con.register("c_df", c)
             con.execute("DELETE FROM compounds WHERE compound_id IN (SELECT compound_id FROM c_df)")
             con.execute("INSERT INTO compounds SELECT * FROM c_df")
         if not links.empty:
-            lk = links.assign(run_id=run_id)[["run_id", "gene", "compound_id", "pchembl", "activity_type", "source"]]
+            lk = _link_frame(links).assign(run_id=run_id)[list(LINK_DB_COLUMNS)]
             con.register("l_df", lk)
             con.execute("INSERT INTO target_compound_links SELECT * FROM l_df")
         ex = experiments.assign(run_id=run_id)[["run_id", "name", "kind", "strategy", "modalities", "task",
@@ -95,6 +112,41 @@ def write_run(store: str | Path, *, run: dict[str, Any], targets: pd.DataFrame, 
         con.close()
 
 
+TYPE_COLUMNS = EVIDENCE_TYPES  # one DOUBLE column each in `targets` (stable names, see SCHEMA)
+LINK_DB_COLUMNS = ("run_id", "gene", "compound_id", "pchembl", "activity_type", "source", "link_type",
+                   "model_version")
+
+
+def _link_frame(links: pd.DataFrame) -> pd.DataFrame:
+    """Links with the DB's column names (gene; link_type 'measured' and empty model_version by default)."""
+    lk = links.rename(columns={"target_gene": "gene"})
+    if "link_type" not in lk.columns:
+        lk = lk.assign(link_type="measured")
+    if "model_version" not in lk.columns:
+        lk = lk.assign(model_version="")
+    return lk
+
+
+def _insert_targets(con: duckdb.DuckDBPyConnection, run: dict[str, Any], targets: pd.DataFrame,
+                    links: pd.DataFrame, active_pchembl: float, scoring_version: str) -> None:
+    """Targets with one column per evidence type, tractability and their linked-compound summary."""
+    lk = _link_frame(links) if not links.empty else pd.DataFrame(columns=["gene", "compound_id", "pchembl"])
+    best = lk.groupby("gene")["pchembl"].max()
+    n_active = lk.loc[lk["pchembl"] >= active_pchembl].groupby("gene")["compound_id"].nunique()
+    genes = targets["gene"]
+    t = pd.DataFrame({"run_id": run["run_id"], "cohort": run["cohort"], "gene": genes,
+                      "rank": targets["rank"].astype(int), "score": targets["score"].astype(float)})
+    cols = [c for c in TYPE_COLUMNS if c in targets.columns]
+    t["evidence_json"] = [json.dumps(dict(zip(cols, map(float, r)))) for r in targets[cols].to_numpy()]
+    for c in (*TYPE_COLUMNS, "tractability"):
+        t[c] = targets[c].astype(float).to_numpy() if c in targets.columns else 0.0
+    t["best_pchembl"] = best.reindex(genes).to_numpy(dtype=float)
+    t["n_active_compounds"] = n_active.reindex(genes).fillna(0).astype(int).to_numpy()
+    t["scoring_version"] = scoring_version
+    con.register("t_df", t)
+    con.execute("INSERT INTO targets SELECT * FROM t_df")
+
+
 def latest_run_id(con: duckdb.DuckDBPyConnection) -> str:
     """The run id of the most recently finished run."""
     row = con.execute("SELECT run_id FROM runs ORDER BY finished_utc DESC LIMIT 1").fetchone()
@@ -104,30 +156,10 @@ def latest_run_id(con: duckdb.DuckDBPyConnection) -> str:
 
 
 def query_targets(store: str | Path, top: int = 10, run_id: str | None = None) -> list[dict[str, Any]]:
-    """Top-N targets of a run (latest by default) with evidence scores and linked compounds."""
-    con = connect(store, read_only=True)
-    try:
-        run_id = run_id or latest_run_id(con)
-        rows = con.execute("SELECT gene, rank, score, evidence_json, cohort FROM targets WHERE run_id = ? "
-                           "ORDER BY rank LIMIT ?", [run_id, int(top)]).fetchall()
-        links = con.execute(
-            "SELECT l.gene, l.compound_id, c.name, c.canonical_smiles, l.pchembl, l.activity_type "
-            "FROM target_compound_links l JOIN compounds c USING (compound_id) WHERE l.run_id = ? "
-            "ORDER BY l.gene, l.pchembl DESC", [run_id]).fetchall()
-    finally:
-        con.close()
-    by_gene: dict[str, list[dict[str, Any]]] = {}
-    for gene, cid, name, smi, pchembl, atype in links:
-        by_gene.setdefault(gene, []).append({"id": cid, "name": name, "canonical_smiles": smi,
-                                             "pchembl": pchembl, "activity_type": atype})
-    out = []
-    for gene, rank, score, ev, cohort in rows:
-        evidence = json.loads(ev)
-        out.append({"gene": gene, "rank": int(rank), "score": float(score), "cohort": cohort, "run_id": run_id,
-                    "evidence": {k[:-6]: v for k, v in evidence.items() if k.endswith("_score")},
-                    "evidence_values": {k[:-6]: v for k, v in evidence.items() if k.endswith("_value")},
-                    "compounds": by_gene.get(gene, [])})
-    return out
+    """Top-N targets of a run (latest by default) with default weights: see ``flows.queries.ranked_targets``."""
+    from flows.queries import ranked_targets
+
+    return ranked_targets(store, top=top, run_id=run_id)["rows"]
 
 
 def query_experiments(store: str | Path, run_id: str | None = None) -> list[dict[str, Any]]:

@@ -52,3 +52,7 @@ class FeatureFileError(FusionRxError):
 
 class SpecError(FusionConfigError):
     """An experiment spec is invalid: names the spec file, the key, what was expected and found."""
+
+
+class QueryError(FusionRxError):
+    """A results query is malformed: unknown gene or run, bad paging, weights or score bounds."""

@@ -26,6 +26,7 @@ __all__ = [
     "pchembl_from_nm",
     "read_compound_table",
     "read_sdf",
+    "read_compounds",
 ]
 
 REQUIRED_COLUMNS: tuple[str, ...] = ("compound_id", "smiles", "target_gene", "activity_type", "activity_value_nm")
@@ -97,8 +98,8 @@ def read_compound_table(
 ) -> tuple[pd.DataFrame, list[str]]:
     """Read a compounds TSV/CSV (activities in nM) into standardised rows with pchembl; report bad rows.
 
-    Returns the valid rows (the input columns plus ``canonical_smiles``, ``inchikey`` and
-    ``pchembl``) and one error string per skipped row, naming the file, the data row (1-based,
+    Returns the valid rows (the input columns plus ``canonical_smiles``, ``inchikey``, ``pchembl``
+    and ``source_row``, the 1-based data row) and one error string per skipped row, naming the file, the data row (1-based,
     header not counted), its line in the file, the compound id and the reason.
     """
     path = Path(path)
@@ -136,6 +137,7 @@ def read_compound_table(
     ]
     good = (reason == "").to_numpy() & ~blank
     table = raw.loc[good].copy()
+    table["source_row"] = row_no[good]
     table["activity_value_nm"] = value_nm[good].astype(float)
     table["canonical_smiles"] = table["smiles"].map(lambda s: parsed[s][0])
     table["inchikey"] = table["smiles"].map(lambda s: parsed[s][1])
@@ -151,14 +153,17 @@ def read_sdf(
     ``compound_id`` comes from the ``id_field`` property when given, else the record's title
     line, else 'record<N>'. All SD properties become columns; when ``activity_value_nm`` is
     among them, ``pchembl`` is added. Error strings name the file, record number (1-based),
-    compound id and reason.
+    compound id and reason. ``source_row`` is the record number; ``.sdf.gz`` files are read too.
     """
+    import gzip
+
     path = Path(path)
     if not path.is_file():
         raise MoleculeError(f"{path}: SD file not found")
     rows: list[dict] = []
     errors: list[str] = []
-    with open(path, "rb") as handle, rdBase.BlockLogs():
+    opener = gzip.open if path.suffix.lower() == ".gz" else open
+    with opener(path, "rb") as handle, rdBase.BlockLogs():
         supplier = Chem.ForwardSDMolSupplier(handle, sanitize=False, removeHs=False)
         for n, mol in enumerate(supplier, start=1):
             props = mol.GetPropsAsDict(includePrivate=False, includeComputed=False) if mol is not None else {}
@@ -177,12 +182,32 @@ def read_sdf(
             rows.append({
                 "compound_id": cid, **{k: v for k, v in props.items() if k != "compound_id"},
                 "canonical_smiles": Chem.MolToSmiles(mol), "inchikey": Chem.MolToInchiKey(mol),
+                "source_row": n,
             })
     table = pd.DataFrame(rows)
     if table.empty:
         table = pd.DataFrame(columns=["compound_id", "canonical_smiles", "inchikey"])
     if "activity_value_nm" in table.columns:
         value_nm = pd.to_numeric(table["activity_value_nm"], errors="coerce")
-        table["activity_value_nm"] = value_nm
-        table["pchembl"] = pchembl_from_nm(value_nm.where(value_nm > 0))
+        bad = ~(value_nm > 0) & table["activity_value_nm"].notna()
+        for n, cid, v in zip(table.loc[bad, "source_row"], table.loc[bad, "compound_id"],
+                             table.loc[bad, "activity_value_nm"]):
+            errors.append(f"{path}: record {n}, compound_id {cid!r}: activity_value_nm must be a positive "
+                          f"number in nM, got {v!r}")
+        table = table.loc[~bad].reset_index(drop=True)
+        table["activity_value_nm"] = value_nm[~bad].to_numpy()
+        table["pchembl"] = pchembl_from_nm(table["activity_value_nm"].where(table["activity_value_nm"] > 0))
     return table, errors
+
+
+def read_compounds(path: str | os.PathLike, *, canonical_tautomer: bool = False) -> tuple[pd.DataFrame, list[str]]:
+    """Read a compound library: an SD file (``.sdf``, ``.sdf.gz``, ``.sd``) or a TSV/CSV table.
+
+    SD records may carry the table's columns as properties (``target_gene``, ``activity_type``,
+    ``activity_value_nm``, ...) to give activities; without them they are library compounds only.
+    """
+    path = Path(path)
+    suffixes = [s.lower() for s in path.suffixes]
+    if suffixes and (suffixes[-1] in (".sdf", ".sd") or suffixes[-2:] == [".sdf", ".gz"]):
+        return read_sdf(path, id_field="compound_id", canonical_tautomer=canonical_tautomer)
+    return read_compound_table(path, canonical_tautomer=canonical_tautomer)

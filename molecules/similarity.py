@@ -11,7 +11,10 @@ from rdkit.Chem import rdFingerprintGenerator
 
 from fusion.errors import MoleculeError
 
-__all__ = ["morgan_fingerprints", "fingerprint_array", "tanimoto_matrix", "similarity_search"]
+__all__ = ["morgan_fingerprints", "fingerprint_array", "tanimoto_matrix", "similarity_search",
+           "packed_fingerprints", "tanimoto_packed", "N_BITS"]
+
+N_BITS = 2048
 
 
 def _as_mol(item: Chem.Mol | str, where: str) -> Chem.Mol:
@@ -65,3 +68,24 @@ def similarity_search(
     fps = morgan_fingerprints(list(unique[smiles_col]))
     out = unique.assign(tanimoto=tanimoto_matrix([query], fps)[0] if fps else np.zeros(0))
     return out.sort_values("tanimoto", ascending=False, kind="stable").head(top).reset_index(drop=True)
+
+
+def packed_fingerprints(smiles: Sequence[str], *, radius: int = 2, n_bits: int = N_BITS) -> np.ndarray:
+    """Morgan bit fingerprints packed 8 bits a byte: uint8 [n_molecules, n_bits / 8] (MoleculeError if unparsable)."""
+    generator = rdFingerprintGenerator.GetMorganGenerator(radius=radius, fpSize=n_bits)
+    out = np.zeros((len(smiles), n_bits // 8), dtype=np.uint8)
+    for i, smi in enumerate(smiles):
+        out[i] = np.packbits(generator.GetFingerprintAsNumPy(_as_mol(smi, f"molecule {i}")).astype(np.uint8))
+    return out
+
+
+def tanimoto_packed(query: np.ndarray, library: np.ndarray) -> np.ndarray:
+    """Tanimoto (0-1) of one packed fingerprint [n_bytes] against a packed library [n, n_bytes], by popcount."""
+    q = np.ascontiguousarray(query, dtype=np.uint8).reshape(-1)
+    lib = np.ascontiguousarray(library, dtype=np.uint8)
+    if lib.ndim != 2 or lib.shape[1] != q.shape[0] or q.shape[0] % 8:
+        raise MoleculeError(f"packed fingerprints: query has {q.shape[0]} bytes, library shape {lib.shape}")
+    q64, lib64 = q.view(np.uint64), lib.view(np.uint64)
+    both = np.bitwise_count(lib64 & q64).sum(axis=1, dtype=np.int64)
+    either = np.bitwise_count(lib64 | q64).sum(axis=1, dtype=np.int64)
+    return np.divide(both, either, out=np.zeros(len(lib), dtype=float), where=either > 0)

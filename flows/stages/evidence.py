@@ -1,78 +1,151 @@
-"""Stage: per-gene evidence -> ranked targets -> linked compounds -> results DB and run record."""
+"""Stage: cohort inputs -> traceable evidence rows -> per-type scores -> ranked targets -> results DB."""
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import pandas as pd
 
 from flows.catalog import Catalog
 from flows.config import RunConfig
-from flows.ranking import RankingConfig, rank_targets
+from flows.ranking import (EVIDENCE_TYPES, TRACTABILITY, ScoringConfig, harmonic_sums, load_scoring_config,
+                           rank_targets, validate_weights)
 from flows.results_db import write_run
-from flows.stages.bulk_omics import BulkOmics, omics_evidence
+from flows.stages import evidence_rows as er
+from flows.stages.bulk_omics import BulkOmics
 from flows.store import ArtifactStore, atomic_path
 
 
-def spatial_evidence(samples: list[dict[str, Any]]) -> pd.Series:
-    """Per gene: mean enrichment t of tumour-region spots (under cellular histology) across samples."""
-    tables = [s["enrichment"]["t"] for s in samples if s.get("enrichment") is not None]
-    if not tables:
-        return pd.Series(dtype=float, name="spatial")
-    return pd.concat(tables, axis=1).mean(axis=1).rename("spatial")
+@dataclass
+class CompoundInputs:
+    """The compound library with descriptors, its target links, and where each link's rows came from."""
+
+    compounds: pd.DataFrame
+    links: pd.DataFrame
+    errors: list[str]
+    source_rows: dict[tuple[str, str], list[int]]
+    path: Path | None
 
 
-def compound_tables(catalog: Catalog) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
-    """Compounds (standardised, with descriptors) and target-compound links from the catalog."""
-    from molecules.io import read_compound_table
+def _specs(scoring: ScoringConfig, evidence_type: str) -> dict[str, Any]:
+    return {n: s for n, s in scoring.sources.items() if s.type == evidence_type}
+
+
+def cohort_evidence_rows(catalog: Catalog, bulk: BulkOmics, spatial_samples: list[dict[str, Any]],
+                         model_evidence: pd.Series | None, scoring: ScoringConfig,
+                         model_ref: str = "fusion:attention diagnosis model") -> pd.DataFrame:
+    """Every association evidence row of the cohort (omics, survival, copy number, mutations, spatial, model)."""
+    from omics.de import differential_expression
+    from omics.survival import cox_univariate
+
+    parts = []
+    genes = list(bulk.expression.var_names)
+    tumours = list(bulk.tumour.obs_names)
+    expr_src = catalog.by_modality("expression")
+    obs = bulk.expression.obs
+    for name, spec in _specs(scoring, "rna_expression").items():
+        if bool(obs["is_normal"].sum() >= 2) and bool(obs["is_tumour"].sum() >= 2):
+            de = differential_expression(bulk.expression, group_key="is_tumour")
+            parts.append(er.rna_expression_rows(de, spec, expr_src.sample_sheet or expr_src.path,
+                                                int(obs["is_tumour"].sum()), int(obs["is_normal"].sum())))
+    patients = [p for p in tumours if p in bulk.clinical.index]
+    clin = bulk.clinical.loc[patients].dropna(subset=["os_time_days", "os_event"]) if patients else None
+    for name, spec in _specs(scoring, "survival_association").items():
+        if clin is not None and len(clin) >= 10 and clin["os_event"].sum() > 0:
+            tum = bulk.tumour[list(clin.index)]
+            x = tum.X.toarray() if hasattr(tum.X, "toarray") else np.asarray(tum.X)
+            cox = cox_univariate(x, clin["os_time_days"].to_numpy(float), clin["os_event"].to_numpy(int),
+                                 genes=list(tum.var_names))
+            parts.append(er.survival_rows(cox, spec, catalog.by_modality("clinical").path, len(clin),
+                                          int(clin["os_event"].sum())))
+    cn_specs = _specs(scoring, "copy_number")
+    if bulk.copy_number is not None and cn_specs:
+        parts.append(er.copy_number_rows(bulk.copy_number, tumours, catalog.by_modality("copy_number").path,
+                                         cn_specs))
+    for name, spec in _specs(scoring, "somatic_mutation").items():
+        if bulk.maf is not None:
+            parts.append(er.mutation_rows(bulk.maf, tumours, genes, catalog.by_modality("mutations").path, spec))
+    for name, spec in _specs(scoring, "spatial_tumour_region").items():
+        parts.append(er.spatial_rows(spatial_samples, spec))
+    for name, spec in _specs(scoring, "model_attribution").items():
+        if model_evidence is not None and not model_evidence.empty:
+            parts.append(er.model_rows(model_evidence, spec, model_ref))
+    parts = [p for p in parts if not p.empty]
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=er.ROW_COLUMNS)
+
+
+def compound_inputs(catalog: Catalog) -> CompoundInputs:
+    """Compounds (standardised, with descriptors), target links and the source rows of every link
+    (a compound table or an SD file; bad records reported, not fatal)."""
+    from molecules.io import read_compounds, read_sdf
     from molecules.links import target_compound_links
     from molecules.properties import add_descriptors
+    from molecules.similarity import packed_fingerprints
 
     src = catalog.by_modality("compounds")
     if src is None:
-        return pd.DataFrame(), pd.DataFrame(), []
-    table, errors = read_compound_table(src.path)
-    links = target_compound_links(table)
+        return CompoundInputs(pd.DataFrame(), pd.DataFrame(), [], {}, None)
+    table, errors = (read_sdf(src.path, id_field="compound_id") if src.format == "sdf"
+                     else read_compounds(src.path))
+    if table.empty:
+        return CompoundInputs(pd.DataFrame(), pd.DataFrame(), errors, {}, src.path)
+    has_activity = {"target_gene", "pchembl", "activity_type"} <= set(table.columns)
+    links = target_compound_links(table) if has_activity else pd.DataFrame()
+    if not links.empty:
+        links = links.assign(link_type="measured", model_version="")
+    source_rows = ({k: list(v) for k, v in table.groupby(["target_gene", "compound_id"])["source_row"]}
+                   if has_activity and "source_row" in table.columns else {})
     comp = add_descriptors(table.drop_duplicates("compound_id"))
     prop_cols = [c for c in ("mw", "clogp", "tpsa", "hbd", "hba", "rotatable_bonds", "qed", "lipinski_violations")
                  if c in comp.columns]
     comp = comp.assign(
         name=comp["name"] if "name" in comp.columns else None,
-        properties_json=[json.dumps({c: float(r[c]) for c in prop_cols}) for _, r in comp.iterrows()])
-    return comp, links, errors
+        properties_json=[json.dumps({c: float(r[c]) for c in prop_cols}) for _, r in comp.iterrows()],
+        morgan_fp=[bytes(fp) for fp in packed_fingerprints(list(comp["canonical_smiles"]))])
+    return CompoundInputs(comp, links, errors, source_rows, src.path)
+
+
+def type_score_matrix(rows: pd.DataFrame, genes: list[str] | None = None) -> pd.DataFrame:
+    """Genes x evidence types (incl. tractability) of per-type harmonic sums; missing evidence = 0."""
+    hs = harmonic_sums(rows)
+    m = hs.pivot(index="gene", columns="evidence_type", values="score")
+    if genes is not None:
+        m = m.reindex(sorted(set(genes) | set(m.index)))
+    return m.reindex(columns=[*EVIDENCE_TYPES, TRACTABILITY]).fillna(0.0).rename_axis("gene")
+
+
+def score_targets(rows: pd.DataFrame, scoring: ScoringConfig, weights: dict[str, float] | None = None,
+                  genes: list[str] | None = None) -> pd.DataFrame:
+    """Ranked targets (gene, rank, score, per-type scores, tractability) from evidence rows."""
+    m = type_score_matrix(rows, genes)
+    ranked = rank_targets(m[list(EVIDENCE_TYPES)], weights or scoring.weights)
+    return ranked.assign(tractability=m[TRACTABILITY].reindex(ranked["gene"]).to_numpy())
 
 
 def assemble_results(*, catalog: Catalog, store: ArtifactStore, config: RunConfig, bulk: BulkOmics,
                      spatial_samples: list[dict[str, Any]], fusion_out: dict[str, Any], run_id: str,
                      started: datetime, inputs: dict[str, str], skipped: list[dict[str, str]],
                      timings: dict[str, float], log: Callable[[str], None]) -> dict[str, Any]:
-    """Build the evidence table, rank targets, link compounds and write everything to the results DB."""
-    from molecules.links import summarise_target_chemistry
-
-    ev = omics_evidence(bulk)
-    sp = spatial_evidence(spatial_samples)
-    if not sp.empty:
-        ev["spatial"] = sp.reindex(ev.index)
-    if not fusion_out["model_evidence"].empty:
-        ev["model"] = fusion_out["model_evidence"].reindex(ev.index)
-    compounds, links, comp_errors = compound_tables(catalog)
-    skipped = skipped + [{"source": "compounds", "file": str(catalog.by_modality("compounds").path), "error": e}
-                         for e in comp_errors]
-    if not links.empty:
-        chem = summarise_target_chemistry(links)
-        ev["tractability"] = chem["best_pchembl"].reindex(ev.index)
-    ranked = rank_targets(ev, RankingConfig(weights=config.ranking_weights))
+    """Build the evidence rows, score and rank targets, link compounds and write everything to the results DB."""
+    base = load_scoring_config()
+    scoring = ScoringConfig(version=base.version, weights=validate_weights(dict(config.ranking_weights),
+                                                                           "run config 'ranking_weights'"),
+                            sources=base.sources, tractability=base.tractability, active_pchembl=base.active_pchembl)
+    rows = cohort_evidence_rows(catalog, bulk, spatial_samples, fusion_out.get("model_evidence"), scoring,
+                                model_ref=f"{store.path('metrics/experiments.parquet')}: fusion:attention diagnosis")
+    comp = compound_inputs(catalog)
+    skipped = skipped + [{"source": "compounds", "file": str(comp.path), "error": e} for e in comp.errors]
+    rows = pd.concat([rows, er.tractability_rows(comp.links, scoring, comp.source_rows, comp.path)],
+                     ignore_index=True)
+    ranked = score_targets(rows, scoring, genes=list(bulk.expression.var_names))
     store.write_parquet("targets/ranking.parquet", ranked)
+    store.write_parquet("targets/evidence_rows.parquet", rows)
 
-    link_rows = pd.DataFrame()
-    if not links.empty:
-        top = set(ranked["gene"])
-        link_rows = (links.loc[links["target_gene"].isin(top)]
-                     .sort_values(["target_gene", "pchembl"], ascending=[True, False])
-                     .groupby("target_gene").head(config.compounds_per_target)
-                     .rename(columns={"target_gene": "gene"}))
     experiments = fusion_out["experiments"]
     metrics = {
         "experiments": {task: {r["name"]: {"mean": r["mean"], "std": r["std"], "metric": r["metric"]}
@@ -80,7 +153,7 @@ def assemble_results(*, catalog: Catalog, store: ArtifactStore, config: RunConfi
                         for task, grp in experiments.groupby("task")},
         "n_patients_fusion": fusion_out["n_patients"], "modality_counts": fusion_out["modality_counts"],
         "timings_s": timings, "n_skipped": len(skipped),
-        "top_targets": ranked["gene"].head(10).tolist(),
+        "top_targets": ranked["gene"].head(10).tolist(), "scoring_version": scoring.version,
     }
     finished = datetime.now(timezone.utc)
     run = {"run_id": run_id, "cohort": catalog.cohort, "started_utc": started.isoformat(),
@@ -88,7 +161,8 @@ def assemble_results(*, catalog: Catalog, store: ArtifactStore, config: RunConfi
            "inputs_sha256": inputs, "metrics": metrics, "skipped": skipped}
     with atomic_path(store.path(f"runs/{run_id}.json")) as tmp:
         tmp.write_text(json.dumps(run, indent=1, default=float))
-    write_run(store.root, run=run, targets=ranked, compounds=compounds, links=link_rows, experiments=experiments)
+    write_run(store.root, run=run, targets=ranked, compounds=comp.compounds, links=comp.links,
+              experiments=experiments, evidence=rows, scoring=scoring.to_dict())
     for task, grp in experiments.groupby("task"):
         best_single = grp.loc[grp["kind"] == "single"].sort_values("mean").tail(1)
         best_fusion = grp.loc[grp["kind"] == "fusion"].sort_values("mean").tail(1)
@@ -96,5 +170,5 @@ def assemble_results(*, catalog: Catalog, store: ArtifactStore, config: RunConfi
             log(f"[fusion] {task}: best fusion {best_fusion['name'].iloc[0]} {best_fusion['metric'].iloc[0]}="
                 f"{best_fusion['mean'].iloc[0]:.3f} vs best single {best_single['name'].iloc[0]}="
                 f"{best_single['mean'].iloc[0]:.3f}")
-    log(f"[targets] top 5: {', '.join(ranked['gene'].head(5))}")
+    log(f"[targets] top 5 (scoring {scoring.version}): {', '.join(ranked['gene'].head(5))}")
     return {"run_id": run_id, "skipped": skipped, "metrics": metrics}

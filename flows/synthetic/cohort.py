@@ -26,6 +26,8 @@ import numpy as np
 import pandas as pd
 
 from flows.store import atomic_path
+from flows.synthetic.decoys import (OVER_EXPRESSED_SHIFT, add_copy_number, add_spatial_tumour_expression,
+                                    add_tumour_expression, mutated_long_genes)
 
 DIAGNOSES = ("Adenocarcinoma, NOS", "Squamous cell carcinoma, NOS")
 MODALITY_SIGNALS = ("ct", "pet", "wsi", "expression", "spatial")
@@ -71,8 +73,10 @@ def gene_universe() -> list[str]:
 
     from flows.synthetic.compounds import CANDIDATE_TARGETS
 
+    from flows.synthetic.decoys import DECOY_GENES
+
     genes = list(dict.fromkeys(list(sc.datasets.pbmc68k_reduced().var_names)
-                               + list(CANDIDATE_TARGETS) + list(EXTRA_GENES)))
+                               + list(CANDIDATE_TARGETS) + list(EXTRA_GENES) + list(DECOY_GENES)))
     return genes
 
 
@@ -97,7 +101,9 @@ def plan_cohort(config: CohortConfig) -> dict[str, Any]:
     candidates = list(CANDIDATE_TARGETS)
     targets = sorted(rng.choice(candidates, size=config.n_targets, replace=False).tolist())
     drug_decoys = [g for g in candidates if g not in targets]
-    plain = [g for g in genes if g not in candidates and g not in EXTRA_GENES]
+    from flows.synthetic.decoys import DECOY_GENES
+
+    plain = [g for g in genes if g not in candidates and g not in EXTRA_GENES and g not in DECOY_GENES]
     picked = rng.choice(plain, size=config.n_de_decoys + config.n_subtype_genes, replace=False).tolist()
     de_decoys = sorted(picked[: config.n_de_decoys])
     subtype_genes = sorted(picked[config.n_de_decoys:])
@@ -111,7 +117,7 @@ def plan_cohort(config: CohortConfig) -> dict[str, Any]:
     log_hazard = 0.8 * target_activity + 0.4 * amplified.sum(1) - 0.3 * y
     event_time = rng.exponential(900.0 * np.exp(-log_hazard))
     censor_time = rng.uniform(200.0, 3000.0, size=n)
-    return {
+    plan = {
         "config": asdict(config), "patients": patients, "y": y, "signals": signals, "genes": genes,
         "targets": targets, "drug_decoys": drug_decoys, "de_decoys": de_decoys,
         "subtype_genes": subtype_genes, "has_pet": has_pet, "has_slide": has_slide,
@@ -119,6 +125,31 @@ def plan_cohort(config: CohortConfig) -> dict[str, Any]:
         "amplified": amplified, "event_time": event_time, "censor_time": censor_time,
         "base_log_mean": rng.normal(np.log(40.0), 1.3, size=len(genes)),
     }
+    return _plant_decoys(plan, config, candidates)
+
+
+def _plant_decoys(plan: dict[str, Any], config: CohortConfig, candidates: list[str]) -> dict[str, Any]:
+    """Add the confounders (decoys strong on one or two evidence kinds; see flows.synthetic.decoys)."""
+    from flows.synthetic import decoys as dc
+
+    taken = set(plan["targets"]) | set(plan["de_decoys"]) | set(plan["subtype_genes"])
+    d = dc.plan_decoys(config.seed, plan["genes"], plan["targets"], candidates, taken,
+                       len(plan["patients"]), plan["amplified"])
+    d["classes"]["over_expressed"] = list(plan["de_decoys"])
+    plan["decoys"] = d
+    plan["drug_decoys"] = d["classes"]["well_drugged"]
+    plan["normal_log_mean"] = dc.add_baseline_expression(plan["base_log_mean"], plan["genes"], d)
+    # the prognostic decoys' activity adds to the hazard (event times redrawn with the same noise)
+    unit = plan["event_time"] / (900.0 * np.exp(-_target_log_hazard(plan)))
+    plan["event_time"] = unit * 900.0 * np.exp(-(_target_log_hazard(plan) + dc.prognostic_log_hazard(d)))
+    # half the planted targets get only moderately potent compounds (pChEMBL 6-7)
+    plan["moderate_targets"] = plan["targets"][::2]
+    return plan
+
+
+def _target_log_hazard(plan: dict[str, Any]) -> np.ndarray:
+    """Log hazard from the targets' activity and amplification (not from the subtype's own signal)."""
+    return 0.8 * plan["target_activity"] + 0.4 * plan["amplified"].sum(1) - 0.3 * plan["y"]
 
 
 # ------------------------------------------------------------------------------------ per patient
@@ -200,13 +231,14 @@ def _tumour_log_means(plan: dict[str, Any]) -> np.ndarray:
     genes = plan["genes"]
     gi = {g: i for i, g in enumerate(genes)}
     n = len(plan["patients"])
-    mu = np.tile(plan["base_log_mean"], (n, 1))
+    mu = np.tile(plan["normal_log_mean"], (n, 1))
     for k, g in enumerate(plan["targets"]):
         mu[:, gi[g]] += 1.4 + 0.5 * plan["target_activity"] + 0.6 * plan["amplified"][:, k]
     for g in plan["de_decoys"]:
-        mu[:, gi[g]] += 1.4
+        mu[:, gi[g]] += OVER_EXPRESSED_SHIFT
     for g in plan["subtype_genes"]:
         mu[:, gi[g]] += 0.5 * plan["signals"]["expression"]
+    add_tumour_expression(mu, genes, plan["decoys"])
     return mu
 
 
@@ -237,7 +269,7 @@ def write_omics(out: Path, plan: dict[str, Any], rng: np.random.Generator) -> di
     for i, pid in enumerate(patients):
         _one_sample(pid, "01A", tumour_mu[i])
         if plan["has_normal"][i]:
-            _one_sample(pid, "11A", plan["base_log_mean"])
+            _one_sample(pid, "11A", plan["normal_log_mean"])
 
     # copy number (GISTIC thresholded by gene): targets amplified, sparse noise elsewhere
     aliquots = [f"{pid}-01A-11D-A{i:03d}-01" for i, pid in enumerate(patients)]
@@ -251,6 +283,7 @@ def write_omics(out: Path, plan: dict[str, Any], rng: np.random.Generator) -> di
     for k, g in enumerate(plan["targets"]):
         amp = plan["amplified"][:, k]
         cn[gi[g]] = np.where(amp, np.where(rng.random(len(patients)) < 0.3, 2, 1), 0)
+    add_copy_number(cn, genes, plan["targets"], plan["decoys"])
     cn_table = pd.DataFrame(cn, index=genes, columns=aliquots)
     rows += gw.write_gene_level_cn_download(expr_dir, cn_table, gene_ids, uuid_rng)
 
@@ -262,6 +295,7 @@ def write_omics(out: Path, plan: dict[str, Any], rng: np.random.Generator) -> di
         if rng.random() < 0.5:
             mutated.append("TP53")
         mutated += [g for g in plan["targets"] if rng.random() < 0.12]
+        mutated += [g for g in mutated_long_genes(rng, plan["decoys"]) if g not in mutated]
         for g in mutated:
             vc = classes[rng.choice(4, p=[0.6, 0.25, 0.08, 0.07])]
             pos = int(1_000_000 + rng.integers(0, 5_000_000))
@@ -316,6 +350,7 @@ def write_spatial(out: Path, plan: dict[str, Any], i: int, slide_path: Path, sli
     for g in STROMA_GENES:
         if g in gi:
             mu[~tumour, gi[g]] += 1.5
+    add_spatial_tumour_expression(mu, tumour, genes, plan["decoys"])
     lib = rng.uniform(3000, 8000, size=(len(coords), 1))
     p = np.exp(mu)
     counts = _nb_counts(rng, lib * p / p.sum(1, keepdims=True))
@@ -381,9 +416,10 @@ def generate_cohort(out: str | Path, config: CohortConfig = CohortConfig(), prog
                for i in spatial_idx}
     progress(f"[demo-data] {len(n_spots)} spatial samples written")
     (out / "compounds").mkdir(parents=True, exist_ok=True)
-    other = [g for g in plan["genes"] if g not in plan["targets"]]
+    other = [g for g in plan["genes"] if g not in plan["targets"] and g not in plan["drug_decoys"]]
     write_compounds_table(out / "compounds" / "compounds.tsv", target_genes_high=plan["targets"],
-                          other_genes=other, seed=config.seed)
+                          other_genes=other, seed=config.seed, potent_decoys=plan["drug_decoys"],
+                          moderate_genes=plan["moderate_targets"])
 
     # the catalog comes from the same content scanner users run on their own folders
     from flows.scan import scan
@@ -399,6 +435,9 @@ def generate_cohort(out: str | Path, config: CohortConfig = CohortConfig(), prog
         "targets": plan["targets"],
         "drug_decoys": plan["drug_decoys"],
         "de_decoys": plan["de_decoys"],
+        "decoys": plan["decoys"]["classes"],
+        "passenger_of": plan["decoys"]["passenger_of"],
+        "moderate_potency_targets": plan["moderate_targets"],
         "subtype_genes": plan["subtype_genes"],
         "diagnoses": list(DIAGNOSES),
         "subtype": {pid: DIAGNOSES[int(plan["y"][i])] for i, pid in enumerate(patients)},

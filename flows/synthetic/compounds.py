@@ -3,9 +3,11 @@
 ``KNOWN_DRUGS`` holds approved / clinical drugs with hand-checked SMILES (each one's RDKit
 formula equals its published molecular formula; ``tests/molecules/test_compounds.py`` checks it)
 and primary target genes as HGNC symbols. ``write_compounds_table`` writes a ChEMBL-like
-activity table (activities in nM) in which each planted target gets potent real inhibitors
-(pchembl 7-9) and every other gene gets only weak counter-screen measurements (pchembl 4-5.5),
-plus two deliberately unparsable SMILES rows that readers must skip and report.
+activity table (activities in nM) in which each planted target gets real inhibitors (potent,
+pchembl 7-9, or only moderately potent, 6-7), well-drugged decoy genes get potent inhibitors too
+(so chemistry alone cannot find the planted targets), and every other gene gets only weak
+counter-screen measurements (pchembl 4-5.5), plus two deliberately unparsable SMILES rows that
+readers must skip and report.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ __all__ = [
     "CANDIDATE_TARGETS",
     "BAD_SMILES",
     "POTENT_PCHEMBL",
+    "MODERATE_PCHEMBL",
     "WEAK_PCHEMBL",
     "drugs_for_gene",
     "compound_id_for",
@@ -126,7 +129,8 @@ CANDIDATE_TARGETS: tuple[str, ...] = (
 # Deliberately unparsable SMILES: an unclosed branch/ring, and a 5-ring of aromatic carbons (cannot kekulize).
 BAD_SMILES: tuple[str, ...] = ("C1CC(", "c1cccc1")
 
-POTENT_PCHEMBL = (7.0, 9.0)  # planted target-drug pairs
+POTENT_PCHEMBL = (7.0, 9.0)  # planted target-drug pairs and well-drugged decoys
+MODERATE_PCHEMBL = (6.0, 7.0)  # planted targets with only moderately potent compounds
 WEAK_PCHEMBL = (4.0, 5.5)  # counter-screen / off-target measurements
 
 _COLUMNS = ["compound_id", "name", "smiles", "target_gene", "activity_type", "activity_value_nm", "source"]
@@ -156,20 +160,31 @@ def write_compounds_table(
     target_genes_high: list[str],
     other_genes: list[str],
     seed: int,
+    potent_decoys: list[str] | None = None,
+    moderate_genes: list[str] | None = None,
 ) -> pd.DataFrame:
     """Write a compound-activity TSV (activity_value_nm in nM) and return it as written.
 
     Each gene of ``target_genes_high`` gets every real drug whose primary target it is (at least
     two; when fewer exist, other oncology kinase inhibitors stand in as analogues), each with
     one or two potent measurements (pchembl 7-9), plus a few weak measurements of unrelated
-    drugs. Genes of ``other_genes`` get only weak measurements (pchembl 4-5.5). Two rows carry
-    unparsable SMILES (``BAD_SMILES``). Deterministic given ``seed``.
+    drugs; those also in ``moderate_genes`` get moderately potent measurements (pchembl 6-7)
+    instead. Genes of ``potent_decoys`` get the same potent treatment as planted targets (decoys
+    for chemistry-only ranking). Genes of ``other_genes`` get only weak measurements (pchembl
+    4-5.5). Two rows carry unparsable SMILES (``BAD_SMILES``). Deterministic given ``seed``.
     """
+    decoys = list(dict.fromkeys(potent_decoys or []))
+    moderate = set(moderate_genes or [])
     high = list(dict.fromkeys(target_genes_high))
     others = [g for g in dict.fromkeys(other_genes)]
-    overlap = sorted(set(high) & set(others))
-    if overlap:
-        raise ValueError(f"genes {overlap} are in both target_genes_high and other_genes")
+    for a, b, what in ((high, others, "target_genes_high and other_genes"),
+                       (decoys, others, "potent_decoys and other_genes"),
+                       (high, decoys, "target_genes_high and potent_decoys")):
+        overlap = sorted(set(a) & set(b))
+        if overlap:
+            raise ValueError(f"genes {overlap} are in both {what}")
+    if not moderate <= set(high):
+        raise ValueError(f"moderate_genes {sorted(moderate - set(high))} are not in target_genes_high")
     rng = np.random.default_rng(seed)
     oncology = [d for d in KNOWN_DRUGS if d.oncology]
     rows: list[dict] = []
@@ -183,14 +198,15 @@ def write_compounds_table(
                 "activity_value_nm": value_nm, "source": _SOURCE,
             })
 
-    for gene in high:
+    for gene in high + decoys:
         potent = drugs_for_gene(gene)
         if len(potent) < 2:
             stand_ins = [d for d in oncology if d not in potent]
             picks = rng.choice(len(stand_ins), size=2 - len(potent), replace=False)
             potent = potent + [stand_ins[i] for i in sorted(picks)]
         for drug in potent:
-            add(drug, gene, POTENT_PCHEMBL, int(rng.integers(1, 3)), ["IC50", "Ki", "Kd"])
+            add(drug, gene, MODERATE_PCHEMBL if gene in moderate else POTENT_PCHEMBL, int(rng.integers(1, 3)),
+                ["IC50", "Ki", "Kd"])
         unrelated = [d for d in KNOWN_DRUGS if d not in potent and gene not in d.targets]
         for i in rng.choice(len(unrelated), size=min(2, len(unrelated)), replace=False):
             add(unrelated[i], gene, WEAK_PCHEMBL, 1, ["IC50", "EC50"])
@@ -202,7 +218,7 @@ def write_compounds_table(
             add(unrelated[i], gene, WEAK_PCHEMBL, 1, ["IC50", "EC50"])
 
     table = pd.DataFrame(rows, columns=_COLUMNS)
-    genes = high + others
+    genes = high + decoys + others
     for k, bad in enumerate(BAD_SMILES):
         bad_row = pd.DataFrame([{
             "compound_id": f"FXC{9001 + k:05d}", "name": f"corrupt-record-{k + 1}", "smiles": bad,

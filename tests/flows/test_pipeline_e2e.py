@@ -36,11 +36,14 @@ def test_planted_targets_reach_the_top(e2e_run, capsys):
     assert sorted(r["gene"] for r in rows) == sorted(targets)
     assert [r["rank"] for r in rows] == list(range(1, len(targets) + 1))
     for r in rows:
-        assert {"de", "survival", "copy_number", "spatial", "tractability"} <= set(r["evidence"])
+        assert {"rna_expression", "survival_association", "copy_number", "spatial_tumour_region",
+                "somatic_mutation", "model_attribution"} == set(r["evidence"])
+        assert r["evidence"]["rna_expression"] > 0.5 and r["evidence"]["copy_number"] > 0.5
         assert r["compounds"], f"no compound linked to {r['gene']}"
         for c in r["compounds"]:
             assert Chem.MolToSmiles(Chem.MolFromSmiles(c["canonical_smiles"])) == c["canonical_smiles"]
-        assert max(c["pchembl"] for c in r["compounds"]) >= 7.0
+        # some planted targets get only moderately potent compounds (pChEMBL 6-7); all have an active one
+        assert max(c["pchembl"] for c in r["compounds"]) >= 6.0
 
 
 def test_fusion_beats_every_single_modality(e2e_run, capsys):

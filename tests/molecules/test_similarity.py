@@ -59,3 +59,20 @@ def test_similarity_search_ranks_and_deduplicates():
 def test_bad_query_is_a_molecule_error():
     with pytest.raises(MoleculeError, match="query"):
         similarity_search("C1CC(", pd.DataFrame({"canonical_smiles": [ASPIRIN]}))
+
+
+def test_packed_popcount_tanimoto_equals_rdkit_bulk_tanimoto():
+    from rdkit import DataStructs
+
+    from molecules.similarity import packed_fingerprints, tanimoto_packed
+
+    library = [GEFITINIB, ERLOTINIB, ASPIRIN, CAFFEINE, "CCO", "c1ccccc1", "CC(=O)Nc1ccc(O)cc1"]
+    packed = packed_fingerprints(library)
+    assert packed.shape == (len(library), 256) and packed.dtype == np.uint8
+    fps = morgan_fingerprints(library)
+    for i, fp in enumerate(fps):
+        np.testing.assert_allclose(tanimoto_packed(packed[i], packed), DataStructs.BulkTanimotoSimilarity(fp, fps))
+    # packing keeps the bit order of the RDKit fingerprint
+    np.testing.assert_array_equal(np.unpackbits(packed, axis=1), fingerprint_array(fps))
+    with pytest.raises(MoleculeError, match="packed fingerprints"):
+        tanimoto_packed(packed[0][:100], packed)

@@ -1,0 +1,63 @@
+"""A cohort with only the inputs of target evidence: GDC omics, compounds and a few spatial samples.
+
+The same plan (and so the same planted targets and decoys) as ``generate_cohort`` with the same
+config, without the CT/PET series and without slides for patients that have no spatial sample:
+the cheap way to test the ranking on real file formats.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from flows.catalog import catalog_yaml
+from flows.store import atomic_path
+from flows.synthetic.cohort import (CohortConfig, _jsonable, _slide_job, plan_cohort, write_omics,
+                                    write_spatial)
+
+
+def generate_evidence_cohort(out: str | Path, config: CohortConfig = CohortConfig(),
+                             max_spatial: int | None = None) -> dict[str, Any]:
+    """Write omics, compounds and (up to ``max_spatial``) spatial samples with their slides; return the truth."""
+    from flows.synthetic.compounds import write_compounds_table
+
+    out = Path(out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    plan = plan_cohort(config)
+    patients = plan["patients"]
+    seeds = np.random.default_rng(config.seed + 1).integers(0, 2**31 - 1, size=(len(patients), 3))
+    omics = write_omics(out, plan, np.random.default_rng(config.seed + 2))
+    spatial_idx = [i for i in range(len(patients)) if plan["has_spatial"][i]][:max_spatial]
+    (out / "slides").mkdir(exist_ok=True)
+    (out / "spatial").mkdir(exist_ok=True)
+    srng = np.random.default_rng(config.seed + 3)
+    for i in spatial_idx:
+        slide = out / "slides" / f"{patients[i]}-01Z-00-DX1.tiff"
+        truth = _slide_job((str(slide), int(seeds[i, 1]), float(plan["signals"]["wsi"][i]),
+                            config.slide_size_px, config.slide_mpp))
+        write_spatial(out, plan, i, slide, truth, srng, config, omics["gene_ids"])
+    other = [g for g in plan["genes"] if g not in plan["targets"] and g not in plan["drug_decoys"]]
+    write_compounds_table(out / "compounds" / "compounds.tsv", target_genes_high=plan["targets"],
+                          other_genes=other, seed=config.seed, potent_decoys=plan["drug_decoys"],
+                          moderate_genes=plan["moderate_targets"])
+    sources = {
+        "wsi": {"modality": "wsi", "format": "openslide", "path": "slides", "pattern": "*.tiff"},
+        "spatial": {"modality": "spatial", "format": "visium_h5ad", "path": "spatial", "pattern": "*.h5ad"},
+        "expression": {"modality": "expression", "format": "gdc_star_counts", "path": "omics/expression",
+                       "sample_sheet": "omics/gdc_sample_sheet.tsv"},
+        "mutations": {"modality": "mutations", "format": "gdc_maf", "path": "omics/mutations.maf"},
+        "copy_number": {"modality": "copy_number", "format": "gistic_gene_thresholded",
+                        "path": "omics/copy_number.tsv"},
+        "clinical": {"modality": "clinical", "format": "gdc_clinical", "path": "omics/clinical.tsv"},
+        "compounds": {"modality": "compounds", "format": "compound_table", "path": "compounds/compounds.tsv"},
+    }
+    (out / "data_catalog.yaml").write_text(catalog_yaml(f"fusionrx-evidence-seed{config.seed}", ".", sources))
+    truth = {"config": plan["config"], "targets": plan["targets"], "decoys": plan["decoys"]["classes"],
+             "passenger_of": plan["decoys"]["passenger_of"], "moderate_potency_targets": plan["moderate_targets"],
+             "subtype_genes": plan["subtype_genes"], "spatial": [patients[i] for i in spatial_idx]}
+    with atomic_path(out / "truth.json") as tmp:
+        tmp.write_text(json.dumps(_jsonable(truth), indent=1))
+    return truth
