@@ -30,7 +30,7 @@ def model_version(model: ActivityModel) -> str:
         h.update(name.encode())
         t = tensor.detach().cpu().contiguous()
         h.update(str(t.dtype).encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()[:12]
 
 
