@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.no_baseline:
             t0 = time.perf_counter()
             pred = fit_predict_baseline(train_t, test_t, seed=args.seed)
-            rows.append({"split": split, "method": "GBT on Morgan bits + k-mer composition", **dti_metrics(test_t.value, pred),
+            rows.append({"split": split, "method": "GBT on Morgan-256 bits + k-mer composition", **dti_metrics(test_t.value, pred),
                          **n, "train_s": round(time.perf_counter() - t0, 1)})
             print(json.dumps(rows[-1]), flush=True)
         if split == "standard":

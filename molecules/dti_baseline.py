@@ -27,7 +27,7 @@ def morgan_bits(smiles: list[str], radius: int = 2, n_bits: int = 1024) -> np.nd
     return out
 
 
-def pair_features(table: DTITable, n_bits: int = 1024) -> np.ndarray:
+def pair_features(table: DTITable, n_bits: int = 256) -> np.ndarray:
     """(n_pairs, n_bits + 420 [+ n_targets]) float32: drug bits, target k-mer composition, or target one-hot."""
     drug = morgan_bits(table.smiles, n_bits=n_bits).astype(np.float32)
     if table.sequences is not None and all(table.sequences):
@@ -37,7 +37,7 @@ def pair_features(table: DTITable, n_bits: int = 1024) -> np.ndarray:
     return np.concatenate([drug[table.drug_idx], target[table.target_idx]], axis=1)
 
 
-def fit_predict_baseline(train: DTITable, test: DTITable, seed: int = 0, max_iter: int = 300) -> np.ndarray:
+def fit_predict_baseline(train: DTITable, test: DTITable, seed: int = 0, max_iter: int = 200) -> np.ndarray:
     """Fit HistGradientBoosting on the train pairs and predict the test pairs (same units as value).
 
     ``train`` and ``test`` must share their drug and target lists (``DTITable.subset`` of one table).
