@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import sys
 import time
 from pathlib import Path
 
@@ -49,11 +50,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-baseline", action="store_true")
     p.add_argument("--config", default="{}", help="JSON overrides of ActivityConfig")
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results_davis.json")
+    p.add_argument("--merge", action="store_true", help="keep the rows of other splits already in --out")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     parts = tuple(s for s in args.target_encoder.split(",") if s)
     config = ActivityConfig(epochs=args.epochs, target_parts=parts, seed=args.seed, **json.loads(args.config))
     table = read_davis(args.davis)
+    command = "python bench/davis_bench.py " + " ".join(argv if argv is not None else sys.argv[1:])
     rows = []
     for split, test in _splits(table, args.splits.split(","), args.seed):
         train_t, test_t = table.subset(~test), table.subset(test)
@@ -62,13 +65,14 @@ def main(argv: list[str] | None = None) -> int:
         model = fit_activity(train_t, config, args.device)
         train_s = time.perf_counter() - t0
         m = dti_metrics(test_t.value, predict_table(model, test_t))
-        rows.append({"split": split, "method": "FusionRx GNN x target encoder", **m, **n, "train_s": round(train_s, 1)})
+        rows.append({"split": split, "method": "FusionRx GNN x target encoder", **m, **n, "train_s": round(train_s, 1),
+                     "epochs": config.epochs, "command": command})
         print(json.dumps(rows[-1]), flush=True)
         if not args.no_baseline:
             t0 = time.perf_counter()
             pred = fit_predict_baseline(train_t, test_t, seed=args.seed)
             rows.append({"split": split, "method": "GBT on Morgan-256 bits + k-mer composition", **dti_metrics(test_t.value, pred),
-                         **n, "train_s": round(time.perf_counter() - t0, 1)})
+                         **n, "train_s": round(time.perf_counter() - t0, 1), "command": command})
             print(json.dumps(rows[-1]), flush=True)
         if split == "standard":
             rows += [{"split": split, "method": k, **v, "pearson": None, **n, "train_s": None}
@@ -79,8 +83,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{r['split']:<10} {r['method']:<40} {fmt(r['ci'])} {fmt(r['mse'])} {fmt(r['pearson'])} "
               f"{r['n_test']:>6} {r['train_s'] if r['train_s'] is not None else '-':>8}")
     device = args.device if args.device == "cpu" else torch.cuda.get_device_name(torch.device(args.device))
+    done = {r["split"] for r in rows}
+    if args.merge and args.out.exists():
+        old = json.loads(args.out.read_text())
+        rows = [r for r in old["rows"] if r["split"] not in done] + rows
     out = {"config": config.to_dict(), "device": device, "threads": args.threads, "cpu": platform.processor(),
-           "command": "python bench/davis_bench.py " + " ".join(argv if argv is not None else __import__("sys").argv[1:]),
            "rows": rows}
     args.out.write_text(json.dumps(out, indent=1, default=lambda v: None if isinstance(v, float) and np.isnan(v) else v))
     print(f"wrote {args.out}")

@@ -87,8 +87,9 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     seqs = None
     if "sequence" in df.columns:
         seqs = {t: s for t, s in zip(df["target"].astype(str), df["sequence"]) if isinstance(s, str) and s}
-    scored = score_compounds(args.model, df["smiles"].astype(str).tolist(), df["target"].astype(str).unique().tolist(),
-                             seqs, device=args.device or "cpu")
+    smiles = df["smiles"].astype(str).unique().tolist()
+    scored = score_compounds(args.model, smiles, df["target"].astype(str).unique().tolist(), seqs,
+                             device=args.device or "cpu")
     if not args.all_pairs:  # only the (smiles, target) rows of the table
         keys = set(zip(df["smiles"].astype(str), df["target"].astype(str)))
         scored = scored[[k in keys for k in zip(scored["smiles"], scored["target"])]].reset_index(drop=True)

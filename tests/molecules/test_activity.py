@@ -145,3 +145,19 @@ def test_davis_folder_shapes_and_folds():
     assert (table.split == "test").sum() == 5010 and (table.split == "train").sum() == 25046
     assert table.value.min() == pytest.approx(5.0) and table.value.max() > 10.0  # 10 uM floor -> pKd 5
     assert len(table.sequences[0]) > 100
+
+
+def test_cli_train_then_predict_records_the_model_version(planted, tmp_path, capsys):
+    from flows.cli import main
+
+    model = tmp_path / "m.pt"
+    assert main(["activity", "train", "--table", str(planted), "--out", str(model), "--epochs", "2"]) == 0
+    version = json.loads(capsys.readouterr().out)["version"]
+    queries = pd.read_csv(planted).head(30)
+    out = tmp_path / "pred.csv"
+    assert main(["activity", "predict", "--model", str(model), "--table", str(planted), "--out", str(out)]) == 0
+    pred = pd.read_csv(out)
+    assert len(pred) == len(pd.read_csv(planted)) and set(pred["model_version"]) == {version}
+    assert set(zip(queries["smiles"], queries["target"])) <= set(zip(pred["smiles"], pred["target"]))
+    assert main(["activity", "predict", "--model", str(planted), "--table", str(planted)]) == 2
+    assert "planted.csv: not a readable activity model file" in capsys.readouterr().err
