@@ -63,7 +63,7 @@ class ExperimentOptions:
     strategies: Sequence[str] = ("early", "late", "attention", "kronecker")
     heads: Sequence[str] = ("cox",)
     epochs: int = 60
-    lr: float = 1e-3
+    lr: float = 3e-3
     weight_decay: float = 1e-2
     embed_dim: int = 16
     hidden: int = 32
