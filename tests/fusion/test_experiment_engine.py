@@ -90,3 +90,15 @@ def test_nll_loss_and_risk_by_hand():
     edges = time_bin_edges(np.array([1, 2, 3, 4, 5, 6, 7, 8.0]), np.ones(8, bool), n_bins=4)
     assert edges.tolist() == pytest.approx([2.75, 4.5, 6.25])
     assert to_bins(np.array([1.0, 3.0, 9.0]), edges).tolist() == [0, 1, 3]
+
+
+def test_inner_cv_selection_keeps_fusion_level_with_its_best_member():
+    data = planted_table("classification", n=90, d=10, seed=5)
+    opts = ExperimentOptions(**{**FAST, "strategies": (), "select": ("late",), "robustness": False,
+                                "baseline": False, "epochs": 20})
+    res = _by_name(run_experiment(data, kfold_splits(data), opts))
+    sel = res["fusion:late+select"]
+    chosen = [c["modalities"] for c in sel.extra["tuned"]]
+    assert all("a" in c for c in chosen), chosen  # the noise modality alone is never picked
+    assert all(set(c["inner"]) == {"a", "b", "a+b"} for c in sel.extra["tuned"])
+    assert sel.mean >= res["single:a"].mean - 0.03, (sel.mean, res["single:a"].mean)
