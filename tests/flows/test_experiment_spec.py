@@ -95,3 +95,28 @@ def test_cli_json_rows_results_db_mlflow_and_report(toy, capsys):
     html = next((store / "reports").glob("*.html")).read_text()
     assert html.count("data:image/png;base64,") >= 3 and "fusion:late" in html
     assert list((store / "mlruns").glob("*/*/meta.yaml")), "no MLflow run logged under STORE/mlruns"
+
+
+def test_store_inputs_embeddings_and_clinical(tmp_path):
+    """`store:` specs read STORE/embeddings/<modality>.parquet and STORE/clinical/clinical.parquet."""
+    rng = np.random.default_rng(1)
+    pats = [f"TCGA-AA-{i:04d}" for i in range(30)]
+    (tmp_path / "embeddings").mkdir()
+    (tmp_path / "clinical").mkdir()
+    pd.DataFrame(rng.normal(size=(30, 4)), index=pats, columns=[f"e{j}" for j in range(4)]).to_parquet(
+        tmp_path / "embeddings" / "expression.parquet")
+    pd.DataFrame(rng.normal(size=(20, 3)), index=pats[:20], columns=["suv_max", "mtv_ml", "x"]).to_parquet(
+        tmp_path / "embeddings" / "pet.parquet")
+    pd.DataFrame({"primary_diagnosis": ["LUAD", "LUSC", "Other"] * 10}, index=pats).to_parquet(
+        tmp_path / "clinical" / "clinical.parquet")
+    spec = {"name": "store-diag", "store": str(tmp_path), "id": "patient_id",
+            "modalities": {"expression": "*", "pet": "*_m*"}, "task": {"kind": "classification",
+                                                                      "label": "primary_diagnosis"}, "folds": 3}
+    data, splits, hashes = load_experiment(load_spec(_write(tmp_path, spec)))
+    assert data.classes == ["LUAD", "LUSC", "Other"] and len(data.patients) == 30
+    assert list(data.features["pet"].columns) == ["suv_max", "mtv_ml"]
+    assert data.features["pet"].loc[pats[25]].isna().all()  # absent modality, masked (not imputed)
+    assert len(splits) == 3 and sorted(p for _, va in splits for p in va) == sorted(pats)
+    assert len(hashes) == 3
+    with pytest.raises(SpecError, match=r"key 'modalities.ct': the store has no embeddings/ct.parquet"):
+        load_experiment(load_spec(_write(tmp_path, {**spec, "modalities": {"ct": "*"}})))
