@@ -2,7 +2,9 @@
 
 Modalities: ``STORE/embeddings/<name>.parquet`` (patient-indexed; the spec's ``modalities`` values
 are column globs inside each file, "*" for all). Targets and covariates: ``STORE/clinical/clinical.parquet``
-(patient-indexed clinical table, e.g. primary_diagnosis, os_time_days, os_event).
+(patient-indexed clinical table, e.g. primary_diagnosis, os_time_days, os_event) joined with
+``STORE/imaging/phenotypes.parquet`` when present (imaging phenotypes such as suv_max, mtv_ml as
+regression targets).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from flows.experiment_spec import ExperimentSpec, file_sha256
 from fusion.experiment import ExperimentData, Split
 
 CLINICAL = "clinical/clinical.parquet"
+PHENOTYPES = "imaging/phenotypes.parquet"
 
 
 def load_store_experiment(spec: ExperimentSpec) -> tuple[ExperimentData, list[Split], dict[str, str]]:
@@ -27,8 +30,14 @@ def load_store_experiment(spec: ExperimentSpec) -> tuple[ExperimentData, list[Sp
         raise spec.fail("store", f"{clin_path} is missing: the store holds no clinical table for the task")
     clinical = pd.read_parquet(clin_path)
     clinical.index = clinical.index.astype(str)
-    target, classes = _target(clinical, spec)
     hashes = {str(clin_path): file_sha256(clin_path)}
+    phen_path = root / PHENOTYPES
+    if phen_path.exists():
+        phen = pd.read_parquet(phen_path)
+        phen.index = phen.index.astype(str)
+        clinical = clinical.join(phen[[c for c in phen.columns if c not in clinical.columns]], how="left")
+        hashes[str(phen_path)] = file_sha256(phen_path)
+    target, classes = _target(clinical, spec)
     features = {}
     for name, glob in spec.modalities.items():
         path = root / "embeddings" / f"{name}.parquet"
