@@ -113,7 +113,7 @@ class ModelResult:
 
     @property
     def std(self) -> float:
-        """Standard deviation (ddof=0, as MCAT reports it) of the primary metric over folds."""
+        """Population standard deviation (ddof=0) of the primary metric over folds."""
         return float(np.std(self.folds))
 
     def row(self) -> dict:
@@ -123,11 +123,6 @@ class ModelResult:
                 "metric": self.metric, "mean": self.mean, "std": self.std, "folds": [float(v) for v in self.folds],
                 "other_metrics": {k: float(np.nanmean([m.get(k, np.nan) for m in self.fold_metrics])) for k in others},
                 **{k: v for k, v in self.extra.items() if k in ("robustness", "contributions", "tuned")}}
-
-
-def _modality_matrix(frame: pd.DataFrame, cov: pd.DataFrame | None) -> np.ndarray:
-    x = frame.to_numpy(dtype=np.float64)
-    return x if cov is None else np.concatenate([x, cov.to_numpy(dtype=np.float64)], axis=1)
 
 
 def fold_dataset(data: ExperimentData, train: Sequence[str], val: Sequence[str], opts: ExperimentOptions,
