@@ -13,7 +13,6 @@ import html
 import io
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from fusion.experiment import ExperimentData, ModelResult
@@ -132,4 +131,5 @@ def write_report(path: Path, title: str, results: list[ModelResult], reference: 
 
     with atomic_path(path) as tmp:
         tmp.write_text("\n".join(parts))
+        tmp.chmod(0o644)  # mkstemp creates 0600; a report is meant to be shared
     return Path(path)

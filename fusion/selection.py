@@ -1,0 +1,67 @@
+"""Modality selection by inner cross-validation: fusion never clearly below its best member.
+
+Inside one outer training fold, every candidate modality subset (each single modality and the full
+set; every non-empty subset when there are at most 3 modalities) is cross-validated on inner folds;
+the best inner mean wins (ties go to the larger subset). The outer validation fold is never seen.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import TYPE_CHECKING, Sequence
+
+import numpy as np
+
+from fusion.errors import FusionDataError
+
+if TYPE_CHECKING:
+    from fusion.experiment import ExperimentData, ExperimentOptions
+
+
+def candidate_subsets(modalities: Sequence[str]) -> list[list[str]]:
+    """All non-empty subsets for <= 3 modalities, else each single modality and the full set."""
+    mods = list(modalities)
+    if len(mods) <= 3:
+        return [list(c) for k in range(1, len(mods) + 1) for c in itertools.combinations(mods, k)]
+    return [[m] for m in mods] + [mods]
+
+
+def inner_splits(data: "ExperimentData", train: Sequence[str], k: int, seed: int) -> list[tuple[list[str], list[str]]]:
+    """Stratified (class / event) K-fold of the outer training patients."""
+    from sklearn.model_selection import KFold, StratifiedKFold
+
+    tr = np.asarray(list(train))
+    t = data.target.loc[tr]
+    strata = t["label"].to_numpy() if data.task == "classification" else (
+        t["event"].to_numpy(int) if data.task == "survival" else None)
+    if strata is not None and np.bincount(strata).min(initial=k) >= k:
+        parts = StratifiedKFold(k, shuffle=True, random_state=seed).split(tr, strata)
+    else:
+        parts = KFold(k, shuffle=True, random_state=seed).split(tr)
+    return [(tr[a].tolist(), tr[b].tolist()) for a, b in parts]
+
+
+def select_subset(data: "ExperimentData", train: Sequence[str], opts: "ExperimentOptions", strategy: str,
+                  modalities: Sequence[str], head: str | None, seed: int) -> tuple[list[str], dict[str, float]]:
+    """The modality subset with the best inner-CV primary metric, and every candidate's inner mean."""
+    from fusion.experiment import fit_predict_fold, score_fold
+    from fusion.task_metrics import PRIMARY_METRIC
+
+    metric = PRIMARY_METRIC[data.task]
+    folds = inner_splits(data, train, opts.inner_folds, seed)
+    scores: dict[str, float] = {}
+    best, best_score = list(modalities), -np.inf
+    for cand in sorted(candidate_subsets(modalities), key=len, reverse=True):
+        strat = strategy if len(cand) > 1 else "single"
+        vals = []
+        for j, (a, b) in enumerate(folds):
+            pred = fit_predict_fold(data, a, b, opts, strat, cand, head, seed + 17 * (j + 1))[0]
+            try:
+                vals.append(score_fold(data, a, b, pred)[metric])
+            except (FusionDataError, ValueError):  # an inner fold without a comparable pair / one class
+                continue
+        mean = float(np.mean(vals)) if vals else -np.inf
+        scores["+".join(cand)] = mean
+        if mean > best_score + 1e-9:
+            best, best_score = cand, mean
+    return best, scores
