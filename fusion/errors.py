@@ -40,3 +40,7 @@ class FusionDataError(FusionRxError):
 
 class FusionConfigError(FusionRxError):
     """A fusion experiment is misconfigured: unknown strategy or task, bad sizes or options."""
+
+
+class PacsError(FusionRxError):
+    """A PACS (DICOMweb or DIMSE) could not be queried or a study could not be pulled."""
