@@ -56,3 +56,7 @@ class SpecError(FusionConfigError):
 
 class QueryError(FusionRxError):
     """A results query is malformed: unknown gene or run, bad paging, weights or score bounds."""
+
+
+class PacsError(FusionRxError):
+    """A PACS (DICOMweb or DIMSE) could not be queried or a study could not be pulled."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 import contextlib
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -102,8 +102,12 @@ def fit(
     dataset: MultimodalDataset,
     train_idx: Sequence[int] | np.ndarray,
     config: TrainConfig | None = None,
+    extra_loss: Callable[[FusionModel], torch.Tensor] | None = None,
 ) -> FusionModel:
     """Train ``model`` on patients ``train_idx`` of ``dataset`` (deterministic given ``config.seed``).
+
+    ``extra_loss(model)``, when given, is added to the task loss at every step (e.g. FedProx's
+    proximal term toward the global weights).
 
     Patients with none of the model's modalities carry no signal and are left out of the
     loss. The model's ``fallback_prediction`` is set to the training-fold prior: class
@@ -161,6 +165,8 @@ def fit(
                 with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
                     out = model(sub)
                 loss = task_loss(task, out, y_sub)
+                if extra_loss is not None:
+                    loss = loss + extra_loss(model)
                 opt.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 if config.grad_clip is not None:
