@@ -157,7 +157,8 @@ def _open(store: str | Path, con_holder: list) -> duckdb.DuckDBPyConnection:
 
 def ranked_targets(store: str | Path, *, top: int = 10, offset: int = 0, weights: dict[str, float] | None = None,
                    min_score: float | None = None, has_compound: bool = False, run_id: str | None = None,
-                   compounds_per_target: int = COMPOUNDS_PER_TARGET) -> dict[str, Any]:
+                   compounds_per_target: int = COMPOUNDS_PER_TARGET,
+                   evidence_min: dict[str, float] | None = None) -> dict[str, Any]:
     """A page of ranked targets; ``weights`` (evidence type -> weight) replaces the run's: types not named get 0.
 
     Ranks are over all genes under the weights; ``min_score`` and ``has_compound`` (a linked compound with
@@ -173,6 +174,7 @@ def ranked_targets(store: str | Path, *, top: int = 10, offset: int = 0, weights
                                   or not 0.0 <= float(min_score) <= 1.0):
         raise QueryError(f"min_score must be a number in [0, 1], found {min_score!r}")
     given = validate_weights(dict(weights)) if weights is not None else None
+    floors = _evidence_floors(evidence_min)
     con_holder: list = []
     try:
         ri = _rank_inputs(store, run_id, con_holder)
@@ -187,6 +189,9 @@ def ranked_targets(store: str | Path, *, top: int = 10, offset: int = 0, weights
             keep &= score >= float(min_score)
         if has_compound:
             keep &= ri.n_active > 0
+        for k, t in enumerate(EVIDENCE_TYPES):
+            if t in floors:
+                keep &= ri.matrix[:, k] >= floors[t]
         kept = order[keep[order]]
         page = kept[offset: offset + top]
         genes = [str(g) for g in ri.genes[page]]
@@ -199,6 +204,18 @@ def ranked_targets(store: str | Path, *, top: int = 10, offset: int = 0, weights
             for g, i in zip(genes, page)]
     return {"run_id": ri.run_id, "scoring_version": ri.scoring.get("version"), "weights": used,
             "total": int(len(kept)), "offset": offset, "top": top, "rows": rows}
+
+
+def _evidence_floors(evidence_min: dict[str, float] | None) -> dict[str, float]:
+    """Per evidence type, the least score a gene must have (types checked, scores in [0, 1])."""
+    floors = {}
+    for t, v in (evidence_min or {}).items():
+        if t not in EVIDENCE_TYPES:
+            raise QueryError(f"evidence filter: unknown evidence type {t!r}; known: {list(EVIDENCE_TYPES)}")
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= float(v) <= 1.0:
+            raise QueryError(f"evidence filter {t}: the least score must be a number in [0, 1], found {v!r}")
+        floors[t] = float(v)
+    return floors
 
 
 def _resolve_gene(con: duckdb.DuckDBPyConnection, run_id: str, gene: str) -> str:

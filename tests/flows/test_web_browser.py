@@ -1,0 +1,106 @@
+"""The web page in a real headless Chromium (Debian's chromium + chromium-driver, driven by Selenium):
+the ranking loads, a weight change re-ranks it, a click opens the target page with its structures."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import threading
+import time
+
+import pytest
+
+from tests.flows.test_api import client  # noqa: F401 - the hand-built store with a spatial sample
+from tests.flows.test_queries import store  # noqa: F401
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+
+
+def _require_browser() -> None:
+    if os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER):
+        return
+    msg = "Debian chromium + chromium-driver not installed (apt-get install chromium chromium-driver)"
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(msg)
+    pytest.skip(msg)
+
+
+@pytest.fixture(scope="module")
+def served(store):  # noqa: F811
+    import uvicorn
+
+    from flows.api import create_app
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(create_app(store["root"]), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    t_end = time.time() + 30
+    while not server.started and time.time() < t_end:
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    _require_browser()
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
+                 "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--window-size=1400,1000"):
+        opts.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
+    yield driver
+    driver.quit()
+
+
+def _first_gene(driver) -> str:
+    return driver.find_element("css selector", "#ranking tbody tr td.gene").text
+
+
+def test_ranking_reweight_and_target_page(served, browser, client):  # noqa: F811
+    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    wait = WebDriverWait(browser, 20, ignored_exceptions=(StaleElementReferenceException,))
+    browser.get(served + "/")
+    wait.until(lambda d: len(d.find_elements("css selector", "#ranking tbody tr")) == 4)
+    assert _first_gene(browser) == "G1"
+    # only copy number counts: G3 (copy number 1.0) moves to the top
+    for t in ("rna_expression", "survival_association", "spatial_tumour_region", "somatic_mutation",
+              "model_attribution", "copy_number"):
+        if browser.find_elements("id", f"w-{t}"):
+            browser.execute_script(
+                "const e = document.getElementById(arguments[0]); e.value = arguments[1];"
+                "e.dispatchEvent(new Event('change'));", f"w-{t}", "1" if t == "copy_number" else "0")
+    wait.until(lambda d: _first_gene(d) == "G3")
+    if os.environ.get("FUSIONRX_SCREENSHOTS"):
+        browser.save_screenshot(os.path.join(os.environ["FUSIONRX_SCREENSHOTS"], "ranking.png"))
+    # sorting by gene name (a header click) puts G1 first, without a new query
+    browser.find_element("css selector", "th[data-key='gene']").click()
+    assert _first_gene(browser) == "G1"
+    # the target page: evidence bars, drawn structures (SVG images that loaded), measured vs predicted
+    browser.find_element("link text", "G1").click()
+    wait.until(lambda d: d.find_element("id", "target-title").text.startswith("G1"))
+    bars = browser.find_elements("css selector", ".evidence-bar")
+    assert len(bars) >= 5
+    wait.until(lambda d: all(d.execute_script("return arguments[0].complete && arguments[0].naturalWidth > 0", img)
+                             for img in d.find_elements("css selector", "img.structure")))
+    assert len(browser.find_elements("css selector", "img.structure")) == 2
+    badges = sorted(b.text for b in browser.find_elements("css selector", ".compound .badge"))
+    assert badges == ["measured", "predicted"]
+    wait.until(lambda d: d.execute_script("const i = document.getElementById('spatial-img');"
+                                          "return i.complete && i.naturalWidth > 0"))
+    assert browser.find_element("id", "error").text == ""
+    if os.environ.get("FUSIONRX_SCREENSHOTS"):  # to look at the page: a folder to write PNGs into
+        browser.save_screenshot(os.path.join(os.environ["FUSIONRX_SCREENSHOTS"], "target_page.png"))
