@@ -7,7 +7,7 @@ DEMO_STORE ?= demo_store
 PATIENTS ?= 60
 SEED ?= 7
 
-.PHONY: setup demo test bench clean
+.PHONY: setup system-deps demo test bench clean
 
 setup: $(VENV)/.installed
 
@@ -18,6 +18,15 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet "torch==2.13.0"
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	touch $@
+
+# Debian packages the tests start for real (as root, once): Orthanc + DICOMweb plugin, Chromium + ChromeDriver
+SYSTEM_PACKAGES := orthanc orthanc-dicomweb chromium chromium-driver
+system-deps:
+	@missing=""; for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
 
 demo: setup
 	$(BIN)/fusionrx demo-data --out $(DEMO_DATA) --patients $(PATIENTS) --seed $(SEED)
