@@ -18,7 +18,10 @@ FOLDER_FORMATS = {f.name for f in FORMATS.values() if f.kind == "folder"}
 REQUIRED_FIELDS = ("modality", "format", "path")
 # files: explicit per-patient item lists {PATIENT_ID: [path, ...]} (paths relative to root), as
 # `fusionrx scan --out` writes them; id_column: the patient id column of a feature table
-OPTIONAL_FIELDS = ("pattern", "sample_sheet", "id_map", "description", "files", "id_column")
+OPTIONAL_FIELDS = ("pattern", "sample_sheet", "id_map", "description", "files", "id_column",
+                   "url", "host", "port", "aet", "calling_aet", "patient", "study")
+# PACS sources (formats of kind "remote"): no path; what to query (credentials only from the environment)
+REMOTE_FIELDS = {"dicomweb": ("url",), "dimse": ("host", "port")}
 REQUIRED_MODALITIES = ("expression", "clinical")
 
 
@@ -35,6 +38,7 @@ class Source:
     id_map: dict[str, str] = field(default_factory=dict)
     files: dict[str, tuple[Path, ...]] = field(default_factory=dict)
     id_column: str | None = None
+    remote: dict[str, Any] = field(default_factory=dict)  # PACS query of a dicomweb / dimse source
 
     def patient_id(self, source_id: str) -> str:
         """Map a source-specific id to the cohort patient id (identity when unmapped)."""
@@ -72,7 +76,9 @@ def _entry_error(file: Path, name: str, message: str) -> CatalogError:
 def _parse_source(file: Path, root: Path, name: str, raw: Any) -> Source:
     if not isinstance(raw, dict):
         raise _entry_error(file, name, f"expected a mapping of fields, got {type(raw).__name__}")
-    missing = [f for f in REQUIRED_FIELDS if f not in raw or raw[f] in (None, "")]
+    remote_format = str(raw.get("format")) in REMOTE_FIELDS
+    required = [f for f in REQUIRED_FIELDS if not (remote_format and f == "path")]
+    missing = [f for f in required if f not in raw or raw[f] in (None, "")]
     if missing:
         raise _entry_error(file, name, f"missing required field(s) {missing}")
     unknown = sorted(set(raw) - set(REQUIRED_FIELDS) - set(OPTIONAL_FIELDS))
@@ -85,6 +91,8 @@ def _parse_source(file: Path, root: Path, name: str, raw: Any) -> Source:
     if fmt not in MODALITY_FORMATS[modality]:
         raise _entry_error(file, name, f"format '{fmt}' is not readable for modality '{modality}'; "
                            f"expected one of {list(MODALITY_FORMATS[modality])}")
+    if remote_format:
+        return _parse_remote(file, name, modality, fmt, raw)
     path = (root / str(raw["path"])).resolve()
     if not path.exists():
         raise _entry_error(file, name, f"path '{raw['path']}' does not exist (resolved to {path})")
@@ -119,6 +127,22 @@ def _parse_source(file: Path, root: Path, name: str, raw: Any) -> Source:
                   pattern=raw.get("pattern"), sample_sheet=sample_sheet,
                   id_map={str(k): str(v) for k, v in id_map.items()}, files=files,
                   id_column=str(raw["id_column"]) if raw.get("id_column") else None)
+
+
+def _parse_remote(file: Path, name: str, modality: str, fmt: str, raw: dict) -> Source:
+    """A PACS source: the fields its query needs, checked; pulled into the store at run time."""
+    absent = [f for f in REMOTE_FIELDS[fmt] if raw.get(f) in (None, "")]
+    if absent:
+        raise _entry_error(file, name, f"format '{fmt}' needs field(s) {absent}")
+    if any(k in raw for k in ("user", "password", "token")):
+        raise _entry_error(file, name, "credentials never go in a catalog; set FUSIONRX_DICOMWEB_USER/PASSWORD "
+                           "or FUSIONRX_DICOMWEB_TOKEN in the environment")
+    if fmt == "dimse" and not str(raw["port"]).isdigit():
+        raise _entry_error(file, name, f"port must be a number, found {raw['port']!r}")
+    keys = ("url", "host", "port", "aet", "calling_aet", "patient", "study")
+    remote = {k: raw[k] for k in keys if raw.get(k) not in (None, "")}
+    return Source(name=name, modality=modality, format=fmt, path=Path(), remote=remote,
+                  id_map={str(k): str(v) for k, v in (raw.get("id_map") or {}).items()})
 
 
 def load_catalog(path: str | Path) -> Catalog:

@@ -27,7 +27,7 @@ class Format:
 
     name: str
     modalities: tuple[str, ...]
-    kind: str                      # "file" | "folder"
+    kind: str                      # "file" | "folder" | "remote" (a PACS)
     reader: str                    # "module:function" that reads a source of this format
     needs_sample_sheet: bool = False
     detect: Callable[[list[str]], dict | None] | None = field(default=None, compare=False)
@@ -127,6 +127,9 @@ def detect_feature_table(lines: list[str]) -> dict | None:
 FORMATS: dict[str, Format] = {f.name: f for f in (
     Format("dicom_series", ("ct", "pet"), "folder", "imaging.dicom_series:read_dicom_series"),
     Format("dicom", ("ct", "pet"), "folder", "flows.stages.radiology:discover_radiology"),
+    # a PACS: pulled into STORE/raw/<source> at the start of a run, then read as format 'dicom'
+    Format("dicomweb", ("ct", "pet"), "remote", "flows.pacs.pull:pull_dicomweb"),
+    Format("dimse", ("ct", "pet"), "remote", "flows.pacs.pull:pull_dimse"),
     Format("openslide", ("wsi",), "folder", "imaging.slide:open_slide"),
     Format("visium_h5ad", ("spatial",), "folder", "omics.spatial:read_visium_h5ad"),
     # Space Ranger 'outs' folders and/or h5ad files, one item per patient (omics.spatial.read_spatial takes both)

@@ -164,3 +164,38 @@ def test_pull_command_json(orthanc, pacs_data, tmp_path, capsys):
     out = json.loads(capsys.readouterr().out)
     assert rc == 0 and out["n_studies"] == 1 and out["pulled"] > 0 and out["instances_per_s"] > 0
     assert rc == 0 and main(["pull", "--dicomweb", "http://127.0.0.1:9/dicom-web", "--out", str(tmp_path / "q")]) == 2
+
+
+def test_catalog_dicomweb_source_is_pulled_into_the_store_then_read_like_a_folder(orthanc, pacs_data, small_cohort,
+                                                                                  tmp_path):
+    import yaml
+
+    from flows.catalog import load_catalog
+    from flows.pacs.source import pull_remote_sources
+    from flows.stages.radiology import discover_radiology
+
+    doc = yaml.safe_load((small_cohort / "data_catalog.yaml").read_text())
+    doc["root"] = str((small_cohort / doc.get("root", ".")).resolve())
+    doc["sources"] = {k: v for k, v in doc["sources"].items() if v["modality"] not in ("ct", "pet")}
+    doc["sources"]["pacs"] = {"modality": "ct", "format": "dicomweb", "url": orthanc.dicomweb}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(doc))
+    catalog = load_catalog(tmp_path / "c.yaml")
+    store = tmp_path / "store"
+    local, skipped = pull_remote_sources(catalog, store)
+    assert skipped == [] and local.sources["pacs"].format == "dicom"
+    assert local.sources["pacs"].path == store / "raw" / "pacs"
+    cts, pets, _ = discover_radiology(local.sources["pacs"], None)
+    assert set(pacs_data["generated_pids"]) <= set(cts) and set(pacs_data["generated_pids"]) <= set(pets)
+    # a PACS that cannot be reached is a skip record naming it; what was pulled before stays usable
+    doc["sources"]["pacs"]["url"] = "http://127.0.0.1:9/dicom-web"
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(doc))
+    again, skipped = pull_remote_sources(load_catalog(tmp_path / "c.yaml"), store)
+    assert len(skipped) == 1 and "127.0.0.1:9" in skipped[0]["error"] + skipped[0]["file"]
+    assert set(discover_radiology(again.sources["pacs"], None)[0]) == set(cts)
+    # credentials in a catalog are refused
+    doc["sources"]["pacs"]["password"] = "s3cret"
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(doc))
+    from fusion.errors import CatalogError
+
+    with pytest.raises(CatalogError, match="credentials never go in a catalog"):
+        load_catalog(tmp_path / "c.yaml")
