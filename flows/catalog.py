@@ -76,6 +76,9 @@ def _entry_error(file: Path, name: str, message: str) -> CatalogError:
 def _parse_source(file: Path, root: Path, name: str, raw: Any) -> Source:
     if not isinstance(raw, dict):
         raise _entry_error(file, name, f"expected a mapping of fields, got {type(raw).__name__}")
+    if any(k in raw for k in ("user", "username", "password", "token")):
+        raise _entry_error(file, name, "credentials never go in a catalog; set FUSIONRX_DICOMWEB_USER/PASSWORD "
+                           "or FUSIONRX_DICOMWEB_TOKEN in the environment")
     remote_format = str(raw.get("format")) in REMOTE_FIELDS
     required = [f for f in REQUIRED_FIELDS if not (remote_format and f == "path")]
     missing = [f for f in required if f not in raw or raw[f] in (None, "")]
@@ -134,9 +137,6 @@ def _parse_remote(file: Path, name: str, modality: str, fmt: str, raw: dict) -> 
     absent = [f for f in REMOTE_FIELDS[fmt] if raw.get(f) in (None, "")]
     if absent:
         raise _entry_error(file, name, f"format '{fmt}' needs field(s) {absent}")
-    if any(k in raw for k in ("user", "password", "token")):
-        raise _entry_error(file, name, "credentials never go in a catalog; set FUSIONRX_DICOMWEB_USER/PASSWORD "
-                           "or FUSIONRX_DICOMWEB_TOKEN in the environment")
     if fmt == "dimse" and not str(raw["port"]).isdigit():
         raise _entry_error(file, name, f"port must be a number, found {raw['port']!r}")
     keys = ("url", "host", "port", "aet", "calling_aet", "patient", "study")
