@@ -11,7 +11,7 @@ from fusion.survival_heads import nll_risk, nll_surv_loss, time_bin_edges, to_bi
 from fusion.task_metrics import classification_metrics
 from tests.fusion.experiment_tables import kfold_splits, planted_table
 
-FAST = dict(epochs=40, n_components=8, robustness=True, strategies=("late",), lr=3e-3)
+FAST = dict(epochs=30, n_components=8, robustness=True, strategies=("late",), lr=3e-3)
 
 
 def _by_name(results):
@@ -50,7 +50,7 @@ def test_macro_auc_over_present_classes_by_hand():
 
 @pytest.mark.parametrize("task,metric,low,high", [("regression", "r2", 0.5, 1.0), ("survival", "c_index", 0.65, 1.0)])
 def test_planted_signal_recovered(task, metric, low, high):
-    data = planted_table(task, n=150, seed=2)
+    data = planted_table(task, n=120, seed=2)
     res = _by_name(run_experiment(data, kfold_splits(data), ExperimentOptions(**{**FAST, "robustness": False})))
     assert res["single:a"].metric == metric and low < res["single:a"].mean < high
     base = next(r for r in res.values() if r.strategy == "baseline")
