@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -52,8 +53,23 @@ def connect(store: str | Path, read_only: bool = False) -> duckdb.DuckDBPyConnec
 
 def write_run(store: str | Path, *, run: dict[str, Any], targets: pd.DataFrame, compounds: pd.DataFrame,
               links: pd.DataFrame, experiments: pd.DataFrame) -> None:
-    """Write one run's results in a single transaction (all or nothing)."""
-    con = connect(store)
+    """Write one run's results all or nothing: into a copy of the DB that replaces it by a rename, so a
+    run killed during the write leaves the previous DB intact."""
+    from flows.store import atomic_path
+
+    final = db_path(store)
+    with atomic_path(final) as tmp:
+        tmp.unlink()
+        if final.exists():
+            shutil.copyfile(final, tmp)
+        con = duckdb.connect(str(tmp))
+        con.execute(SCHEMA)
+        _insert_run(con, run=run, targets=targets, compounds=compounds, links=links, experiments=experiments)
+
+
+def _insert_run(con: duckdb.DuckDBPyConnection, *, run: dict[str, Any], targets: pd.DataFrame,
+                compounds: pd.DataFrame, links: pd.DataFrame, experiments: pd.DataFrame) -> None:
+    """Insert (or replace) one run's rows in a single transaction, then close the connection."""
     try:
         con.execute("BEGIN TRANSACTION")
         run_id = run["run_id"]

@@ -40,3 +40,7 @@ class FusionDataError(FusionRxError):
 
 class FusionConfigError(FusionRxError):
     """A fusion experiment is misconfigured: unknown strategy or task, bad sizes or options."""
+
+
+class StoreBusyError(FusionRxError):
+    """Another pipeline run holds the store's run lock (names the holder's pid, host and start)."""
