@@ -90,9 +90,11 @@ class RunConsole:
                 yield StageBar(progress, task_id, counts)
         self.timings_s[name] = self.timings_s.get(name, 0.0) + time.perf_counter() - t0
 
-    def count(self, name: str, status: str, n: int = 1) -> None:
-        """Count items of a sub-stage that has no bar of its own (a cohort model)."""
+    def count(self, name: str, status: str, n: int = 1, seconds: float = 0.0) -> None:
+        """Count items of a sub-stage that has no bar of its own (a cohort model; its seconds are also
+        part of its parent stage's)."""
         self.counts.setdefault(name, Counter())[status] += n
+        self.timings_s[name] = self.timings_s.get(name, 0.0) + seconds
 
     def summary_rows(self) -> list[dict]:
         """Per stage: seconds and the new / changed / reused / failed counts."""

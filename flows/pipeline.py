@@ -7,6 +7,7 @@ config or code changed. A bad input file is reported and skipped, never fatal to
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -19,11 +20,11 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows import tasks as T
 from flows.catalog import Catalog, load_catalog
-from flows.config import RunConfig, load_run_config
+from flows.config import RunConfig, load_run_config, stage_key_config
 from flows.console import RunConsole
 from flows.input_hashes import InputHasher, config_sha256
 from flows.run_lock import run_lock
-from flows.store import FAILED, ArtifactStore
+from flows.store import FAILED, REUSED, ArtifactStore
 
 FUSION_MODALITIES = ("ct", "pet", "wsi", "expression", "spatial")
 TASK_RUNNERS = ("local", "dask")
@@ -103,41 +104,50 @@ def radiology_stage(ctx: RunContext) -> dict[str, pd.DataFrame]:
         if len(ok) < 4:
             return {}
         inputs = {r["patient_id"]: ctx.store.key(f"imaging/radiology/{r['patient_id']}") for r in ok}
+        t0 = time.perf_counter()
         enc = T.encode_radiology_task.submit(ok, inputs, ctx.root, ctx.cfg, ctx.run_id).result()
-    ctx.console.count("volume-encoders", enc["status"])
+    ctx.console.count("volume-encoders", enc["status"], seconds=time.perf_counter() - t0)
     return {k: v for k, v in enc["value"].items() if k in ("ct", "pet")}
 
 
 def pathology_stage(ctx: RunContext) -> dict[str, str]:
-    """Slides -> tile plans -> tile encoder (frozen once fitted) -> per-slide feature HDF5 (patient -> path)."""
+    """Slides -> tile plans -> tile encoder (frozen once fitted) -> per-slide feature HDF5 (patient -> path).
+
+    The tile encoder is a frozen feature extractor keyed by its settings and code only: a new slide is
+    encoded with the existing encoder instead of re-encoding the cohort. Slides whose features are
+    current are neither planned nor read.
+    """
     from flows.stages.pathology import discover_slides
 
     src = ctx.catalog.by_modality("wsi")
     if src is None:
         return {}
     slides = discover_slides(src.path, src.pattern, src.id_map)
+    key_cfg = stage_key_config("pathology", ctx.cfg)
     with ctx.console.stage("pathology", len(slides)) as bar:
-        slide_sha = {pid: ctx.hasher(p) for pid, p in slides.items()}
-        plans = [T.plan_slide_task.submit(pid, str(p), {"slide": slide_sha[pid]}, ctx.root, ctx.cfg, ctx.run_id)
-                 for pid, p in slides.items()]
-        plans = [r for r in (f.result() for f in plans)]
-        for r in plans:
-            if r["status"] == FAILED:
-                bar.advance(FAILED)
+        feat_inputs = {pid: {"slide": ctx.hasher(p)} for pid, p in slides.items()}
+        have_encoder = ctx.store.is_fresh(T.TILE_ENCODER, {}, key_cfg)
+        enc_key = ctx.store.key(T.TILE_ENCODER) if have_encoder else ""
+        current = {pid for pid in slides if have_encoder
+                   and ctx.store.is_fresh(f"wsi/{pid}.h5", {**feat_inputs[pid], "encoder": enc_key}, key_cfg)}
+        bar.advance(REUSED, len(current))
+        plans = [T.plan_slide_task.submit(pid, str(p), feat_inputs[pid], ctx.root, ctx.cfg, ctx.run_id)
+                 for pid, p in slides.items() if pid not in current or not have_encoder]
+        plans = [f.result() for f in plans]
+        bar.advance(FAILED, sum(r["status"] == FAILED for r in plans))
         plans = split_results(ctx, plans)
-        if not plans:
-            return {}
-        # the tile encoder is a frozen feature extractor: keyed by its settings and code only, so a new
-        # slide is encoded with the existing encoder instead of re-encoding every slide of the cohort
-        enc = T.fit_tile_encoder_task.submit(plans, {}, ctx.root, ctx.cfg, ctx.run_id).result()
-        ctx.console.count("tile-encoder", enc["status"])
-        enc_key = ctx.store.key("wsi/tile_encoder.pt")
-        futures = [T.slide_features_task.submit(p, enc["value"], {"slide": slide_sha[p.patient_id],
-                                                                  "encoder": enc_key},
-                                                ctx.root, ctx.cfg, ctx.run_id) for p in plans]
-        feats = split_results(ctx, gather(futures, bar))
-    ctx.console.detail(f"[wsi] {len(feats)}/{len(slides)} slides encoded ({sum(len(p.grid) for p in plans)} tiles)")
-    return {f["patient_id"]: f["features_h5"] for f in feats}
+        feats = [{"patient_id": pid, "features_h5": str(ctx.store.root / f"wsi/{pid}.h5")} for pid in current]
+        if plans:
+            t0 = time.perf_counter()
+            enc = T.fit_tile_encoder_task.submit(plans, {}, ctx.root, ctx.cfg, ctx.run_id).result()
+            ctx.console.count("tile-encoder", enc["status"], seconds=time.perf_counter() - t0)
+            enc_key = ctx.store.key(T.TILE_ENCODER)
+            futures = [T.slide_features_task.submit(p, enc["value"], {**feat_inputs[p.patient_id], "encoder": enc_key},
+                                                    ctx.root, ctx.cfg, ctx.run_id) for p in plans]
+            feats += split_results(ctx, gather(futures, bar))
+        elif have_encoder:
+            ctx.console.count("tile-encoder", REUSED)
+    return {f["patient_id"]: f["features_h5"] for f in sorted(feats, key=lambda f: f["patient_id"])}
 
 
 def omics_stage(ctx: RunContext):
@@ -174,8 +184,9 @@ def spatial_stage(ctx: RunContext, features_h5: dict[str, str]) -> tuple[list[di
         if len(samples) < 3:
             return samples, None
         inputs = {s["patient_id"]: ctx.store.key(f"spatial/{s['patient_id']}") for s in samples}
+        t0 = time.perf_counter()
         enc = T.encode_spatial_task.submit(samples, inputs, ctx.root, ctx.cfg, ctx.run_id).result()
-    ctx.console.count("spatial-encoder", enc["status"])
+    ctx.console.count("spatial-encoder", enc["status"], seconds=time.perf_counter() - t0)
     return samples, enc["value"]
 
 
@@ -200,8 +211,6 @@ def fusion_stage(ctx: RunContext, frames: dict[str, pd.DataFrame], features_h5: 
 
 
 def _fusion_key(ctx: RunContext) -> dict[str, Any]:
-    from flows.config import stage_key_config
-
     return stage_key_config("fusion", ctx.cfg)
 
 
@@ -218,6 +227,7 @@ def results_stage(ctx: RunContext, bulk, samples: list[dict[str, Any]], fusion_o
                                    timings=timings, log=ctx.console.detail)
         bar.advance("new")
     summary["counts"] = ctx.console.summary_rows()
+    summary["wall_s"] = round((datetime.now(timezone.utc) - ctx.started).total_seconds(), 1)
     summary["input_files_hashed"] = ctx.hasher.files_read
     summary["report"] = str(write_run_report(ctx.store, ctx.run_id, summary))
     return summary

@@ -42,22 +42,21 @@ def report_record(run_id: str, summary: dict[str, Any]) -> dict[str, Any]:
             name, r = max(rows.items(), key=lambda kv: kv[1]["mean"])
             best[task] = {"name": name, "metric": r["metric"], "mean": r["mean"], "std": r["std"]}
     return {"run_id": run_id, "finished_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "counts": summary.get("counts", []), "skipped": summary.get("skipped", []),
+            "wall_s": summary.get("wall_s"), "counts": summary.get("counts", []), "skipped": summary.get("skipped", []),
             "n_patients_fusion": metrics.get("n_patients_fusion"), "modality_counts": metrics.get("modality_counts"),
             "best_experiments": best, "top_targets": metrics.get("top_targets", [])}
 
 
 def render_html(rec: dict[str, Any]) -> str:
     """The run report as one self-contained HTML page."""
-    total = sum(r["seconds"] for r in rec["counts"])
     best = [{"task": t, **b} for t, b in rec["best_experiments"].items()]
     mods = [{"modality": m, "patients": n} for m, n in (rec.get("modality_counts") or {}).items()]
     parts = [
         f"<!doctype html><html><head><meta charset='utf-8'><title>FusionRx run {html.escape(rec['run_id'])}"
         f"</title><style>{_CSS}</style></head><body>",
         f"<h1>FusionRx run {html.escape(rec['run_id'])}</h1><p>finished {html.escape(rec['finished_utc'])}; "
-        f"stage time {total:.1f} s; {len(rec['skipped'])} input(s) skipped</p>",
-        "<h2>Stages</h2>", _table(rec["counts"], ["stage", "seconds", "new", "changed", "reused", "failed"]),
+        f"run time {rec.get('wall_s')} s (flow, without the Prefect server start); {len(rec['skipped'])} input(s) skipped</p>",
+        "<h2>Stages</h2><p>encoders are cohort models inside their stage (their seconds are part of it)</p>", _table(rec["counts"], ["stage", "seconds", "new", "changed", "reused", "failed"]),
         "<h2>Failures (reported and skipped)</h2>", _table(rec["skipped"], ["source", "file", "error"]),
         "<h2>Headline metrics</h2>", _table(best, ["task", "name", "metric", "mean", "std"]),
         f"<p>patients in the fusion experiments: {rec.get('n_patients_fusion')}</p>",

@@ -41,13 +41,13 @@ def _absolute(d: dict[str, Any], folder: Path, keys: tuple[str, ...]) -> dict[st
 def ingest_radiology_task(pid: str, ct_dir: str, pet_dir: str | None, inputs: dict[str, str], store_root: str,
                           cfg: dict, run_id: str) -> dict[str, Any]:
     """CT + PET of one patient -> volumes, phenotypes, patches in ``imaging/radiology/<pid>/``."""
-    from flows.stages.radiology import ingest_radiology
-
     store = ArtifactStore(store_root)
     name = f"imaging/radiology/{pid}"
     paths = ("ct_npz", "suv_npz", "patch_npz")
 
     def build(tmp: Path) -> dict[str, Any]:
+        from flows.stages.radiology import ingest_radiology
+
         res = ingest_radiology(pid, Path(ct_dir), Path(pet_dir) if pet_dir else None, tmp,
                                cfg["volume_patch_vox"], cfg["volume_patch_spacing_mm"])
         (tmp / "result.json").write_text(json.dumps(_relative(asdict(res), tmp), default=float))
@@ -69,11 +69,11 @@ def encode_radiology_task(results: list[dict[str, Any]], inputs: dict[str, str],
                           run_id: str) -> dict[str, Any]:
     """Self-supervised 3D SE-CNN autoencoders on CT and SUV patches -> ct / pet / phenotype tables
     (refitted only when a patient's radiology artifact changed)."""
-    from flows.stages.radiology import encode_volumes
-
     store = ArtifactStore(store_root)
 
     def build(tmp: Path) -> dict[str, Any]:
+        from flows.stages.radiology import encode_volumes
+
         frames = encode_volumes(results, cfg)
         store.write_parquet("imaging/phenotypes.parquet", frames["phenotypes"])
         save_pickle(frames, tmp)
@@ -89,11 +89,11 @@ def encode_radiology_task(results: list[dict[str, Any]], inputs: dict[str, str],
 def plan_slide_task(pid: str, path: str, inputs: dict[str, str], store_root: str, cfg: dict,
                     run_id: str) -> dict[str, Any]:
     """Tissue mask, tile grid and stain normaliser of one slide, kept in the store (or a failure)."""
-    from flows.stages.pathology import plan_slide
-
     store = ArtifactStore(store_root)
 
     def build(tmp: Path):
+        from flows.stages.pathology import plan_slide
+
         plan = plan_slide(pid, Path(path), cfg["tile_size"], cfg["target_mpp"], cfg["min_tissue"], cfg["seed"])
         save_pickle(plan, tmp)
         return plan
@@ -106,16 +106,21 @@ def plan_slide_task(pid: str, path: str, inputs: dict[str, str], store_root: str
     return {"status": status, "value": value}
 
 
+TILE_ENCODER = "wsi/tile_encoder.pt"
+
+
 @task(name="fit-tile-encoder", cache_policy=NO_CACHE)
 def fit_tile_encoder_task(plans: list, inputs: dict[str, str], store_root: str, cfg: dict,
                           run_id: str) -> dict[str, Any]:
     """Self-supervised tile CNN on tiles sampled from every slide (refitted only when a slide changed)."""
-    import numpy as np
-
-    from flows.stages.pathology import sample_tiles
-    from imaging.tile_encoder import fit_tile_encoder, load_tile_encoder, save_tile_encoder
+    from imaging.tile_encoder import load_tile_encoder
 
     def build(tmp: Path):
+        import numpy as np
+
+        from flows.stages.pathology import sample_tiles
+        from imaging.tile_encoder import fit_tile_encoder, save_tile_encoder
+
         tiles = np.concatenate([sample_tiles(p, cfg["encoder_tiles_per_slide"], cfg["seed"] + i)
                                 for i, p in enumerate(plans)])
         encoder = fit_tile_encoder(tiles, feature_dim=cfg["tile_feature_dim"], epochs=cfg["tile_encoder_epochs"],
@@ -124,7 +129,7 @@ def fit_tile_encoder_task(plans: list, inputs: dict[str, str], store_root: str, 
         return encoder
 
     value, status = ArtifactStore(store_root).reuse_or_build(
-        "wsi/tile_encoder.pt", "fit-tile-encoder", inputs, stage_key_config("pathology", cfg), run_id, build,
+        TILE_ENCODER, "fit-tile-encoder", inputs, stage_key_config("pathology", cfg), run_id, build,
         lambda p: load_tile_encoder(p, cfg["tile_feature_dim"]))
     return {"status": status, "value": value}
 
@@ -133,13 +138,17 @@ def fit_tile_encoder_task(plans: list, inputs: dict[str, str], store_root: str, 
 def slide_features_task(plan, encoder, inputs: dict[str, str], store_root: str, cfg: dict,
                         run_id: str) -> dict[str, Any]:
     """Stream one slide's tiles through stain normalisation and the encoder into ``wsi/<pid>.h5``."""
-    from flows.stages.pathology import extract_features
-
     store = ArtifactStore(store_root)
     name = f"wsi/{plan.patient_id}.h5"
+
+    def build(tmp: Path) -> Path:
+        from flows.stages.pathology import extract_features
+
+        return extract_features(plan, encoder, tmp)
+
     try:
         _, status = store.reuse_or_build(name, "slide-features", inputs, stage_key_config("pathology", cfg),
-                                         run_id, lambda tmp: extract_features(plan, encoder, tmp), lambda p: p)
+                                         run_id, build, lambda p: p)
     except FusionRxError as exc:
         return failure("wsi", plan.path, exc)
     return {"status": status, "value": {"patient_id": plan.patient_id, "features_h5": str(store.root / name)}}
@@ -149,11 +158,11 @@ def slide_features_task(plan, encoder, inputs: dict[str, str], store_root: str, 
 @task(name="ingest-bulk-omics", cache_policy=NO_CACHE)
 def bulk_omics_task(catalog, inputs: dict[str, str], store_root: str, cfg: dict, run_id: str) -> dict[str, Any]:
     """GDC expression, MAF, copy number and clinical tables of the cohort (re-read only when one changed)."""
-    from flows.stages.bulk_omics import read_bulk_omics
-
     store = ArtifactStore(store_root)
 
     def build(tmp: Path):
+        from flows.stages.bulk_omics import read_bulk_omics
+
         bulk = read_bulk_omics(catalog)
         store.write_h5ad("omics/tumour_expression.h5ad", bulk.tumour)
         save_pickle(bulk, tmp)
@@ -168,12 +177,12 @@ def bulk_omics_task(catalog, inputs: dict[str, str], store_root: str, cfg: dict,
 def spatial_task(pid: str, path: str, features_h5: str | None, inputs: dict[str, str], store_root: str,
                  cfg: dict, run_id: str) -> dict[str, Any]:
     """One spatial sample: QC/normalise/cluster, spots linked to the histology under them."""
-    from flows.stages.spatial import process_spatial_sample
-
     store = ArtifactStore(store_root)
     name = f"spatial/{pid}"
 
     def build(tmp: Path) -> dict[str, Any]:
+        from flows.stages.spatial import process_spatial_sample
+
         res = process_spatial_sample(pid, Path(path), Path(features_h5) if features_h5 else None,
                                      tmp / "sample.h5ad", cfg)
         save_pickle(_relative(res, tmp), tmp / "result.pkl")
@@ -194,9 +203,9 @@ def spatial_task(pid: str, path: str, features_h5: str | None, inputs: dict[str,
 def encode_spatial_task(samples: list[dict[str, Any]], inputs: dict[str, str], store_root: str, cfg: dict,
                         run_id: str) -> dict[str, Any]:
     """Deep Graph Infomax GNN over every sample's spot graph -> one embedding per patient."""
-    from flows.stages.spatial import encode_spatial_samples
-
     def build(tmp: Path):
+        from flows.stages.spatial import encode_spatial_samples
+
         emb = encode_spatial_samples(samples, cfg)
         emb.to_parquet(tmp)
         return emb
@@ -215,11 +224,11 @@ def fusion_task(frames: dict, bags: dict, labels, survival, inputs: dict[str, st
                 run_id: str) -> dict[str, Any]:
     """CV of every fusion strategy and single modality on diagnosis and survival, plus model evidence
     (rerun only when an input embedding, the labels or the fusion settings changed)."""
-    from flows.stages.fusion_experiments import run_fusion_experiments
-
     store = ArtifactStore(store_root)
 
     def build(tmp: Path):
+        from flows.stages.fusion_experiments import run_fusion_experiments
+
         for modality, frame in frames.items():  # patient-indexed embeddings per modality
             store.write_parquet(f"embeddings/{modality}.parquet", frame)
         out = run_fusion_experiments(frames, bags, labels, cfg, survival=survival)

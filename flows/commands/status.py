@@ -16,8 +16,7 @@ def format_status(records: list[dict], store: Path, running: dict | None) -> str
         lines.append("no finished runs")
     for rec in records:
         total = {s: sum(r[s] for r in rec["counts"]) for s in ("new", "changed", "reused", "failed")}
-        secs = sum(r["seconds"] for r in rec["counts"])
-        lines.append(f"\nrun {rec['run_id']}  finished {rec['finished_utc']}  {secs:.1f} s  "
+        lines.append(f"\nrun {rec['run_id']}  finished {rec['finished_utc']}  {rec.get('wall_s')} s  "
                      + "  ".join(f"{k} {v}" for k, v in total.items()) + f"  skipped {len(rec['skipped'])}")
         for r in rec["counts"]:
             lines.append(f"  {r['stage']:<16} {r['seconds']:7.1f} s  new {r['new']:>3}  changed {r['changed']:>3}  "
