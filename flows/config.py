@@ -50,6 +50,7 @@ class RunConfig:
     fusion_hidden: int = 16
     fusion_dropout: float = 0.3
     torch_cpu_threads: int = 1  # tiny models: one thread per training beats oversubscribed threads
+    fusion_workers: int = 2  # processes sharing the fusion experiments (results do not depend on it)
     modality_dropout: float = 0.2
     embed_dim: int = 16
     survival_experiments: bool = True

@@ -150,15 +150,21 @@ def pathology_stage(ctx: RunContext) -> dict[str, str]:
     return {f["patient_id"]: f["features_h5"] for f in sorted(feats, key=lambda f: f["patient_id"])}
 
 
-def omics_stage(ctx: RunContext):
-    """GDC expression / MAF / copy number / clinical -> BulkOmics (re-read only when a file changed)."""
+def submit_omics(ctx: RunContext):
+    """Submit the bulk omics read (GDC expression / MAF / copy number / clinical) without waiting: it
+    runs beside the imaging stages; ``omics_stage`` collects it."""
     names = ("expression", "mutations", "copy_number", "clinical")
     srcs = {m: ctx.catalog.by_modality(m) for m in names}
     inputs = {m: ctx.hasher(s.path) for m, s in srcs.items() if s is not None}
     if srcs["expression"] is not None and srcs["expression"].sample_sheet is not None:
         inputs["sample_sheet"] = ctx.hasher(srcs["expression"].sample_sheet)
+    return T.bulk_omics_task.submit(ctx.catalog, inputs, ctx.root, ctx.cfg, ctx.run_id)
+
+
+def omics_stage(ctx: RunContext, future):
+    """The cohort's BulkOmics (re-read only when one of its files changed)."""
     with ctx.console.stage("omics", 1) as bar:
-        res = T.bulk_omics_task.submit(ctx.catalog, inputs, ctx.root, ctx.cfg, ctx.run_id).result()
+        res = future.result()
         bar.advance(res["status"])
     bulk = res["value"]
     ctx.skipped += [{"source": "expression", "file": "", "error": e} for e in bulk.errors]
@@ -196,6 +202,7 @@ def fusion_stage(ctx: RunContext, frames: dict[str, pd.DataFrame], features_h5: 
     from flows.stages.fusion_experiments import slide_bags
 
     frames = {**frames, "expression": expression_features(bulk, ctx.config.n_hvg)}
+    frames = cv_ready(ctx, frames, bulk.clinical["primary_diagnosis"].dropna().index)
     inputs = {"omics": ctx.store.key("omics/bulk_omics.pkl"),
               **{f"wsi:{pid}": ctx.store.key(f"wsi/{pid}.h5") for pid in sorted(features_h5)},
               **{k: config_sha256([list(map(str, v.columns)), pd.util.hash_pandas_object(v).tolist()])
@@ -208,6 +215,17 @@ def fusion_stage(ctx: RunContext, frames: dict[str, pd.DataFrame], features_h5: 
         res = T.fusion_task.submit(frames, bags, labels, survival, inputs, ctx.root, ctx.cfg, ctx.run_id).result()
         bar.advance(res["status"])
     return res["value"]
+
+
+def cv_ready(ctx: RunContext, frames: dict[str, pd.DataFrame], patients: pd.Index) -> dict[str, pd.DataFrame]:
+    """The modalities present in more labelled patients than a CV test fold holds (so that every fold
+    trains on some); the others are left out of the fusion experiments and reported."""
+    fold = -(-len(patients) // ctx.config.cv_splits)
+    keep = {k: v for k, v in frames.items() if v.index.isin(patients).sum() > fold}
+    for k in sorted(set(frames) - set(keep)):
+        ctx.console.log(f"[fusion] '{k}' left out: {int(frames[k].index.isin(patients).sum())} labelled patients, "
+                        f"a CV test fold holds up to {fold}")
+    return keep
 
 
 def _fusion_key(ctx: RunContext) -> dict[str, Any]:
@@ -241,9 +259,10 @@ def fusionrx_pipeline(catalog_path: str, store_path: str, config_path: str | Non
     console = RunConsole(verbosity)
     with run_lock(store_path):
         ctx = open_run(catalog_path, store_path, config_path, console)
+        omics = submit_omics(ctx)  # single-threaded: overlaps the imaging stages
         frames = radiology_stage(ctx)
         features_h5 = pathology_stage(ctx)
-        bulk = omics_stage(ctx)
+        bulk = omics_stage(ctx, omics)
         samples, spatial = spatial_stage(ctx, features_h5)
         if spatial is not None:
             frames["spatial"] = spatial

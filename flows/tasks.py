@@ -228,10 +228,17 @@ def fusion_task(frames: dict, bags: dict, labels, survival, inputs: dict[str, st
 
     def build(tmp: Path):
         from flows.stages.fusion_experiments import run_fusion_experiments
+        from flows.stages.fusion_parallel import run_fusion_experiments_parallel
 
         for modality, frame in frames.items():  # patient-indexed embeddings per modality
             store.write_parquet(f"embeddings/{modality}.parquet", frame)
-        out = run_fusion_experiments(frames, bags, labels, cfg, survival=survival)
+        if cfg["fusion_workers"] > 1:
+            out = run_fusion_experiments_parallel(frames, bags, labels, cfg, survival, cfg["fusion_workers"])
+        else:
+            from fusion.train import seeded
+
+            with seeded(cfg["seed"]):  # the evidence model's initial weights come from the global generator
+                out = run_fusion_experiments(frames, bags, labels, cfg, survival=survival)
         store.write_parquet("metrics/experiments.parquet", out["experiments"])
         save_pickle(out, tmp)
         return out

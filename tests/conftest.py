@@ -75,6 +75,7 @@ cv_repeats: 1
 strategies: [early, attention]
 single_modalities: [expression, wsi]
 survival_experiments: false
+fusion_workers: 1
 """
 
 
