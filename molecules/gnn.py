@@ -18,20 +18,11 @@ from torch_geometric.data import Batch, Data
 from torch_geometric.loader import DataLoader
 from torch_geometric.nn import GINEConv, global_add_pool, global_mean_pool
 
+from fusion.device import autocast as _autocast
+from fusion.device import resolve_device as default_device
 from fusion.errors import MoleculeError
 
 __all__ = ["MoleculeGNN", "default_device", "fit_molecule_gnn", "predict", "embed", "cross_validate_gnn"]
-
-
-def default_device(device: str | torch.device | None = None) -> torch.device:
-    """The requested device, else CUDA when available, else CPU."""
-    if device is not None:
-        return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def _autocast(device: torch.device) -> torch.autocast:
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
 
 
 class MoleculeGNN(nn.Module):
