@@ -34,7 +34,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     print(f"[run] run {summary['run_id']} finished in {time.perf_counter() - t0:.1f} s; "
           f"results DB {Path(args.store) / 'results.duckdb'}; report {summary['report']}")
     if not args.quiet:
-        print(_table(summary["counts"], ["stage", "seconds", "new", "changed", "reused", "failed"]))
+        print(_table(summary["counts"], ["stage", "seconds", "cpu_s", "new", "changed", "reused", "failed"]))
     if summary.get("skipped"):
         print(f"[run] {len(summary['skipped'])} input(s) reported and skipped:")
         for s in summary["skipped"]:

@@ -32,6 +32,12 @@ def quiet_prefect_env(verbosity: str = "normal") -> None:
     os.environ["PREFECT_LOGGING_LOGGERS_PREFECT_LEVEL"] = level
 
 
+def cpu_seconds() -> float:
+    """User + system CPU seconds of this process (all threads) and of its waited-for children."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
 class StageBar:
     """Progress of one stage: advance once per item with its status."""
 
@@ -63,6 +69,7 @@ class RunConsole:
         self.rich = RichConsole(file=file or sys.stderr, highlight=False)
         self.counts: dict[str, Counter] = {}
         self.timings_s: dict[str, float] = {}
+        self.cpu_s: dict[str, float] = {}  # CPU seconds of this process and its finished children
 
     def log(self, msg: str) -> None:
         """A one-line message (hidden when quiet)."""
@@ -78,7 +85,7 @@ class RunConsole:
     def stage(self, name: str, total: int) -> Iterator[StageBar]:
         """A stage with ``total`` items: a progress bar while it runs; its time is recorded."""
         counts = self.counts.setdefault(name, Counter())
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), cpu_seconds()
         if self.verbosity == "quiet":
             yield StageBar(None, None, counts)
         else:
@@ -89,6 +96,7 @@ class RunConsole:
                 task_id = progress.add_task(name, total=total, counts="")
                 yield StageBar(progress, task_id, counts)
         self.timings_s[name] = self.timings_s.get(name, 0.0) + time.perf_counter() - t0
+        self.cpu_s[name] = self.cpu_s.get(name, 0.0) + cpu_seconds() - c0
 
     def count(self, name: str, status: str, n: int = 1, seconds: float = 0.0) -> None:
         """Count items of a sub-stage that has no bar of its own (a cohort model; its seconds are also
@@ -100,4 +108,5 @@ class RunConsole:
         """Per stage: seconds and the new / changed / reused / failed counts."""
         names = list(dict.fromkeys([*self.timings_s, *self.counts]))
         return [{"stage": n, "seconds": round(self.timings_s.get(n, 0.0), 2),
+                 "cpu_s": round(self.cpu_s.get(n, 0.0), 2),
                  **{s: int(self.counts.get(n, Counter())[s]) for s in STATUSES}} for n in names]

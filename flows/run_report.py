@@ -56,7 +56,7 @@ def render_html(rec: dict[str, Any]) -> str:
         f"</title><style>{_CSS}</style></head><body>",
         f"<h1>FusionRx run {html.escape(rec['run_id'])}</h1><p>finished {html.escape(rec['finished_utc'])}; "
         f"run time {rec.get('wall_s')} s (flow, without the Prefect server start); {len(rec['skipped'])} input(s) skipped</p>",
-        "<h2>Stages</h2><p>encoders are cohort models inside their stage (their seconds are part of it)</p>", _table(rec["counts"], ["stage", "seconds", "new", "changed", "reused", "failed"]),
+        "<h2>Stages</h2><p>encoders are cohort models inside their stage (their seconds are part of it)</p>", _table(rec["counts"], ["stage", "seconds", "cpu_s", "new", "changed", "reused", "failed"]),
         "<h2>Failures (reported and skipped)</h2>", _table(rec["skipped"], ["source", "file", "error"]),
         "<h2>Headline metrics</h2>", _table(best, ["task", "name", "metric", "mean", "std"]),
         f"<p>patients in the fusion experiments: {rec.get('n_patients_fusion')}</p>",
