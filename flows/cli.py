@@ -22,14 +22,19 @@ def _cmd_demo_data(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    # the temporary local Prefect server can take a while to start on a busy 2-core machine
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+    verbosity = "quiet" if args.quiet else "verbose" if args.verbose else "normal"
+    from flows.console import quiet_prefect_env
+
+    quiet_prefect_env(verbosity)  # before Prefect is imported: no telemetry, no per-task log lines
     from flows.pipeline import run_pipeline
 
     t0 = time.perf_counter()
-    summary = run_pipeline(args.catalog, args.store, config_path=args.config)
+    summary = run_pipeline(args.catalog, args.store, config_path=args.config, verbosity=verbosity,
+                           runner=args.runner, workers=args.workers)
     print(f"[run] run {summary['run_id']} finished in {time.perf_counter() - t0:.1f} s; "
-          f"results DB {Path(args.store) / 'results.duckdb'}")
+          f"results DB {Path(args.store) / 'results.duckdb'}; report {summary['report']}")
+    if not args.quiet:
+        print(_table(summary["counts"], ["stage", "seconds", "cpu_s", "new", "changed", "reused", "failed"]))
     if summary.get("skipped"):
         print(f"[run] {len(summary['skipped'])} input(s) reported and skipped:")
         for s in summary["skipped"]:
@@ -95,6 +100,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--catalog", required=True, type=Path)
     r.add_argument("--store", required=True, type=Path)
     r.add_argument("--config", type=Path, default=None, help="YAML overrides of the run config")
+    r.add_argument("--runner", choices=["local", "dask"], default="local",
+                   help="Prefect task runner of the per-patient tasks (dask needs prefect-dask)")
+    r.add_argument("--workers", type=int, default=2, help="parallel tasks (threads or Dask workers)")
+    v = r.add_mutually_exclusive_group()
+    v.add_argument("--quiet", action="store_true", help="no progress bars, only the final lines")
+    v.add_argument("--verbose", action="store_true", help="Prefect's per-task log lines and stage details")
     r.set_defaults(func=_cmd_run)
 
     t = sub.add_parser("targets", help="query the ranked drug targets of the latest run")
@@ -124,6 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; FusionRx errors print one clear line and exit 2."""
+    from flows.console import quiet_prefect_env
+
+    quiet_prefect_env()  # before anything imports Prefect: no telemetry, no per-task log lines
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import asdict, dataclass, field, fields
+from functools import lru_cache
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +50,7 @@ class RunConfig:
     fusion_hidden: int = 16
     fusion_dropout: float = 0.3
     torch_cpu_threads: int = 1  # tiny models: one thread per training beats oversubscribed threads
+    fusion_workers: int = 2  # processes sharing the fusion experiments (results do not depend on it)
     modality_dropout: float = 0.2
     embed_dim: int = 16
     survival_experiments: bool = True
@@ -73,3 +77,56 @@ def load_run_config(path: str | Path | None) -> RunConfig:
         raise CatalogError(f"{file}: unknown run config key(s) {unknown}")
     values = {k: (tuple(v) if isinstance(v, list) else v) for k, v in raw.items()}
     return RunConfig(**values)
+
+
+# config keys each stage's artifacts depend on (a change of any other key leaves them reusable)
+STAGE_CONFIG_KEYS: dict[str, tuple[str, ...]] = {
+    "radiology": ("volume_patch_vox", "volume_patch_spacing_mm"),
+    "volume-encoders": ("seed", "volume_embed_dim", "volume_encoder_epochs"),
+    "pathology": ("seed", "tile_size", "target_mpp", "min_tissue", "encoder_tiles_per_slide",
+                  "tile_feature_dim", "tile_encoder_epochs"),
+    "omics": ("n_hvg",),
+    "spatial": ("seed",),
+    "spatial-encoder": ("seed", "spatial_embed_dim", "spatial_encoder_epochs", "spatial_knn",
+                        "spatial_panel_genes"),
+    "fusion": ("seed", "strategies", "single_modalities", "cv_splits", "cv_repeats", "fusion_epochs",
+               "fusion_lr", "fusion_weight_decay", "fusion_hidden", "fusion_dropout", "torch_cpu_threads",
+               "modality_dropout", "embed_dim", "survival_experiments"),
+    "ranking": ("ranking_weights", "compounds_per_target"),
+}
+
+# source folders/files (relative to the project root) whose code each stage's artifacts depend on
+STAGE_CODE: dict[str, tuple[str, ...]] = {
+    "radiology": ("imaging", "flows/stages/radiology.py"),
+    "volume-encoders": ("imaging/volume_encoder.py", "flows/stages/radiology.py"),
+    "pathology": ("imaging", "flows/stages/pathology.py"),
+    "omics": ("omics", "flows/stages/bulk_omics.py"),
+    "spatial": ("omics", "imaging/tiling.py", "flows/stages/spatial.py", "flows/stages/pathology.py"),
+    "spatial-encoder": ("omics", "flows/stages/spatial.py"),
+    "fusion": ("fusion", "imaging/mil.py", "omics/encoders.py", "flows/stages/fusion_experiments.py"),
+    "ranking": ("omics", "molecules", "flows/ranking.py", "flows/stages/evidence.py",
+                "flows/stages/bulk_omics.py"),
+}
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+@lru_cache(maxsize=None)
+def code_version(stage: str) -> str:
+    """Package version plus a hash of the Python sources a stage depends on (changes when its code does)."""
+    try:
+        version = metadata.version("fusionrx")
+    except metadata.PackageNotFoundError:
+        version = "unknown"
+    digest = hashlib.sha256()
+    for part in STAGE_CODE[stage]:
+        p = PROJECT_ROOT / part
+        for f in sorted(p.rglob("*.py")) if p.is_dir() else [p]:
+            if f.exists():
+                digest.update(str(f.relative_to(PROJECT_ROOT)).encode())
+                digest.update(f.read_bytes())
+    return f"{version}+{digest.hexdigest()[:12]}"
+
+
+def stage_key_config(stage: str, cfg: dict[str, Any]) -> dict[str, Any]:
+    """The config subset plus the code version that key a stage's artifacts."""
+    return {"config": {k: cfg[k] for k in STAGE_CONFIG_KEYS[stage]}, "code": code_version(stage)}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -61,13 +62,30 @@ def connect(store: str | Path, read_only: bool = False) -> duckdb.DuckDBPyConnec
 def write_run(store: str | Path, *, run: dict[str, Any], targets: pd.DataFrame, compounds: pd.DataFrame,
               links: pd.DataFrame, experiments: pd.DataFrame, evidence: pd.DataFrame | None = None,
               scoring: dict[str, Any] | None = None) -> None:
-    """Write one run's results in a single transaction (all or nothing).
+    """Write one run's results all or nothing: into a copy of the DB that replaces it by a rename, so a
+    run killed during the write leaves the previous DB intact.
 
     ``targets``: gene, rank, score, one column per evidence type, tractability (flows.stages.evidence);
     ``evidence``: the rows behind the scores; ``links``: target_gene/gene, compound_id, pchembl,
     activity_type, source, link_type (measured | predicted), model_version.
     """
-    con = connect(store)
+    from flows.store import atomic_path
+
+    final = db_path(store)
+    with atomic_path(final) as tmp:
+        tmp.unlink()
+        if final.exists():
+            shutil.copyfile(final, tmp)
+        con = duckdb.connect(str(tmp))
+        con.execute(SCHEMA)
+        _insert_run(con, run=run, targets=targets, compounds=compounds, links=links, experiments=experiments,
+                    evidence=evidence, scoring=scoring)
+
+
+def _insert_run(con: duckdb.DuckDBPyConnection, *, run: dict[str, Any], targets: pd.DataFrame,
+                compounds: pd.DataFrame, links: pd.DataFrame, experiments: pd.DataFrame,
+                evidence: pd.DataFrame | None, scoring: dict[str, Any] | None) -> None:
+    """Insert (or replace) one run's rows in a single transaction, then close the connection."""
     try:
         con.execute("BEGIN TRANSACTION")
         run_id = run["run_id"]

@@ -1,55 +1,43 @@
-"""The artifact store: standard artifacts under one folder plus a manifest of their input hashes."""
+"""The artifact store: standard artifacts under one folder plus a manifest of what each was made from.
+
+Every artifact is keyed by its inputs' hashes, its config subset and the code version; a rerun whose
+key is unchanged reuses it (``reuse_or_build``). Artifacts are written to a temp path beside their
+final name and renamed into place; the manifest row is written only after that rename, so a run
+killed at any point leaves either a complete, recorded artifact or one that the next run rebuilds.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import pickle
+import shutil
 import tempfile
 import threading
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import pandas as pd
 
+from flows.input_hashes import config_sha256, file_sha256, path_sha256  # noqa: F401 (re-exported)
+
 MANIFEST = "manifest.parquet"
-_HASH_CHUNK = 1 << 20
+MANIFEST_COLUMNS = ["artifact", "stage", "inputs_sha256", "config_sha256", "artifact_bytes", "run_id",
+                    "created_utc"]
+NEW, CHANGED, REUSED, FAILED = "new", "changed", "reused", "failed"
 _MANIFEST_LOCKS: dict[Path, threading.Lock] = {}
 _LOCKS_GUARD = threading.Lock()
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)  # read once at import: temp files get the modes a plain open() would give
 
 
 def _manifest_lock(root: Path) -> threading.Lock:
     """One lock per store root, shared by every ArtifactStore object of this process (tasks run in threads)."""
     with _LOCKS_GUARD:
         return _MANIFEST_LOCKS.setdefault(root, threading.Lock())
-
-
-def file_sha256(path: str | Path) -> str:
-    """SHA-256 of a file's bytes (hex)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(_HASH_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def path_sha256(path: str | Path) -> str:
-    """SHA-256 of a file, or of a folder's files (relative names + contents, sorted)."""
-    p = Path(path)
-    if p.is_file():
-        return file_sha256(p)
-    digest = hashlib.sha256()
-    for f in sorted(x for x in p.rglob("*") if x.is_file()):
-        digest.update(str(f.relative_to(p)).encode())
-        digest.update(file_sha256(f).encode())
-    return digest.hexdigest()
-
-
-def config_sha256(config: Any) -> str:
-    """Stable hash of a JSON-serialisable config."""
-    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()
 
 
 @contextmanager
@@ -62,16 +50,58 @@ def atomic_path(final: str | Path, suffix: str = "") -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        if tmp_path.exists():
+            os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp makes 0600 files
         os.replace(tmp_path, final)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
 
 
-class ArtifactStore:
-    """Artifacts keyed by a relative name, with a manifest recording each one's input hashes.
+@contextmanager
+def atomic_dir(final: str | Path) -> Iterator[Path]:
+    """Yield an empty temp folder beside ``final``; swap it in for ``final`` only if the block succeeds."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+    try:
+        yield tmp
+        os.chmod(tmp, 0o777 & ~_UMASK)  # mkdtemp makes 0700 folders
+        old = None
+        if final.exists():
+            old = final.with_name(f".{final.name}.old.{os.getpid()}")
+            os.replace(final, old)
+        os.replace(tmp, final)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
 
-    A rerun asks ``is_fresh(name, inputs)`` and skips work whose inputs and config are unchanged.
+
+def _size(p: Path) -> int:
+    if p.is_file():
+        return p.stat().st_size
+    return sum(f.stat().st_size for f in p.rglob("*") if f.is_file()) if p.exists() else 0
+
+
+def save_pickle(obj: Any, path: Path) -> None:
+    """Pickle ``obj`` to ``path`` (intermediate bundles that only this pipeline reads back)."""
+    with open(path, "wb") as fh:
+        pickle.dump(obj, fh, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def load_pickle(path: Path) -> Any:
+    """Read back a bundle written by ``save_pickle``."""
+    with open(path, "rb") as fh:
+        return pickle.load(fh)
+
+
+class ArtifactStore:
+    """Artifacts keyed by a relative name, with a manifest recording each one's inputs, config and code.
+
+    ``reuse_or_build`` is the one entry point stages use: it returns the stored artifact while its key
+    is unchanged, and otherwise builds it into a temp path, renames it into place and records it.
     """
 
     def __init__(self, root: str | Path):
@@ -87,6 +117,7 @@ class ArtifactStore:
         p.parent.mkdir(parents=True, exist_ok=True)
         return p
 
+    # ------------------------------------------------------------------ atomic writes
     def write_parquet(self, name: str, df: pd.DataFrame) -> Path:
         """Write a table artifact atomically (temp file, then rename)."""
         with atomic_path(self.path(name)) as tmp:
@@ -99,6 +130,17 @@ class ArtifactStore:
             adata.write_h5ad(tmp)
         return self.root / name
 
+    def write_text(self, name: str, text: str) -> Path:
+        """Write a text artifact (JSON, HTML) atomically."""
+        with atomic_path(self.path(name)) as tmp:
+            tmp.write_text(text)
+        return self.root / name
+
+    def write_json(self, name: str, obj: Any) -> Path:
+        """Write a JSON artifact atomically (numpy scalars as floats)."""
+        return self.write_text(name, json.dumps(obj, indent=1, default=float))
+
+    # ------------------------------------------------------------------ manifest
     def _load_manifest(self) -> dict[str, dict[str, Any]]:
         f = self.root / MANIFEST
         if not f.exists():
@@ -107,32 +149,37 @@ class ArtifactStore:
         return {r["artifact"]: dict(r) for r in df.to_dict("records")}
 
     def _save_manifest(self) -> None:
-        rows = list(self._manifest.values())
-        df = pd.DataFrame(rows, columns=["artifact", "stage", "inputs_sha256", "config_sha256",
-                                         "artifact_sha256", "run_id", "created_utc"])
+        df = pd.DataFrame(list(self._manifest.values()), columns=MANIFEST_COLUMNS)
         with atomic_path(self.root / MANIFEST) as tmp:
             df.to_parquet(tmp, index=False)
 
-    def is_fresh(self, name: str, inputs_sha256: dict[str, str], config: Any = None) -> bool:
-        """True when the artifact exists and was made from exactly these inputs and config."""
+    def _current(self, name: str) -> dict[str, Any] | None:
         with self._lock:
             self._manifest = self._load_manifest()
-            rec = self._manifest.get(name)
+            return self._manifest.get(name)
+
+    def is_fresh(self, name: str, inputs_sha256: dict[str, str], config: Any = None) -> bool:
+        """True when the artifact exists and was made from exactly these inputs and config."""
+        rec = self._current(name)
         if rec is None or not (self.root / name).exists():
             return False
         return (rec["inputs_sha256"] == json.dumps(inputs_sha256, sort_keys=True)
                 and rec["config_sha256"] == config_sha256(config))
 
+    def key(self, name: str) -> str:
+        """The recorded key (hash of inputs and config) of an artifact; '' when it is not recorded."""
+        rec = self._current(name)
+        return "" if rec is None else config_sha256([rec["inputs_sha256"], rec["config_sha256"]])
+
     def record(self, name: str, stage: str, inputs_sha256: dict[str, str], config: Any, run_id: str) -> None:
-        """Add/replace the manifest row of an artifact that has just been written."""
-        p = self.root / name
-        art_hash = path_sha256(p) if p.exists() else ""
+        """Add/replace the manifest row of an artifact that is already in place."""
+        size = _size(self.root / name)
         with self._lock:
             self._manifest = self._load_manifest()  # merge with rows other tasks recorded meanwhile
             self._manifest[name] = {
                 "artifact": name, "stage": stage,
                 "inputs_sha256": json.dumps(inputs_sha256, sort_keys=True),
-                "config_sha256": config_sha256(config), "artifact_sha256": art_hash,
+                "config_sha256": config_sha256(config), "artifact_bytes": size,
                 "run_id": run_id, "created_utc": datetime.now(timezone.utc).isoformat(),
             }
             self._save_manifest()
@@ -140,4 +187,21 @@ class ArtifactStore:
     def manifest(self) -> pd.DataFrame:
         """The manifest as a table (one row per artifact)."""
         with self._lock:
-            return pd.DataFrame(list(self._manifest.values()))
+            return pd.DataFrame(list(self._load_manifest().values()))
+
+    # ------------------------------------------------------------------ reuse
+    def reuse_or_build(self, name: str, stage: str, inputs: dict[str, str], config: Any, run_id: str,
+                       build: Callable[[Path], Any], load: Callable[[Path], Any],
+                       folder: bool = False) -> tuple[Any, str]:
+        """The artifact ``name``: ``load(final)`` when its key is unchanged, else ``build(tmp)`` which
+        writes it at a temp path (a file, or an empty folder with ``folder=True``) that is renamed into
+        place and recorded. Returns (value, status) with status 'reused', 'new' or 'changed'."""
+        if self.is_fresh(name, inputs, config):
+            return load(self.root / name), REUSED
+        status = CHANGED if self._current(name) is not None else NEW
+        final = self.path(name)
+        writer = atomic_dir(final) if folder else atomic_path(final)
+        with writer as tmp:
+            value = build(tmp)
+        self.record(name, stage, inputs, config, run_id)
+        return value, status

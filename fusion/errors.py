@@ -60,3 +60,7 @@ class QueryError(FusionRxError):
 
 class PacsError(FusionRxError):
     """A PACS (DICOMweb or DIMSE) could not be queried or a study could not be pulled."""
+
+
+class StoreBusyError(FusionRxError):
+    """Another pipeline run holds the store's run lock (names the holder's pid, host and start)."""

@@ -9,6 +9,7 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 import torch
 
+from fusion.device import resolve_device
 from fusion.data import MultimodalDataset
 from fusion.errors import FusionConfigError, FusionDataError
 from fusion.heads import SURVIVAL_TASKS, outputs_to_predictions, task_loss
@@ -61,13 +62,6 @@ def seeded(seed: int) -> Iterator[None]:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         yield
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``device`` or, when None, CUDA if available else CPU."""
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def _labels(dataset: MultimodalDataset, idx: np.ndarray, task: str) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:

@@ -10,7 +10,6 @@ loaded from a local checkpoint instead.
 
 from __future__ import annotations
 
-import contextlib
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -22,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fusion.device import autocast as _autocast
+from fusion.device import resolve_device
 from fusion.errors import FusionRxError, SlideError
 from imaging.slide import open_slide
 from imaging.stain import StainNormalizer, slide_stain_matrix
@@ -30,20 +31,6 @@ from imaging.tissue import tissue_mask
 
 INPUT_SIZE = 64  # tiles are downscaled to INPUT_SIZE x INPUT_SIZE px for the network
 CHECKPOINT_FORMAT = "fusionrx-tile-encoder-v1"
-
-
-def resolve_device(device: str | torch.device | None = None) -> torch.device:
-    """The torch device to use: the one asked for, else CUDA when available, else CPU."""
-    if device is not None:
-        return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def _autocast(device: torch.device):
-    """Mixed precision (bfloat16) on CUDA, a no-op context on CPU."""
-    if device.type == "cuda":
-        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 def _conv_block(c_in: int, c_out: int, stride: int) -> nn.Sequential:

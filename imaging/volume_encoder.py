@@ -7,6 +7,7 @@ import torch
 from scipy import ndimage
 from torch import nn
 
+from fusion.device import resolve_device as _device
 from imaging.volume import Volume
 
 
@@ -115,13 +116,6 @@ def crop_patch(
     cval = float(volume.array.min()) if fill is None else float(fill)
     patch = ndimage.map_coordinates(volume.array, np.moveaxis(index, -1, 0), order=1, mode="constant", cval=cval)
     return patch.astype(np.float32)
-
-
-def _device(device: str | torch.device | None) -> torch.device:
-    """CUDA when available unless a device is given."""
-    if device is not None:
-        return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def fit_volume_autoencoder(

@@ -1,12 +1,13 @@
 """Molecule GNN: GINE message passing over atom graphs, sum + mean pooling, regression head.
 
 Targets are standardised inside ``fit_molecule_gnn`` (mean / std kept as model buffers), so
-``predict`` returns values in the units of ``y``. CUDA with bfloat16 autocast when available,
+``predict`` returns values in the units of ``y``. CUDA (float32) when available,
 CPU in float32 otherwise; the same code path. Seeded.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 
 import numpy as np
@@ -18,22 +19,16 @@ from torch_geometric.data import Batch, Data
 from torch_geometric.loader import DataLoader
 from torch_geometric.nn import GINEConv, global_add_pool, global_mean_pool
 
+from fusion.device import resolve_device as default_device
 from fusion.errors import MoleculeError
 
 __all__ = ["MoleculeGNN", "default_device", "fit_molecule_gnn", "predict", "embed", "cross_validate_gnn"]
 
 
-def default_device(device: str | torch.device | None = None) -> torch.device:
-    """The requested device, else CUDA when available, else CPU."""
-    if device is not None:
-        return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def _autocast(device: torch.device) -> torch.autocast:
-    # float32 on CUDA too: on an H200 (bench/gpu_check.py) bfloat16 autocast ran this small GNN at 0.74x the
-    # float32 throughput and 7% off the float32 output, so mixed precision buys nothing here
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=False)
+def _autocast(device: torch.device) -> contextlib.AbstractContextManager:
+    """float32 on CUDA too: on an H200 (bench/gpu_check.py) bfloat16 autocast ran this small GNN at 0.74x the
+    float32 throughput and 7% off the float32 output, so mixed precision buys nothing here."""
+    return contextlib.nullcontext()
 
 
 class MoleculeGNN(nn.Module):

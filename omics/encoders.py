@@ -12,14 +12,8 @@ from torch import nn
 from torch_geometric.data import Data
 from torch_geometric.nn import DeepGraphInfomax, GCNConv
 
+from fusion.device import resolve_device as default_device
 from fusion.errors import SpatialError
-
-
-def default_device(device: str | torch.device | None = None) -> torch.device:
-    """The requested device, else CUDA when available, else CPU."""
-    if device is not None:
-        return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 class SelfNormalizingMLP(nn.Module):

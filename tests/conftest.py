@@ -9,6 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from flows.console import quiet_prefect_env
+
+# Before Prefect is imported: analytics and telemetry off (nothing tries the network), task logs quiet.
+quiet_prefect_env()
+
 # Import Prefect (through the flow module) once at collection time, so that its console log
 # handler binds to the session's stderr and not to a per-test capture that is closed later.
 import flows.pipeline  # noqa: F401,E402
@@ -58,3 +63,66 @@ def e2e_run(tmp_path_factory, prefect_harness) -> dict:
     return {"data": data, "store": store, "truth": json.loads((data / "truth.json").read_text()),
             "summary": summary, "bad_ct_file": bad_ct_file, "bad_ct_patient": bad_ct_patient,
             "bad_slide": bad_slide}
+
+
+TINY_CONFIG = """\
+volume_encoder_epochs: 2
+tile_encoder_epochs: 1
+encoder_tiles_per_slide: 8
+spatial_encoder_epochs: 5
+fusion_epochs: 4
+cv_splits: 2
+cv_repeats: 1
+strategies: [early, attention]
+single_modalities: [expression, wsi]
+survival_experiments: false
+fusion_workers: 1
+"""
+
+
+@pytest.fixture(scope="session")
+def tiny_config(tmp_path_factory) -> Path:
+    """Run-config overrides that make a whole pipeline run over the 12-patient cohort take seconds."""
+    path = tmp_path_factory.mktemp("tinycfg") / "run.yaml"
+    path.write_text(TINY_CONFIG)
+    return path
+
+
+def held_out_files(data: Path, pid: str) -> list[Path]:
+    """A patient's imaging, slide and spatial inputs (relative to the cohort folder)."""
+    files = [Path("imaging/ct") / pid, Path("imaging/pet") / pid]
+    files += [p.relative_to(data) for sub in ("slides", "spatial") for p in (data / sub).glob(f"{pid}*")]
+    return [f for f in files if (data / f).exists()]
+
+
+@pytest.fixture(scope="session")
+def tiny_cohort(small_cohort, tmp_path_factory) -> dict:
+    """The 12-patient cohort with one patient's CT, PET, slide and spatial sample held out (the omics
+    tables keep them): adding those files back is 'a new patient's imaging arrives'."""
+    truth = json.loads((small_cohort / "truth.json").read_text())
+    spatial = {p.name[:12] for p in (small_cohort / "spatial").glob("*.h5ad")}
+    slides = {p.name[:12] for p in (small_cohort / "slides").glob("*.tiff")}
+    pid = next(p for p in sorted(truth["imaging"]) if "pet" in truth["imaging"][p] and p in spatial and p in slides)
+    data = tmp_path_factory.mktemp("tiny") / "data"
+    shutil.copytree(small_cohort, data)
+    held = data.parent / "held_out"
+    moved = held_out_files(data, pid)
+    for rel in moved:
+        (held / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(data / rel, held / rel)
+    return {"data": data, "catalog": data / "data_catalog.yaml", "held_out": held, "files": moved,
+            "patient": pid}
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tiny_cohort, tiny_config, tmp_path_factory, prefect_harness) -> dict:
+    """One uninterrupted pipeline run over the tiny cohort with the tiny config (the reference)."""
+    import pandas as pd
+
+    from flows.pipeline import run_pipeline
+
+    store = tmp_path_factory.mktemp("tinystore")
+    summary = run_pipeline(tiny_cohort["catalog"], store, config_path=tiny_config, verbosity="quiet")
+    return {"store": store, "summary": summary,
+            "ranking": pd.read_parquet(store / "targets" / "ranking.parquet"),
+            "experiments": pd.read_parquet(store / "metrics" / "experiments.parquet")}

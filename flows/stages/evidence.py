@@ -132,20 +132,37 @@ def assemble_results(*, catalog: Catalog, store: ArtifactStore, config: RunConfi
                      started: datetime, inputs: dict[str, str], skipped: list[dict[str, str]],
                      timings: dict[str, float], log: Callable[[str], None]) -> dict[str, Any]:
     """Build the evidence rows, score and rank targets, link compounds and write everything to the results DB."""
+    ranking = rank_and_link(catalog=catalog, config=config, bulk=bulk, spatial_samples=spatial_samples,
+                            fusion_out=fusion_out, model_ref=f"{store.path('metrics/experiments.parquet')}")
+    return record_run(catalog=catalog, store=store, config=config, ranking=ranking, fusion_out=fusion_out,
+                      run_id=run_id, started=started, inputs=inputs, skipped=skipped, timings=timings, log=log)
+
+
+def rank_and_link(*, catalog: Catalog, config: RunConfig, bulk: BulkOmics, spatial_samples: list[dict[str, Any]],
+                  fusion_out: dict[str, Any], model_ref: str = "metrics/experiments.parquet") -> dict[str, Any]:
+    """Evidence rows -> Open Targets-style scores -> ranked targets, with the compound inputs behind the
+    tractability: {'ranked', 'rows', 'comp', 'scoring'}."""
     base = load_scoring_config()
     scoring = ScoringConfig(version=base.version, weights=validate_weights(dict(config.ranking_weights),
                                                                            "run config 'ranking_weights'"),
                             sources=base.sources, tractability=base.tractability, active_pchembl=base.active_pchembl)
     rows = cohort_evidence_rows(catalog, bulk, spatial_samples, fusion_out.get("model_evidence"), scoring,
-                                model_ref=f"{store.path('metrics/experiments.parquet')}: fusion:attention diagnosis")
+                                model_ref=f"{model_ref}: fusion:attention diagnosis")
     comp = compound_inputs(catalog)
-    skipped = skipped + [{"source": "compounds", "file": str(comp.path), "error": e} for e in comp.errors]
     rows = pd.concat([rows, er.tractability_rows(comp.links, scoring, comp.source_rows, comp.path)],
                      ignore_index=True)
     ranked = score_targets(rows, scoring, genes=list(bulk.expression.var_names))
+    return {"ranked": ranked, "rows": rows, "comp": comp, "scoring": scoring}
+
+
+def record_run(*, catalog: Catalog, store: ArtifactStore, config: RunConfig, ranking: dict[str, Any],
+               fusion_out: dict[str, Any], run_id: str, started: datetime, inputs: dict[str, str],
+               skipped: list[dict[str, str]], timings: dict[str, float], log: Callable[[str], None]) -> dict[str, Any]:
+    """Write the ranking, the evidence rows, the run record and the results DB rows of one run; the summary."""
+    ranked, rows, comp, scoring = ranking["ranked"], ranking["rows"], ranking["comp"], ranking["scoring"]
+    skipped = skipped + [{"source": "compounds", "file": str(comp.path), "error": e} for e in comp.errors]
     store.write_parquet("targets/ranking.parquet", ranked)
     store.write_parquet("targets/evidence_rows.parquet", rows)
-
     experiments = fusion_out["experiments"]
     metrics = {
         "experiments": {task: {r["name"]: {"mean": r["mean"], "std": r["std"], "metric": r["metric"]}

@@ -60,10 +60,15 @@ def encoder_factories(cfg: dict) -> dict[str, Any]:
     }
 
 
+PARTS = ("diagnosis", "survival", "evidence")
+
+
 def run_fusion_experiments(frames: dict[str, pd.DataFrame], bags: dict[str, np.ndarray], labels: pd.Series,
-                           cfg: dict, survival: pd.DataFrame | None = None) -> dict[str, Any]:
+                           cfg: dict, survival: pd.DataFrame | None = None,
+                           parts: tuple[str, ...] = PARTS) -> dict[str, Any]:
     """CV (same folds for all) of each fusion strategy and each single modality on the diagnosis (and,
-    given ``survival`` with os_time_days/os_event, on overall survival); expression attribution."""
+    given ``survival`` with os_time_days/os_event, on overall survival); expression attribution.
+    ``parts`` selects which of the three to compute (flows/stages/fusion_parallel.py splits them)."""
     classes = sorted(labels.unique())
     ds = build_dataset(frames, bags, list(labels.index),
                        labels.map({c: i for i, c in enumerate(classes)}).to_numpy(np.int64))
@@ -75,12 +80,14 @@ def run_fusion_experiments(frames: dict[str, pd.DataFrame], bags: dict[str, np.n
     model_kwargs = {"hidden": cfg["fusion_hidden"], "dropout": cfg["fusion_dropout"]}
     singles = [m for m in cfg["single_modalities"] if m in ds.modality_names]
     factories = {k: v for k, v in encoder_factories(cfg).items() if k in ds.modality_names}
-    table, results = compare_strategies(ds, list(cfg["strategies"]), singles, task=task,
-                                        n_splits=cfg["cv_splits"], n_repeats=cfg["cv_repeats"], seed=cfg["seed"],
-                                        train_config=tc, encoder_factories=factories, return_results=True,
-                                        model_kwargs=model_kwargs)
-    table.insert(table.columns.get_loc("metric"), "task", f"diagnosis ({task})")
-    if survival is not None and cfg["survival_experiments"]:
+    table, results = pd.DataFrame(), {}
+    if "diagnosis" in parts:
+        table, results = compare_strategies(ds, list(cfg["strategies"]), singles, task=task,
+                                            n_splits=cfg["cv_splits"], n_repeats=cfg["cv_repeats"],
+                                            seed=cfg["seed"], train_config=tc, encoder_factories=factories,
+                                            return_results=True, model_kwargs=model_kwargs)
+        table.insert(table.columns.get_loc("metric"), "task", f"diagnosis ({task})")
+    if survival is not None and cfg["survival_experiments"] and "survival" in parts:
         sds = build_dataset(frames, bags, list(survival.index),
                             (survival["os_time_days"].to_numpy(np.float32), survival["os_event"].to_numpy(bool)))
         s_singles = [m for m in cfg["single_modalities"] if m in sds.modality_names]
@@ -93,7 +100,7 @@ def run_fusion_experiments(frames: dict[str, pd.DataFrame], bags: dict[str, np.n
 
     # model evidence: attention fusion trained on every patient, |gradient x input| per expression gene
     model_evidence = pd.Series(dtype=float)
-    if "expression" in ds.modality_names:
+    if "expression" in ds.modality_names and "evidence" in parts:
         all_idx = np.arange(ds.n_patients)
         std = ds.standardise(all_idx)
         model = FusionModel.for_dataset(std, ds.modality_names, "attention", 1 if task == "binary" else len(classes),

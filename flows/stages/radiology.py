@@ -163,3 +163,29 @@ def load_patches(results: list[dict[str, Any]]) -> tuple[list[str], np.ndarray, 
             ct.append(z["ct_hu"][None])
             suv.append(z["suv_bw"][None])
     return ids, np.stack(ct), np.stack(suv)
+
+
+def encode_volumes(results: list[dict[str, Any]], cfg: dict) -> dict[str, Any]:
+    """Self-supervised 3D SE-CNN autoencoders on the cohort's CT and SUV patches -> {'ct', 'pet',
+    'phenotypes'} tables indexed by patient (PET only with >= 4 PET patients)."""
+    import pandas as pd
+
+    from imaging.volume_encoder import embed_volumes, fit_volume_autoencoder
+
+    ids, ct, suv = load_patches(results)
+    phen = pd.DataFrame([r["phenotypes"] for r in results], index=ids)
+    ct_enc = fit_volume_autoencoder(ct, embed_dim=cfg["volume_embed_dim"], epochs=cfg["volume_encoder_epochs"],
+                                    seed=cfg["seed"])
+    ct_emb = pd.DataFrame(embed_volumes(ct_enc, ct), index=ids).add_prefix("ct_ae_")
+    ct_cols = ["ct_tumour_volume_ml", "ct_tumour_diameter_mm", "ct_tumour_mean_hu"]
+    frames = {"ct": pd.concat([phen[ct_cols], ct_emb], axis=1).dropna()}
+    has_pet = np.array([r.get("suv_npz") is not None for r in results])
+    pet_cols = ["suv_max", "suv_mean", "suv_peak", "mtv_ml", "tlg"]
+    if has_pet.sum() >= 4:
+        pet_ids = [i for i, h in zip(ids, has_pet) if h]
+        pet_enc = fit_volume_autoencoder(suv[has_pet], embed_dim=cfg["volume_embed_dim"],
+                                         epochs=cfg["volume_encoder_epochs"], seed=cfg["seed"] + 1)
+        pet_emb = pd.DataFrame(embed_volumes(pet_enc, suv[has_pet]), index=pet_ids).add_prefix("pet_ae_")
+        frames["pet"] = pd.concat([phen.loc[pet_ids, pet_cols], pet_emb], axis=1).dropna()
+    frames["phenotypes"] = phen
+    return frames

@@ -95,3 +95,14 @@ def common_graphs(samples: list[dict[str, Any]], n_genes: int, k: int) -> list:
         sub = a[:, panel].copy()
         graphs.append(spot_graph(sub, k=k, use_rep=None))
     return graphs
+
+
+def encode_spatial_samples(samples: list[dict[str, Any]], cfg: dict) -> pd.DataFrame:
+    """Deep Graph Infomax GNN over every sample's spot graph -> one embedding row per patient."""
+    from omics.encoders import embed_spot_graphs, fit_spot_graph_encoder
+
+    graphs = common_graphs(samples, cfg["spatial_panel_genes"], cfg["spatial_knn"])
+    enc, _losses = fit_spot_graph_encoder(graphs, embed_dim=cfg["spatial_embed_dim"],
+                                          epochs=cfg["spatial_encoder_epochs"], seed=cfg["seed"])
+    emb = embed_spot_graphs(enc, graphs)
+    return pd.DataFrame(emb, index=[s["patient_id"] for s in samples]).add_prefix("spatial_dgi_")

@@ -1,0 +1,99 @@
+"""Input hashing: content SHA-256 of files and folders, with a size+mtime cache persisted in the store.
+
+A run hashes each input once (``InputHasher`` memoises per path); a file whose size and mtime match
+the cache from an earlier run is not read again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+_HASH_CHUNK = 1 << 20
+HASH_CACHE = "input_hashes.parquet"
+
+
+def file_sha256(path: str | Path) -> str:
+    """SHA-256 of a file's bytes (hex)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(_HASH_CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _combine(root: Path, files: list[Path], file_hash) -> str:
+    digest = hashlib.sha256()
+    for f in files:
+        digest.update(str(f.relative_to(root)).encode())
+        digest.update(file_hash(f).encode())
+    return digest.hexdigest()
+
+
+def _files(p: Path) -> list[Path]:
+    return sorted(x for x in p.rglob("*") if x.is_file())
+
+
+def path_sha256(path: str | Path) -> str:
+    """SHA-256 of a file, or of a folder's files (relative names + contents, sorted)."""
+    p = Path(path)
+    return file_sha256(p) if p.is_file() else _combine(p, _files(p), file_sha256)
+
+
+def config_sha256(config: Any) -> str:
+    """Stable hash of a JSON-serialisable config."""
+    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()
+
+
+class InputHasher:
+    """Hashes inputs once per run; reads a file's bytes only when its size or mtime changed since the
+    cache (``input_hashes.parquet`` in the store) last saw it. Thread-safe."""
+
+    def __init__(self, store_root: str | Path):
+        self.cache_file = Path(store_root) / HASH_CACHE
+        self._lock = threading.Lock()
+        self._cache: dict[str, tuple[int, int, str]] = {}
+        if self.cache_file.exists():
+            df = pd.read_parquet(self.cache_file)
+            self._cache = {r.path: (int(r.size), int(r.mtime_ns), r.sha256) for r in df.itertuples()}
+        self._memo: dict[str, str] = {}
+        self.files_read = 0  # files whose bytes were hashed this run (cache misses)
+
+    def _file(self, f: Path) -> str:
+        st = f.stat()
+        key = str(f.resolve())
+        with self._lock:
+            hit = self._cache.get(key)
+        if hit is not None and hit[0] == st.st_size and hit[1] == st.st_mtime_ns:
+            return hit[2]
+        sha = file_sha256(f)
+        with self._lock:
+            self._cache[key] = (st.st_size, st.st_mtime_ns, sha)
+            self.files_read += 1
+        return sha
+
+    def __call__(self, path: str | Path) -> str:
+        """SHA-256 of a file or folder (same value as ``path_sha256``), memoised for the run."""
+        p = Path(path)
+        key = str(p.resolve())
+        with self._lock:
+            if key in self._memo:
+                return self._memo[key]
+        sha = self._file(p) if p.is_file() else _combine(p, _files(p), self._file)
+        with self._lock:
+            self._memo[key] = sha
+        return sha
+
+    def save(self) -> None:
+        """Persist the size+mtime cache atomically (temp file, then rename)."""
+        with self._lock:
+            rows = [(k, s, m, h) for k, (s, m, h) in self._cache.items()]
+        from flows.store import atomic_path  # the store owns atomic writes (and imports this module)
+
+        with atomic_path(self.cache_file) as tmp:
+            pd.DataFrame(rows, columns=["path", "size", "mtime_ns", "sha256"]).to_parquet(tmp, index=False)
