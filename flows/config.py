@@ -51,6 +51,7 @@ class RunConfig:
     fusion_dropout: float = 0.3
     torch_cpu_threads: int = 1  # tiny models: one thread per training beats oversubscribed threads
     fusion_workers: int = 2  # processes sharing the fusion experiments (results do not depend on it)
+    fusion_batch_size: int | None = None  # None: full batch; slide bags are padded only inside a mini-batch
     modality_dropout: float = 0.2
     embed_dim: int = 16
     survival_experiments: bool = True
@@ -91,7 +92,7 @@ STAGE_CONFIG_KEYS: dict[str, tuple[str, ...]] = {
                         "spatial_panel_genes"),
     "fusion": ("seed", "strategies", "single_modalities", "cv_splits", "cv_repeats", "fusion_epochs",
                "fusion_lr", "fusion_weight_decay", "fusion_hidden", "fusion_dropout", "torch_cpu_threads",
-               "modality_dropout", "embed_dim", "survival_experiments"),
+               "modality_dropout", "embed_dim", "survival_experiments", "fusion_batch_size"),
     "ranking": ("ranking_weights", "compounds_per_target"),
 }
 
@@ -104,8 +105,8 @@ STAGE_CODE: dict[str, tuple[str, ...]] = {
     "spatial": ("omics", "imaging/tiling.py", "flows/stages/spatial.py", "flows/stages/pathology.py"),
     "spatial-encoder": ("omics", "flows/stages/spatial.py"),
     "fusion": ("fusion", "imaging/mil.py", "omics/encoders.py", "flows/stages/fusion_experiments.py"),
-    "ranking": ("omics", "molecules", "flows/ranking.py", "flows/stages/evidence.py",
-                "flows/stages/bulk_omics.py"),
+    "ranking": ("omics", "molecules", "flows/ranking.py", "flows/evidence_weights.yaml", "flows/stages/evidence.py",
+                "flows/stages/evidence_rows.py", "flows/stages/bulk_omics.py"),
 }
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
