@@ -27,7 +27,7 @@ import pandas as pd
 
 from flows.store import atomic_path
 from flows.synthetic.decoys import (OVER_EXPRESSED_SHIFT, add_copy_number, add_spatial_tumour_expression,
-                                    add_tumour_expression, mutated_long_genes)
+                                    add_tumour_expression, mutated_long_genes, plant_decoys)
 
 DIAGNOSES = ("Adenocarcinoma, NOS", "Squamous cell carcinoma, NOS")
 MODALITY_SIGNALS = ("ct", "pet", "wsi", "expression", "spatial")
@@ -125,31 +125,7 @@ def plan_cohort(config: CohortConfig) -> dict[str, Any]:
         "amplified": amplified, "event_time": event_time, "censor_time": censor_time,
         "base_log_mean": rng.normal(np.log(40.0), 1.3, size=len(genes)),
     }
-    return _plant_decoys(plan, config, candidates)
-
-
-def _plant_decoys(plan: dict[str, Any], config: CohortConfig, candidates: list[str]) -> dict[str, Any]:
-    """Add the confounders (decoys strong on one or two evidence kinds; see flows.synthetic.decoys)."""
-    from flows.synthetic import decoys as dc
-
-    taken = set(plan["targets"]) | set(plan["de_decoys"]) | set(plan["subtype_genes"])
-    d = dc.plan_decoys(config.seed, plan["genes"], plan["targets"], candidates, taken,
-                       len(plan["patients"]), plan["amplified"])
-    d["classes"]["over_expressed"] = list(plan["de_decoys"])
-    plan["decoys"] = d
-    plan["drug_decoys"] = d["classes"]["well_drugged"]
-    plan["normal_log_mean"] = dc.add_baseline_expression(plan["base_log_mean"], plan["genes"], d)
-    # the prognostic decoys' activity adds to the hazard (event times redrawn with the same noise)
-    unit = plan["event_time"] / (900.0 * np.exp(-_target_log_hazard(plan)))
-    plan["event_time"] = unit * 900.0 * np.exp(-(_target_log_hazard(plan) + dc.prognostic_log_hazard(d)))
-    # half the planted targets get only moderately potent compounds (pChEMBL 6-7)
-    plan["moderate_targets"] = plan["targets"][::2]
-    return plan
-
-
-def _target_log_hazard(plan: dict[str, Any]) -> np.ndarray:
-    """Log hazard from the targets' activity and amplification (not from the subtype's own signal)."""
-    return 0.8 * plan["target_activity"] + 0.4 * plan["amplified"].sum(1) - 0.3 * plan["y"]
+    return plant_decoys(plan, config.seed, candidates)
 
 
 # ------------------------------------------------------------------------------------ per patient

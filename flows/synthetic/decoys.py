@@ -163,3 +163,25 @@ def add_spatial_tumour_expression(mu: np.ndarray, tumour: np.ndarray, genes: lis
     gi = {g: i for i, g in enumerate(genes)}
     for g in decoys["classes"]["spatial_tumour_region"]:
         mu[tumour, gi[g]] += SPATIAL_ONLY_SHIFT
+
+
+def target_log_hazard(plan: dict[str, Any]) -> np.ndarray:
+    """Log hazard from the targets' activity and amplification (as ``plan_cohort`` draws event times)."""
+    return 0.8 * plan["target_activity"] + 0.4 * plan["amplified"].sum(1) - 0.3 * plan["y"]
+
+
+def plant_decoys(plan: dict[str, Any], seed: int, candidates: list[str]) -> dict[str, Any]:
+    """Add the confounders to a cohort plan (decoy genes, their signals, the prognostic hazard)."""
+    taken = set(plan["targets"]) | set(plan["de_decoys"]) | set(plan["subtype_genes"])
+    d = plan_decoys(seed, plan["genes"], plan["targets"], candidates, taken, len(plan["patients"]),
+                    plan["amplified"])
+    d["classes"]["over_expressed"] = list(plan["de_decoys"])
+    plan["decoys"] = d
+    plan["drug_decoys"] = d["classes"]["well_drugged"]
+    plan["normal_log_mean"] = add_baseline_expression(plan["base_log_mean"], plan["genes"], d)
+    # the prognostic decoys' activity adds to the hazard: same exponential noise, larger hazard
+    unit = plan["event_time"] / (900.0 * np.exp(-target_log_hazard(plan)))
+    plan["event_time"] = unit * 900.0 * np.exp(-(target_log_hazard(plan) + prognostic_log_hazard(d)))
+    # half the planted targets get only moderately potent compounds (pChEMBL 6-7)
+    plan["moderate_targets"] = plan["targets"][::2]
+    return plan

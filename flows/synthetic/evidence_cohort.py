@@ -13,7 +13,6 @@ from typing import Any
 
 import numpy as np
 
-from flows.catalog import catalog_yaml
 from flows.store import atomic_path
 from flows.synthetic.cohort import (CohortConfig, _jsonable, _slide_job, plan_cohort, write_omics,
                                     write_spatial)
@@ -43,18 +42,11 @@ def generate_evidence_cohort(out: str | Path, config: CohortConfig = CohortConfi
     write_compounds_table(out / "compounds" / "compounds.tsv", target_genes_high=plan["targets"],
                           other_genes=other, seed=config.seed, potent_decoys=plan["drug_decoys"],
                           moderate_genes=plan["moderate_targets"])
-    sources = {
-        "wsi": {"modality": "wsi", "format": "openslide", "path": "slides", "pattern": "*.tiff"},
-        "spatial": {"modality": "spatial", "format": "visium_h5ad", "path": "spatial", "pattern": "*.h5ad"},
-        "expression": {"modality": "expression", "format": "gdc_star_counts", "path": "omics/expression",
-                       "sample_sheet": "omics/gdc_sample_sheet.tsv"},
-        "mutations": {"modality": "mutations", "format": "gdc_maf", "path": "omics/mutations.maf"},
-        "copy_number": {"modality": "copy_number", "format": "gistic_gene_thresholded",
-                        "path": "omics/copy_number.tsv"},
-        "clinical": {"modality": "clinical", "format": "gdc_clinical", "path": "omics/clinical.tsv"},
-        "compounds": {"modality": "compounds", "format": "compound_table", "path": "compounds/compounds.tsv"},
-    }
-    (out / "data_catalog.yaml").write_text(catalog_yaml(f"fusionrx-evidence-seed{config.seed}", ".", sources))
+    # the catalog comes from the same content scanner users run on their folders (as in generate_cohort)
+    from flows.scan import scan
+    from flows.scan_catalog import write_scan_catalog
+
+    write_scan_catalog(scan(out), out / "data_catalog.yaml", cohort=f"fusionrx-evidence-seed{config.seed}")
     truth = {"config": plan["config"], "targets": plan["targets"], "decoys": plan["decoys"]["classes"],
              "passenger_of": plan["decoys"]["passenger_of"], "moderate_potency_targets": plan["moderate_targets"],
              "subtype_genes": plan["subtype_genes"], "spatial": [patients[i] for i in spatial_idx]}

@@ -186,3 +186,13 @@ def test_sdf_library_reads_with_bad_records_reported(tmp_path):
     links = target_compound_links(table)
     egfr = links.loc[links["target_gene"] == "EGFR"].iloc[0]
     assert egfr["pchembl"] == pytest.approx(9 - np.log10(3.2))
+
+
+def test_cached_and_uncached_queries_agree(store):
+    from flows.queries import clear_cache
+
+    for weights in (None, {"copy_number": 1.0, "rna_expression": 0.2}):
+        clear_cache()
+        one_off = ranked_targets(store["root"], top=4, weights=weights)  # page compounds read from the DB
+        again = ranked_targets(store["root"], top=4, weights=weights)    # second use: every gene's links cached
+        assert one_off == again == ranked_targets(store["root"], top=4, weights=weights)
