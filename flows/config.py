@@ -58,6 +58,8 @@ class RunConfig:
     # target ranking
     ranking_weights: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_WEIGHTS))
     compounds_per_target: int = 5
+    predicted_links_top: int = 20  # top-ranked targets without a measured potent compound get predicted links
+    activity_epochs: int = 300  # activity model trained on the library's measured activities (0: no predictions)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (tuples as lists)."""
@@ -93,7 +95,7 @@ STAGE_CONFIG_KEYS: dict[str, tuple[str, ...]] = {
     "fusion": ("seed", "strategies", "single_modalities", "cv_splits", "cv_repeats", "fusion_epochs",
                "fusion_lr", "fusion_weight_decay", "fusion_hidden", "fusion_dropout", "torch_cpu_threads",
                "modality_dropout", "embed_dim", "survival_experiments", "fusion_batch_size"),
-    "ranking": ("ranking_weights", "compounds_per_target"),
+    "ranking": ("ranking_weights", "compounds_per_target", "predicted_links_top", "activity_epochs", "seed"),
 }
 
 # source folders/files (relative to the project root) whose code each stage's artifacts depend on
@@ -106,7 +108,7 @@ STAGE_CODE: dict[str, tuple[str, ...]] = {
     "spatial-encoder": ("omics", "flows/stages/spatial.py"),
     "fusion": ("fusion", "imaging/mil.py", "omics/encoders.py", "flows/stages/fusion_experiments.py"),
     "ranking": ("omics", "molecules", "flows/ranking.py", "flows/evidence_weights.yaml", "flows/stages/evidence.py",
-                "flows/stages/evidence_rows.py", "flows/stages/bulk_omics.py"),
+                "flows/stages/evidence_rows.py", "flows/stages/activity_links.py", "flows/stages/bulk_omics.py"),
 }
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 

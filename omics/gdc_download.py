@@ -55,13 +55,18 @@ def read_maf_files(paths: Sequence[str | Path]) -> tuple[pd.DataFrame, list[str]
     frames, errors = [], []
     for path in paths:
         try:
-            frames.append(read_maf(path))
+            one = read_maf(path)
         except OmicsFormatError as exc:
             errors.append(f"skipped {path}: {exc}")
             log.warning(errors[-1])
+            continue
+        # provenance of every row: its file and 1-based data row there (evidence stays traceable)
+        frames.append(one.assign(source_file=str(path), source_row=np.arange(1, len(one) + 1)))
     if not frames:
         raise OmicsFormatError("no MAF file could be read: " + "; ".join(errors))
-    maf = pd.concat(frames, ignore_index=True).drop_duplicates(ignore_index=True)
+    maf = pd.concat(frames, ignore_index=True)
+    maf = maf.drop_duplicates(subset=[c for c in maf.columns if c not in ("source_file", "source_row")],
+                              ignore_index=True)
     return maf, errors
 
 

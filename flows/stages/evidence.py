@@ -152,7 +152,29 @@ def rank_and_link(*, catalog: Catalog, config: RunConfig, bulk: BulkOmics, spati
     rows = pd.concat([rows, er.tractability_rows(comp.links, scoring, comp.source_rows, comp.path)],
                      ignore_index=True)
     ranked = score_targets(rows, scoring, genes=list(bulk.expression.var_names))
+    comp, rows, ranked = _add_predicted_links(comp, rows, ranked, scoring, config, list(bulk.expression.var_names))
     return {"ranked": ranked, "rows": rows, "comp": comp, "scoring": scoring}
+
+
+def _add_predicted_links(comp: CompoundInputs, rows: pd.DataFrame, ranked: pd.DataFrame, scoring: ScoringConfig,
+                         config: RunConfig, genes: list[str]) -> tuple[CompoundInputs, pd.DataFrame, pd.DataFrame]:
+    """Top-ranked targets without a measured potent compound get activity-model predictions (flagged
+    'predicted' with the model version); tractability is rescored, the disease score is unchanged."""
+    import dataclasses
+
+    from flows.stages.activity_links import predicted_links, targets_needing_predictions
+
+    need = targets_needing_predictions(comp.links, list(ranked["gene"]), config.predicted_links_top,
+                                       scoring.active_pchembl)
+    if not need or config.activity_epochs <= 0:
+        return comp, rows, ranked
+    pred = predicted_links(comp.compounds, comp.links, need, scoring.active_pchembl, config.compounds_per_target,
+                           config.activity_epochs, config.seed)
+    if pred.empty:
+        return comp, rows, ranked
+    rows = pd.concat([rows, er.tractability_rows(pred, scoring, {}, comp.path)], ignore_index=True)
+    comp = dataclasses.replace(comp, links=pd.concat([comp.links, pred], ignore_index=True))
+    return comp, rows, score_targets(rows, scoring, genes=genes)
 
 
 def record_run(*, catalog: Catalog, store: ArtifactStore, config: RunConfig, ranking: dict[str, Any],

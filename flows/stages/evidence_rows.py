@@ -81,10 +81,14 @@ def mutation_rows(maf: pd.DataFrame, tumours: list[str], genes: list[str], maf_f
     hits = maf.loc[maf["Variant_Classification"].isin(NON_SILENT_CLASSES) & maf["patient_id"].isin(tumours)
                    & maf["Hugo_Symbol"].isin(genes)]
     n_mut = hits.groupby("Hugo_Symbol")["patient_id"].nunique()
-    rows_of = hits.groupby("Hugo_Symbol").apply(lambda d: [int(i) + 1 for i in d.index], include_groups=False)
     mutated = n_mut.index.tolist()
     frac = n_mut.to_numpy() / max(len(tumours), 1)
-    refs = [f"{maf_file}: data rows {_listed(rows_of[g])}" for g in mutated]
+    if "source_file" in hits.columns:  # merged per-aliquot MAFs: each file and its own data rows
+        refs = ["; ".join(f"{f}: data rows {_listed(list(d['source_row'].astype(int)))}"
+                          for f, d in hits.loc[hits["Hugo_Symbol"] == g].groupby("source_file")) for g in mutated]
+    else:
+        rows_of = hits.groupby("Hugo_Symbol").apply(lambda d: [int(i) + 1 for i in d.index], include_groups=False)
+        refs = [f"{maf_file}: data rows {_listed(rows_of[g])}" for g in mutated]
     return _rows(mutated, spec, frac, refs, [{"n_tumours_mutated": int(n)} for n in n_mut])
 
 

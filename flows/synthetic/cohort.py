@@ -27,7 +27,8 @@ import pandas as pd
 
 from flows.store import atomic_path
 from flows.synthetic.decoys import (OVER_EXPRESSED_SHIFT, add_copy_number, add_spatial_tumour_expression,
-                                    add_tumour_expression, mutated_long_genes, plant_decoys)
+                                    add_tumour_expression, arm, cytobands_for, mutated_long_genes,
+                                    plant_decoys)
 
 DIAGNOSES = ("Adenocarcinoma, NOS", "Squamous cell carcinoma, NOS")
 MODALITY_SIGNALS = ("ct", "pet", "wsi", "expression", "spatial")
@@ -261,7 +262,9 @@ def write_omics(out: Path, plan: dict[str, Any], rng: np.random.Generator) -> di
         cn[gi[g]] = np.where(amp, np.where(rng.random(len(patients)) < 0.3, 2, 1), 0)
     add_copy_number(cn, genes, plan["targets"], plan["decoys"])
     cn_table = pd.DataFrame(cn, index=genes, columns=aliquots)
-    rows += gw.write_gene_level_cn_download(expr_dir, cn_table, gene_ids, uuid_rng)
+    # chromosomes from the genes' real cytobands (co-amplified passengers sit on their target's arm)
+    chroms = ["chr" + arm(b).rstrip("pq") for b in cytobands_for(genes)]
+    rows += gw.write_gene_level_cn_download(expr_dir, cn_table, gene_ids, uuid_rng, chroms)
 
     # mutations: passengers everywhere, TP53 frequent, targets at hotspot-like rates
     maf_rows = []

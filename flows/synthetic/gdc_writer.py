@@ -266,12 +266,13 @@ def write_maf(path: str | Path, records: pd.DataFrame, *, center: str = "BI", ve
 
 
 def write_gene_level_copy_number(path: str | Path, gene_ids: Sequence[str], gene_names: Sequence[str],
-                                 copies: np.ndarray) -> Path:
+                                 copies: np.ndarray, chromosomes: Sequence[str] | None = None) -> Path:
     """Write one sample's GDC gene-level copy-number TSV (absolute integer copies per gene)."""
     copies = np.asarray(copies, dtype=np.int64)
     n = len(gene_ids)
     table = pd.DataFrame({"gene_id": list(gene_ids), "gene_name": list(gene_names),
-                          "chromosome": [f"chr{1 + i % 22}" for i in range(n)],
+                          "chromosome": list(chromosomes) if chromosomes is not None
+                          else [f"chr{1 + i % 22}" for i in range(n)],
                           "start": 1_000_000 + 50_000 * np.arange(n), "end": 1_020_000 + 50_000 * np.arange(n),
                           "copy_number": copies, "min_copy_number": copies, "max_copy_number": copies})
     return _write_text(path, table.to_csv(sep="\t", index=False))
@@ -366,7 +367,7 @@ def write_aliquot_mafs(download_dir: str | Path, records: pd.DataFrame, rng: np.
 
 
 def write_gene_level_cn_download(download_dir: str | Path, calls: pd.DataFrame, gene_ids: Sequence[str],
-                                 rng: np.random.Generator) -> list[dict]:
+                                 rng: np.random.Generator, chromosomes: Sequence[str] | None = None) -> list[dict]:
     """Per tumour aliquot a gene-level copy-number TSV (ASCAT3 naming, absolute copies from the calls
     -2..2 as 0, 1, 2, 3, 6) in its UUID folder; returns the sample-sheet rows (tumour, normal)."""
     rows = []
@@ -375,7 +376,7 @@ def write_gene_level_cn_download(download_dir: str | Path, calls: pd.DataFrame, 
         file_id = new_file_uuid(rng)
         name = f"{GDC_PROJECT}.{new_file_uuid(rng)}.ascat3.gene_level_copy_number.v36.tsv"
         copies = calls[aliquot].map(_CALL_TO_COPIES).to_numpy()
-        write_gene_level_copy_number(download_path(download_dir, file_id, name), gene_ids, genes, copies)
+        write_gene_level_copy_number(download_path(download_dir, file_id, name), gene_ids, genes, copies, chromosomes)
         rows.append(sheet_row(file_id, name, "Copy Number Variation", "Gene Level Copy Number", str(aliquot)[:12],
                               [str(aliquot)[:16], _normal_barcode(str(aliquot))[:16]]))
     return rows

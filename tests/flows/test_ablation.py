@@ -20,7 +20,7 @@ from flows.stages import evidence_rows as er
 from flows.stages.bulk_omics import read_bulk_omics
 from flows.stages.evidence import cohort_evidence_rows, compound_inputs, type_score_matrix
 from flows.synthetic.cohort import CohortConfig
-from flows.synthetic.decoys import arm
+from flows.synthetic.decoys import arm, cytobands_for
 from flows.synthetic.evidence_cohort import generate_evidence_cohort
 
 
@@ -57,6 +57,7 @@ def cohort(tmp_path_factory):
                      ignore_index=True)
     matrix = type_score_matrix(rows, list(bulk.expression.var_names))
     return {"data": data, "truth": truth, "rows": rows, "matrix": matrix, "scoring": scoring,
+            "copy_number": bulk.copy_number,
             "n_spatial": len(samples)}
 
 
@@ -110,12 +111,11 @@ def test_each_decoy_class_leads_its_own_evidence_type(cohort):
 
 
 def test_passengers_share_their_targets_arm_and_amplifications(cohort):
-    truth, data = cohort["truth"], cohort["data"]
-    cn = pd.read_csv(data / "omics" / "copy_number.tsv", sep="\t", index_col="Gene Symbol")
-    calls = cn.drop(columns=["Locus ID", "Cytoband"])
+    truth, calls = cohort["truth"], cohort["copy_number"]  # genes x tumours, read from the gdc-client download
     assert truth["decoys"]["co_amplified_passenger"]
+    band = dict(zip(calls.index, cytobands_for(list(calls.index))))
     for passenger, target in truth["passenger_of"].items():
-        assert arm(cn.loc[passenger, "Cytoband"]) == arm(cn.loc[target, "Cytoband"])
+        assert arm(band[passenger]) == arm(band[target])
         amp_t, amp_p = calls.loc[target] >= 1, calls.loc[passenger] >= 1
         assert (amp_p[amp_t]).mean() > 0.8 and amp_p.mean() > amp_t.mean() - 0.05
 
@@ -130,7 +130,7 @@ def test_some_planted_targets_have_only_moderately_potent_compounds(cohort):
         assert 6.0 <= best[g] < 7.0
     assert all(best[g] >= 7.0 for g in truth["decoys"]["well_drugged"])
     # every row of a compound link points back to its rows of the compounds file
-    assert trac["row_ref"].str.contains("compounds.tsv: data rows [0-9]").all()
+    assert trac["row_ref"].str.contains(r"compounds\.tsv: data rows [0-9]").all()
 
 
 def test_every_evidence_row_is_traceable(cohort):
@@ -140,10 +140,12 @@ def test_every_evidence_row_is_traceable(cohort):
     assert rows["row_ref"].str.len().gt(0).all()
     planted = cohort["truth"]["targets"][0]
     mut = rows.loc[(rows["gene"] == planted) & (rows["evidence_type"] == "somatic_mutation")]
-    maf = pd.read_csv(cohort["data"] / "omics" / "mutations.maf", sep="\t", comment="#")
-    if len(mut):  # the MAF data rows named in the reference are the gene's mutations
-        listed = [int(x) for x in mut["row_ref"].iloc[0].split("data rows ")[1].split(" (")[0].split(", ")]
-        assert (maf.loc[[r - 1 for r in listed], "Hugo_Symbol"] == planted).all()
+    if len(mut):  # each per-aliquot MAF and data rows named in the reference are the gene's mutations
+        for part in mut["row_ref"].iloc[0].split("; "):
+            file, rows_txt = part.split(": data rows ")
+            maf = pd.read_csv(file, sep="\t", comment="#", low_memory=False)
+            listed = [int(x) for x in rows_txt.split(" (")[0].split(", ")]
+            assert (maf.loc[[r - 1 for r in listed], "Hugo_Symbol"] == planted).all()
     spatial = rows.loc[rows["evidence_type"] == "spatial_tumour_region"]
     assert spatial.groupby("gene").size().max() == cohort["n_spatial"]  # one row per spatial sample
     assert json.loads(spatial["details_json"].iloc[0])["patient_id"].startswith("TCGA-")
