@@ -309,6 +309,7 @@ def similar_compounds(store: str | Path, smiles: str, *, top: int = 10, run_id: 
     for cid, gene, pchembl, atype, link, version in links:
         targets.setdefault(cid, []).append({"gene": gene, "pchembl": pchembl, "activity_type": atype,
                                             "link": link or "measured", "model_version": version or None})
-    hits = [{"id": str(ids[i]), "name": res["name"][i], "canonical_smiles": res["canonical_smiles"][i],
+    names = [None if n is np.ma.masked or n is None else str(n) for n in res["name"]]  # NULL name: masked
+    hits = [{"id": str(ids[i]), "name": names[i], "canonical_smiles": str(res["canonical_smiles"][i]),
              "tanimoto": float(sim[i]), "targets": targets.get(str(ids[i]), [])} for i in best]
     return {"query": query, "run_id": run_id, "hits": hits}

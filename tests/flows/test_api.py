@@ -98,3 +98,27 @@ def test_store_without_results_is_503_not_500(tmp_path):
 def test_openapi_schema_lists_every_endpoint(client):
     paths = client.get("/openapi.json").json()["paths"]
     assert {"/api/targets", "/api/targets/{gene}", "/api/compounds/similar", "/api/experiments"} <= set(paths)
+
+
+def test_similar_compounds_without_a_name_serialise(tmp_path):
+    """A library compound with no name (NULL in the DB) is returned with name null, not a 500."""
+    from flows.ranking import load_scoring_config
+    from flows.results_db import write_run
+    from molecules.io import standardise_smiles
+    from molecules.similarity import packed_fingerprints
+
+    smi = [standardise_smiles(s) for s in (GEFITINIB, "CCO")]
+    compounds = pd.DataFrame({"compound_id": ["X1", "X2"], "name": [None, "ethanol"], "canonical_smiles": smi,
+                              "inchikey": "", "properties_json": "{}",
+                              "morgan_fp": [bytes(b) for b in packed_fingerprints(smi)]})
+    targets = pd.DataFrame({"gene": ["G1"], "rank": [1], "score": [0.5], **{t: [0.5] for t in EVIDENCE_TYPES},
+                            "tractability": [0.0]})
+    run = {"run_id": "r", "cohort": "c", "started_utc": "2026-01-01T00:00:00", "finished_utc": "2026-01-01T00:00:01",
+           "catalog": "", "config": {}, "inputs_sha256": {}, "metrics": {}}
+    exp = pd.DataFrame(columns=["name", "kind", "strategy", "modalities", "task", "metric", "mean", "std", "n_folds"])
+    links = pd.DataFrame(columns=["target_gene", "compound_id", "pchembl", "activity_type", "source"])
+    write_run(tmp_path, run=run, targets=targets, compounds=compounds, links=links, experiments=exp,
+              scoring=load_scoring_config().to_dict())
+    r = TestClient(create_app(tmp_path)).get("/api/compounds/similar", params={"smiles": GEFITINIB})
+    assert r.status_code == 200
+    assert r.json()["hits"][0] == {**r.json()["hits"][0], "id": "X1", "name": None}
