@@ -176,7 +176,8 @@ def omics_stage(ctx: RunContext, future):
     bulk = res["value"]
     ctx.skipped += [{"source": "expression", "file": "", "error": e} for e in bulk.errors]
     ctx.skipped += bulk.skipped  # bad MAF / copy-number files: named, only that source or file dropped
-    ctx.store.write_parquet("clinical/clinical.parquet", bulk.clinical)  # labels for `store:` experiment specs
+    if res["status"] != REUSED or not ctx.store.path("clinical/clinical.parquet").exists():
+        ctx.store.write_parquet("clinical/clinical.parquet", bulk.clinical)  # labels for `store:` experiment specs
     ctx.console.detail(f"[omics] {bulk.expression.n_obs} RNA samples, {bulk.expression.n_vars} genes, "
                        f"{len(bulk.clinical)} clinical records")
     return bulk

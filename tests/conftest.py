@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import yaml
 
 from flows.console import quiet_prefect_env
 
@@ -89,10 +90,22 @@ def tiny_config(tmp_path_factory) -> Path:
 
 
 def held_out_files(data: Path, pid: str) -> list[Path]:
-    """A patient's imaging, slide and spatial inputs (relative to the cohort folder)."""
-    files = [Path("imaging/ct") / pid, Path("imaging/pet") / pid]
+    """A patient's imaging (its TCIA-style patient folder: CT, PET, RTSTRUCT), slide and spatial inputs
+    (h5ad or Space Ranger folder), relative to the cohort folder."""
+    files = [p.relative_to(data) for p in (data / "imaging").glob(f"*/{pid}")]
     files += [p.relative_to(data) for sub in ("slides", "spatial") for p in (data / sub).glob(f"{pid}*")]
     return [f for f in files if (data / f).exists()]
+
+
+def rescan_catalog(data: Path) -> Path:
+    """Rewrite a cohort folder's catalog from what is there now (as a user runs `fusionrx scan --out`)."""
+    from flows.scan import scan
+    from flows.scan_catalog import write_scan_catalog
+
+    catalog = data / "data_catalog.yaml"
+    cohort = yaml.safe_load(catalog.read_text())["cohort"] if catalog.exists() else None
+    write_scan_catalog(scan(data), catalog, cohort=cohort)
+    return catalog
 
 
 @pytest.fixture(scope="session")
@@ -100,7 +113,7 @@ def tiny_cohort(small_cohort, tmp_path_factory) -> dict:
     """The 12-patient cohort with one patient's CT, PET, slide and spatial sample held out (the omics
     tables keep them): adding those files back is 'a new patient's imaging arrives'."""
     truth = json.loads((small_cohort / "truth.json").read_text())
-    spatial = {p.name[:12] for p in (small_cohort / "spatial").glob("*.h5ad")}
+    spatial = {p.name[:12] for p in (small_cohort / "spatial").iterdir()}
     slides = {p.name[:12] for p in (small_cohort / "slides").glob("*.tiff")}
     pid = next(p for p in sorted(truth["imaging"]) if "pet" in truth["imaging"][p] and p in spatial and p in slides)
     data = tmp_path_factory.mktemp("tiny") / "data"
@@ -110,6 +123,7 @@ def tiny_cohort(small_cohort, tmp_path_factory) -> dict:
     for rel in moved:
         (held / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.move(data / rel, held / rel)
+    rescan_catalog(data)
     return {"data": data, "catalog": data / "data_catalog.yaml", "held_out": held, "files": moved,
             "patient": pid}
 

@@ -8,11 +8,13 @@ from pathlib import Path
 
 import pandas as pd
 
+from tests.conftest import rescan_catalog
+
 from flows.pipeline import run_pipeline
 
 # per-run bookkeeping that every run writes; everything else in the store is an artifact
 RUN_FILES = ("runs/", "results.duckdb", "manifest.parquet", "input_hashes.parquet", ".run.lock",
-             "targets/ranking.parquet")
+             "targets/ranking.parquet", "targets/evidence_rows.parquet")
 
 
 def artifact_mtimes(store: Path) -> dict[str, int]:
@@ -54,6 +56,7 @@ def test_one_new_patient_is_processed_alone(tiny_run, tiny_cohort, tiny_config, 
     for rel in tiny_cohort["files"]:  # the held-out patient's CT, PET, slide and spatial sample arrive
         shutil.copytree(tiny_cohort["held_out"] / rel, data / rel) if (tiny_cohort["held_out"] / rel).is_dir() \
             else shutil.copy2(tiny_cohort["held_out"] / rel, data / rel)
+    rescan_catalog(data)  # new files arrive: the catalog is rewritten from the folder, as `fusionrx scan --out` does
     summary = run_pipeline(data / "data_catalog.yaml", store, config_path=tiny_config, verbosity="quiet")
     c = counts(summary)
     pid = tiny_cohort["patient"]
