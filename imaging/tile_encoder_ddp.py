@@ -22,7 +22,7 @@ from torch.utils.data.distributed import DistributedSampler
 
 from fusion.device import resolve_device
 from fusion.errors import FusionRxError
-from imaging.tile_encoder import TileEncoder, _augment, _collect_tiles, _mask_patches, _TileDecoder
+from imaging.tile_encoder import INPUT_SIZE, TileEncoder, _augment, _collect_tiles, _mask_patches, _TileDecoder
 
 
 class TileAutoencoder(nn.Module):
@@ -89,11 +89,11 @@ def fit_tile_encoder_ddp(tiles: np.ndarray, feature_dim: int = 32, epochs: int =
     """
     dev = resolve_device(device)
     info = init_distributed(dev)
-    torch.manual_seed(seed)  # same initial weights on every rank (DDP also broadcasts rank 0's)
-    data = _collect_tiles(tiles, TileEncoder(feature_dim).input_size)
+    data = _collect_tiles(tiles, INPUT_SIZE)
     if len(data) < 2 * info.world_size:
         raise FusionRxError(f"fit_tile_encoder_ddp: got {len(data)} tiles, need at least 2 per rank "
                             f"({info.world_size} ranks)")
+    torch.manual_seed(seed)  # same initial weights on every rank (DDP also broadcasts rank 0's)
     model = TileAutoencoder(feature_dim).to(dev)
     net = DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None) \
         if info.world_size > 1 else model

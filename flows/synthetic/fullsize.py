@@ -120,15 +120,16 @@ def _level_tiles(level: int, grid: tuple[int, int], size0: tuple[int, int], tile
 
 
 def write_fullsize_slide(path: str | os.PathLike, tissue_tiles: int = 100_000, tile: int = 256, mpp: float = 0.25,
-                         quality: int = 80, seed: int = 0) -> dict:
-    """A pyramidal tiled-JPEG TIFF at 40x (``mpp`` um/px) with at least ``tissue_tiles`` tissue tiles at level 0."""
+                         quality: int = 80, seed: int = 0, bank_px: int = 2048) -> dict:
+    """A pyramidal tiled-JPEG TIFF at 40x (``mpp`` um/px) with at least ``tissue_tiles`` tissue tiles at level 0
+    (textures cut from two rendered ``bank_px`` squares of stroma and tumour, JPEG-encoded once)."""
     path = Path(path)
     width, height = slide_size_for(tissue_tiles, tile)
     ellipse = (width / 2, height / 2, 0.46 * width, 0.44 * height)
     tumour = (0.4 * width, 0.45 * height, 0.15 * min(width, height))
     levels = max(1, int(math.ceil(math.log2(max(width, height) / 2048))) + 1)
     banks: dict[str, list] = {"background": [], "stroma": [], "tumour": []}
-    side = 2048
+    side = bank_px
     for kind, density in (("stroma", 3.0), ("tumour", 25.0)):
         img, _ = render_he(size_px=(side, side), tissue_ellipse=(side / 2, side / 2, 4 * side, 4 * side),
                            tumour_circle=(0.0, 0.0, 0.0), nuclear_density=density, nuclear_radius_px=6.0,
