@@ -24,7 +24,7 @@ from flows.config import RunConfig, load_run_config, stage_key_config
 from flows.console import RunConsole
 from flows.input_hashes import InputHasher, config_sha256
 from flows.run_lock import run_lock
-from flows.store import FAILED, REUSED, ArtifactStore
+from flows.store import FAILED, REUSED, ArtifactStore, load_pickle, save_pickle
 
 FUSION_MODALITIES = ("ct", "pet", "wsi", "expression", "spatial")
 TASK_RUNNERS = ("local", "dask")
@@ -233,20 +233,34 @@ def _fusion_key(ctx: RunContext) -> dict[str, Any]:
 
 
 def results_stage(ctx: RunContext, bulk, samples: list[dict[str, Any]], fusion_out: dict) -> dict[str, Any]:
-    """Evidence -> ranked targets -> compounds -> results DB, run record and HTML run report."""
+    """Evidence -> ranked targets -> compounds (recomputed only when an input changed), then the run's
+    rows in the results DB, its run record and HTML run report."""
     from flows.run_report import write_run_report
-    from flows.stages.evidence import assemble_results
+    from flows.stages.evidence import rank_and_link, record_run
+
+    comp = ctx.catalog.by_modality("compounds")
+    inputs = {"omics": ctx.store.key("omics/bulk_omics.pkl"), "fusion": ctx.store.key("fusion/experiments.pkl"),
+              "compounds": ctx.hasher(comp.path) if comp else "",
+              **{f"spatial:{s['patient_id']}": ctx.store.key(f"spatial/{s['patient_id']}") for s in samples}}
+
+    def build(tmp: Path) -> dict[str, Any]:
+        ranking = rank_and_link(catalog=ctx.catalog, config=ctx.config, bulk=bulk, spatial_samples=samples,
+                                fusion_out=fusion_out)
+        save_pickle(ranking, tmp)
+        return ranking
 
     with ctx.console.stage("ranking", 1) as bar:
-        timings = {f"{k}_s": v for k, v in ctx.console.timings_s.items()}
-        summary = assemble_results(catalog=ctx.catalog, store=ctx.store, config=ctx.config, bulk=bulk,
-                                   spatial_samples=samples, fusion_out=fusion_out, run_id=ctx.run_id,
-                                   started=ctx.started, inputs=ctx.inputs, skipped=ctx.skipped,
-                                   timings=timings, log=ctx.console.detail)
-        bar.advance("new")
+        ranking, status = ctx.store.reuse_or_build("targets/ranking.pkl", "rank-targets", inputs,
+                                                   stage_key_config("ranking", ctx.cfg), ctx.run_id, build,
+                                                   load_pickle)
+        bar.advance(status)
+    timings = {f"{k}_s": v for k, v in ctx.console.timings_s.items()}
+    summary = record_run(catalog=ctx.catalog, store=ctx.store, config=ctx.config, ranking=ranking,
+                         fusion_out=fusion_out, run_id=ctx.run_id, started=ctx.started, inputs=ctx.inputs,
+                         skipped=ctx.skipped, timings=timings, log=ctx.console.detail)
     summary["counts"] = ctx.console.summary_rows()
-    summary["wall_s"] = round((datetime.now(timezone.utc) - ctx.started).total_seconds(), 1)
     summary["input_files_hashed"] = ctx.hasher.files_read
+    summary["wall_s"] = round((datetime.now(timezone.utc) - ctx.started).total_seconds(), 1)
     summary["report"] = str(write_run_report(ctx.store, ctx.run_id, summary))
     return summary
 

@@ -31,6 +31,8 @@ MANIFEST_COLUMNS = ["artifact", "stage", "inputs_sha256", "config_sha256", "arti
 NEW, CHANGED, REUSED, FAILED = "new", "changed", "reused", "failed"
 _MANIFEST_LOCKS: dict[Path, threading.Lock] = {}
 _LOCKS_GUARD = threading.Lock()
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)  # read once at import: temp files get the modes a plain open() would give
 
 
 def _manifest_lock(root: Path) -> threading.Lock:
@@ -60,6 +62,8 @@ def atomic_path(final: str | Path, suffix: str = "") -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        if tmp_path.exists():
+            os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp makes 0600 files
         os.replace(tmp_path, final)
     finally:
         if tmp_path.exists():
@@ -74,6 +78,7 @@ def atomic_dir(final: str | Path) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
     try:
         yield tmp
+        os.chmod(tmp, 0o777 & ~_UMASK)  # mkdtemp makes 0700 folders
         old = None
         if final.exists():
             old = final.with_name(f".{final.name}.old.{os.getpid()}")

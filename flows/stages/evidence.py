@@ -44,11 +44,9 @@ def compound_tables(catalog: Catalog) -> tuple[pd.DataFrame, pd.DataFrame, list[
     return comp, links, errors
 
 
-def assemble_results(*, catalog: Catalog, store: ArtifactStore, config: RunConfig, bulk: BulkOmics,
-                     spatial_samples: list[dict[str, Any]], fusion_out: dict[str, Any], run_id: str,
-                     started: datetime, inputs: dict[str, str], skipped: list[dict[str, str]],
-                     timings: dict[str, float], log: Callable[[str], None]) -> dict[str, Any]:
-    """Build the evidence table, rank targets, link compounds and write everything to the results DB."""
+def rank_and_link(*, catalog: Catalog, config: RunConfig, bulk: BulkOmics, spatial_samples: list[dict[str, Any]],
+                  fusion_out: dict[str, Any]) -> dict[str, Any]:
+    """Evidence table -> ranked targets -> linked compounds: {'ranked', 'compounds', 'links', 'errors'}."""
     from molecules.links import summarise_target_chemistry
 
     ev = omics_evidence(bulk)
@@ -58,14 +56,10 @@ def assemble_results(*, catalog: Catalog, store: ArtifactStore, config: RunConfi
     if not fusion_out["model_evidence"].empty:
         ev["model"] = fusion_out["model_evidence"].reindex(ev.index)
     compounds, links, comp_errors = compound_tables(catalog)
-    skipped = skipped + [{"source": "compounds", "file": str(catalog.by_modality("compounds").path), "error": e}
-                         for e in comp_errors]
     if not links.empty:
         chem = summarise_target_chemistry(links)
         ev["tractability"] = chem["best_pchembl"].reindex(ev.index)
     ranked = rank_targets(ev, RankingConfig(weights=config.ranking_weights))
-    store.write_parquet("targets/ranking.parquet", ranked)
-
     link_rows = pd.DataFrame()
     if not links.empty:
         top = set(ranked["gene"])
@@ -73,6 +67,28 @@ def assemble_results(*, catalog: Catalog, store: ArtifactStore, config: RunConfi
                      .sort_values(["target_gene", "pchembl"], ascending=[True, False])
                      .groupby("target_gene").head(config.compounds_per_target)
                      .rename(columns={"target_gene": "gene"}))
+    return {"ranked": ranked, "compounds": compounds, "links": link_rows, "errors": comp_errors}
+
+
+def assemble_results(*, catalog: Catalog, store: ArtifactStore, config: RunConfig, bulk: BulkOmics,
+                     spatial_samples: list[dict[str, Any]], fusion_out: dict[str, Any], run_id: str,
+                     started: datetime, inputs: dict[str, str], skipped: list[dict[str, str]],
+                     timings: dict[str, float], log: Callable[[str], None]) -> dict[str, Any]:
+    """Build the evidence table, rank targets, link compounds and write everything to the results DB."""
+    ranking = rank_and_link(catalog=catalog, config=config, bulk=bulk, spatial_samples=spatial_samples,
+                            fusion_out=fusion_out)
+    return record_run(catalog=catalog, store=store, config=config, ranking=ranking, fusion_out=fusion_out,
+                      run_id=run_id, started=started, inputs=inputs, skipped=skipped, timings=timings, log=log)
+
+
+def record_run(*, catalog: Catalog, store: ArtifactStore, config: RunConfig, ranking: dict[str, Any],
+               fusion_out: dict[str, Any], run_id: str, started: datetime, inputs: dict[str, str],
+               skipped: list[dict[str, str]], timings: dict[str, float], log: Callable[[str], None]) -> dict[str, Any]:
+    """Write the ranking, the run record and the results DB rows of one run; the run summary."""
+    ranked, compounds, link_rows = ranking["ranked"], ranking["compounds"], ranking["links"]
+    skipped = skipped + [{"source": "compounds", "file": str(catalog.by_modality("compounds").path), "error": e}
+                         for e in ranking["errors"]]
+    store.write_parquet("targets/ranking.parquet", ranked)
     experiments = fusion_out["experiments"]
     metrics = {
         "experiments": {task: {r["name"]: {"mean": r["mean"], "std": r["std"], "metric": r["metric"]}
