@@ -32,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--feature-dim", type=int, default=32)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--optimizer", choices=["adamw", "sgd"], default="adamw")
     p.add_argument("--no-augment", action="store_true", help="deterministic: no shuffle, flips or masking")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     return p
@@ -60,7 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         tiles = load_tiles(args.tiles)
         encoder, info, history = fit_tile_encoder_ddp(tiles, args.feature_dim, args.epochs, args.seed,
-                                                      args.batch_size, args.lr, not args.no_augment, args.device)
+                                                      args.batch_size, args.lr, not args.no_augment, args.device,
+                                                      args.optimizer)
     except FusionRxError as exc:
         print(f"ddp_train: error: {exc}", file=sys.stderr)
         return 2

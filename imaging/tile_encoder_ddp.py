@@ -81,11 +81,13 @@ def train_step_loss(model: nn.Module, batch: torch.Tensor, gen: torch.Generator 
 
 def fit_tile_encoder_ddp(tiles: np.ndarray, feature_dim: int = 32, epochs: int = 10, seed: int = 0,
                          batch_size: int = 64, lr: float = 2e-3, augment: bool = True,
-                         device: str | torch.device | None = None) -> tuple[TileEncoder, DistInfo, list[float]]:
+                         device: str | torch.device | None = None,
+                         optimizer: str = "adamw") -> tuple[TileEncoder, DistInfo, list[float]]:
     """Train on this rank's shard of ``tiles`` (uint8 [N,H,W,3]); (encoder, dist info, per-epoch global mean loss).
 
-    ``batch_size`` is per rank. With ``augment=False`` and no shuffling the run is deterministic, so a
-    2-rank run equals one process averaging the two shards' gradients (the test's exact check).
+    ``batch_size`` is per rank; ``optimizer`` 'adamw' or 'sgd'. With ``augment=False`` the run is
+    deterministic, so a 2-rank run equals one process averaging the two shards' gradients (the test's check;
+    with SGD to float32 rounding, Adam amplifies rounding where a gradient is near zero).
     """
     dev = resolve_device(device)
     info = init_distributed(dev)
@@ -99,7 +101,10 @@ def fit_tile_encoder_ddp(tiles: np.ndarray, feature_dim: int = 32, epochs: int =
         if info.world_size > 1 else model
     sampler = DistributedSampler(range(len(data)), num_replicas=info.world_size, rank=info.rank,
                                  shuffle=augment, seed=seed)
-    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
+    if optimizer not in ("adamw", "sgd"):
+        raise FusionRxError(f"fit_tile_encoder_ddp: optimizer must be 'adamw' or 'sgd', got {optimizer!r}")
+    opt = (torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4) if optimizer == "adamw"
+           else torch.optim.SGD(net.parameters(), lr=lr))
     gen = torch.Generator().manual_seed(seed * 1009 + info.rank) if augment else None
     history = []
     net.train()

@@ -58,13 +58,13 @@ def test_two_gloo_ranks_train_identical_weights_and_the_loss_falls(tmp_path):
 def test_full_batch_ddp_equals_one_process_averaging_the_shards(tmp_path):
     tiles = make_tiles(16, seed=1)
     np.save(tmp_path / "tiles.npy", tiles)
-    epochs, lr = 4, 2e-3
+    epochs, lr = 4, 0.5  # plain full-batch SGD: the comparison is exact up to float32 summation order
     report = torchrun(["--tiles", "tiles.npy", "--out", "enc.pt", "--epochs", str(epochs), "--batch-size", "8",
-                       "--lr", str(lr), "--no-augment", "--seed", "5"], tmp_path)
+                       "--lr", str(lr), "--no-augment", "--seed", "5", "--optimizer", "sgd"], tmp_path)
     # reference: one process, same init, each step = mean of the two shards' losses (rank r holds r::2)
     torch.manual_seed(5)
     model = TileAutoencoder(32)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+    opt = torch.optim.SGD(model.parameters(), lr=lr)
     data = torch.as_tensor(tiles).permute(0, 3, 1, 2).contiguous()
     hist = []
     for _ in range(epochs):
@@ -74,7 +74,8 @@ def test_full_batch_ddp_equals_one_process_averaging_the_shards(tmp_path):
         loss.backward()
         opt.step()
         hist.append(float(loss))
-    np.testing.assert_allclose(report["loss_history"], hist, rtol=2e-4)  # float32 summation order
+    np.testing.assert_allclose(report["loss_history"], hist, rtol=1e-5)
+    assert hist[-1] < hist[0]
     ddp = load_tile_encoder(tmp_path / "enc.pt")
     for name, p in model.encoder.named_parameters():
-        torch.testing.assert_close(dict(ddp.named_parameters())[name], p.detach(), rtol=1e-3, atol=2e-4)
+        torch.testing.assert_close(dict(ddp.named_parameters())[name], p.detach(), rtol=1e-4, atol=1e-6)
