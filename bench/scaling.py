@@ -81,12 +81,13 @@ def run(quick: bool) -> list[dict]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--patients", type=int, nargs="+", default=[25, 50, 100, 200])
+    ap.add_argument("--seed", type=int, default=7, help="cohort seed (a small cohort needs >= 2 normal samples)")
     ap.add_argument("--out", type=Path, default=Path(__file__).with_name("scaling.json"))
     args = ap.parse_args()
     results = []
     for n in args.patients:
         t0 = time.perf_counter()
-        results.append(scale_run(n))
+        results.append(scale_run(n, args.seed))
         print(f"[scaling] {n} patients done in {time.perf_counter() - t0:.0f} s", flush=True)
         args.out.write_text(json.dumps({"machine": platform.platform(), "results": results}, indent=1))
     print(table(results))
