@@ -30,7 +30,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     t0 = time.perf_counter()
     summary = run_pipeline(args.catalog, args.store, config_path=args.config, verbosity=verbosity,
-                           runner=args.runner, workers=args.workers)
+                           runner=args.runner, workers=args.workers, dask_address=args.dask_address)
     print(f"[run] run {summary['run_id']} finished in {time.perf_counter() - t0:.1f} s; "
           f"results DB {Path(args.store) / 'results.duckdb'}; report {summary['report']}")
     if not args.quiet:
@@ -103,6 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--runner", choices=["local", "dask"], default="local",
                    help="Prefect task runner of the per-patient tasks (dask needs prefect-dask)")
     r.add_argument("--workers", type=int, default=2, help="parallel tasks (threads or Dask workers)")
+    r.add_argument("--dask-address", default=None,
+                   help="scheduler of a running Dask cluster (tcp://host:8786); with --runner dask")
     v = r.add_mutually_exclusive_group()
     v.add_argument("--quiet", action="store_true", help="no progress bars, only the final lines")
     v.add_argument("--verbose", action="store_true", help="Prefect's per-task log lines and stage details")

@@ -300,8 +300,9 @@ def fusionrx_pipeline(catalog_path: str, store_path: str, config_path: str | Non
         return results_stage(ctx, bulk, samples, fusion_out)
 
 
-def make_task_runner(name: str, workers: int = 2):
-    """The Prefect task runner of the per-patient tasks: 'local' (threads) or 'dask' (prefect-dask)."""
+def make_task_runner(name: str, workers: int = 2, dask_address: str | None = None, processes: bool = True):
+    """The Prefect task runner of the per-patient tasks: 'local' (threads) or 'dask' (prefect-dask: a
+    running cluster at ``dask_address``, e.g. tcp://host:8786, else a local cluster of ``workers``)."""
     if name == "local":
         return ThreadPoolTaskRunner(max_workers=workers)
     if name == "dask":
@@ -311,17 +312,21 @@ def make_task_runner(name: str, workers: int = 2):
             from fusion.errors import FusionRxError
 
             raise FusionRxError("--runner dask needs the prefect-dask package (pip install prefect-dask)") from exc
-        return DaskTaskRunner(cluster_kwargs={"n_workers": workers, "threads_per_worker": 1})
+        if dask_address:
+            return DaskTaskRunner(address=dask_address)
+        return DaskTaskRunner(cluster_kwargs={"n_workers": workers, "threads_per_worker": 1, "processes": processes,
+                                              "dashboard_address": None})
     raise ValueError(f"task runner must be one of {TASK_RUNNERS}, got {name!r}")
 
 
 def run_pipeline(catalog_path: str | Path, store_path: str | Path, config_path: str | Path | None = None,
-                 verbosity: str = "normal", runner: str = "local", workers: int = 2) -> dict:
+                 verbosity: str = "normal", runner: str = "local", workers: int = 2,
+                 dask_address: str | None = None) -> dict:
     """Validate the catalog, config and store lock, then run the Prefect flow (a temporary local Prefect
     server is started when none is configured)."""
     load_catalog(catalog_path)  # fail fast, before any server starts
     load_run_config(config_path)
     with run_lock(store_path):  # refuse now, before a server starts, if another run holds the store
         pass
-    pipeline = fusionrx_pipeline.with_options(task_runner=make_task_runner(runner, workers))
+    pipeline = fusionrx_pipeline.with_options(task_runner=make_task_runner(runner, workers, dask_address))
     return pipeline(str(catalog_path), str(store_path), str(config_path) if config_path else None, verbosity)

@@ -8,6 +8,7 @@ killed at any point leaves either a complete, recorded artifact or one that the 
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -38,6 +39,17 @@ def _manifest_lock(root: Path) -> threading.Lock:
     """One lock per store root, shared by every ArtifactStore object of this process (tasks run in threads)."""
     with _LOCKS_GUARD:
         return _MANIFEST_LOCKS.setdefault(root, threading.Lock())
+
+
+@contextmanager
+def _process_lock(root: Path) -> Iterator[None]:
+    """An exclusive lock on the store's manifest across processes and hosts (Dask workers), via flock."""
+    with open(root / ".manifest.lock", "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 @contextmanager
@@ -174,7 +186,7 @@ class ArtifactStore:
     def record(self, name: str, stage: str, inputs_sha256: dict[str, str], config: Any, run_id: str) -> None:
         """Add/replace the manifest row of an artifact that is already in place."""
         size = _size(self.root / name)
-        with self._lock:
+        with self._lock, _process_lock(self.root):  # threads of this process, then other processes
             self._manifest = self._load_manifest()  # merge with rows other tasks recorded meanwhile
             self._manifest[name] = {
                 "artifact": name, "stage": stage,
