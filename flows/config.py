@@ -59,7 +59,7 @@ class RunConfig:
     ranking_weights: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_WEIGHTS))
     compounds_per_target: int = 5
     predicted_links_top: int = 20  # top-ranked targets without a measured potent compound get predicted links
-    activity_epochs: int = 300  # activity model trained on the library's measured activities (0: no predictions)
+    activity_steps: int = 400  # optimiser steps of the activity model on the library's activities (0: none)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (tuples as lists)."""
@@ -95,7 +95,7 @@ STAGE_CONFIG_KEYS: dict[str, tuple[str, ...]] = {
     "fusion": ("seed", "strategies", "single_modalities", "cv_splits", "cv_repeats", "fusion_epochs",
                "fusion_lr", "fusion_weight_decay", "fusion_hidden", "fusion_dropout", "torch_cpu_threads",
                "modality_dropout", "embed_dim", "survival_experiments", "fusion_batch_size"),
-    "ranking": ("ranking_weights", "compounds_per_target", "predicted_links_top", "activity_epochs", "seed"),
+    "ranking": ("ranking_weights", "compounds_per_target", "predicted_links_top", "activity_steps", "seed"),
 }
 
 # source folders/files (relative to the project root) whose code each stage's artifacts depend on

@@ -24,11 +24,12 @@ def targets_needing_predictions(links: pd.DataFrame, ranked_genes: list[str], to
 
 
 def predicted_links(compounds: pd.DataFrame, links: pd.DataFrame, genes: list[str], active: float,
-                    per_target: int = 5, epochs: int = 60, seed: int = 0) -> pd.DataFrame:
+                    per_target: int = 5, steps: int = 400, seed: int = 0, batch_size: int = 256) -> pd.DataFrame:
     """Links predicted for `genes` (LINK_COLUMNS; empty when nothing reaches `active`).
 
     `compounds`: compound_id, canonical_smiles; `links`: measured target_gene, compound_id, pchembl.
-    Measured pairs are never re-predicted."""
+    The model trains for about `steps` optimiser steps whatever the library's size. Measured pairs are
+    never re-predicted."""
     from molecules.activity import ActivityConfig, fit_activity, predict_pairs
     from molecules.activity_io import model_version
     from molecules.dti_data import DTITable
@@ -44,7 +45,8 @@ def predicted_links(compounds: pd.DataFrame, links: pd.DataFrame, genes: list[st
                      drug_idx=measured["compound_id"].map(d_index).to_numpy(np.int64),
                      target_idx=measured["target_gene"].map(t_index).to_numpy(np.int64),
                      value=measured["pchembl"].to_numpy(np.float64), source="compound library activities")
-    config = ActivityConfig(epochs=epochs, seed=seed, target_parts=("embedding",), batch_size=256, amp=False)
+    epochs = max(1, -(-steps // max(1, -(-len(table) // batch_size))))
+    config = ActivityConfig(epochs=epochs, seed=seed, target_parts=("embedding",), batch_size=batch_size, amp=False)
     model = fit_activity(table, config, device="cpu")
     version = model_version(model)
     library = list(smiles_of)

@@ -166,10 +166,10 @@ def _add_predicted_links(comp: CompoundInputs, rows: pd.DataFrame, ranked: pd.Da
 
     need = targets_needing_predictions(comp.links, list(ranked["gene"]), config.predicted_links_top,
                                        scoring.active_pchembl)
-    if not need or config.activity_epochs <= 0:
+    if not need or config.activity_steps <= 0:
         return comp, rows, ranked
     pred = predicted_links(comp.compounds, comp.links, need, scoring.active_pchembl, config.compounds_per_target,
-                           config.activity_epochs, config.seed)
+                           config.activity_steps, config.seed)
     if pred.empty:
         return comp, rows, ranked
     rows = pd.concat([rows, er.tractability_rows(pred, scoring, {}, comp.path)], ignore_index=True)

@@ -33,7 +33,7 @@ def test_family_member_without_potent_measurements_gets_the_familys_chemistry_pr
     comp, links, kind = _library()
     need = targets_needing_predictions(links, ["A4", "B1", "A1", "NOVEL"], top_n=4, active=6.0)
     assert need == ["A4"]  # B1 and A1 have potent measured compounds; NOVEL has no measurements at all
-    pred = predicted_links(comp, links, need, active=6.0, per_target=8, epochs=300, seed=0)
+    pred = predicted_links(comp, links, need, active=6.0, per_target=8, steps=300, seed=0)
     assert len(pred) >= 6 and set(pred["target_gene"]) == {"A4"}
     assert {kind[c] for c in pred["compound_id"]} == {"acid"}  # only the untested acids, never a measured pair
     assert (pred["pchembl"] >= 6.0).all() and (pred["link_type"] == "predicted").all()
