@@ -59,7 +59,7 @@ class RunConfig:
     ranking_weights: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_WEIGHTS))
     compounds_per_target: int = 5
     predicted_links_top: int = 20  # top-ranked targets without a measured potent compound get predicted links
-    activity_steps: int = 400  # optimiser steps of the activity model on the library's activities (0: none)
+    activity_steps: int = 100  # optimiser steps of the activity model on the library's activities (0: none)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (tuples as lists)."""

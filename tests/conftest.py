@@ -78,6 +78,7 @@ strategies: [early, attention]
 single_modalities: [expression, wsi]
 survival_experiments: false
 fusion_workers: 1
+activity_steps: 10
 """
 
 
