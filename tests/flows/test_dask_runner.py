@@ -8,6 +8,7 @@ import pytest
 
 from flows.pipeline import run_pipeline
 from flows.store import ArtifactStore
+from tests.flows.rankings import assert_same_ranking
 
 distributed = pytest.importorskip("distributed")
 
@@ -35,7 +36,5 @@ def test_dask_run_ranks_the_same_targets_as_the_local_run(tiny_run, tiny_cohort,
     manifest = ArtifactStore(store).manifest()
     assert set(manifest[manifest["stage"] == "ingest-radiology"]["artifact"]) == set(
         ArtifactStore(tiny_run["store"]).manifest().query("stage == 'ingest-radiology'")["artifact"])
-    ranking = pd.read_parquet(store / "targets" / "ranking.parquet")
-    local = tiny_run["ranking"]
-    assert list(ranking["gene"]) == list(local["gene"])  # same targets in the same order
-    pd.testing.assert_series_equal(ranking["score"], local["score"], check_exact=False, rtol=1e-6)
+    # same targets in the same order; scores to 1e-3 (worker processes train torch with other thread counts)
+    assert_same_ranking(pd.read_parquet(store / "targets" / "ranking.parquet"), tiny_run["ranking"], atol=1e-3)

@@ -12,8 +12,9 @@ import time
 from pathlib import Path
 
 import duckdb
-import numpy as np
 import pandas as pd
+
+from tests.flows.rankings import assert_same_ranking
 
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -53,12 +54,7 @@ def test_sigkill_mid_stage_then_rerun_gives_identical_results(tiny_run, tiny_coh
     assert rad["reused"] == len(done) and rad["new"] == 11 - len(done) and rad["failed"] == 0
     assert all((store / a / "result.json").stat().st_mtime_ns == m for a, m in mtimes.items())
     # same scores for every gene (to 1e-9) and the same order wherever scores are not tied within that
-    ranking, reference = pd.read_parquet(store / "targets" / "ranking.parquet"), tiny_run["ranking"]
-    merged = ranking.set_index("gene").join(reference.set_index("gene"), rsuffix="_ref", how="outer")
-    np.testing.assert_allclose(merged["score"], merged["score_ref"], rtol=0, atol=1e-9)
-    distinct = reference["score"].round(9).diff().abs().fillna(1.0).gt(0) & \
-        reference["score"].round(9).diff(-1).abs().fillna(1.0).gt(0)
-    assert list(ranking["gene"][distinct]) == list(reference["gene"][distinct])
+    assert_same_ranking(pd.read_parquet(store / "targets" / "ranking.parquet"), tiny_run["ranking"])
     pd.testing.assert_frame_equal(pd.read_parquet(store / "metrics" / "experiments.parquet"),
                                   tiny_run["experiments"])
 
