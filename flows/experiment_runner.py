@@ -47,7 +47,7 @@ def reference_rows(spec: ExperimentSpec) -> list[dict]:
 
 def run_spec(spec_path: str | Path, store: str | Path, *, tracking_uri: str | None = None, mlflow: bool = True,
              report: str | Path | None = None, options: ExperimentOptions | None = None,
-             progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+             progress: Callable[[str], None] | None = None, workers: int = 1) -> dict[str, Any]:
     """Run every model of the spec; returns {'rows', 'results', 'run', 'report', 'mlflow_run_id'}.
 
     Rows: ours (one per model) then the published ones. Recorded in ``STORE/results.duckdb``
@@ -64,7 +64,7 @@ def run_spec(spec_path: str | Path, store: str | Path, *, tracking_uri: str | No
     data, splits, hashes = load_experiment(spec)
     refs = reference_rows(spec)
     opts = options or spec.experiment_options()
-    results: list[ModelResult] = run_experiment(data, splits, opts, progress=progress)
+    results: list[ModelResult] = run_experiment(data, splits, opts, progress=progress, workers=workers)
     rows = [r.row() for r in results] + refs
     run_id = f"{spec.name}-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
     uri = tracking_uri or spec.tracking_uri or default_tracking_uri(store)

@@ -313,18 +313,24 @@ def model_plan(data: ExperimentData, opts: ExperimentOptions) -> list[tuple[str,
 
 
 def run_experiment(data: ExperimentData, splits: Sequence[Split], opts: ExperimentOptions | None = None,
-                   progress: Callable[[str], None] | None = None) -> list[ModelResult]:
-    """Every model of the experiment on the same ``splits``: baseline, singles, fusions (per head)."""
+                   progress: Callable[[str], None] | None = None, workers: int = 1) -> list[ModelResult]:
+    """Every model of the experiment on the same ``splits``: baseline, singles, fusions (per head).
+
+    ``workers`` > 1 trains the neural models on that many spawned processes (same results).
+    """
+    from fusion.experiment_pool import run_models
+
     opts = opts or ExperimentOptions()
     if len(splits) < 2:
         raise FusionConfigError(f"splits: need at least 2 folds, found {len(splits)}")
     say = progress or (lambda s: None)
+
+    def report(r: ModelResult) -> None:
+        say(f"{r.name}: {r.metric} {r.mean:.3f} +- {r.std:.3f}")
+
     mods = [m for m in data.features if opts.modality_filter is None or m in opts.modality_filter]
     results = []
     if opts.baseline:
         results.append(run_baseline(data, splits, opts, mods))
-        say(f"{results[-1].name}: {results[-1].metric} {results[-1].mean:.3f} +- {results[-1].std:.3f}")
-    for strategy, ms, head, select in model_plan(data, opts):
-        results.append(run_neural(data, splits, opts, strategy, ms, head, select))
-        say(f"{results[-1].name}: {results[-1].metric} {results[-1].mean:.3f} +- {results[-1].std:.3f}")
-    return results
+        report(results[-1])
+    return results + run_models(data, splits, opts, model_plan(data, opts), workers, report)

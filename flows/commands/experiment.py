@@ -15,7 +15,7 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
         (lambda s: print(f"[experiment] {s}", flush=True))
     try:
         out = run_spec(args.spec, args.store, tracking_uri=args.tracking_uri, mlflow=not args.no_mlflow,
-                       report=args.report, progress=say)
+                       report=args.report, progress=say, workers=args.workers)
     except FusionRxError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -42,4 +42,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: file store STORE/mlruns)")
     p.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
     p.add_argument("--report", default=None, help="HTML report path (default STORE/reports/<run>.html)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="processes training the neural models (results do not depend on it)")
     p.set_defaults(func=_cmd_experiment)
