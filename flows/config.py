@@ -55,6 +55,7 @@ class RunConfig:
     modality_dropout: float = 0.2
     embed_dim: int = 16
     survival_experiments: bool = True
+    fusion_mlflow: bool = True  # the run's experiment specs are logged to MLflow (file store STORE/mlruns)
     # target ranking
     ranking_weights: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_WEIGHTS))
     compounds_per_target: int = 5
@@ -106,7 +107,9 @@ STAGE_CODE: dict[str, tuple[str, ...]] = {
     "omics": ("omics", "flows/stages/bulk_omics.py"),
     "spatial": ("omics", "imaging/tiling.py", "flows/stages/spatial.py", "flows/stages/pathology.py"),
     "spatial-encoder": ("omics", "flows/stages/spatial.py"),
-    "fusion": ("fusion", "imaging/mil.py", "omics/encoders.py", "flows/stages/fusion_experiments.py"),
+    "fusion": ("fusion", "imaging/mil.py", "omics/encoders.py", "flows/stages/fusion_experiments.py",
+               "flows/stages/run_specs.py", "flows/experiment_inputs.py", "flows/experiment_store.py",
+               "flows/experiment_spec.py", "flows/experiment_runner.py"),
     "ranking": ("omics", "molecules", "flows/ranking.py", "flows/evidence_weights.yaml", "flows/stages/evidence.py",
                 "flows/stages/evidence_rows.py", "flows/stages/activity_links.py", "flows/stages/bulk_omics.py"),
 }

@@ -48,7 +48,7 @@ def reference_rows(spec: ExperimentSpec) -> list[dict]:
 def run_spec(spec_path: str | Path, store: str | Path, *, tracking_uri: str | None = None, mlflow: bool = True,
              report: str | Path | None = None, options: ExperimentOptions | None = None,
              progress: Callable[[str], None] | None = None, workers: int = 1) -> dict[str, Any]:
-    """Run every model of the spec; returns {'rows', 'results', 'run', 'report', 'mlflow_run_id'}.
+    """Run every model of the spec; returns {'rows', 'results', 'run', 'report', 'mlflow_run_id', 'data'}.
 
     Rows: ours (one per model) then the published ones. Recorded in ``STORE/results.duckdb``
     (experiment_runs / experiment_results), MLflow (``tracking_uri``, default ``STORE/mlruns``) and
@@ -77,4 +77,5 @@ def run_spec(spec_path: str | Path, store: str | Path, *, tracking_uri: str | No
     run["report_path"] = str(report_path)
     mlflow_id = log_to_mlflow(uri, run, rows, [report_path]) if mlflow else None
     write_experiment_run(store, run, rows)
-    return {"rows": rows, "results": results, "run": run, "report": report_path, "mlflow_run_id": mlflow_id}
+    return {"rows": rows, "results": results, "run": run, "report": report_path, "mlflow_run_id": mlflow_id,
+            "data": data}

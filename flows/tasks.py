@@ -220,23 +220,23 @@ def encode_spatial_task(samples: list[dict[str, Any]], inputs: dict[str, str], s
 @task(name="fusion-experiments", cache_policy=NO_CACHE)
 def fusion_task(frames: dict, bags: dict, labels, survival, inputs: dict[str, str], store_root: str, cfg: dict,
                 run_id: str) -> dict[str, Any]:
-    """CV of every fusion strategy and single modality on diagnosis and survival, plus model evidence
-    (rerun only when an input embedding, the labels or the fusion settings changed)."""
+    """The run's experiment specs over its store (diagnosis, survival: every strategy and single modality on
+    the same folds, through the experiment engine) plus the model evidence (rerun only when an input
+    embedding, the labels or the fusion settings changed)."""
     store = ArtifactStore(store_root)
 
     def build(tmp: Path):
-        from flows.stages.fusion_experiments import run_fusion_experiments
-        from flows.stages.fusion_parallel import run_fusion_experiments_parallel
+        from flows.stages.fusion_experiments import model_evidence
+        from flows.stages.run_specs import run_store_experiments
+        from fusion.train import seeded
 
         for modality, frame in frames.items():  # patient-indexed embeddings per modality
             store.write_parquet(f"embeddings/{modality}.parquet", frame)
-        if cfg["fusion_workers"] > 1:
-            out = run_fusion_experiments_parallel(frames, bags, labels, cfg, survival, cfg["fusion_workers"])
-        else:
-            from fusion.train import seeded
-
-            with seeded(cfg["seed"]):  # the evidence model's initial weights come from the global generator
-                out = run_fusion_experiments(frames, bags, labels, cfg, survival=survival)
+        out = run_store_experiments(store.root, cfg, sorted(frames), ["wsi"] if bags else [],
+                                    with_survival=survival is not None and cfg["survival_experiments"],
+                                    workers=cfg["fusion_workers"], mlflow=cfg["fusion_mlflow"])
+        with seeded(cfg["seed"]):  # the evidence model's initial weights come from the global generator
+            out["model_evidence"] = model_evidence(frames, bags, labels, cfg)
         store.write_parquet("metrics/experiments.parquet", out["experiments"])
         save_pickle(out, tmp)
         return out

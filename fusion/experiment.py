@@ -77,7 +77,7 @@ class ExperimentOptions:
     coxnet_n_alphas: int = 15
     coxnet_alpha_min_ratio: float = 0.05
     baseline: bool = True
-    singles: bool = True
+    singles: bool | Sequence[str] = True  # every single modality, none, or those named
     robustness: bool = True
     seed: int = 0
     num_threads: int | None = 1
@@ -305,7 +305,7 @@ def model_plan(data: ExperimentData, opts: ExperimentOptions) -> list[tuple[str,
     plan = []
     for h in heads:
         if opts.singles:
-            plan += [("single", [m], h, False) for m in mods]
+            plan += [("single", [m], h, False) for m in mods if opts.singles is True or m in opts.singles]
         if len(mods) > 1:
             plan += [(s, mods, h, False) for s in opts.strategies]
             plan += [(s, mods, h, True) for s in opts.select]

@@ -1,4 +1,4 @@
-"""Stage: assemble the multimodal dataset and run the fusion experiments (CV of every strategy)."""
+"""Stage: the multimodal dataset of the cohort and the model evidence (gradient x input of a fusion model)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import pandas as pd
 import torch
 
 from fusion.attribution import feature_attribution
-from fusion.cv import compare_strategies
 from fusion.data import ModalityData, MultimodalDataset
 from fusion.model import FusionModel
 from fusion.train import TrainConfig, fit
@@ -60,15 +59,13 @@ def encoder_factories(cfg: dict) -> dict[str, Any]:
     }
 
 
-PARTS = ("diagnosis", "survival", "evidence")
-
-
-def run_fusion_experiments(frames: dict[str, pd.DataFrame], bags: dict[str, np.ndarray], labels: pd.Series,
-                           cfg: dict, survival: pd.DataFrame | None = None,
-                           parts: tuple[str, ...] = PARTS) -> dict[str, Any]:
-    """CV (same folds for all) of each fusion strategy and each single modality on the diagnosis (and,
-    given ``survival`` with os_time_days/os_event, on overall survival); expression attribution.
-    ``parts`` selects which of the three to compute (flows/stages/fusion_parallel.py splits them)."""
+def model_evidence(frames: dict[str, pd.DataFrame], bags: dict[str, np.ndarray], labels: pd.Series,
+                   cfg: dict) -> pd.Series:
+    """Model evidence for target ranking: an attention-fusion diagnosis model trained on every labelled
+    patient, then |gradient x input| per expression gene (empty without expression). Not a CV experiment:
+    the run's CV experiments are specs over the store (flows/stages/run_specs.py)."""
+    if "expression" not in frames:
+        return pd.Series(dtype=float)
     classes = sorted(labels.unique())
     ds = build_dataset(frames, bags, list(labels.index),
                        labels.map({c: i for i, c in enumerate(classes)}).to_numpy(np.int64))
@@ -77,39 +74,13 @@ def run_fusion_experiments(frames: dict[str, pd.DataFrame], bags: dict[str, np.n
                      batch_size=cfg.get("fusion_batch_size"),
                      modality_dropout=cfg["modality_dropout"], seed=cfg["seed"],
                      num_threads=None if torch.cuda.is_available() else cfg["torch_cpu_threads"])
-    model_kwargs = {"hidden": cfg["fusion_hidden"], "dropout": cfg["fusion_dropout"]}
-    singles = [m for m in cfg["single_modalities"] if m in ds.modality_names]
     factories = {k: v for k, v in encoder_factories(cfg).items() if k in ds.modality_names}
-    table, results = pd.DataFrame(), {}
-    if "diagnosis" in parts:
-        table, results = compare_strategies(ds, list(cfg["strategies"]), singles, task=task,
-                                            n_splits=cfg["cv_splits"], n_repeats=cfg["cv_repeats"],
-                                            seed=cfg["seed"], train_config=tc, encoder_factories=factories,
-                                            return_results=True, model_kwargs=model_kwargs)
-        table.insert(table.columns.get_loc("metric"), "task", f"diagnosis ({task})")
-    if survival is not None and cfg["survival_experiments"] and "survival" in parts:
-        sds = build_dataset(frames, bags, list(survival.index),
-                            (survival["os_time_days"].to_numpy(np.float32), survival["os_event"].to_numpy(bool)))
-        s_singles = [m for m in cfg["single_modalities"] if m in sds.modality_names]
-        s_factories = {k: v for k, v in encoder_factories(cfg).items() if k in sds.modality_names}
-        s_table = compare_strategies(sds, list(cfg["strategies"]), s_singles, task="survival",
-                                     n_splits=cfg["cv_splits"], n_repeats=cfg["cv_repeats"], seed=cfg["seed"],
-                                     train_config=tc, encoder_factories=s_factories, model_kwargs=model_kwargs)
-        s_table.insert(s_table.columns.get_loc("metric"), "task", "overall survival (cox)")
-        table = pd.concat([table, s_table], ignore_index=True)
-
-    # model evidence: attention fusion trained on every patient, |gradient x input| per expression gene
-    model_evidence = pd.Series(dtype=float)
-    if "expression" in ds.modality_names and "evidence" in parts:
-        all_idx = np.arange(ds.n_patients)
-        std = ds.standardise(all_idx)
-        model = FusionModel.for_dataset(std, ds.modality_names, "attention", 1 if task == "binary" else len(classes),
-                                        embed_dim=cfg["embed_dim"], encoder_factories=factories,
-                                        modality_dropout=cfg["modality_dropout"], task=task, **model_kwargs)
-        fit(model, std, all_idx, tc)
-        attr = feature_attribution(model, std, "expression", all_idx)
-        model_evidence = pd.Series(attr, index=std.modalities["expression"].feature_names, name="model")
-    counts = {m: int(ds.modalities[m].present.sum()) for m in ds.modality_names}
-    return {"experiments": table, "model_evidence": model_evidence, "classes": classes,
-            "n_patients": ds.n_patients, "modality_counts": counts,
-            "oof": {k: r.oof for k, r in results.items()}}
+    all_idx = np.arange(ds.n_patients)
+    std = ds.standardise(all_idx)
+    model = FusionModel.for_dataset(std, ds.modality_names, "attention", 1 if task == "binary" else len(classes),
+                                    embed_dim=cfg["embed_dim"], encoder_factories=factories,
+                                    modality_dropout=cfg["modality_dropout"], task=task,
+                                    hidden=cfg["fusion_hidden"], dropout=cfg["fusion_dropout"])
+    fit(model, std, all_idx, tc)
+    attr = feature_attribution(model, std, "expression", all_idx)
+    return pd.Series(attr, index=std.modalities["expression"].feature_names, name="model")

@@ -1,9 +1,10 @@
 """Synthetic cohort generator: a TCGA-like cohort in real file formats with a planted, known truth.
 
 The latent model (all driven by one seed):
-- each patient has a binary subtype ``y`` (the diagnosis) and, per modality m, a signal
-  ``s_m ~ N((2y - 1) * signal_shift, 1)`` drawn independently, so each modality carries only part
-  of the subtype and a fused model should beat every single modality;
+- each patient has a subtype ``y`` in 0..K-1 (the diagnosis, K = ``n_diagnoses``, 3 by default) and, per
+  modality m, a signal ``s_m ~ N((2y - (K - 1)) * signal_shift, 1)`` drawn independently (class means
+  -2, 0, +2 shifts apart for K = 3; -1, +1 for K = 2), so each modality carries only part of the subtype
+  and a fused model should beat every single modality;
 - ``s_ct`` sets the CT tumour radius, ``s_pet`` the tumour SUV, ``s_wsi`` the nuclear density of the
   slide's tumour region, ``s_expression`` the expression of the subtype genes in the tumour sample,
   ``s_spatial`` the same genes in the tumour spots of the spatial sample;
@@ -30,7 +31,7 @@ from flows.synthetic.decoys import (OVER_EXPRESSED_SHIFT, add_copy_number, add_s
                                     add_tumour_expression, arm, cytobands_for, mutated_long_genes,
                                     plant_decoys)
 
-DIAGNOSES = ("Adenocarcinoma, NOS", "Squamous cell carcinoma, NOS")
+DIAGNOSES = ("Adenocarcinoma, NOS", "Squamous cell carcinoma, NOS", "Large cell carcinoma, NOS")
 MODALITY_SIGNALS = ("ct", "pet", "wsi", "expression", "spatial")
 EXTRA_GENES = ("TP53", "KRAS", "PTEN", "RB1", "STK11", "KEAP1", "NF1", "CDKN2A", "SMAD4", "COL1A1",
                "COL1A2", "COL3A1", "ACTA2", "VIM", "FAP", "PDGFRB", "DCN", "LUM", "POSTN", "SPARC")
@@ -47,6 +48,7 @@ class CohortConfig:
     n_patients: int = 60
     seed: int = 0
     signal_shift: float = 0.7
+    n_diagnoses: int = 3             # subtypes (DIAGNOSES[:n_diagnoses]); 2 gives the former binary cohort
     n_targets: int = 4
     n_de_decoys: int = 6
     n_subtype_genes: int = 20
@@ -96,8 +98,11 @@ def plan_cohort(config: CohortConfig) -> dict[str, Any]:
     rng = np.random.default_rng(config.seed)
     patients = patient_ids(config.n_patients)
     n = len(patients)
-    y = rng.permutation(np.arange(n) % 2)
-    signals = {m: (2 * y - 1) * config.signal_shift + rng.normal(size=n) for m in MODALITY_SIGNALS}
+    k = config.n_diagnoses
+    if not 2 <= k <= len(DIAGNOSES):
+        raise ValueError(f"CohortConfig.n_diagnoses: expected 2..{len(DIAGNOSES)}, found {k}")
+    y = rng.permutation(np.arange(n) % k)
+    signals = {m: (2 * y - (k - 1)) * config.signal_shift + rng.normal(size=n) for m in MODALITY_SIGNALS}
     genes = gene_universe()
     candidates = list(CANDIDATE_TARGETS)
     targets = sorted(rng.choice(candidates, size=config.n_targets, replace=False).tolist())
@@ -418,7 +423,7 @@ def generate_cohort(out: str | Path, config: CohortConfig = CohortConfig(), prog
         "passenger_of": plan["decoys"]["passenger_of"],
         "moderate_potency_targets": plan["moderate_targets"],
         "subtype_genes": plan["subtype_genes"],
-        "diagnoses": list(DIAGNOSES),
+        "diagnoses": list(DIAGNOSES[: config.n_diagnoses]),
         "subtype": {pid: DIAGNOSES[int(plan["y"][i])] for i, pid in enumerate(patients)},
         "signals": {m: dict(zip(patients, map(float, v))) for m, v in plan["signals"].items()},
         "modalities_present": {
