@@ -43,7 +43,9 @@ def metric_table(rows: list[dict], published: str = "published") -> pd.DataFrame
     ``ibs`` / ``ibs_km``: integrated Brier score of the model / of the training-fold Kaplan-Meier curve
     (lower is better; a model below ``ibs_km`` beats the covariate-free null model).
     """
-    keys = sorted({k for r in rows for k in (r.get("other_metrics") or {})})
+    order = ("td_auc", "ibs", "ibs_km")
+    keys = sorted({k for r in rows for k in (r.get("other_metrics") or {})},
+                  key=lambda k: (order.index(k) if k in order else len(order), k))
     n_folds = max((len(r["folds"]) for r in rows), default=0)
     return pd.DataFrame([{"model": r["name"], "metric": r["metric"], "mean": r["mean"], "std": r["std"],
                           "folds": " ".join(f"{v:.3f}" for v in r["folds"]) or published,

@@ -219,10 +219,11 @@ def run_baseline(data: ExperimentData, splits: Sequence[Split], opts: Experiment
         surv_fn = None
         if data.task == "survival":
             time_a, event_a = t["time"].to_numpy()[a], t["event"].to_numpy(bool)[a]
+            # linear predictor of the training rows too: their Breslow baseline hazard gives S(t | x) for the IBS
             eta, info = coxnet_fit_predict(x_all[a], time_a, event_a, np.concatenate([x_all[a], x_all[b]]),
                                            max_features=None, seed=opts.seed, inner_folds=opts.coxnet_inner_folds,
                                            n_alphas=opts.coxnet_n_alphas, alpha_min_ratio=opts.coxnet_alpha_min_ratio)
-            pred = eta[len(a):]  # training rows' linear predictor -> Breslow baseline hazard for the IBS
+            pred = eta[len(a):]
             surv_fn = cox_survival_fn(eta[:len(a)], time_a, event_a, pred)
         elif data.task == "classification":
             pred, info = logistic_fit_predict(x_all[a], t["label"].to_numpy(int)[a], x_all[b], len(data.classes or []),

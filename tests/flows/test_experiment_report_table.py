@@ -16,7 +16,7 @@ def test_table_shows_ibs_with_the_folds_that_support_it():
     row = ModelResult("single:rna", "single", ["rna"], "cox", "c_index", [0.6, 0.7, 0.8], fm, pd.DataFrame()).row()
     published = {"name": "MCAT", "strategy": "published", "metric": "c_index", "mean": 0.817, "std": 0.01, "folds": []}
     table = metric_table([row, published])
-    assert list(table.columns) == ["model", "metric", "mean", "std", "folds", "ibs", "ibs_km", "td_auc"]
+    assert list(table.columns) == ["model", "metric", "mean", "std", "folds", "td_auc", "ibs", "ibs_km"]
     assert table["ibs"].tolist() == ["0.150 [2/3]", ""] and table["ibs_km"].tolist() == ["0.225 [2/3]", ""]
     assert table["td_auc"].tolist() == ["0.700", ""] and table["folds"].tolist() == ["0.600 0.700 0.800", "published"]
     assert table["mean"].tolist() == pytest.approx([0.7, 0.817])
