@@ -4,7 +4,9 @@ strategy, Cox and discrete-time NLL heads) on the published splits, through the 
 
 Usage (from the project root): OMP_NUM_THREADS=1 python bench/experiment_bench.py [--cohorts blca ucec]
     [--out bench/experiment_results.json]
-Prints every model's c-index mean +- std beside MCAT's published numbers; never used as a test.
+Prints every model's c-index mean +- std beside MCAT's published numbers, with the mean td-AUC, the
+integrated Brier score (ibs, lower is better) and its training-fold Kaplan-Meier reference (ibs_km) over
+the folds able to support them; never used as a test.
 """
 
 from __future__ import annotations
@@ -39,10 +41,15 @@ def main() -> None:
         rows = res["rows"]
         print(f"\n{cohort.upper()}: {len(rows)} rows, wall {wall:.0f} s, process CPU {cpu:.0f} s "
               f"(load average now {os.getloadavg()[0]:.1f})")
-        print(f"{'model':28s} {'c_index':>8s} {'std':>6s}  folds")
+        print(f"{'model':28s} {'c_index':>8s} {'std':>6s} {'td_auc':>7s} {'ibs':>6s} {'ibs_km':>6s}  folds")
         for r in rows:
             folds = " ".join(f"{v:.3f}" for v in r["folds"]) or "(published)"
-            print(f"{r['name']:28s} {r['mean']:8.3f} {r['std']:6.3f}  {folds}")
+            om, n_ok = r.get("other_metrics") or {}, r.get("other_metrics_folds") or {}
+            extra = " ".join(f"{om[k]:{w}.3f}" if k in om else " " * w for k, w in (("td_auc", 7), ("ibs", 6),
+                                                                                 ("ibs_km", 6)))
+            short = {k: f"{k}:{n}/{len(r['folds'])}" for k, n in n_ok.items() if n < len(r["folds"])}
+            print(f"{r['name']:28s} {r['mean']:8.3f} {r['std']:6.3f} {extra}  {folds}"
+                  + (f"  ({', '.join(short.values())} folds)" if short else ""))
         out["cohorts"][cohort] = {"wall_s": wall, "cpu_s": cpu, "rows": rows,
                                   "load_avg_end": os.getloadavg()}
     Path(args.out).write_text(json.dumps(out, indent=1, default=float))

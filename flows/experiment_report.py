@@ -1,6 +1,7 @@
 """HTML report of an experiment run: one self-contained file (matplotlib PNGs embedded as base64).
 
-Sections: table of mean +- std per model with per-fold points and published numbers beside ours;
+Sections: table of mean +- std per model with per-fold points, secondary metrics (survival: td-AUC,
+integrated Brier score and its Kaplan-Meier reference) and published numbers beside ours;
 Kaplan-Meier curves of predicted risk groups (lifelines; out-of-fold risk split at each fold's
 median) or ROC curves (classification) or predicted-vs-observed (regression); the missing-modality
 robustness curve; modality contributions (drop-one change of the metric).
@@ -25,6 +26,30 @@ def _png(fig) -> str:
 
     plt.close(fig)
     return f'<img src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}"/>'
+
+
+def _fmt_other(row: dict, key: str, n_folds: int) -> str:
+    """Mean of a secondary metric, with [finite folds/folds] when some fold could not support it."""
+    v = (row.get("other_metrics") or {}).get(key)
+    if v is None:
+        return ""
+    n = (row.get("other_metrics_folds") or {}).get(key, n_folds)
+    return f"{v:.3f}" + (f" [{n}/{n_folds}]" if n < n_folds else "")
+
+
+def metric_table(rows: list[dict], published: str = "published") -> pd.DataFrame:
+    """One line per model: primary metric mean, std, folds, then every secondary metric (td_auc, ibs, ...).
+
+    ``ibs`` / ``ibs_km``: integrated Brier score of the model / of the training-fold Kaplan-Meier curve
+    (lower is better; a model below ``ibs_km`` beats the covariate-free null model).
+    """
+    order = ("td_auc", "ibs", "ibs_km")
+    keys = sorted({k for r in rows for k in (r.get("other_metrics") or {})},
+                  key=lambda k: (order.index(k) if k in order else len(order), k))
+    n_folds = max((len(r["folds"]) for r in rows), default=0)
+    return pd.DataFrame([{"model": r["name"], "metric": r["metric"], "mean": r["mean"], "std": r["std"],
+                          "folds": " ".join(f"{v:.3f}" for v in r["folds"]) or published,
+                          **{k: _fmt_other(r, k, n_folds) for k in keys}} for r in rows])
 
 
 def _table_plot(rows: list[dict]):
@@ -102,14 +127,17 @@ def write_report(path: Path, title: str, results: list[ModelResult], reference: 
 
     matplotlib.use("Agg")
     rows = [r.row() for r in results] + list(reference)
-    table = pd.DataFrame([{"model": r["name"], "metric": r["metric"], "mean": r["mean"], "std": r["std"],
-                           "folds": " ".join(f"{v:.3f}" for v in r["folds"]) or "published"} for r in rows])
+    table = metric_table(rows)
     parts = [f"<html><head><meta charset='utf-8'><title>{html.escape(title)}</title></head><body>",
              f"<h1>{html.escape(title)}</h1>",
              f"<p>run {html.escape(run_info.get('run_id', ''))}, {run_info.get('n_patients')} patients, "
              f"{run_info.get('n_folds')} folds, code {html.escape(str(run_info.get('code_version')))}</p>",
              "<h2>Models (mean &plusmn; std over folds; dots: folds; grey: published)</h2>",
              table.to_html(index=False, float_format=lambda v: f"{v:.3f}"), _png(_table_plot(rows))]
+    if data.task == "survival":
+        parts.append("<p>td_auc: mean cumulative/dynamic AUC (higher is better); ibs: integrated Brier score of "
+                     "the model's survival functions, ibs_km: of the training-fold Kaplan-Meier curve (lower is "
+                     "better; below ibs_km beats the null model); [k/n]: mean over the k folds able to support it.</p>")
     best = max(results, key=lambda r: r.mean)
     baseline = [r for r in results if r.strategy == "baseline"]
     if data.task == "survival":

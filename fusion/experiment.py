@@ -11,6 +11,7 @@ from typing import Callable, Sequence
 import numpy as np
 import pandas as pd
 import torch
+from scipy.special import expit
 
 from fusion.baselines import coxnet_fit_predict, logistic_fit_predict, ridge_fit_predict
 from fusion.data import ModalityData, MultimodalDataset
@@ -19,6 +20,7 @@ from fusion.model import FusionModel
 from fusion.preprocess import FoldPreprocessor
 from fusion.robustness import robustness_curve
 from fusion.strategies import get_strategy
+from fusion.survival_functions import SurvivalFn, cox_survival_fn, nll_survival_fn
 from fusion.survival_heads import time_bin_edges, to_bins
 from fusion.task_metrics import PRIMARY_METRIC, classification_metrics, regression_metrics, survival_metrics
 from fusion.train import TrainConfig, cpu_threads, fit, predict, seeded
@@ -118,11 +120,18 @@ class ModelResult:
         return float(np.std(self.folds))
 
     def row(self) -> dict:
-        """The JSON row: strategy, modalities, metric, mean, std, folds (+ name, head, other metrics)."""
+        """The JSON row: strategy, modalities, metric, mean, std, folds (+ name, head, other metrics).
+
+        ``other_metrics``: mean over the folds where the metric is finite (a fold too small for a
+        td-AUC or an IBS gives NaN there); ``other_metrics_folds``: how many folds that mean covers.
+        """
         others = sorted({k for m in self.fold_metrics for k in m} - {self.metric})
+        vals = {k: np.array([m.get(k, np.nan) for m in self.fold_metrics], dtype=np.float64) for k in others}
+        ok = {k: np.isfinite(v) for k, v in vals.items()}
         return {"name": self.name, "strategy": self.strategy, "modalities": list(self.modalities), "head": self.head,
                 "metric": self.metric, "mean": self.mean, "std": self.std, "folds": [float(v) for v in self.folds],
-                "other_metrics": {k: float(np.nanmean([m.get(k, np.nan) for m in self.fold_metrics])) for k in others},
+                "other_metrics": {k: float(v[ok[k]].mean()) if ok[k].any() else float("nan") for k, v in vals.items()},
+                "other_metrics_folds": {k: int(ok[k].sum()) for k in others},
                 **{k: v for k, v in self.extra.items() if k in ("robustness", "contributions", "tuned")}}
 
 
@@ -172,13 +181,17 @@ def _fold_labels(data: ExperimentData, pats: list[str], n_tr: int, task: str, op
     return "regression", t["value"].to_numpy(np.float32), 1
 
 
-def score_fold(data: ExperimentData, train: Sequence[str], val: Sequence[str], pred: np.ndarray) -> dict[str, float]:
-    """Every metric of the task for validation predictions ``pred`` of the patients ``val``."""
+def score_fold(data: ExperimentData, train: Sequence[str], val: Sequence[str], pred: np.ndarray,
+               survival_fn: SurvivalFn | None = None) -> dict[str, float]:
+    """Every metric of the task for validation predictions ``pred`` of the patients ``val``.
+
+    ``survival_fn`` (survival only): times -> S(t) [n_val, T]; adds ``ibs`` and the Kaplan-Meier ``ibs_km``.
+    """
     tv = data.target.loc[list(val)]
     if data.task == "survival":
         tt = data.target.loc[list(train)]
         return survival_metrics(tv["time"].to_numpy(), tv["event"].to_numpy(bool), pred,
-                                tt["time"].to_numpy(), tt["event"].to_numpy(bool))
+                                tt["time"].to_numpy(), tt["event"].to_numpy(bool), survival_fn)
     if data.task == "classification":
         return classification_metrics(tv["label"].to_numpy(int), pred, len(data.classes or []))
     return regression_metrics(tv["value"].to_numpy(float), pred)
@@ -203,11 +216,15 @@ def run_baseline(data: ExperimentData, splits: Sequence[Split], opts: Experiment
     for k, (tr, va) in enumerate(splits):
         a, b = pidx.get_indexer(tr), pidx.get_indexer(va)
         t = data.target
+        surv_fn = None
         if data.task == "survival":
-            pred, info = coxnet_fit_predict(x_all[a], t["time"].to_numpy()[a], t["event"].to_numpy(bool)[a], x_all[b],
-                                            max_features=None, seed=opts.seed, inner_folds=opts.coxnet_inner_folds,
-                                            n_alphas=opts.coxnet_n_alphas,
-                                            alpha_min_ratio=opts.coxnet_alpha_min_ratio)
+            time_a, event_a = t["time"].to_numpy()[a], t["event"].to_numpy(bool)[a]
+            # linear predictor of the training rows too: their Breslow baseline hazard gives S(t | x) for the IBS
+            eta, info = coxnet_fit_predict(x_all[a], time_a, event_a, np.concatenate([x_all[a], x_all[b]]),
+                                           max_features=None, seed=opts.seed, inner_folds=opts.coxnet_inner_folds,
+                                           n_alphas=opts.coxnet_n_alphas, alpha_min_ratio=opts.coxnet_alpha_min_ratio)
+            pred = eta[len(a):]
+            surv_fn = cox_survival_fn(eta[:len(a)], time_a, event_a, pred)
         elif data.task == "classification":
             pred, info = logistic_fit_predict(x_all[a], t["label"].to_numpy(int)[a], x_all[b], len(data.classes or []),
                                               seed=opts.seed)
@@ -215,7 +232,7 @@ def run_baseline(data: ExperimentData, splits: Sequence[Split], opts: Experiment
                 pred = pred[:, 1]
         else:
             pred, info = ridge_fit_predict(x_all[a], t["value"].to_numpy(float)[a], x_all[b], seed=opts.seed)
-        fold_metrics.append(score_fold(data, tr, va, pred))
+        fold_metrics.append(score_fold(data, tr, va, pred, surv_fn))
         oofs.append(_oof_frame(va, k, pred))
         infos.append(info)
     name = {"survival": "coxnet", "classification": "logistic", "regression": "ridge"}[data.task]
@@ -249,6 +266,27 @@ def fit_predict_fold(data: ExperimentData, tr: Sequence[str], va: Sequence[str],
     return pred, model, ds, b
 
 
+def survival_fn_of(data: ExperimentData, tr: Sequence[str], opts: ExperimentOptions, model: FusionModel,
+                   ds: MultimodalDataset, b: np.ndarray, pred: np.ndarray) -> SurvivalFn:
+    """times -> S(t) [len(b), T] of a trained survival FusionModel for the fold rows ``b`` (train rows first).
+
+    Cox head: Breslow on the training rows' predicted log-hazards. NLL head: the hazards of each bin
+    (training-fold edges); patients without any of the model's modalities get the mean training hazards.
+    """
+    t = data.target.loc[list(tr)]
+    time_tr, event_tr = t["time"].to_numpy(), t["event"].to_numpy(bool)
+    a = np.arange(len(tr))
+    with cpu_threads(opts.num_threads):
+        if model.task != HEADS["nll"]:
+            return cox_survival_fn(predict(model, ds, a), time_tr, event_tr, pred)
+        h_tr, h = expit(predict(model, ds, a, raw=True)), expit(predict(model, ds, b, raw=True))
+    present = ds.presence(model.modalities).any(dim=1).numpy()
+    if (~present[b]).any():
+        h[~present[b]] = h_tr[present[a]].mean(axis=0) if present[a].any() else 0.5
+    edges = time_bin_edges(time_tr.astype(np.float32), event_tr, opts.n_bins)  # as in _fold_labels
+    return nll_survival_fn(h, edges)
+
+
 def _model_name(strategy: str, modalities: Sequence[str], head: str | None, select: bool = False) -> str:
     suffix = "" if head in (None, "cox") else "/" + head
     if strategy == "single":
@@ -278,7 +316,8 @@ def run_neural(data: ExperimentData, splits: Sequence[Split], opts: ExperimentOp
         if opts.robustness and len(modalities) > 1 and len(mods) == len(modalities):
             with cpu_threads(opts.num_threads):
                 curves.append(robustness_curve(model, ds, b, lambda p: score_fold(data, tr, va, p)[metric]))
-        fold_metrics.append(score_fold(data, tr, va, pred))
+        surv_fn = survival_fn_of(data, tr, opts, model, ds, b, pred) if data.task == "survival" else None
+        fold_metrics.append(score_fold(data, tr, va, pred, surv_fn))
         oofs.append(_oof_frame(va, k, pred))
     extra: dict = _summarise_curves(curves) if curves and len(curves) == len(splits) else {}
     if select:

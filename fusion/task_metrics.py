@@ -2,7 +2,10 @@
 
 Survival: Harrell's c-index as MCAT computes it (scikit-survival's ``concordance_index_censored``
 on the risk, event = 1 - censorship, ``tied_tol`` 1e-8) and the mean cumulative/dynamic AUC at the
-quartiles of the validation event times (scikit-survival, censoring weights from the training fold).
+quartiles of the validation event times (scikit-survival, censoring weights from the training fold);
+given each validation patient's survival function, the integrated Brier score ``ibs`` (lower is better)
+and ``ibs_km``, the same score of the training fold's Kaplan-Meier curve (the covariate-free null model),
+on the grid of ``fusion.survival_functions.ibs_times`` (NaN for a fold too small to support it).
 Classification: macro one-vs-rest AUC over the classes present in the fold (a class absent from a
 validation fold is left out of that fold's mean, never a NaN) and balanced accuracy.
 Regression: R^2 and Spearman's rho.
@@ -15,13 +18,16 @@ from scipy.stats import spearmanr
 from sklearn.metrics import balanced_accuracy_score, r2_score, roc_auc_score
 
 from fusion.errors import FusionDataError
+from fusion.survival_functions import SurvivalFn, ibs_times, integrated_brier, km_survival, surv_arrays
 
 PRIMARY_METRIC = {"survival": "c_index", "classification": "auc", "regression": "r2"}
 
 
 def survival_metrics(time: np.ndarray, event: np.ndarray, risk: np.ndarray,
-                     train_time: np.ndarray | None = None, train_event: np.ndarray | None = None) -> dict[str, float]:
-    """``c_index`` (and ``td_auc`` when the training survival data is given) of ``risk`` (higher = worse)."""
+                     train_time: np.ndarray | None = None, train_event: np.ndarray | None = None,
+                     survival_fn: SurvivalFn | None = None) -> dict[str, float]:
+    """``c_index`` of ``risk`` (higher = worse); with the training survival data also ``td_auc``, and with
+    ``survival_fn`` (times [T] -> S(t) [n, T] of the validation patients) also ``ibs`` and ``ibs_km``."""
     from sksurv.metrics import concordance_index_censored, cumulative_dynamic_auc
 
     t = np.asarray(time, dtype=np.float64)
@@ -33,14 +39,18 @@ def survival_metrics(time: np.ndarray, event: np.ndarray, risk: np.ndarray,
     if train_time is not None and train_event is not None:
         out["td_auc"] = _td_auc(t, e, r, np.asarray(train_time, float), np.asarray(train_event).astype(bool),
                                 cumulative_dynamic_auc)
+        if survival_fn is not None:
+            tt, te = np.asarray(train_time, float), np.asarray(train_event).astype(bool)
+            grid = ibs_times(t, e, tt)
+            km = np.broadcast_to(km_survival(tt, te, grid), (t.size, grid.size))
+            out["ibs"] = integrated_brier(t, e, tt, te, survival_fn(grid), grid) if grid.size else float("nan")
+            out["ibs_km"] = integrated_brier(t, e, tt, te, km, grid)
     return out
 
 
 def _td_auc(t, e, r, tt, te, fn) -> float:
     """Mean cumulative/dynamic AUC at the validation event-time quartiles inside the follow-up range."""
-    dtype = [("event", bool), ("time", float)]
-    y_tr = np.array(list(zip(te, tt)), dtype=dtype)
-    y_te = np.array(list(zip(e, t)), dtype=dtype)
+    y_tr, y_te = surv_arrays(t, e, tt, te)  # validation times past the last training time clipped to it
     lo, hi = t[e].min() if e.any() else 0.0, min(t.max(), tt.max())
     times = np.quantile(t[e], [0.25, 0.5, 0.75]) if e.sum() >= 4 else np.array([])
     times = np.unique(times[(times >= lo) & (times < hi)])

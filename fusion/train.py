@@ -192,12 +192,14 @@ def predict(
     idx: Sequence[int] | np.ndarray,
     batch_size: int = 1024,
     apply_fallback: bool = True,
+    raw: bool = False,
 ) -> np.ndarray:
     """Predictions for patients ``idx``: P(y=1) [n] (binary), class probabilities [n, C] (multiclass),
     targets [n] / [n, k] in original units (regression), log-hazard risk [n] (survival; higher = worse).
 
     Patients with none of the model's modalities get the training-fold prior set by ``fit``
-    (prevalence / mean target / mean training risk).
+    (prevalence / mean target / mean training risk). ``raw``: the model's outputs [n, n_outputs]
+    before any transform (e.g. the NLL head's hazard logits), without the fallback.
     """
     model.eval()
     if any(dataset.modalities[m].is_ragged for m in model.modalities):
@@ -208,15 +210,16 @@ def predict(
     for start in range(0, len(idx), batch_size):
         chunk = idx[start : start + batch_size]
         out = model(dataset.to_batch(chunk, model.modalities, device=device))
-        p = outputs_to_predictions(model.task, out)
-        if model.task == "regression":
+        p = out.float() if raw else outputs_to_predictions(model.task, out)
+        if model.task == "regression" and not raw:
             k = model.n_outputs
             p = (p.reshape(-1, k) * model.target_std + model.target_mean).reshape(p.shape)
         preds.append(p.float().cpu())
     if not preds:
-        return np.zeros((0,) if model.n_outputs == 1 or model.task != "multiclass" else (0, model.n_outputs))
+        multi = raw or (model.n_outputs > 1 and model.task == "multiclass")
+        return np.zeros((0, model.n_outputs) if multi else (0,))
     pred = torch.cat(preds, dim=0)
-    if apply_fallback:
+    if apply_fallback and not raw:
         has_any = dataset.presence(model.modalities)[torch.from_numpy(idx)].any(dim=1)
         fb = model.fallback_prediction.float().cpu()
         fb = fb[0] if pred.dim() == 1 else fb[: pred.shape[1]]

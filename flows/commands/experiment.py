@@ -23,10 +23,9 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
     if args.format == "json":
         print(json.dumps(rows, indent=1, default=float))
         return 0
-    import pandas as pd
+    from flows.experiment_report import metric_table
 
-    table = pd.DataFrame([{"model": r["name"], "metric": r["metric"], "mean": r["mean"], "std": r["std"],
-                           "folds": " ".join(f"{v:.3f}" for v in r["folds"]) or "(published)"} for r in rows])
+    table = metric_table(rows, published="(published)")
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     print(f"[experiment] run {out['run']['run_id']} in {out['run']['wall_s']:.0f} s; report {out['report']}; "
           f"results DB {args.store}/results.duckdb" + (f"; MLflow {out['run']['tracking_uri']}" if not args.no_mlflow else ""))
