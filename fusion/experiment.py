@@ -30,7 +30,10 @@ Split = tuple[list[str], list[str]]  # (train patient ids, validation patient id
 
 @dataclass
 class ExperimentData:
-    """Patients, feature frames per modality (NaN-only row = modality absent), covariates and target.
+    """Patients, feature frames per modality (NaN-only row = modality absent), instance bags, covariates, target.
+
+    ``bags``: bag modalities, ``{modality: {patient: float array [T, d]}}`` (e.g. slide tiles); a patient
+    without a bag (or with an empty one) lacks the modality. Bags stay ragged (padded per mini-batch only).
 
     ``target``: survival -> columns ``time``, ``event`` (bool, True = event observed);
     classification -> column ``label`` (int class ids into ``classes``); regression -> ``value``.
@@ -42,11 +45,16 @@ class ExperimentData:
     target: pd.DataFrame
     covariates: pd.DataFrame | None = None
     classes: list[str] | None = None
+    bags: dict[str, dict[str, np.ndarray]] | None = None
 
     def __post_init__(self) -> None:
         if self.task not in TASK_KINDS:
             raise FusionConfigError(f"task.kind: expected one of {list(TASK_KINDS)}, found '{self.task}'")
-        if not self.features:
+        self.bags = {m: _checked_bags(m, b, self.patients) for m, b in (self.bags or {}).items()}
+        clash = sorted(set(self.bags) & set(self.features))
+        if clash:
+            raise FusionDataError(f"modality '{clash[0]}' is both a feature frame and a bag modality")
+        if not self.features and not self.bags:
             raise FusionDataError("experiment has no modality")
         idx = pd.Index(self.patients)
         for name, f in self.features.items():
@@ -54,6 +62,41 @@ class ExperimentData:
         self.target = self.target.reindex(idx)
         if self.covariates is not None:
             self.covariates = self.covariates.reindex(idx)
+
+    @property
+    def modality_names(self) -> list[str]:
+        """Flat modalities (feature frames) then bag modalities."""
+        return list(self.features) + list(self.bags or {})
+
+    def bag_means(self, name: str) -> pd.DataFrame:
+        """Per-patient mean instance of bag modality ``name`` [n_patients, d] (NaN row where absent)."""
+        bags = self.bags[name]
+        d = next(iter(bags.values())).shape[1]
+        x = np.full((len(self.patients), d), np.nan)
+        for i, p in enumerate(self.patients):
+            if p in bags:
+                x[i] = bags[p].mean(axis=0)
+        return pd.DataFrame(x, index=self.patients, columns=[f"{name}_mean_{k}" for k in range(d)])
+
+
+def _checked_bags(name: str, bags: dict[str, np.ndarray], patients: Sequence[str]) -> dict[str, np.ndarray]:
+    """The non-empty bags of ``patients`` as float32 [T, d] arrays with one d (FusionDataError otherwise)."""
+    keep, dims = {}, set()
+    wanted = set(patients)
+    for p, b in bags.items():
+        if str(p) not in wanted or b is None:
+            continue
+        a = np.asarray(b, dtype=np.float32)
+        if a.ndim != 2:
+            raise FusionDataError(f"bag modality '{name}', patient '{p}': expected instances [T, d], found shape {a.shape}")
+        if a.shape[0]:
+            keep[str(p)] = a
+            dims.add(a.shape[1])
+    if len(dims) > 1:
+        raise FusionDataError(f"bag modality '{name}': bags need one feature dimension, found {sorted(dims)}")
+    if not keep:
+        raise FusionDataError(f"bag modality '{name}': no patient of the experiment has a non-empty bag")
+    return keep
 
 
 @dataclass
@@ -84,10 +127,18 @@ class ExperimentOptions:
     modality_filter: Sequence[str] | None = None  # restrict singles/fusion to these modalities
     select: Sequence[str] = ()  # fusion strategies also run with inner-CV modality-subset selection
     inner_folds: int = 3
+    bag_components: int | None = None  # PCA of bag instances (fitted on training instances); None: z-score only
+    bag_fit_instances: int = 20000  # at most this many training instances (random) fit the bag preprocessing
+    bag_batch_size: int | None = 32  # mini-batch size (patients) of models with a bag modality; None: full batch
+    encoder_factories: dict[str, Callable[[int], torch.nn.Module]] | None = None  # modality -> in_dim -> encoder
 
     def __post_init__(self) -> None:
         for s in list(self.strategies) + list(self.select):
             get_strategy(s)
+        inst = [s for s in self.select if getattr(get_strategy(s), "instance_level", False)]
+        if inst:
+            raise FusionConfigError(f"select: strategy '{inst[0]}' needs a bag and a flat modality in every subset; "
+                                    "it cannot be combined with modality selection")
         bad = [h for h in self.heads if h not in HEADS]
         if bad:
             raise FusionConfigError(f"heads: expected a subset of {list(HEADS)}, found {bad}")
@@ -130,7 +181,10 @@ def fold_dataset(data: ExperimentData, train: Sequence[str], val: Sequence[str],
                  modalities: Sequence[str]) -> tuple[MultimodalDataset, np.ndarray, np.ndarray]:
     """Preprocessed dataset of the fold's patients (train rows first); preprocessing fitted on train only.
 
-    Covariates (z-scored with the training statistics) are appended to every modality's features.
+    Covariates (z-scored with the training statistics) are appended to every flat modality's features,
+    never to bag instances (so a bag-only model sees no covariates; the baseline and flat models do).
+    Bag instances are z-scored (and PCA'd to ``opts.bag_components``) with statistics of the training
+    patients' instances only (at most ``opts.bag_fit_instances`` of them, drawn at random) and stay ragged.
     Returns (dataset without labels, train positions, val positions).
     """
     pats = list(train) + list(val)
@@ -142,6 +196,9 @@ def fold_dataset(data: ExperimentData, train: Sequence[str], val: Sequence[str],
         cov = c.transform(data.covariates.iloc[pos].to_numpy(float))
     mods = {}
     for name in modalities:
+        if name in (data.bags or {}):
+            mods[name] = _fold_bags(data, name, pats, n_tr, opts)
+            continue
         x = data.features[name].iloc[pos].to_numpy(dtype=np.float64)
         present = ~np.isnan(x).all(axis=1)
         tr_rows = np.flatnonzero(present[:n_tr])
@@ -155,6 +212,25 @@ def fold_dataset(data: ExperimentData, train: Sequence[str], val: Sequence[str],
         mods[name] = ModalityData(name, torch.from_numpy(np.ascontiguousarray(z)), torch.from_numpy(present))
     ds = MultimodalDataset(patients=pats, modalities=mods)
     return ds, np.arange(n_tr), np.arange(n_tr, len(pats))
+
+
+def _fold_bags(data: ExperimentData, name: str, pats: list[str], n_tr: int, opts: ExperimentOptions) -> ModalityData:
+    """Ragged bags of ``pats`` preprocessed with statistics of the first ``n_tr`` (training) patients' instances."""
+    bags = data.bags[name]
+    train_bags = [bags[p] for p in pats[:n_tr] if p in bags]
+    if len(train_bags) < 2:
+        raise FusionDataError(f"bag modality '{name}': fewer than 2 training patients have a bag in this fold")
+    sizes = np.array([b.shape[0] for b in train_bags])
+    total = int(sizes.sum())
+    if total > opts.bag_fit_instances:
+        pick = np.sort(np.random.default_rng(opts.seed).choice(total, opts.bag_fit_instances, replace=False))
+        starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+        owner = np.searchsorted(starts, pick, side="right") - 1
+        fit_rows = np.stack([train_bags[o][r - starts[o]] for o, r in zip(owner, pick)])
+    else:
+        fit_rows = np.concatenate(train_bags, axis=0)
+    pre = FoldPreprocessor(None, opts.bag_components, opts.seed).fit(fit_rows)
+    return ModalityData.from_bags(name, [pre.transform(bags[p]) if p in bags else None for p in pats])
 
 
 def _fold_labels(data: ExperimentData, pats: list[str], n_tr: int, task: str, opts: ExperimentOptions):
@@ -195,8 +271,12 @@ def _oof_frame(val: Sequence[str], fold: int, pred: np.ndarray) -> pd.DataFrame:
 
 def run_baseline(data: ExperimentData, splits: Sequence[Split], opts: ExperimentOptions,
                  modalities: Sequence[str]) -> ModelResult:
-    """The classical baseline on all ``modalities`` + covariates: CoxNet, logistic or ridge (nested CV)."""
-    frames = [data.features[m] for m in modalities] + ([data.covariates] if data.covariates is not None else [])
+    """The classical baseline on all ``modalities`` + covariates: CoxNet, logistic or ridge (nested CV).
+
+    A bag modality enters as its per-patient mean instance (NaN where absent; imputed inside the baseline).
+    """
+    frames = [data.bag_means(m) if m in (data.bags or {}) else data.features[m] for m in modalities]
+    frames += [data.covariates] if data.covariates is not None else []
     x_all = pd.concat(frames, axis=1).to_numpy(dtype=np.float64)
     pidx = pd.Index(data.patients)
     fold_metrics, oofs, infos = [], [], []
@@ -236,13 +316,15 @@ def fit_predict_fold(data: ExperimentData, tr: Sequence[str], va: Sequence[str],
     torch_task, y, n_out = _fold_labels(data, ds.patients, len(a), task, opts)
     ds = MultimodalDataset(patients=ds.patients, modalities=ds.modalities, y=y)
     lr = opts.nll_lr if head == "nll" else opts.lr
+    has_bag = any(m in (data.bags or {}) for m in modalities)
     cfg = TrainConfig(epochs=opts.epochs, lr=lr, weight_decay=opts.weight_decay, seed=seed,
                       modality_dropout=opts.modality_dropout if len(modalities) > 1 else 0.0,
-                      num_threads=opts.num_threads)
+                      num_threads=opts.num_threads, batch_size=opts.bag_batch_size if has_bag else None)
+    factories = {m: f for m, f in (opts.encoder_factories or {}).items() if m in modalities}
     with seeded(seed):
         model = FusionModel.for_dataset(ds, list(modalities), strategy, n_out, task=torch_task,
                                         embed_dim=opts.embed_dim, hidden=opts.hidden, dropout=opts.dropout,
-                                        modality_dropout=cfg.modality_dropout)
+                                        modality_dropout=cfg.modality_dropout, encoder_factories=factories)
     fit(model, ds, a, cfg)
     with cpu_threads(opts.num_threads):
         pred = predict(model, ds, b)
@@ -300,7 +382,7 @@ def _summarise_curves(curves: list[dict]) -> dict:
 def model_plan(data: ExperimentData, opts: ExperimentOptions) -> list[tuple[str, list[str], str | None, bool]]:
     """(strategy, modalities, head, select) of every neural model: each single modality, each fusion strategy,
     then each strategy in ``opts.select`` with inner-CV modality selection."""
-    mods = [m for m in data.features if opts.modality_filter is None or m in opts.modality_filter]
+    mods = [m for m in data.modality_names if opts.modality_filter is None or m in opts.modality_filter]
     heads = list(opts.heads) if data.task == "survival" else [None]
     plan = []
     for h in heads:
@@ -312,6 +394,17 @@ def model_plan(data: ExperimentData, opts: ExperimentOptions) -> list[tuple[str,
     return plan
 
 
+def check_instance_strategies(data: ExperimentData, opts: ExperimentOptions) -> None:
+    """FusionConfigError naming ``strategies`` when an instance-level strategy (coattention) lacks a bag or a
+    flat modality among the experiment's (filtered) modalities."""
+    mods = [m for m in data.modality_names if opts.modality_filter is None or m in opts.modality_filter]
+    bags = [m for m in mods if m in (data.bags or {})]
+    for s in opts.strategies:
+        if getattr(get_strategy(s), "instance_level", False) and (not bags or len(bags) == len(mods)):
+            raise FusionConfigError(f"strategies: '{s}' needs at least one bag modality (instance bags, e.g. slide "
+                                    f"tiles) and one flat modality; found bag modalities {bags} among {mods}")
+
+
 def run_experiment(data: ExperimentData, splits: Sequence[Split], opts: ExperimentOptions | None = None,
                    progress: Callable[[str], None] | None = None) -> list[ModelResult]:
     """Every model of the experiment on the same ``splits``: baseline, singles, fusions (per head)."""
@@ -319,7 +412,8 @@ def run_experiment(data: ExperimentData, splits: Sequence[Split], opts: Experime
     if len(splits) < 2:
         raise FusionConfigError(f"splits: need at least 2 folds, found {len(splits)}")
     say = progress or (lambda s: None)
-    mods = [m for m in data.features if opts.modality_filter is None or m in opts.modality_filter]
+    check_instance_strategies(data, opts)
+    mods = [m for m in data.modality_names if opts.modality_filter is None or m in opts.modality_filter]
     results = []
     if opts.baseline:
         results.append(run_baseline(data, splits, opts, mods))
