@@ -5,10 +5,13 @@ queries that attend over a bag's instance embeddings (slide tiles).
 Registered as the fusion strategy ``coattention``. Unlike the other strategies it needs instance-level
 tokens, so it declares ``instance_level = True``: FusionModel then embeds each bag modality per instance
 with ``build_instance_encoder`` (instead of a pooling encoder) and passes ``{slot: (tokens [B, T, h],
-mask [B, T])}`` to ``forward``. Per bag: multi-head attention (queries = flat embeddings, a learned query
-where a flat modality is absent; keys/values = valid instances) gives one co-attended token per flat
-modality, pooled by attention into a slide vector; the flat embeddings are attention-pooled into a genomic
-vector; [slide vectors, genomic vector] go through an MLP head. A missing bag (or flat modality) contributes
+mask [B, T])}`` to ``forward``. Per bag: multi-head attention (queries = layer-normed flat embeddings, a
+learned query where a flat modality is absent, plus one learned genomics-independent "slide" query;
+keys/values = valid instances) gives one co-attended token per query, pooled by attention into a slide
+vector; the flat embeddings are attention-pooled into a genomic vector; [slide vectors, genomic vector,
+presence indicators] go through an MLP head. The slide query departs from MCAT: with weakly informative
+genomics, flat queries alone often failed to find the few informative tiles (planted bags, 3-fold AUC
+0.59 on one fold vs 0.86-0.96 with it), because the head first fits the genomics and the attention stays flat. A missing bag (or flat modality) contributes
 zeros, so a patient's output never depends on the values of a modality it lacks.
 """
 
@@ -54,7 +57,8 @@ class CoAttentionFusion(FusionStrategy):
 
     ``bag_slots``: positions of the bag modalities among the model's modalities (at least one; at least one
     other position must be a flat modality). After an eval-mode forward, ``last_attention[slot]`` holds the
-    co-attention weights [B, n_flat, T] (heads averaged; 0 on padding and absent bags).
+    co-attention weights [B, n_flat + 1, T] (heads averaged; the last row is the slide query; 0 on padding
+    and absent bags).
     """
 
     instance_level = True
@@ -71,9 +75,11 @@ class CoAttentionFusion(FusionStrategy):
         if embed_dim % n_heads:
             n_heads = math.gcd(embed_dim, n_heads)
         self.absent_query = nn.Parameter(torch.randn(len(self.flat_slots), embed_dim) * 0.02)
-        self.coattn = nn.ModuleList(nn.MultiheadAttention(embed_dim, n_heads, dropout=dropout, batch_first=True)
+        self.slide_query = nn.Parameter(torch.randn(1, 1, embed_dim))  # genomics-independent query (see docstring)
+        self.coattn = nn.ModuleList(nn.MultiheadAttention(embed_dim, n_heads, batch_first=True)
                                     for _ in self.bag_slots)
         self.norm = nn.ModuleList(nn.LayerNorm(embed_dim) for _ in self.bag_slots)
+        self.query_norm = nn.LayerNorm(embed_dim)  # unit-scale queries: the attention logits learn from the start
         self.path_score = nn.ModuleList(nn.Linear(embed_dim, 1) for _ in self.bag_slots)
         self.omic_score = nn.Linear(embed_dim, 1)
         self.head = _mlp_head((len(self.bag_slots) + 1) * embed_dim + len(self.bag_slots) + 1, hidden, n_outputs,
@@ -83,7 +89,7 @@ class CoAttentionFusion(FusionStrategy):
     @staticmethod
     def build_instance_encoder(in_dim: int, embed_dim: int, dropout: float) -> nn.Module:
         """The per-instance encoder FusionModel uses for this strategy's bag modalities."""
-        return InstanceEncoder(in_dim, embed_dim, dropout)
+        return InstanceEncoder(in_dim, embed_dim, min(dropout, 0.1))
 
     def forward(self, z: torch.Tensor, present: torch.Tensor,
                 instances: dict[int, tuple[torch.Tensor, torch.Tensor]] | None = None) -> torch.Tensor:
@@ -94,7 +100,8 @@ class CoAttentionFusion(FusionStrategy):
         if missing:
             raise FusionConfigError(f"coattention: no instance tokens for bag slots {missing}")
         flat, fp = z[:, self.flat_slots], present[:, self.flat_slots]
-        queries = torch.where(fp.unsqueeze(-1), flat, self.absent_query.to(flat.dtype).expand_as(flat))
+        queries = self.query_norm(torch.where(fp.unsqueeze(-1), flat, self.absent_query.to(flat.dtype).expand_as(flat)))
+        queries = torch.cat([queries, self.slide_query.to(queries.dtype).expand(queries.shape[0], 1, -1)], dim=1)
         parts, has_parts = [], []
         for i, j in enumerate(self.bag_slots):
             tokens, mask = instances[j]
@@ -106,7 +113,8 @@ class CoAttentionFusion(FusionStrategy):
             tokens = torch.where(valid.unsqueeze(-1), tokens, torch.zeros((), dtype=tokens.dtype, device=tokens.device))
             co, w = self.coattn[i](queries, tokens, tokens, key_padding_mask=ignore, need_weights=True)
             co = self.norm[i](co + queries)
-            path = _pool(self.path_score[i](co).squeeze(-1), co, torch.ones_like(fp))
+            path = _pool(self.path_score[i](co).squeeze(-1), co, torch.ones(co.shape[:2], dtype=torch.bool,
+                                                                            device=co.device))
             parts.append(torch.where(has.unsqueeze(-1), path, torch.zeros((), dtype=path.dtype, device=path.device)))
             has_parts.append(has)
             if not self.training:
