@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from fusion.bags import bag_means, checked_bags, fold_bags
 from fusion.baselines import coxnet_fit_predict, logistic_fit_predict, ridge_fit_predict
 from fusion.data import ModalityData, MultimodalDataset
 from fusion.errors import FusionConfigError, FusionDataError
@@ -50,7 +51,7 @@ class ExperimentData:
     def __post_init__(self) -> None:
         if self.task not in TASK_KINDS:
             raise FusionConfigError(f"task.kind: expected one of {list(TASK_KINDS)}, found '{self.task}'")
-        self.bags = {m: _checked_bags(m, b, self.patients) for m, b in (self.bags or {}).items()}
+        self.bags = {m: checked_bags(m, b, self.patients) for m, b in (self.bags or {}).items()}
         clash = sorted(set(self.bags) & set(self.features))
         if clash:
             raise FusionDataError(f"modality '{clash[0]}' is both a feature frame and a bag modality")
@@ -70,33 +71,7 @@ class ExperimentData:
 
     def bag_means(self, name: str) -> pd.DataFrame:
         """Per-patient mean instance of bag modality ``name`` [n_patients, d] (NaN row where absent)."""
-        bags = self.bags[name]
-        d = next(iter(bags.values())).shape[1]
-        x = np.full((len(self.patients), d), np.nan)
-        for i, p in enumerate(self.patients):
-            if p in bags:
-                x[i] = bags[p].mean(axis=0)
-        return pd.DataFrame(x, index=self.patients, columns=[f"{name}_mean_{k}" for k in range(d)])
-
-
-def _checked_bags(name: str, bags: dict[str, np.ndarray], patients: Sequence[str]) -> dict[str, np.ndarray]:
-    """The non-empty bags of ``patients`` as float32 [T, d] arrays with one d (FusionDataError otherwise)."""
-    keep, dims = {}, set()
-    wanted = set(patients)
-    for p, b in bags.items():
-        if str(p) not in wanted or b is None:
-            continue
-        a = np.asarray(b, dtype=np.float32)
-        if a.ndim != 2:
-            raise FusionDataError(f"bag modality '{name}', patient '{p}': expected instances [T, d], found shape {a.shape}")
-        if a.shape[0]:
-            keep[str(p)] = a
-            dims.add(a.shape[1])
-    if len(dims) > 1:
-        raise FusionDataError(f"bag modality '{name}': bags need one feature dimension, found {sorted(dims)}")
-    if not keep:
-        raise FusionDataError(f"bag modality '{name}': no patient of the experiment has a non-empty bag")
-    return keep
+        return bag_means(name, self.bags[name], self.patients)
 
 
 @dataclass
@@ -197,7 +172,8 @@ def fold_dataset(data: ExperimentData, train: Sequence[str], val: Sequence[str],
     mods = {}
     for name in modalities:
         if name in (data.bags or {}):
-            mods[name] = _fold_bags(data, name, pats, n_tr, opts)
+            mods[name] = fold_bags(name, data.bags[name], pats, n_tr, opts.bag_components, opts.bag_fit_instances,
+                                   opts.seed)
             continue
         x = data.features[name].iloc[pos].to_numpy(dtype=np.float64)
         present = ~np.isnan(x).all(axis=1)
@@ -212,25 +188,6 @@ def fold_dataset(data: ExperimentData, train: Sequence[str], val: Sequence[str],
         mods[name] = ModalityData(name, torch.from_numpy(np.ascontiguousarray(z)), torch.from_numpy(present))
     ds = MultimodalDataset(patients=pats, modalities=mods)
     return ds, np.arange(n_tr), np.arange(n_tr, len(pats))
-
-
-def _fold_bags(data: ExperimentData, name: str, pats: list[str], n_tr: int, opts: ExperimentOptions) -> ModalityData:
-    """Ragged bags of ``pats`` preprocessed with statistics of the first ``n_tr`` (training) patients' instances."""
-    bags = data.bags[name]
-    train_bags = [bags[p] for p in pats[:n_tr] if p in bags]
-    if len(train_bags) < 2:
-        raise FusionDataError(f"bag modality '{name}': fewer than 2 training patients have a bag in this fold")
-    sizes = np.array([b.shape[0] for b in train_bags])
-    total = int(sizes.sum())
-    if total > opts.bag_fit_instances:
-        pick = np.sort(np.random.default_rng(opts.seed).choice(total, opts.bag_fit_instances, replace=False))
-        starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
-        owner = np.searchsorted(starts, pick, side="right") - 1
-        fit_rows = np.stack([train_bags[o][r - starts[o]] for o, r in zip(owner, pick)])
-    else:
-        fit_rows = np.concatenate(train_bags, axis=0)
-    pre = FoldPreprocessor(None, opts.bag_components, opts.seed).fit(fit_rows)
-    return ModalityData.from_bags(name, [pre.transform(bags[p]) if p in bags else None for p in pats])
 
 
 def _fold_labels(data: ExperimentData, pats: list[str], n_tr: int, task: str, opts: ExperimentOptions):
