@@ -39,7 +39,10 @@ class FusionModel(nn.Module):
     ``batch`` is ``{modality: {'values': [B, d] or [B, T, d], 'mask': bool [B, T] or None,
     'present': bool [B]}}`` (see MultimodalDataset.to_batch). Encoders only ever see the
     rows where the modality is present; in training, modality dropout marks present
-    modalities absent at random (never all of a sample's modalities).
+    modalities absent at random (never all of a sample's modalities). An instance-level strategy
+    (``instance_level = True``, e.g. 'coattention') embeds bag modalities per instance with its own
+    ``build_instance_encoder`` (their ``encoder_factories`` entries are then unused) and receives those
+    tokens in ``forward``.
     """
 
     def __init__(
