@@ -18,6 +18,7 @@ from flows.experiment_spec import ExperimentSpec, file_sha256
 from fusion.errors import FusionRxError
 
 log = logging.getLogger(__name__)
+SLIDE_SUFFIXES = (".svs", ".tif", ".tiff", ".ndpi", ".mrxs", ".scn", ".h5", ".pt")  # stripped from slide ids
 
 
 def _read(path: Path, reader: Callable[[Path], np.ndarray], skipped: list[tuple[str, str]]) -> np.ndarray | None:
@@ -78,14 +79,14 @@ def table_bags(spec: ExperimentSpec, table: pd.DataFrame) -> tuple[dict[str, dic
         rows = table.dropna(subset=[spec.id] + ([col] if col else []))
         slides: dict[str, list[str]] = {}
         for pid, sid in zip(rows[spec.id].astype(str), rows[col].astype(str) if col else rows[spec.id].astype(str)):
-            stem = Path(sid).stem if Path(sid).suffix in (".svs", ".tif", ".tiff", ".ndpi", ".mrxs", ".h5", ".pt") else sid
+            stem = Path(sid).stem if Path(sid).suffix.lower() in SLIDE_SUFFIXES else sid
             if stem not in slides.setdefault(pid, []):
                 slides[pid].append(stem)
         bags = {}
         for pid, stems in slides.items():
             parts = []
             for stem in stems:
-                f = next((folder / f"{stem}{ext}" for ext in (".h5", ".pt") if (folder / f"{stem}{ext}").exists()), None)
+                f = next((folder / f"{stem}{e}" for e in (".h5", ".pt") if (folder / f"{stem}{e}").exists()), None)
                 bag = None if f is None else _read(f, read_clam_bag, skipped)
                 if bag is not None:
                     parts.append(bag)

@@ -22,7 +22,8 @@ def checked_bags(name: str, bags: Mapping[str, np.ndarray], patients: Sequence[s
             continue
         a = np.asarray(b, dtype=np.float32)
         if a.ndim != 2:
-            raise FusionDataError(f"bag modality '{name}', patient '{p}': expected instances [T, d], found shape {a.shape}")
+            raise FusionDataError(f"bag modality '{name}', patient '{p}': expected instances [T, d], "
+                                  f"found shape {a.shape}")
         if a.shape[0]:
             keep[str(p)] = a
             dims.add(a.shape[1])
