@@ -135,7 +135,7 @@ def cases(quick: bool) -> list[Case]:
         Case("spot-graph GNN (GCN)", lambda g: _spot_gnn(g, 1024 * k), lambda m, a: m(*a), 1024 * k),
         Case("molecule GNN (GINE)", lambda g: _molecule_gnn(g, 32 * k), lambda m, a: m(*a), 32 * k, amp_in_use=False),
     ]
-    for name in sorted(STRATEGIES):
+    for name in sorted(n for n, c in STRATEGIES.items() if not getattr(c, "instance_level", False)):
         out.append(Case(f"fusion: {name}", (lambda g, f=_fusion(name): f(g, 256 * k)), lambda m, a: m(*a), 256 * k))
     return out
 

@@ -105,7 +105,8 @@ def load_experiment(spec: ExperimentSpec) -> tuple[ExperimentData, list[Split], 
         from flows.experiment_store import load_store_experiment
 
         return load_store_experiment(spec)
-    df = _one_row_per_patient(read_table(spec.table), spec)
+    table = read_table(spec.table)
+    df = _one_row_per_patient(table, spec)
     cols = _columns(df, spec)
     missing_cov = [c for c in spec.covariates if c not in df.columns]
     if missing_cov:
@@ -114,9 +115,15 @@ def load_experiment(spec: ExperimentSpec) -> tuple[ExperimentData, list[Split], 
     patients = target.index
     features = {m: df.loc[patients, c].astype(float) for m, c in cols.items()}
     cov = df.loc[patients, spec.covariates].apply(pd.to_numeric, errors="coerce") if spec.covariates else None
-    data = ExperimentData(patients=list(patients), features=features, task=spec.task["kind"], target=target,
-                          covariates=cov, classes=classes)
     hashes = {str(spec.table): file_sha256(spec.table)}
+    bags = {}
+    if spec.bags:
+        from flows.experiment_bags import table_bags
+
+        bags, bag_hashes, _ = table_bags(spec, table)
+        hashes.update(bag_hashes)
+    data = ExperimentData(patients=list(patients), features=features, task=spec.task["kind"], target=target,
+                          covariates=cov, classes=classes, bags=bags)
     if spec.splits is not None:
         splits = read_splits(spec, patients)
         for f in sorted(spec.splits.glob("splits_*.csv")):

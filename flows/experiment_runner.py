@@ -64,6 +64,12 @@ def run_spec(spec_path: str | Path, store: str | Path, *, tracking_uri: str | No
     data, splits, hashes = load_experiment(spec)
     refs = reference_rows(spec)
     opts = options or spec.experiment_options()
+    if data.bags and opts.encoder_factories is None:
+        from dataclasses import replace
+
+        from flows.experiment_bags import mil_encoder_factories
+
+        opts = replace(opts, encoder_factories=mil_encoder_factories(data.bags, opts.embed_dim))
     results: list[ModelResult] = run_experiment(data, splits, opts, progress=progress, workers=workers)
     rows = [r.row() for r in results] + refs
     run_id = f"{spec.name}-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"

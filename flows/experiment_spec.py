@@ -22,7 +22,9 @@ from fusion.experiment import ExperimentOptions
 TOP_KEYS = {"name", "table", "store", "id", "modalities", "covariates", "task", "splits", "folds", "repeats", "seed",
             "strategies", "reference", "reference_cohort", "options", "tracking_uri", "description"}
 TASK_KEYS = {"kind", "time", "event", "event_is_censoring", "label", "heads"}
-OPTION_KEYS = set(ExperimentOptions.__dataclass_fields__) - {"strategies", "heads", "seed", "modality_filter"}
+OPTION_KEYS = set(ExperimentOptions.__dataclass_fields__) - {"strategies", "heads", "seed", "modality_filter",
+                                                              "encoder_factories"}
+BAG_KEYS = {"bags", "slide_column"}  # a bag modality: {bags: FOLDER[, slide_column: COLUMN]}
 
 
 @dataclass
@@ -47,6 +49,7 @@ class ExperimentSpec:
     reference_cohort: str | None
     options: dict[str, Any] = field(default_factory=dict)
     tracking_uri: str | None = None
+    bags: dict[str, dict[str, Any]] = field(default_factory=dict)  # bag modality -> {bags: folder, slide_column}
 
     def fail(self, key: str, problem: str) -> SpecError:
         """A SpecError naming this spec's file and ``key``."""
@@ -91,7 +94,8 @@ def load_spec(path: str | Path) -> ExperimentSpec:
     if ("table" in raw) == ("store" in raw):
         raise fail("table", "give exactly one of 'table' (a feature table) or 'store' (a FusionRx store)")
     if not isinstance(raw["modalities"], dict) or not raw["modalities"]:
-        raise fail("modalities", "expected a mapping name -> column glob")
+        raise fail("modalities", "expected a mapping name -> column glob (or -> {bags: FOLDER})")
+    globs, bags = _split_modalities(raw, path, fail)
     task = raw["task"]
     if not isinstance(task, dict):
         raise fail("task", f"expected a mapping, found {type(task).__name__}")
@@ -120,6 +124,10 @@ def load_spec(path: str | Path) -> ExperimentSpec:
     wrong = [s for s in strategies if s not in FUSION_STRATEGIES or s == "single"]
     if wrong:
         raise fail("strategies", f"unknown strategy {wrong[0]!r}; known: {sorted(set(FUSION_STRATEGIES) - {'single'})}")
+    inst = [s for s in strategies if getattr(FUSION_STRATEGIES[s], "instance_level", False)]
+    if inst and (not bags or not globs):
+        raise fail("strategies", f"'{inst[0]}' needs at least one bag modality ({{bags: FOLDER}}) and one flat "
+                                 f"(column glob) modality; found bag modalities {sorted(bags)}, flat {sorted(globs)}")
     folds = raw.get("folds")
     if folds is not None and (not isinstance(folds, int) or folds < 2):
         raise fail("folds", f"expected an integer >= 2, found {folds!r}")
@@ -127,12 +135,38 @@ def load_spec(path: str | Path) -> ExperimentSpec:
         path=path, raw=raw, name=str(raw["name"]),
         table=_resolve(path, raw["table"], "table") if "table" in raw else None,
         store=_resolve(path, raw["store"], "store") if "store" in raw else None,
-        id=str(raw["id"]), modalities={str(k): str(v) for k, v in raw["modalities"].items()},
+        id=str(raw["id"]), modalities=globs, bags=bags,
         covariates=list(raw.get("covariates") or []), task=dict(task, heads=heads),
         splits=_resolve(path, raw["splits"], "splits") if "splits" in raw else None,
         folds=folds, repeats=int(raw.get("repeats", 1)), seed=int(raw.get("seed", 0)), strategies=list(strategies),
         reference=_resolve(path, raw["reference"], "reference") if raw.get("reference") else None,
         reference_cohort=raw.get("reference_cohort"), options=dict(options), tracking_uri=raw.get("tracking_uri"))
+
+
+def _split_modalities(raw: dict, path: Path, fail) -> tuple[dict[str, str], dict[str, dict[str, Any]]]:
+    """(flat modality -> column glob, bag modality -> {'bags': folder, 'slide_column': column or None}).
+
+    Table specs resolve the bag folder like any path; store specs keep it as a folder name inside the store."""
+    globs, bags = {}, {}
+    for name, value in raw["modalities"].items():
+        key = f"modalities.{name}"
+        if isinstance(value, dict):
+            bad = sorted(set(value) - BAG_KEYS)
+            if bad:
+                raise fail(f"{key}.{bad[0]}", f"unknown key; expected one of {sorted(BAG_KEYS)}")
+            if "bags" not in value:
+                raise fail(f"{key}.bags", "required for a bag modality (a folder of per-patient or per-slide bags)")
+            folder = value["bags"]
+            if "store" in raw and value.get("slide_column") is not None:
+                raise fail(f"{key}.slide_column", "only for table specs; a store's bags are one file per patient")
+            if "table" in raw:
+                folder = _resolve(path, folder, f"{key}.bags")
+            bags[str(name)] = {"bags": folder, "slide_column": value.get("slide_column")}
+        elif isinstance(value, (str, int, float)):
+            globs[str(name)] = str(value)
+        else:
+            raise fail(key, f"expected a column glob or a mapping {{bags: FOLDER}}, found {type(value).__name__}")
+    return globs, bags
 
 
 def read_table(path: Path) -> pd.DataFrame:

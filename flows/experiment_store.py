@@ -4,7 +4,8 @@ Modalities: ``STORE/embeddings/<name>.parquet`` (patient-indexed; the spec's ``m
 are column globs inside each file, "*" for all). Targets and covariates: ``STORE/clinical/clinical.parquet``
 (patient-indexed clinical table, e.g. primary_diagnosis, os_time_days, os_event) joined with
 ``STORE/imaging/phenotypes.parquet`` when present (imaging phenotypes such as suv_max, mtv_ml as
-regression targets).
+regression targets). Bag modalities (``modalities: {wsi: {bags: wsi}}``): the store's slide-tile bags
+``STORE/wsi/<patient>.h5`` (tile features + hematoxylin density per tile, flows.stages.pathology.slide_bag).
 """
 
 from __future__ import annotations
@@ -52,13 +53,19 @@ def load_store_experiment(spec: ExperimentSpec) -> tuple[ExperimentData, list[Sp
             raise spec.fail(f"modalities.{name}", f"column glob '{glob}' matches no numeric column of {path}")
         features[name] = frame[cols].astype(float)
         hashes[str(path)] = file_sha256(path)
-    have = set().union(*[set(f.index) for f in features.values()])
+    bags = {}
+    if spec.bags:
+        from flows.experiment_bags import store_bags
+
+        bags, bag_hashes, _ = store_bags(spec)
+        hashes.update(bag_hashes)
+    have = set().union(*[set(f.index) for f in features.values()], *[set(b) for b in bags.values()])
     patients = [p for p in target.index if p in have]  # patients with at least one modality
     missing_cov = [c for c in spec.covariates if c not in clinical.columns]
     if missing_cov:
         raise spec.fail("covariates", f"column '{missing_cov[0]}' not in {clin_path}")
     cov = clinical.loc[patients, spec.covariates].apply(pd.to_numeric, errors="coerce") if spec.covariates else None
     data = ExperimentData(patients=patients, features=features, task=spec.task["kind"],
-                          target=target.loc[patients], covariates=cov, classes=classes)
+                          target=target.loc[patients], covariates=cov, classes=classes, bags=bags)
     splits = read_splits(spec, pd.Index(patients)) if spec.splits is not None else make_folds(spec, data)
     return data, splits, hashes

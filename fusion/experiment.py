@@ -13,6 +13,7 @@ import pandas as pd
 import torch
 from scipy.special import expit
 
+from fusion.bags import bag_means, checked_bags, fold_bags
 from fusion.baselines import coxnet_fit_predict, logistic_fit_predict, ridge_fit_predict
 from fusion.data import ModalityData, MultimodalDataset
 from fusion.errors import FusionConfigError, FusionDataError
@@ -32,7 +33,10 @@ Split = tuple[list[str], list[str]]  # (train patient ids, validation patient id
 
 @dataclass
 class ExperimentData:
-    """Patients, feature frames per modality (NaN-only row = modality absent), covariates and target.
+    """Patients, feature frames per modality (NaN-only row = modality absent), instance bags, covariates, target.
+
+    ``bags``: bag modalities, ``{modality: {patient: float array [T, d]}}`` (e.g. slide tiles); a patient
+    without a bag (or with an empty one) lacks the modality. Bags stay ragged (padded per mini-batch only).
 
     ``target``: survival -> columns ``time``, ``event`` (bool, True = event observed);
     classification -> column ``label`` (int class ids into ``classes``); regression -> ``value``.
@@ -44,11 +48,16 @@ class ExperimentData:
     target: pd.DataFrame
     covariates: pd.DataFrame | None = None
     classes: list[str] | None = None
+    bags: dict[str, dict[str, np.ndarray]] | None = None
 
     def __post_init__(self) -> None:
         if self.task not in TASK_KINDS:
             raise FusionConfigError(f"task.kind: expected one of {list(TASK_KINDS)}, found '{self.task}'")
-        if not self.features:
+        self.bags = {m: checked_bags(m, b, self.patients) for m, b in (self.bags or {}).items()}
+        clash = sorted(set(self.bags) & set(self.features))
+        if clash:
+            raise FusionDataError(f"modality '{clash[0]}' is both a feature frame and a bag modality")
+        if not self.features and not self.bags:
             raise FusionDataError("experiment has no modality")
         idx = pd.Index(self.patients)
         for name, f in self.features.items():
@@ -56,6 +65,15 @@ class ExperimentData:
         self.target = self.target.reindex(idx)
         if self.covariates is not None:
             self.covariates = self.covariates.reindex(idx)
+
+    @property
+    def modality_names(self) -> list[str]:
+        """Flat modalities (feature frames) then bag modalities."""
+        return list(self.features) + list(self.bags or {})
+
+    def bag_means(self, name: str) -> pd.DataFrame:
+        """Per-patient mean instance of bag modality ``name`` [n_patients, d] (NaN row where absent)."""
+        return bag_means(name, self.bags[name], self.patients)
 
 
 @dataclass
@@ -86,10 +104,18 @@ class ExperimentOptions:
     modality_filter: Sequence[str] | None = None  # restrict singles/fusion to these modalities
     select: Sequence[str] = ()  # fusion strategies also run with inner-CV modality-subset selection
     inner_folds: int = 3
+    bag_components: int | None = None  # PCA of bag instances (fitted on training instances); None: z-score only
+    bag_fit_instances: int = 20000  # at most this many training instances (random) fit the bag preprocessing
+    bag_batch_size: int | None = 32  # mini-batch size (patients) of models with a bag modality; None: full batch
+    encoder_factories: dict[str, Callable[[int], torch.nn.Module]] | None = None  # modality -> in_dim -> encoder
 
     def __post_init__(self) -> None:
         for s in list(self.strategies) + list(self.select):
             get_strategy(s)
+        inst = [s for s in self.select if getattr(get_strategy(s), "instance_level", False)]
+        if inst:
+            raise FusionConfigError(f"select: strategy '{inst[0]}' needs a bag and a flat modality in every subset; "
+                                    "it cannot be combined with modality selection")
         bad = [h for h in self.heads if h not in HEADS]
         if bad:
             raise FusionConfigError(f"heads: expected a subset of {list(HEADS)}, found {bad}")
@@ -139,7 +165,10 @@ def fold_dataset(data: ExperimentData, train: Sequence[str], val: Sequence[str],
                  modalities: Sequence[str]) -> tuple[MultimodalDataset, np.ndarray, np.ndarray]:
     """Preprocessed dataset of the fold's patients (train rows first); preprocessing fitted on train only.
 
-    Covariates (z-scored with the training statistics) are appended to every modality's features.
+    Covariates (z-scored with the training statistics) are appended to every flat modality's features,
+    never to bag instances (so a bag-only model sees no covariates; the baseline and flat models do).
+    Bag instances are z-scored (and PCA'd to ``opts.bag_components``) with statistics of the training
+    patients' instances only (at most ``opts.bag_fit_instances`` of them, drawn at random) and stay ragged.
     Returns (dataset without labels, train positions, val positions).
     """
     pats = list(train) + list(val)
@@ -151,6 +180,10 @@ def fold_dataset(data: ExperimentData, train: Sequence[str], val: Sequence[str],
         cov = c.transform(data.covariates.iloc[pos].to_numpy(float))
     mods = {}
     for name in modalities:
+        if name in (data.bags or {}):
+            mods[name] = fold_bags(name, data.bags[name], pats, n_tr, opts.bag_components, opts.bag_fit_instances,
+                                   opts.seed)
+            continue
         x = data.features[name].iloc[pos].to_numpy(dtype=np.float64)
         present = ~np.isnan(x).all(axis=1)
         tr_rows = np.flatnonzero(present[:n_tr])
@@ -208,8 +241,12 @@ def _oof_frame(val: Sequence[str], fold: int, pred: np.ndarray) -> pd.DataFrame:
 
 def run_baseline(data: ExperimentData, splits: Sequence[Split], opts: ExperimentOptions,
                  modalities: Sequence[str]) -> ModelResult:
-    """The classical baseline on all ``modalities`` + covariates: CoxNet, logistic or ridge (nested CV)."""
-    frames = [data.features[m] for m in modalities] + ([data.covariates] if data.covariates is not None else [])
+    """The classical baseline on all ``modalities`` + covariates: CoxNet, logistic or ridge (nested CV).
+
+    A bag modality enters as its per-patient mean instance (NaN where absent; imputed inside the baseline).
+    """
+    frames = [data.bag_means(m) if m in (data.bags or {}) else data.features[m] for m in modalities]
+    frames += [data.covariates] if data.covariates is not None else []
     x_all = pd.concat(frames, axis=1).to_numpy(dtype=np.float64)
     pidx = pd.Index(data.patients)
     fold_metrics, oofs, infos = [], [], []
@@ -253,13 +290,15 @@ def fit_predict_fold(data: ExperimentData, tr: Sequence[str], va: Sequence[str],
     torch_task, y, n_out = _fold_labels(data, ds.patients, len(a), task, opts)
     ds = MultimodalDataset(patients=ds.patients, modalities=ds.modalities, y=y)
     lr = opts.nll_lr if head == "nll" else opts.lr
+    has_bag = any(m in (data.bags or {}) for m in modalities)
     cfg = TrainConfig(epochs=opts.epochs, lr=lr, weight_decay=opts.weight_decay, seed=seed,
                       modality_dropout=opts.modality_dropout if len(modalities) > 1 else 0.0,
-                      num_threads=opts.num_threads)
+                      num_threads=opts.num_threads, batch_size=opts.bag_batch_size if has_bag else None)
+    factories = {m: f for m, f in (opts.encoder_factories or {}).items() if m in modalities}
     with seeded(seed):
         model = FusionModel.for_dataset(ds, list(modalities), strategy, n_out, task=torch_task,
                                         embed_dim=opts.embed_dim, hidden=opts.hidden, dropout=opts.dropout,
-                                        modality_dropout=cfg.modality_dropout)
+                                        modality_dropout=cfg.modality_dropout, encoder_factories=factories)
     fit(model, ds, a, cfg)
     with cpu_threads(opts.num_threads):
         pred = predict(model, ds, b)
@@ -339,7 +378,7 @@ def _summarise_curves(curves: list[dict]) -> dict:
 def model_plan(data: ExperimentData, opts: ExperimentOptions) -> list[tuple[str, list[str], str | None, bool]]:
     """(strategy, modalities, head, select) of every neural model: each single modality, each fusion strategy,
     then each strategy in ``opts.select`` with inner-CV modality selection."""
-    mods = [m for m in data.features if opts.modality_filter is None or m in opts.modality_filter]
+    mods = [m for m in data.modality_names if opts.modality_filter is None or m in opts.modality_filter]
     heads = list(opts.heads) if data.task == "survival" else [None]
     plan = []
     for h in heads:
@@ -349,6 +388,17 @@ def model_plan(data: ExperimentData, opts: ExperimentOptions) -> list[tuple[str,
             plan += [(s, mods, h, False) for s in opts.strategies]
             plan += [(s, mods, h, True) for s in opts.select]
     return plan
+
+
+def check_instance_strategies(data: ExperimentData, opts: ExperimentOptions) -> None:
+    """FusionConfigError naming ``strategies`` when an instance-level strategy (coattention) lacks a bag or a
+    flat modality among the experiment's (filtered) modalities."""
+    mods = [m for m in data.modality_names if opts.modality_filter is None or m in opts.modality_filter]
+    bags = [m for m in mods if m in (data.bags or {})]
+    for s in opts.strategies:
+        if getattr(get_strategy(s), "instance_level", False) and (not bags or len(bags) == len(mods)):
+            raise FusionConfigError(f"strategies: '{s}' needs at least one bag modality (instance bags, e.g. slide "
+                                    f"tiles) and one flat modality; found bag modalities {bags} among {mods}")
 
 
 def run_experiment(data: ExperimentData, splits: Sequence[Split], opts: ExperimentOptions | None = None,
@@ -363,11 +413,12 @@ def run_experiment(data: ExperimentData, splits: Sequence[Split], opts: Experime
     if len(splits) < 2:
         raise FusionConfigError(f"splits: need at least 2 folds, found {len(splits)}")
     say = progress or (lambda s: None)
+    check_instance_strategies(data, opts)
 
     def report(r: ModelResult) -> None:
         say(f"{r.name}: {r.metric} {r.mean:.3f} +- {r.std:.3f}")
 
-    mods = [m for m in data.features if opts.modality_filter is None or m in opts.modality_filter]
+    mods = [m for m in data.modality_names if opts.modality_filter is None or m in opts.modality_filter]
     results = []
     if opts.baseline:
         results.append(run_baseline(data, splits, opts, mods))

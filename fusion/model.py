@@ -12,7 +12,7 @@ from fusion.data import MultimodalDataset
 from fusion.encoders import EncoderFactory, build_encoder
 from fusion.errors import FusionConfigError, FusionDataError
 from fusion.heads import check_task
-from fusion.strategies import build_strategy
+from fusion.strategies import build_strategy, get_strategy
 
 Batch = Mapping[str, Mapping[str, torch.Tensor | None]]
 
@@ -39,7 +39,10 @@ class FusionModel(nn.Module):
     ``batch`` is ``{modality: {'values': [B, d] or [B, T, d], 'mask': bool [B, T] or None,
     'present': bool [B]}}`` (see MultimodalDataset.to_batch). Encoders only ever see the
     rows where the modality is present; in training, modality dropout marks present
-    modalities absent at random (never all of a sample's modalities).
+    modalities absent at random (never all of a sample's modalities). An instance-level strategy
+    (``instance_level = True``, e.g. 'coattention') embeds bag modalities per instance with its own
+    ``build_instance_encoder`` (their ``encoder_factories`` entries are then unused) and receives those
+    tokens in ``forward``.
     """
 
     def __init__(
@@ -76,21 +79,21 @@ class FusionModel(nn.Module):
         self.n_outputs = n_outputs
         self.modality_dropout = float(modality_dropout)
         self.bag_modalities = [m for m in self.modalities if m in set(bag_modalities)]
-        self.encoders = nn.ModuleDict(
-            {
-                m: build_encoder(
-                    m,
-                    int(in_dims[m]),
-                    m in self.bag_modalities,
-                    embed_dim=embed_dim,
-                    hidden=hidden,
-                    dropout=dropout,
-                    factory=factories.get(m),
-                )
-                for m in self.modalities
-            }
-        )
-        self.strategy = build_strategy(strategy, len(self.modalities), embed_dim, n_outputs, **dict(strategy_kwargs or {}))
+        # an instance-level strategy (e.g. 'coattention') gets per-instance tokens of the bag modalities
+        cls = get_strategy(strategy)
+        self.instance_level = bool(getattr(cls, "instance_level", False))
+        encoders = {}
+        for m in self.modalities:
+            if self.instance_level and m in self.bag_modalities:
+                encoders[m] = cls.build_instance_encoder(int(in_dims[m]), embed_dim, dropout)
+            else:
+                encoders[m] = build_encoder(m, int(in_dims[m]), m in self.bag_modalities, embed_dim=embed_dim,
+                                            hidden=hidden, dropout=dropout, factory=factories.get(m))
+        self.encoders = nn.ModuleDict(encoders)
+        kwargs = dict(strategy_kwargs or {})
+        if self.instance_level:
+            kwargs["bag_slots"] = [j for j, m in enumerate(self.modalities) if m in self.bag_modalities]
+        self.strategy = build_strategy(strategy, len(self.modalities), embed_dim, n_outputs, **kwargs)
         # set by fusion.train.fit: prediction for samples with none of the model's modalities,
         # and the regression target standardisation
         self.register_buffer("fallback_prediction", torch.zeros(n_outputs))
@@ -132,6 +135,9 @@ class FusionModel(nn.Module):
             if rows.numel() == 0:
                 z_list.append(torch.zeros(x.shape[0], self.embed_dim, device=x.device))
                 continue
+            if self.instance_level and m in self.bag_modalities:  # tokens go to the strategy (instance_tokens)
+                z_list.append(torch.zeros(x.shape[0], self.embed_dim, device=x.device))
+                continue
             xr = x.index_select(0, rows)
             if m in self.bag_modalities or x.dim() == 3:
                 if mask is None:
@@ -152,4 +158,19 @@ class FusionModel(nn.Module):
         ``present`` (bool [B, M]) overrides the batch's presence (used for drop-one-modality analysis).
         """
         z, present = self.encode(batch, present)
+        if self.instance_level:
+            return self.strategy(z, present, self.instance_tokens(batch))
         return self.strategy(z, present)
+
+    def instance_tokens(self, batch: Batch) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
+        """Per-instance tokens of the bag modalities for an instance-level strategy:
+        {position in ``modalities``: (tokens [B, T, embed_dim], bool mask [B, T])}."""
+        out = {}
+        for j, m in enumerate(self.modalities):
+            if m not in self.bag_modalities:
+                continue
+            x, mask = batch[m]["values"], batch[m].get("mask")
+            if x.dim() != 3 or mask is None:
+                raise FusionDataError(f"batch modality '{m}': instance-level strategy needs bags [B, T, d] with a 'mask'")
+            out[j] = (self.encoders[m](x, mask), mask.to(torch.bool))
+        return out

@@ -17,7 +17,10 @@ def drop_modalities(ds: MultimodalDataset, names: Sequence[str]) -> MultimodalDa
     """The same dataset with modalities ``names`` marked absent (values zeroed) for every patient."""
     mods = {}
     for k, m in ds.modalities.items():
-        if k in names:
+        if k in names and m.is_ragged:
+            mods[k] = ModalityData(k, [torch.zeros(0, m.dim) for _ in m.values], torch.zeros_like(m.present),
+                                   feature_names=m.feature_names)
+        elif k in names:
             mods[k] = ModalityData(k, torch.zeros_like(m.values), torch.zeros_like(m.present), m.instance_mask,
                                    m.feature_names)
         else:

@@ -265,3 +265,6 @@ class SingleModality(FusionStrategy):
         z = self._check(z, present)
         out = self.head(z[:, 0])
         return torch.where(present[:, :1], out, self.empty_output.to(out.dtype).expand_as(out))
+
+
+from fusion import coattention as _coattention  # noqa: E402,F401  registers 'coattention' (instance-level tokens)
