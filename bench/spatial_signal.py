@@ -9,7 +9,8 @@ density, process_spatial_sample), then:
 - true signal: the generator's latent s_spatial itself (the ceiling of any spatial feature);
 - old: the Deep Graph Infomax embedding mean-pooled over all spots (the previous spatial features);
 - new: the pipeline's spatial frame now (tumour-region pseudo-bulk principal components), and the same
-  with the DGI embedding beside it (spatial_graph_features: true).
+  with the DGI embedding beside it (spatial_graph_features: true);
+- pipeline: the fusion stage's own 'single:spatial' CV (cv_splits x cv_repeats of RunConfig) on old and new.
 AUC: logistic regression (z-scored features, C=1), 5-fold stratified CV at patient level, mean over 3
 shuffles (one-vs-rest macro AUC when the diagnosis has more than two classes). Never used as a test.
 """
@@ -61,6 +62,17 @@ def jaccard(a: np.ndarray, b: np.ndarray) -> float:
     """|a & b| / |a | b| of two boolean masks (1.0 when both are empty)."""
     union = int((a | b).sum())
     return 1.0 if union == 0 else float((a & b).sum() / union)
+
+
+def pipeline_single_auc(frame: pd.DataFrame, y: np.ndarray, cfg: dict) -> float:
+    """The pipeline's own 'single:spatial' diagnosis CV (fusion stage: per-fold preprocessing + small network)."""
+    from flows.stages.fusion_experiments import run_fusion_experiments
+
+    fcfg = {**cfg, "strategies": (), "single_modalities": ("spatial",)}
+    labels = pd.Series([f"class{v}" for v in y], index=frame.index)
+    out = run_fusion_experiments({"spatial": frame}, {}, labels, fcfg, parts=("diagnosis",))
+    table = out["experiments"]
+    return float(table.loc[table["name"] == "single:spatial", "mean"].iloc[0])
 
 
 def build(out: Path, n_patients: int, seed: int, slide_px: int, pitch: int) -> tuple[list[dict], dict]:
@@ -134,6 +146,9 @@ def measure(samples: list[dict], truth: dict, cfg: dict) -> dict:
         "n_patients": len(pids), "classes": int(len(np.unique(y))), "n_spots_mean": float(np.mean([a.n_obs for a in adatas])),
         "auc": {"true_signal": cv_auc(signal, y), "oracle": cv_auc(np.array(oracle), y), "old_dgi": cv_auc(old, y),
                 "new": cv_auc(new.to_numpy(), y), "new_plus_dgi": cv_auc(np.hstack([new.to_numpy(), old]), y)},
+        "pipeline_single_spatial_auc": {
+            "old_dgi": pipeline_single_auc(pd.DataFrame(old, index=pids).add_prefix("spatial_dgi_"), y, cfg),
+            "new": pipeline_single_auc(new, y, cfg)},
         "new_columns": list(map(str, new.columns)),
         "seconds": {"new_features": new_s, "dgi_fit_embed": old_s},
         "tumour_region_jaccard": {
@@ -185,6 +200,9 @@ def main(argv: list[str] | None = None) -> int:
     for r in results:
         print(f"{r['seed']:>4}  {r['n_patients']:>8}  " + "  ".join(f"{r['auc'][k]:>12.3f}" for k in names)
               + f"  {r['tumour_region_jaccard']['clusters_by_cellularity']['mean']:.3f}")
+    print("pipeline single:spatial AUC (old DGI -> new): " + ", ".join(
+        f"seed {r['seed']}: {r['pipeline_single_spatial_auc']['old_dgi']:.3f} -> "
+        f"{r['pipeline_single_spatial_auc']['new']:.3f}" for r in results))
     args.out.write_text(json.dumps({"results": results, "command": "PYTHONPATH=. python bench/spatial_signal.py "
                                     + " ".join(sys.argv[1:] if argv is None else argv)}, indent=1))
     print(f"wrote {args.out}")
