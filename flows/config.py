@@ -39,6 +39,9 @@ class RunConfig:
     spatial_encoder_epochs: int = 60
     spatial_knn: int = 6
     spatial_panel_genes: int = 100
+    spatial_pseudobulk_genes: int = 100  # genes most variable across the tumour-region pseudo-bulks
+    spatial_pseudobulk_pcs: int = 2  # principal components of that pseudo-bulk in the spatial features
+    spatial_graph_features: bool = False  # add the DGI spot-graph embedding to the spatial features
     # fusion experiments
     strategies: tuple[str, ...] = ("early", "late", "attention", "kronecker")
     single_modalities: tuple[str, ...] = ("ct", "pet", "wsi", "expression", "spatial")
@@ -92,7 +95,8 @@ STAGE_CONFIG_KEYS: dict[str, tuple[str, ...]] = {
     "omics": ("n_hvg",),
     "spatial": ("seed",),
     "spatial-encoder": ("seed", "spatial_embed_dim", "spatial_encoder_epochs", "spatial_knn",
-                        "spatial_panel_genes"),
+                        "spatial_panel_genes", "spatial_pseudobulk_genes", "spatial_pseudobulk_pcs",
+                        "spatial_graph_features"),
     "fusion": ("seed", "strategies", "single_modalities", "cv_splits", "cv_repeats", "fusion_epochs",
                "fusion_lr", "fusion_weight_decay", "fusion_hidden", "fusion_dropout", "torch_cpu_threads",
                "modality_dropout", "embed_dim", "survival_experiments", "fusion_batch_size"),
@@ -105,11 +109,12 @@ STAGE_CODE: dict[str, tuple[str, ...]] = {
     "volume-encoders": ("imaging/volume_encoder.py", "flows/stages/radiology.py"),
     "pathology": ("imaging", "flows/stages/pathology.py"),
     "omics": ("omics", "flows/stages/bulk_omics.py"),
-    "spatial": ("omics", "imaging/tiling.py", "flows/stages/spatial.py", "flows/stages/pathology.py"),
-    "spatial-encoder": ("omics", "flows/stages/spatial.py"),
+    "spatial": ("omics", "imaging/tiling.py", "flows/stages/spatial.py", "flows/stages/spatial_pseudobulk.py",
+                "flows/stages/pathology.py"),
+    "spatial-encoder": ("omics", "flows/stages/spatial.py", "flows/stages/spatial_pseudobulk.py"),
     "fusion": ("fusion", "imaging/mil.py", "omics/encoders.py", "flows/stages/fusion_experiments.py",
                "flows/stages/run_specs.py", "flows/experiment_inputs.py", "flows/experiment_store.py",
-               "flows/experiment_spec.py", "flows/experiment_runner.py"),
+               "flows/experiment_spec.py", "flows/experiment_runner.py", "flows/experiment_bags.py"),
     "ranking": ("omics", "molecules", "flows/ranking.py", "flows/evidence_weights.yaml", "flows/stages/evidence.py",
                 "flows/stages/evidence_rows.py", "flows/stages/activity_links.py", "flows/stages/bulk_omics.py"),
 }

@@ -265,3 +265,39 @@ def region_from_clusters(adata: ad.AnnData, clusters: Iterable[str], key: str = 
     if key not in adata.obs.columns:
         raise SpatialError(f"region_from_clusters: obs lacks column {key!r}")
     return adata.obs[key].astype(str).isin([str(c) for c in clusters]).to_numpy()
+
+
+def two_means_threshold(values: np.ndarray, n_iter: int = 50) -> float:
+    """1-D two-means (Otsu-like) cut between low and high values: the midpoint of the two group means at
+    convergence, started from the midpoint of the 25th and 75th percentiles (finite values only)."""
+    v = np.asarray(values, dtype=np.float64)
+    v = v[np.isfinite(v)]
+    if v.size < 2:
+        raise SpatialError(f"two_means_threshold: need >= 2 finite values, got {v.size}")
+    t = 0.5 * (np.quantile(v, 0.25) + np.quantile(v, 0.75))
+    for _ in range(n_iter):
+        lo, hi = v[v < t], v[v >= t]
+        if lo.size == 0 or hi.size == 0:
+            break
+        new = 0.5 * (lo.mean() + hi.mean())
+        if np.isclose(new, t):
+            break
+        t = new
+    return float(t)
+
+
+def tumour_clusters_by_cellularity(cellularity: np.ndarray, clusters: np.ndarray) -> np.ndarray:
+    """Boolean spot mask of the tumour region: whole expression clusters (e.g. obs['leiden']) whose mean
+    cellularity of the tissue under their spots (NaN where unlinked) reaches the two-means cut between low-
+    and high-cellularity spots. When no cluster (or every cluster) reaches it, the spots at or above the cut."""
+    cell = np.asarray(cellularity, dtype=np.float64).ravel()
+    labels = np.asarray(clusters).astype(str).ravel()
+    if cell.shape != labels.shape:
+        raise SpatialError(f"tumour_clusters_by_cellularity: {cell.size} cellularity values for {labels.size} spots")
+    cut = two_means_threshold(cell)
+    finite = np.isfinite(cell)
+    means = {c: float(np.mean(cell[(labels == c) & finite])) for c in np.unique(labels[finite])}
+    tumour = [c for c, m in means.items() if m >= cut]
+    if not tumour or len(tumour) == len(np.unique(labels)):
+        return finite & (np.where(finite, cell, -np.inf) >= cut)
+    return np.isin(labels, tumour)

@@ -10,9 +10,11 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from flows.stages.spatial_pseudobulk import TUMOUR_SPOTS_KEY
 from fusion.errors import SpatialError
 from omics.spaceranger import SLIDE_TRANSFORM_KEY, check_slide_transform
-from omics.spatial import preprocess_spatial, read_spatial, spatial_region_enrichment
+from omics.spatial import (preprocess_spatial, read_spatial, spatial_region_enrichment,
+                           tumour_clusters_by_cellularity)
 from omics.spot_graph import spot_graph
 
 TUMOUR_CELLULARITY_QUANTILE = 0.75
@@ -72,6 +74,7 @@ def process_spatial_sample(patient_id: str, path: Path, features_h5: Path | None
         if n_linked >= 10:
             region = linked & (cell >= np.nanquantile(cell, TUMOUR_CELLULARITY_QUANTILE))
             adata.obs["tumour_region"] = region
+            adata.obs[TUMOUR_SPOTS_KEY] = tumour_clusters_by_cellularity(cell, adata.obs["leiden"].to_numpy())
             enrichment = spatial_region_enrichment(adata, region)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_path.with_name(f".{out_path.name}.tmp.h5ad")
@@ -98,11 +101,19 @@ def common_graphs(samples: list[dict[str, Any]], n_genes: int, k: int) -> list:
 
 
 def encode_spatial_samples(samples: list[dict[str, Any]], cfg: dict) -> pd.DataFrame:
-    """Deep Graph Infomax GNN over every sample's spot graph -> one embedding row per patient."""
+    """One label-free feature row per patient: principal components of the tumour-region pseudo-bulk
+    (``spatial_tumour_pc*``, see flows.stages.spatial_pseudobulk) and, with ``spatial_graph_features``, the
+    Deep Graph Infomax GNN embedding of the spot graph (``spatial_dgi_*``)."""
+    from flows.stages.spatial_pseudobulk import tumour_pseudobulk_frame
+
+    frame = tumour_pseudobulk_frame(samples, cfg)
+    if not cfg.get("spatial_graph_features", False):
+        return frame
     from omics.encoders import embed_spot_graphs, fit_spot_graph_encoder
 
     graphs = common_graphs(samples, cfg["spatial_panel_genes"], cfg["spatial_knn"])
     enc, _losses = fit_spot_graph_encoder(graphs, embed_dim=cfg["spatial_embed_dim"],
                                           epochs=cfg["spatial_encoder_epochs"], seed=cfg["seed"])
     emb = embed_spot_graphs(enc, graphs)
-    return pd.DataFrame(emb, index=[s["patient_id"] for s in samples]).add_prefix("spatial_dgi_")
+    dgi = pd.DataFrame(emb, index=[s["patient_id"] for s in samples]).add_prefix("spatial_dgi_")
+    return frame.join(dgi)

@@ -33,11 +33,13 @@ def generate_evidence_cohort(out: str | Path, config: CohortConfig = CohortConfi
     (out / "slides").mkdir(exist_ok=True)
     (out / "spatial").mkdir(exist_ok=True)
     srng = np.random.default_rng(config.seed + 3)
+    slides: dict[str, Any] = {}
     for i in spatial_idx:
         slide = out / "slides" / f"{patients[i]}-01Z-00-DX1.tiff"
         truth = _slide_job((str(slide), int(seeds[i, 1]), float(plan["signals"]["wsi"][i]),
                             config.slide_size_px, config.slide_mpp))
         write_spatial(out, plan, i, slide, truth, srng, config, omics["gene_ids"])
+        slides[patients[i]] = truth
     other = [g for g in plan["genes"] if g not in plan["targets"] and g not in plan["drug_decoys"]]
     write_compounds_table(out / "compounds" / "compounds.tsv", target_genes_high=plan["targets"],
                           other_genes=other, seed=config.seed, potent_decoys=plan["drug_decoys"],
@@ -49,7 +51,10 @@ def generate_evidence_cohort(out: str | Path, config: CohortConfig = CohortConfi
     write_scan_catalog(scan(out), out / "data_catalog.yaml", cohort=f"fusionrx-evidence-seed{config.seed}")
     truth = {"config": plan["config"], "targets": plan["targets"], "decoys": plan["decoys"]["classes"],
              "passenger_of": plan["decoys"]["passenger_of"], "moderate_potency_targets": plan["moderate_targets"],
-             "subtype_genes": plan["subtype_genes"], "spatial": [patients[i] for i in spatial_idx]}
+             "subtype_genes": plan["subtype_genes"], "spatial": [patients[i] for i in spatial_idx],
+             "y": {pid: int(v) for pid, v in zip(patients, plan["y"])},
+             "signals": {m: dict(zip(patients, map(float, v))) for m, v in plan["signals"].items()},
+             "slides": slides}
     with atomic_path(out / "truth.json") as tmp:
         tmp.write_text(json.dumps(_jsonable(truth), indent=1))
     return truth
