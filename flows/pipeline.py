@@ -184,7 +184,8 @@ def omics_stage(ctx: RunContext, future):
 
 
 def spatial_stage(ctx: RunContext, features_h5: dict[str, str]) -> tuple[list[dict[str, Any]], pd.DataFrame | None]:
-    """Spatial samples (linked to their slide's tiles) -> per-sample results; DGI GNN -> patient embeddings."""
+    """Spatial samples (linked to their slide's tiles) -> per-sample results; tumour-region pseudo-bulk PCs
+    (+ the DGI graph embedding when spatial_graph_features) -> patient features."""
     src = ctx.catalog.by_modality("spatial")
     if src is None:
         return [], None

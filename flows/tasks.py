@@ -200,7 +200,7 @@ def spatial_task(pid: str, path: str, features_h5: str | None, inputs: dict[str,
 @task(name="encode-spatial", cache_policy=NO_CACHE)
 def encode_spatial_task(samples: list[dict[str, Any]], inputs: dict[str, str], store_root: str, cfg: dict,
                         run_id: str) -> dict[str, Any]:
-    """Deep Graph Infomax GNN over every sample's spot graph -> one embedding per patient."""
+    """Every spatial sample -> one feature vector per patient (tumour-region pseudo-bulk PCs, DGI optional)."""
     def build(tmp: Path):
         from flows.stages.spatial import encode_spatial_samples
 

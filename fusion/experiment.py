@@ -71,6 +71,13 @@ class ExperimentData:
         """Flat modalities (feature frames) then bag modalities."""
         return list(self.features) + list(self.bags or {})
 
+    def has_modality(self, name: str, patients: Sequence[str]) -> np.ndarray:
+        """Bool [len(patients)]: which of ``patients`` have modality ``name`` (a non-NaN row or a bag)."""
+        if name in self.features:
+            return self.features[name].loc[list(patients)].notna().any(axis=1).to_numpy()
+        bags = self.bags[name]
+        return np.array([p in bags for p in patients], dtype=bool)
+
     def bag_means(self, name: str) -> pd.DataFrame:
         """Per-patient mean instance of bag modality ``name`` [n_patients, d] (NaN row where absent)."""
         return bag_means(name, self.bags[name], self.patients)
@@ -357,6 +364,8 @@ def run_neural(data: ExperimentData, splits: Sequence[Split], opts: ExperimentOp
                 curves.append(robustness_curve(model, ds, b, lambda p: score_fold(data, tr, va, p)[metric]))
         surv_fn = survival_fn_of(data, tr, opts, model, ds, b, pred) if data.task == "survival" else None
         fold_metrics.append(score_fold(data, tr, va, pred, surv_fn))
+        if strategy == "single":
+            fold_metrics[-1][f"{metric}_present"] = _score_present(data, tr, va, pred, modalities[0], metric)
         oofs.append(_oof_frame(va, k, pred))
     extra: dict = _summarise_curves(curves) if curves and len(curves) == len(splits) else {}
     if select:
@@ -364,6 +373,22 @@ def run_neural(data: ExperimentData, splits: Sequence[Split], opts: ExperimentOp
     return ModelResult(_model_name(strategy, modalities, head, select), strategy, list(modalities),
                        head if data.task == "survival" else None, metric, [m[metric] for m in fold_metrics],
                        fold_metrics, pd.concat(oofs, ignore_index=True), extra)
+
+
+def _score_present(data: ExperimentData, tr: Sequence[str], va: Sequence[str], pred: np.ndarray, modality: str,
+                   metric: str) -> float:
+    """A single-modality model's metric over the validation patients that have the modality (the primary
+    metric scores every patient, those lacking it at the training prior, so that all models compare on the
+    same patients); NaN when those patients cannot be scored (e.g. one class only)."""
+    have = data.has_modality(modality, va)
+    if have.all():
+        return float(score_fold(data, tr, va, pred)[metric])
+    if have.sum() < 3:
+        return float("nan")
+    try:
+        return float(score_fold(data, tr, [p for p, h in zip(va, have) if h], np.asarray(pred)[have])[metric])
+    except (FusionDataError, ValueError):
+        return float("nan")
 
 
 def _summarise_curves(curves: list[dict]) -> dict:

@@ -67,17 +67,20 @@ def task_label(spec: dict[str, Any], n_classes: int | None) -> str:
 
 def rows_table(rows: list[dict[str, Any]], task: str) -> pd.DataFrame:
     """The engine's rows as the run's experiments table (name, kind, strategy, modalities, metric, mean, std,
-    n_folds, task); published rows (no folds) are left out."""
+    n_folds, task, and for single modalities ``mean_present``: the metric over the patients having that
+    modality); published rows (no folds) are left out."""
     out = []
     for r in rows:
         if not r.get("folds"):
             continue
         kind = {"single": "single", "baseline": "baseline"}.get(r["strategy"], "fusion")
+        present = r.get("other_metrics", {}).get(f"{r['metric']}_present", float("nan"))
         out.append({"name": r["name"], "kind": kind, "strategy": r["strategy"],
                     "modalities": "+".join(r["modalities"]), "task": task, "metric": r["metric"],
-                    "mean": float(r["mean"]), "std": float(r["std"]), "n_folds": len(r["folds"])})
+                    "mean": float(r["mean"]), "std": float(r["std"]), "n_folds": len(r["folds"]),
+                    "mean_present": float(present)})
     return pd.DataFrame(out, columns=["name", "kind", "strategy", "modalities", "task", "metric", "mean", "std",
-                                      "n_folds"])
+                                      "n_folds", "mean_present"])
 
 
 def modality_counts(data) -> dict[str, int]:

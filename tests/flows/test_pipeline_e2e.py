@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import duckdb
+import pandas as pd
 import pytest
 from rdkit import Chem
 
@@ -60,8 +61,13 @@ def test_three_class_diagnosis_fusion_beats_every_single_modality(e2e_run, capsy
     assert {"ct", "pet", "wsi", "expression", "spatial"} == set(single)
     assert [r["name"] for r in rows if r["kind"] == "baseline"] == ["baseline:logistic"]
     assert all(r["metric"] == "auc" and r["n_folds"] == 15 for r in rows)
-    # every modality alone beats chance (macro one-vs-rest AUC 0.5), the planted signal reaching each encoder
-    assert min(single.values()) > 0.55, single
+    # every modality alone beats chance (macro one-vs-rest AUC 0.5) on the patients that have it: the planted
+    # signal reaches each encoder (spatial exists for ~40% of patients; the others get the training prior)
+    table = pd.read_parquet(e2e_run["store"] / "metrics" / "experiments.parquet")
+    present = table[(table["kind"] == "single") & table["task"].str.startswith("diagnosis")]
+    assert set(present["modalities"]) == set(single)
+    assert present["mean_present"].min() > 0.6, present[["name", "mean", "mean_present"]]
+    assert min(single.values()) > 0.5, single
     # the best fused model beats the best single modality, and so do most strategies on their own
     best_single = max(single.values())
     assert max(fusion.values()) > best_single, (fusion, single)
