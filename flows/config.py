@@ -58,6 +58,9 @@ class RunConfig:
     modality_dropout: float = 0.2
     embed_dim: int = 16
     survival_experiments: bool = True
+    # survival fusion strategies also run with inner-CV modality selection (survival signal often sits in one
+    # modality: fusion then keeps to it instead of diluting it with the others)
+    survival_select: tuple[str, ...] = ("late",)
     fusion_mlflow: bool = True  # the run's experiment specs are logged to MLflow (file store STORE/mlruns)
     # target ranking
     ranking_weights: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_WEIGHTS))
@@ -99,7 +102,7 @@ STAGE_CONFIG_KEYS: dict[str, tuple[str, ...]] = {
                         "spatial_graph_features"),
     "fusion": ("seed", "strategies", "single_modalities", "cv_splits", "cv_repeats", "fusion_epochs",
                "fusion_lr", "fusion_weight_decay", "fusion_hidden", "fusion_dropout", "torch_cpu_threads",
-               "modality_dropout", "embed_dim", "survival_experiments", "fusion_batch_size"),
+               "modality_dropout", "embed_dim", "survival_experiments", "fusion_batch_size", "survival_select"),
     "ranking": ("ranking_weights", "compounds_per_target", "predicted_links_top", "activity_steps", "seed"),
 }
 

@@ -23,10 +23,13 @@ SURVIVAL_TIME, SURVIVAL_EVENT = "os_time_days", "os_event"
 
 def run_options(cfg: dict) -> dict[str, Any]:
     """Engine options (spec ``options``) from the run config's fusion settings."""
-    return {"epochs": cfg["fusion_epochs"], "lr": cfg["fusion_lr"], "weight_decay": cfg["fusion_weight_decay"],
+    opts = {"epochs": cfg["fusion_epochs"], "lr": cfg["fusion_lr"], "weight_decay": cfg["fusion_weight_decay"],
             "hidden": cfg["fusion_hidden"], "dropout": cfg["fusion_dropout"],
             "modality_dropout": cfg["modality_dropout"], "embed_dim": cfg["embed_dim"],
             "num_threads": cfg["torch_cpu_threads"], "singles": list(cfg["single_modalities"])}
+    if cfg.get("fusion_batch_size"):
+        opts["bag_batch_size"] = int(cfg["fusion_batch_size"])  # models with slide bags train in mini-batches
+    return opts
 
 
 def run_spec_dicts(store: Path, cfg: dict, flat: list[str], bags: list[str],
@@ -45,7 +48,8 @@ def run_spec_dicts(store: Path, cfg: dict, flat: list[str], bags: list[str],
         specs["run-survival"] = {"name": "run-survival", **common,
                                  "description": "fusionrx run: overall survival (Cox head)",
                                  "task": {"kind": "survival", "time": SURVIVAL_TIME, "event": SURVIVAL_EVENT,
-                                          "heads": ["cox"]}}
+                                          "heads": ["cox"]},
+                                 "options": {**common["options"], "select": list(cfg["survival_select"])}}
     return specs
 
 
