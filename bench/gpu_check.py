@@ -100,6 +100,29 @@ def _fusion(name: str):
     return build
 
 
+def _coattention(g: torch.Generator, batch: int, tiles: int = 256):
+    """FusionModel with MCAT-style co-attention: a flat (genomic) modality's embedding attends over slide tiles."""
+    from fusion.data import ModalityData, MultimodalDataset
+    from fusion.model import FusionModel
+
+    n_valid = torch.randint(tiles // 4, tiles + 1, (batch,), generator=g)
+    bags = [torch.randn(int(k), 32, generator=g).numpy() for k in n_valid]
+    flat = ModalityData("expr", torch.randn(batch, 64, generator=g), torch.ones(batch, dtype=torch.bool))
+    ds = MultimodalDataset(patients=[f"P{i}" for i in range(batch)],
+                           modalities={"expr": flat, "wsi": ModalityData.from_bags("wsi", bags)})
+    torch.manual_seed(0)
+    model = FusionModel.for_dataset(ds, ["expr", "wsi"], "coattention", 3, embed_dim=16, dropout=0.0,
+                                    modality_dropout=0.0)
+    b = ds.to_batch()
+    return model, (b["expr"]["values"], b["expr"]["present"], b["wsi"]["values"], b["wsi"]["mask"],
+                   b["wsi"]["present"])
+
+
+def _call_coattention(m: torch.nn.Module, a: tuple) -> torch.Tensor:
+    return m({"expr": {"values": a[0], "mask": None, "present": a[1]},
+              "wsi": {"values": a[2], "mask": a[3], "present": a[4]}})
+
+
 def _molecule_gnn(g: torch.Generator, batch: int):
     from torch_geometric.data import Batch
 
@@ -137,6 +160,8 @@ def cases(quick: bool) -> list[Case]:
     ]
     for name in sorted(n for n, c in STRATEGIES.items() if not getattr(c, "instance_level", False)):
         out.append(Case(f"fusion: {name}", (lambda g, f=_fusion(name): f(g, 256 * k)), lambda m, a: m(*a), 256 * k))
+    out.append(Case("fusion: coattention (expr x 256 tiles)", lambda g: _coattention(g, 16 * k), _call_coattention,
+                    16 * k))
     return out
 
 
