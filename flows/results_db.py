@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import duckdb
 import pandas as pd
@@ -59,6 +60,20 @@ def connect(store: str | Path, read_only: bool = False) -> duckdb.DuckDBPyConnec
     return con
 
 
+@contextmanager
+def _transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnection]:
+    """BEGIN ... COMMIT, ROLLBACK on any error; the connection is closed either way."""
+    try:
+        con.execute("BEGIN TRANSACTION")
+        yield con
+        con.execute("COMMIT")
+    except Exception:
+        con.execute("ROLLBACK")
+        raise
+    finally:
+        con.close()
+
+
 def write_run(store: str | Path, *, run: dict[str, Any], targets: pd.DataFrame, compounds: pd.DataFrame,
               links: pd.DataFrame, experiments: pd.DataFrame, evidence: pd.DataFrame | None = None,
               scoring: dict[str, Any] | None = None) -> None:
@@ -86,8 +101,7 @@ def _insert_run(con: duckdb.DuckDBPyConnection, *, run: dict[str, Any], targets:
                 compounds: pd.DataFrame, links: pd.DataFrame, experiments: pd.DataFrame,
                 evidence: pd.DataFrame | None, scoring: dict[str, Any] | None) -> None:
     """Insert (or replace) one run's rows in a single transaction, then close the connection."""
-    try:
-        con.execute("BEGIN TRANSACTION")
+    with _transaction(con):
         run_id = run["run_id"]
         for table in ("targets", "target_compound_links", "experiments", "evidence", "scoring"):
             con.execute(f"DELETE FROM {table} WHERE run_id = ?", [run_id])
@@ -122,12 +136,6 @@ def _insert_run(con: duckdb.DuckDBPyConnection, *, run: dict[str, Any], targets:
                                                 "metric", "mean", "std", "n_folds"]]
         con.register("e_df", ex)
         con.execute("INSERT INTO experiments SELECT * FROM e_df")
-        con.execute("COMMIT")
-    except Exception:
-        con.execute("ROLLBACK")
-        raise
-    finally:
-        con.close()
 
 
 TYPE_COLUMNS = EVIDENCE_TYPES  # one DOUBLE column each in `targets` (stable names, see SCHEMA)
@@ -208,9 +216,8 @@ CREATE TABLE IF NOT EXISTS experiment_results (
 def write_experiment_run(store: str | Path, run: dict[str, Any], rows: list[dict[str, Any]]) -> None:
     """Record one `fusionrx experiment` run (spec, data hashes, code version) and its model rows, atomically."""
     con = connect(store)
-    try:
-        con.execute(EXPERIMENT_SCHEMA)
-        con.execute("BEGIN TRANSACTION")
+    con.execute(EXPERIMENT_SCHEMA)
+    with _transaction(con):
         con.execute("DELETE FROM experiment_results WHERE run_id = ?", [run["run_id"]])
         con.execute("DELETE FROM experiment_runs WHERE run_id = ?", [run["run_id"]])
         con.execute("INSERT INTO experiment_runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", [
@@ -224,12 +231,6 @@ def write_experiment_run(store: str | Path, run: dict[str, Any], rows: list[dict
                 run["run_id"], r["name"], r["strategy"], json.dumps(r["modalities"]), r.get("head"), r["metric"],
                 r["mean"], r.get("std"), json.dumps(r.get("folds", [])),
                 json.dumps({k: v for k, v in r.items() if k not in keys}, default=float)])
-        con.execute("COMMIT")
-    except Exception:
-        con.execute("ROLLBACK")
-        raise
-    finally:
-        con.close()
 
 
 def query_experiment_results(store: str | Path, run_id: str | None = None) -> list[dict[str, Any]]:
