@@ -49,7 +49,7 @@ def e2e_run(tmp_path_factory, prefect_harness) -> dict:
 
     root = tmp_path_factory.mktemp("e2e")
     data, store = root / "data", root / "store"
-    truth = generate_cohort(data, CohortConfig(n_patients=E2E_PATIENTS, seed=11), progress=lambda m: None)
+    truth = generate_cohort(data, CohortConfig(n_patients=E2E_PATIENTS, seed=11, frac_spatial=0.6), progress=lambda m: None)
     # one corrupt DICOM file (truncated) and one corrupt slide (not a TIFF)
     bad_ct_patient = sorted(truth["imaging"])[1]
     # TCIA layout: collection/patient/study/series/1-001.dcm; the truth names each series folder
