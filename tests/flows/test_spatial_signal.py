@@ -19,13 +19,14 @@ from omics.spatial import tumour_clusters_by_cellularity, two_means_threshold
 
 @pytest.fixture(scope="module")
 def cohort(tmp_path_factory):
-    """24 patients, each with a slide and a spatial sample (~130 spots), through the pipeline's spatial stage."""
+    """24 patients, each with a slide and a spatial sample (~130 spots), through the pipeline's spatial stage;
+    two subtypes, so that all 24 patients measure how much of the planted subtype signal the features keep."""
     from flows.stages.pathology import extract_features, plan_slide
     from flows.stages.spatial import process_spatial_sample
 
     root = tmp_path_factory.mktemp("spatial_signal")
     config = CohortConfig(n_patients=24, seed=0, frac_slide=1.0, frac_spatial=1.0, slide_size_px=1024,
-                          spot_pitch_px=64)
+                          spot_pitch_px=64, n_diagnoses=2)
     truth = generate_evidence_cohort(root / "data", config)
     samples = []
     for pid in truth["spatial"]:

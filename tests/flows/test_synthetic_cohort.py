@@ -99,6 +99,7 @@ def _pixel_values(series_dir):
 def test_vendor_pet_variants_store_the_planted_suv(small_cohort, truth):
     units = truth["layouts"]["pet_units"]
     assert {"GML", "CNTS"} <= set(units.values())
+    checked = set()
     for pid, u in units.items():
         planted = truth["imaging"][pid]["pet"]
         slices = _pixel_values(planted["series_dir"])
@@ -121,8 +122,12 @@ def test_vendor_pet_variants_store_the_planted_suv(small_cohort, truth):
         # and the project's reader (QIBA SUV for every vendor) gives the planted truth back
         volume = read_pet_suv(planted["series_dir"])
         assert volume.units == "SUVbw"
+        if truth["imaging"][pid]["tumour_radius_mm"] < 6.0:
+            continue  # a sphere under 1.5 PET voxels in radius: partial volume lowers the centre voxel
         k, j, i = np.rint(volume.voxel_coords(np.asarray(planted["tumour_centre_mm"]))).astype(int)
         assert volume.array[k, j, i] == pytest.approx(planted["tumour_suv"], rel=0.05), (pid, u)
+        checked.add(u)
+    assert checked == set(units.values())  # every vendor variant checked at a tumour centre
 
 
 def test_rtstruct_contours_are_the_planted_sphere(small_cohort, truth):

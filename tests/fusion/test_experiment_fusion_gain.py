@@ -35,8 +35,8 @@ def planted_experiment(n: int = 100, seed: int = 0) -> ExperimentData:
 @pytest.fixture(scope="module")
 def results():
     data = planted_experiment()
-    opts = ExperimentOptions(strategies=FUSION, epochs=60, n_components=None, robustness=False, lr=3e-3)
-    return data, {r.name: r for r in run_experiment(data, kfold_splits(data, k=4), opts)}
+    opts = ExperimentOptions(strategies=FUSION, epochs=40, n_components=None, robustness=False, lr=3e-3)
+    return data, {r.name: r for r in run_experiment(data, kfold_splits(data, k=4), opts, workers=2)}
 
 
 def test_every_fusion_strategy_beats_the_best_single_modality(results):
