@@ -156,11 +156,8 @@ def _time_tm(seconds_of_day: float) -> str:
     return f"{int(hh):02d}{int(mm):02d}{ss:05.2f}"
 
 
-def _base_dataset(
-    sop_class_uid: str, sop_instance_uid: str, *, patient_id: str, modality: str, study_uid: str, series_uid: str,
-    frame_of_reference_uid: str, series_number: int, series_time: str,
-) -> Dataset:
-    """Patient / study / series / frame-of-reference modules shared by every slice."""
+def new_instance(sop_class_uid: str, sop_instance_uid: str) -> Dataset:
+    """An empty instance of ``sop_class_uid`` with its file meta (explicit VR little endian) and SOP UIDs."""
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = sop_class_uid
     meta.MediaStorageSOPInstanceUID = sop_instance_uid
@@ -170,6 +167,15 @@ def _base_dataset(
     ds.file_meta = meta
     ds.SOPClassUID = sop_class_uid
     ds.SOPInstanceUID = sop_instance_uid
+    return ds
+
+
+def _base_dataset(
+    sop_class_uid: str, sop_instance_uid: str, *, patient_id: str, modality: str, study_uid: str, series_uid: str,
+    frame_of_reference_uid: str, series_number: int, series_time: str,
+) -> Dataset:
+    """Patient / study / series / frame-of-reference modules shared by every slice."""
+    ds = new_instance(sop_class_uid, sop_instance_uid)
     ds.PatientID = patient_id
     ds.PatientName = f"Synthetic^{patient_id}"
     ds.PatientBirthDate = ""

@@ -11,9 +11,11 @@ import os
 from pathlib import Path
 
 import numpy as np
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
-from pydicom.uid import ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID, generate_uid
+from pydicom.uid import generate_uid
+
+from flows.synthetic.dicom_writer import new_instance
 
 RTSTRUCT_STORAGE = "1.2.840.10008.5.1.4.1.1.481.3"
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
@@ -59,14 +61,7 @@ def write_sphere_rtstruct(path: str | Path, *, patient_id: str, study_uid: str, 
     path = Path(path)
     sop_uid = generate_uid(entropy_srcs=[f"fusionrx-rtstruct|{patient_id}|{ct_series_uid}"])
     series_uid = rtstruct_series_uid(patient_id, ct_series_uid)
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = RTSTRUCT_STORAGE
-    meta.MediaStorageSOPInstanceUID = sop_uid
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = RTSTRUCT_STORAGE, sop_uid
+    ds = new_instance(RTSTRUCT_STORAGE, sop_uid)
     ds.PatientID, ds.PatientName = patient_id, f"Synthetic^{patient_id}"
     ds.StudyInstanceUID, ds.StudyDate, ds.StudyTime, ds.StudyID = study_uid, study_date, "090000", "1"
     ds.Modality, ds.SeriesInstanceUID, ds.SeriesNumber = "RTSTRUCT", series_uid, 4

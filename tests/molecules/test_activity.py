@@ -5,7 +5,6 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from fusion.errors import MoleculeError
 from molecules.activity import ActivityConfig, fit_activity, predict_table
@@ -20,12 +19,7 @@ ACID, SULFONAMIDE = "C(=O)O", "S(N)(=O)=O"
 FAST = ActivityConfig(hidden=32, dim=32, head_hidden=64, epochs=25, batch_size=64, lr=5e-3, dropout=0.0)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _sequence(rng: np.random.Generator, rich: str) -> str:

@@ -4,7 +4,6 @@ import os
 
 import numpy as np
 import pytest
-import torch
 from rdkit import Chem, RDConfig
 from rdkit.Chem import Crippen
 
@@ -15,13 +14,7 @@ from molecules.graph import EDGE_DIM, NODE_DIM, mol_to_graph, smiles_to_graphs
 NCI_SMILES = os.path.join(RDConfig.RDDataDir, "NCI", "first_5K.smi")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    # tiny graphs: extra intra-op threads only add contention on a shared 2-core runner
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
