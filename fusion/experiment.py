@@ -365,7 +365,8 @@ def run_neural(data: ExperimentData, splits: Sequence[Split], opts: ExperimentOp
         surv_fn = survival_fn_of(data, tr, opts, model, ds, b, pred) if data.task == "survival" else None
         fold_metrics.append(score_fold(data, tr, va, pred, surv_fn))
         if strategy == "single":
-            fold_metrics[-1][f"{metric}_present"] = _score_present(data, tr, va, pred, modalities[0], metric)
+            fold_metrics[-1][f"{metric}_present"] = _score_present(data, tr, va, pred, modalities[0], metric,
+                                                                   fold_metrics[-1][metric])
         oofs.append(_oof_frame(va, k, pred))
     extra: dict = _summarise_curves(curves) if curves and len(curves) == len(splits) else {}
     if select:
@@ -376,13 +377,13 @@ def run_neural(data: ExperimentData, splits: Sequence[Split], opts: ExperimentOp
 
 
 def _score_present(data: ExperimentData, tr: Sequence[str], va: Sequence[str], pred: np.ndarray, modality: str,
-                   metric: str) -> float:
+                   metric: str, all_patients: float) -> float:
     """A single-modality model's metric over the validation patients that have the modality (the primary
     metric scores every patient, those lacking it at the training prior, so that all models compare on the
     same patients); NaN when those patients cannot be scored (e.g. one class only)."""
     have = data.has_modality(modality, va)
     if have.all():
-        return float(score_fold(data, tr, va, pred)[metric])
+        return float(all_patients)  # every validation patient has it: the fold's metric itself
     if have.sum() < 3:
         return float("nan")
     try:
