@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from targets_bench import build_store  # noqa: E402
 
-from flows.ranking import EVIDENCE_TYPES  # noqa: E402
+from flows.results.ranking import EVIDENCE_TYPES  # noqa: E402
 
 GEFITINIB = "COc1cc2ncnc(Nc3ccc(F)c(Cl)c3)c2cc1OCCCN1CCOCC1"
 
@@ -50,7 +50,7 @@ def _requests(rng: np.random.Generator, n: int, n_genes: int) -> list[tuple[str,
 def _serve(store: Path):
     import uvicorn
 
-    from flows.api import create_app
+    from flows.serving.api import create_app
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -77,7 +77,7 @@ def main() -> int:
     args = p.parse_args()
     import httpx
 
-    from flows.queries import explain_target, ranked_targets, similar_compounds
+    from flows.results.queries import explain_target, ranked_targets, similar_compounds
 
     with tempfile.TemporaryDirectory() as tmp:
         store = Path(tmp)

@@ -26,7 +26,7 @@ def main() -> None:
     ap.add_argument("--cohorts", nargs="+", default=["blca", "ucec"])
     ap.add_argument("--out", default="bench/experiment_results.json")
     args = ap.parse_args()
-    from flows.experiment_runner import run_spec
+    from flows.experiments.runner import run_spec
 
     out = {"machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
                        "load_avg_start": os.getloadavg()}, "cohorts": {}}

@@ -27,9 +27,9 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from flows.queries import clear_cache, explain_target, ranked_targets, similar_compounds  # noqa: E402
-from flows.ranking import EVIDENCE_TYPES, load_scoring_config, rank_targets  # noqa: E402
-from flows.results_db import connect, write_run  # noqa: E402
+from flows.results.queries import clear_cache, explain_target, ranked_targets, similar_compounds  # noqa: E402
+from flows.results.ranking import EVIDENCE_TYPES, load_scoring_config, rank_targets  # noqa: E402
+from flows.results.db import connect, write_run  # noqa: E402
 
 RINGS = ["c1ccccc1", "c1ccncc1", "c1ccc2ccccc2c1", "c1cnc2ccccc2n1", "C1CCNCC1", "C1CCOCC1", "C1CNCCN1",
          "c1ccsc1", "c1ccoc1", "c1cn[nH]c1", "c1ncncn1", "C1CC1", "c1ccc2[nH]ccc2c1", "c1cnccn1", "C1CCCCC1",

@@ -51,8 +51,8 @@ def _table(rows: list[dict], columns: list[str]) -> str:
 
 
 def _cmd_targets(args: argparse.Namespace) -> int:
-    from flows.queries import ranked_targets
-    from flows.ranking import parse_weights
+    from flows.results.queries import ranked_targets
+    from flows.results.ranking import parse_weights
 
     weights = parse_weights(args.weights) if args.weights is not None else None
     page = ranked_targets(args.store, top=args.top, offset=args.offset, weights=weights, min_score=args.min_score,
@@ -75,7 +75,7 @@ def _cmd_targets(args: argparse.Namespace) -> int:
 
 
 def _cmd_experiments(args: argparse.Namespace) -> int:
-    from flows.results_db import query_experiments
+    from flows.results.db import query_experiments
 
     rows = query_experiments(args.store)
     if args.format == "json":

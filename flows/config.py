@@ -12,7 +12,7 @@ from typing import Any
 import yaml
 
 from fusion.errors import CatalogError
-from flows.ranking import DEFAULT_WEIGHTS
+from flows.results.ranking import DEFAULT_WEIGHTS
 
 
 @dataclass(frozen=True)
@@ -116,9 +116,9 @@ STAGE_CODE: dict[str, tuple[str, ...]] = {
                 "flows/stages/pathology.py"),
     "spatial-encoder": ("omics", "flows/stages/spatial.py", "flows/stages/spatial_pseudobulk.py"),
     "fusion": ("fusion", "imaging/mil.py", "omics/encoders.py", "flows/stages/fusion_experiments.py",
-               "flows/stages/run_specs.py", "flows/experiment_inputs.py", "flows/experiment_store.py",
-               "flows/experiment_spec.py", "flows/experiment_runner.py", "flows/experiment_bags.py"),
-    "ranking": ("omics", "molecules", "flows/ranking.py", "flows/evidence_weights.yaml", "flows/stages/evidence.py",
+               "flows/stages/run_specs.py", "flows/experiments/inputs.py", "flows/experiments/store.py",
+               "flows/experiments/spec.py", "flows/experiments/runner.py", "flows/experiments/bags.py"),
+    "ranking": ("omics", "molecules", "flows/results/ranking.py", "flows/results/evidence_weights.yaml", "flows/stages/evidence.py",
                 "flows/stages/evidence_rows.py", "flows/stages/activity_links.py", "flows/stages/bulk_omics.py"),
 }
 PROJECT_ROOT = Path(__file__).resolve().parents[1]

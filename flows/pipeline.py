@@ -19,12 +19,12 @@ from prefect.futures import as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows import tasks as T
-from flows.catalog import Catalog, load_catalog
+from flows.catalog.schema import Catalog, load_catalog
 from flows.config import RunConfig, load_run_config, stage_key_config
 from flows.console import RunConsole
-from flows.input_hashes import InputHasher, config_sha256
-from flows.run_lock import run_lock
-from flows.store import FAILED, REUSED, ArtifactStore, load_pickle, save_pickle
+from flows.store.input_hashes import InputHasher, config_sha256
+from flows.store.run_lock import run_lock
+from flows.store.artifacts import FAILED, REUSED, ArtifactStore, load_pickle, save_pickle
 
 FUSION_MODALITIES = ("ct", "pet", "wsi", "expression", "spatial")
 TASK_RUNNERS = ("local", "dask")

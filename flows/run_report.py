@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from flows.store import ArtifactStore
+from flows.store.artifacts import ArtifactStore
 
 REPORT_DIR = "runs"
 

@@ -16,7 +16,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from flows.config import stage_key_config
-from flows.store import FAILED, ArtifactStore, load_pickle, save_pickle
+from flows.store.artifacts import FAILED, ArtifactStore, load_pickle, save_pickle
 from fusion.errors import FusionRxError
 
 

@@ -100,8 +100,8 @@ def held_out_files(data: Path, pid: str) -> list[Path]:
 
 def rescan_catalog(data: Path) -> Path:
     """Rewrite a cohort folder's catalog from what is there now (as a user runs `fusionrx scan --out`)."""
-    from flows.scan import scan
-    from flows.scan_catalog import write_scan_catalog
+    from flows.catalog.scan import scan
+    from flows.catalog.write import write_scan_catalog
 
     catalog = data / "data_catalog.yaml"
     cohort = yaml.safe_load(catalog.read_text())["cohort"] if catalog.exists() else None

@@ -8,7 +8,7 @@ import sys
 
 
 def _cmd_experiment(args: argparse.Namespace) -> int:
-    from flows.experiment_runner import run_spec
+    from flows.experiments.runner import run_spec
     from fusion.errors import FusionRxError
 
     say = (lambda s: print(f"[experiment] {s}", file=sys.stderr, flush=True)) if args.format == "json" else \
@@ -23,7 +23,7 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
     if args.format == "json":
         print(json.dumps(rows, indent=1, default=float))
         return 0
-    from flows.experiment_report import metric_table
+    from flows.experiments.report import metric_table
 
     table = metric_table(rows, published="(published)")
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))

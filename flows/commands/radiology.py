@@ -8,11 +8,11 @@ from pathlib import Path
 
 
 def _cmd_radiology(args: argparse.Namespace) -> int:
-    from flows.radiology_study import analyse  # imaging stack imported only when the command runs
+    from flows.stages.radiology_study import analyse  # imaging stack imported only when the command runs
 
     report, arrays = analyse(Path(args.directory), args.roi, args.radiomics)
     if args.out:
-        from flows.radiology_outputs import write_outputs
+        from flows.stages.radiology_outputs import write_outputs
 
         report["outputs"] = [str(p) for p in write_outputs(Path(args.out), **arrays)]
     if args.format == "json":

@@ -23,8 +23,8 @@ def _summary(result: dict) -> str:
 
 
 def _cmd_scan(args: argparse.Namespace) -> int:
-    from flows.scan import scan
-    from flows.scan_catalog import write_scan_catalog
+    from flows.catalog.scan import scan
+    from flows.catalog.write import write_scan_catalog
 
     result = scan(args.dir)
     if args.out:

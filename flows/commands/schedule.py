@@ -54,7 +54,7 @@ def start_local_server(port: int, timeout_s: float = 180.0) -> subprocess.Popen:
 
 
 def _cmd_schedule(args: argparse.Namespace) -> int:
-    from flows.catalog import load_catalog
+    from flows.catalog.schema import load_catalog
     from flows.config import load_run_config
     from flows.console import quiet_prefect_env
 

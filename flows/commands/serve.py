@@ -9,8 +9,8 @@ from pathlib import Path
 def _cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from flows.api import create_app
-    from flows.results_db import db_path
+    from flows.serving.api import create_app
+    from flows.results.db import db_path
 
     if not db_path(args.store).exists():
         from fusion.errors import FusionRxError

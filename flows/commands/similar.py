@@ -8,7 +8,7 @@ from pathlib import Path
 
 
 def _cmd_similar(args: argparse.Namespace) -> int:
-    from flows.queries import similar_compounds
+    from flows.results.queries import similar_compounds
 
     out = similar_compounds(args.store, args.smiles, top=args.top)
     if args.format == "json":

@@ -28,7 +28,7 @@ def format_status(records: list[dict], store: Path, running: dict | None) -> str
 
 def running_holder(store: Path) -> dict | None:
     """The pid/host/start of the run holding the store's lock, or None when no run holds it."""
-    from flows.run_lock import run_lock
+    from flows.store.run_lock import run_lock
     from fusion.errors import StoreBusyError
 
     if not (store / ".run.lock").exists():

@@ -8,7 +8,7 @@ from pathlib import Path
 
 
 def _cmd_target(args: argparse.Namespace) -> int:
-    from flows.queries import explain_target
+    from flows.results.queries import explain_target
 
     out = explain_target(args.store, args.gene)
     if args.format == "json":

@@ -15,7 +15,7 @@ LABEL = "primary_diagnosis"
 def load_store_cohort(catalog_path: str | Path, store_path: str | Path, label: str = LABEL,
                       run_if_missing: bool = True) -> tuple[dict[str, pd.DataFrame], pd.Series]:
     """(modality -> features, patient -> label); runs the pipeline first when the store has no embeddings."""
-    from flows.catalog import load_catalog
+    from flows.catalog.schema import load_catalog
     from omics.gdc import read_clinical
 
     emb = Path(store_path) / "embeddings"

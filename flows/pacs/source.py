@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from flows.catalog import Catalog, Source
+from flows.catalog.schema import Catalog, Source
 from flows.pacs.pull import pull_dicomweb, pull_dimse
 from fusion.errors import PacsError
 

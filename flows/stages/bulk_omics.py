@@ -9,7 +9,7 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
-from flows.catalog import Catalog, Source
+from flows.catalog.schema import Catalog, Source
 from fusion.errors import OmicsFormatError
 from omics.cohort import highly_variable, normalise_counts, tumour_samples
 from omics.de import differential_expression

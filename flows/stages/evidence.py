@@ -11,14 +11,14 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-from flows.catalog import Catalog
+from flows.catalog.schema import Catalog
 from flows.config import RunConfig
-from flows.ranking import (EVIDENCE_TYPES, TRACTABILITY, ScoringConfig, harmonic_sums, load_scoring_config,
+from flows.results.ranking import (EVIDENCE_TYPES, TRACTABILITY, ScoringConfig, harmonic_sums, load_scoring_config,
                            rank_targets, validate_weights)
-from flows.results_db import write_run
+from flows.results.db import write_run
 from flows.stages import evidence_rows as er
 from flows.stages.bulk_omics import BulkOmics
-from flows.store import ArtifactStore, atomic_path
+from flows.store.artifacts import ArtifactStore, atomic_path
 
 
 @dataclass

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from flows.ranking import TRACTABILITY, ScoringConfig, SourceSpec, score_values
+from flows.results.ranking import TRACTABILITY, ScoringConfig, SourceSpec, score_values
 
 ROW_COLUMNS = ("gene", "evidence_type", "source", "statistic", "raw_value", "score", "row_ref", "details_json")
 MAX_LISTED_ROWS = 25  # row references list at most this many input rows, then a count

@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from flows.catalog import Catalog, Source
-from flows.formats import ID_COLUMNS
+from flows.catalog.schema import Catalog, Source
+from flows.catalog.formats import ID_COLUMNS
 from fusion.errors import FeatureFileError, FusionRxError
 
 # outcome columns published feature tables carry beside the features (MCAT / PORPOISE tables): never

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from flows.catalog import Source
+from flows.catalog.schema import Source
 from imaging.dicom_index import SeriesInfo
 from fusion.errors import DicomSeriesError
 from imaging.ct import read_ct

@@ -14,7 +14,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from flows.store import atomic_path
+from flows.store.artifacts import atomic_path
 
 SPEC_DIR = "experiments"
 DIAGNOSIS_LABEL = "primary_diagnosis"
@@ -99,7 +99,7 @@ def run_store_experiments(store: Path, cfg: dict, flat: list[str], bags: list[st
                           workers: int = 1, mlflow: bool = True) -> dict[str, Any]:
     """Write and run the run's specs over ``store``; the experiments table, OOF predictions, classes,
     patient and modality counts, spec paths and experiment run ids."""
-    from flows.experiment_runner import run_spec
+    from flows.experiments.runner import run_spec
 
     tables, oof, runs, specs_out = [], {}, [], []
     classes, n_patients, counts = [], 0, {}

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from flows.store import atomic_path
+from flows.store.artifacts import atomic_path
 from flows.synthetic.decoys import (OVER_EXPRESSED_SHIFT, add_copy_number, add_spatial_tumour_expression,
                                     add_tumour_expression, arm, cytobands_for, mutated_long_genes,
                                     plant_decoys)
@@ -406,8 +406,8 @@ def generate_cohort(out: str | Path, config: CohortConfig = CohortConfig(), prog
                           moderate_genes=plan["moderate_targets"])
 
     # the catalog comes from the same content scanner users run on their own folders
-    from flows.scan import scan
-    from flows.scan_catalog import write_scan_catalog
+    from flows.catalog.scan import scan
+    from flows.catalog.write import write_scan_catalog
 
     scanned = scan(out)
     _, notes = write_scan_catalog(scanned, out / "data_catalog.yaml", cohort=f"fusionrx-demo-seed{config.seed}")

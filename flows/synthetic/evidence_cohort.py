@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from flows.store import atomic_path
+from flows.store.artifacts import atomic_path
 from flows.synthetic.cohort import (CohortConfig, _jsonable, _slide_job, plan_cohort, write_omics,
                                     write_spatial)
 
@@ -45,8 +45,8 @@ def generate_evidence_cohort(out: str | Path, config: CohortConfig = CohortConfi
                           other_genes=other, seed=config.seed, potent_decoys=plan["drug_decoys"],
                           moderate_genes=plan["moderate_targets"])
     # the catalog comes from the same content scanner users run on their folders (as in generate_cohort)
-    from flows.scan import scan
-    from flows.scan_catalog import write_scan_catalog
+    from flows.catalog.scan import scan
+    from flows.catalog.write import write_scan_catalog
 
     write_scan_catalog(scan(out), out / "data_catalog.yaml", cohort=f"fusionrx-evidence-seed{config.seed}")
     truth = {"config": plan["config"], "targets": plan["targets"], "decoys": plan["decoys"]["classes"],

@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from flows.catalog import load_catalog
-from flows.ranking import EVIDENCE_TYPES, TRACTABILITY, load_scoring_config, rank_targets
+from flows.catalog.schema import load_catalog
+from flows.results.ranking import EVIDENCE_TYPES, TRACTABILITY, load_scoring_config, rank_targets
 from flows.stages import evidence_rows as er
 from flows.stages.bulk_omics import read_bulk_omics
 from flows.stages.evidence import cohort_evidence_rows, compound_inputs, type_score_matrix

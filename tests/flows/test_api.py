@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 
-from flows.api import create_app
-from flows.queries import ranked_targets
-from flows.ranking import EVIDENCE_TYPES
+from flows.serving.api import create_app
+from flows.results.queries import ranked_targets
+from flows.results.ranking import EVIDENCE_TYPES
 from tests.flows.test_queries import GEFITINIB, store  # noqa: F401 - the hand-built store fixture
 
 
@@ -102,8 +102,8 @@ def test_openapi_schema_lists_every_endpoint(client):
 
 def test_similar_compounds_without_a_name_serialise(tmp_path):
     """A library compound with no name (NULL in the DB) is returned with name null, not a 500."""
-    from flows.ranking import load_scoring_config
-    from flows.results_db import write_run
+    from flows.results.ranking import load_scoring_config
+    from flows.results.db import write_run
     from molecules.io import standardise_smiles
     from molecules.similarity import packed_fingerprints
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from flows.catalog import load_catalog
+from flows.catalog.schema import load_catalog
 from flows.cli import main
 from fusion.errors import CatalogError
 

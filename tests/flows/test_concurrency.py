@@ -14,11 +14,11 @@ import pytest
 from flows.cli import main
 from flows.commands.status import running_holder
 from flows.pipeline import run_pipeline
-from flows.run_lock import run_lock
+from flows.store.run_lock import run_lock
 from fusion.errors import StoreBusyError
 
 ROOT = Path(__file__).resolve().parents[2]
-HOLDER = ("import sys, time\nfrom flows.run_lock import run_lock\n"
+HOLDER = ("import sys, time\nfrom flows.store.run_lock import run_lock\n"
           "with run_lock(sys.argv[1], 'run-held-by-test'):\n    print('locked', flush=True)\n    time.sleep(120)\n")
 
 

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from flows.pipeline import run_pipeline
-from flows.store import ArtifactStore
+from flows.store.artifacts import ArtifactStore
 from tests.flows.rankings import assert_same_ranking
 
 distributed = pytest.importorskip("distributed")

@@ -36,7 +36,7 @@ def make_tiles(n: int, seed: int = 0) -> np.ndarray:
 def torchrun(args: list[str], tmp: Path) -> dict:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "flows.ddp_train", *args, "--device", "cpu", "--report", str(tmp / "report.json")]
+           "-m", "flows.training.ddp_train", *args, "--device", "cpu", "--report", str(tmp / "report.json")]
     proc = subprocess.run(cmd, cwd=tmp, env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads((tmp / "report.json").read_text())

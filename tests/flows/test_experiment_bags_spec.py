@@ -13,8 +13,8 @@ import pytest
 import torch
 import yaml
 
-from flows.experiment_inputs import load_experiment
-from flows.experiment_spec import load_spec
+from flows.experiments.inputs import load_experiment
+from flows.experiments.spec import load_spec
 from fusion.errors import SpecError
 from imaging.tile_encoder import TileFeatures
 from tests.fusion.planted_bags import planted_bags
@@ -114,7 +114,7 @@ def test_table_spec_with_a_clam_folder_concatenates_a_patients_slides(tmp_path):
 
 
 def test_cli_runs_mil_and_coattention_on_the_store_slides(store, capsys, monkeypatch):
-    import flows.experiment_bags as eb
+    import flows.experiments.bags as eb
     from flows.cli import main
     from imaging.mil import GatedAttentionMIL
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from flows.experiment_report import metric_table
+from flows.experiments.report import metric_table
 from fusion.experiment import ModelResult
 
 

@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from flows.experiment_inputs import load_experiment
-from flows.experiment_spec import load_spec
+from flows.experiments.inputs import load_experiment
+from flows.experiments.spec import load_spec
 from fusion.errors import SpecError
 
 BASE = {"name": "toy", "table": "table.csv", "id": "case_id", "modalities": {"rna": "*_rna", "cnv": "*_cnv"},
@@ -76,7 +76,7 @@ def test_class_with_one_member(toy):
 
 def test_cli_json_rows_results_db_mlflow_and_report(toy, capsys):
     from flows.cli import main
-    from flows.results_db import query_experiment_results
+    from flows.results.db import query_experiment_results
 
     store = toy / "store"
     rc = main(["experiment", str(_write(toy, BASE)), "--store", str(store), "--format", "json"])

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from flows.experiment_inputs import load_experiment
-from flows.experiment_runner import reference_rows
-from flows.experiment_spec import load_spec
+from flows.experiments.inputs import load_experiment
+from flows.experiments.runner import reference_rows
+from flows.experiments.spec import load_spec
 from fusion.experiment import run_experiment
 from tests.realdata import realdata_dir
 

@@ -170,7 +170,7 @@ def test_catalog_dicomweb_source_is_pulled_into_the_store_then_read_like_a_folde
                                                                                   tmp_path):
     import yaml
 
-    from flows.catalog import load_catalog
+    from flows.catalog.schema import load_catalog
     from flows.pacs.source import pull_remote_sources
     from flows.stages.radiology import discover_radiology
 

@@ -82,7 +82,7 @@ def test_run_experiments_are_specs_over_the_store(e2e_run):
     """One experiment code path: the run's experiments are specs in the store, recorded like any other."""
     import yaml
 
-    from flows.experiment_spec import load_spec
+    from flows.experiments.spec import load_spec
 
     store = e2e_run["store"]
     specs = sorted((store / "experiments").glob("run-*.yaml"))

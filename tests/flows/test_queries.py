@@ -11,9 +11,9 @@ from rdkit import Chem, DataStructs
 from rdkit.Chem import rdFingerprintGenerator
 
 from flows.cli import main
-from flows.queries import explain_target, ranked_targets, similar_compounds
-from flows.ranking import EVIDENCE_TYPES, ScoringError, load_scoring_config, weighted_harmonic_sum
-from flows.results_db import write_run
+from flows.results.queries import explain_target, ranked_targets, similar_compounds
+from flows.results.ranking import EVIDENCE_TYPES, ScoringError, load_scoring_config, weighted_harmonic_sum
+from flows.results.db import write_run
 from flows.stages import evidence_rows as er
 from flows.stages.evidence import score_targets
 from fusion.errors import MoleculeError, QueryError
@@ -189,7 +189,7 @@ def test_sdf_library_reads_with_bad_records_reported(tmp_path):
 
 
 def test_cached_and_uncached_queries_agree(store):
-    from flows.queries import clear_cache
+    from flows.results.queries import clear_cache
 
     for weights in (None, {"copy_number": 1.0, "rna_expression": 0.2}):
         clear_cache()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from flows.catalog import Source
+from flows.catalog.schema import Source
 from flows.stages.radiology import discover_radiology, select_radiology_series
 from imaging.dicom_index import SeriesInfo
 

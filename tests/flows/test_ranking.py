@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from flows.ranking import (EVIDENCE_TYPES, SCORING_FILE, ScoringError, SourceSpec, harmonic_sums,
+from flows.results.ranking import (EVIDENCE_TYPES, SCORING_FILE, ScoringError, SourceSpec, harmonic_sums,
                            load_scoring_config, parse_weights, rank_targets, score_values, weighted_harmonic_sum)
 
 

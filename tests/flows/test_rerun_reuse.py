@@ -11,7 +11,7 @@ import pytest
 import flows.stages.radiology as radiology
 import imaging.tile_encoder as tile_encoder
 from flows.config import RunConfig
-from flows.input_hashes import path_sha256
+from flows.store.input_hashes import path_sha256
 from flows.tasks import fit_tile_encoder_task, ingest_radiology_task, plan_slide_task, slide_features_task
 
 

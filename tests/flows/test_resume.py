@@ -61,7 +61,7 @@ def test_sigkill_mid_stage_then_rerun_gives_identical_results(tiny_run, tiny_coh
 
 KILL_DURING_WRITE = """
 import pickle, sys, time
-import flows.results_db as db
+import flows.results.db as db
 
 real_connect = db.duckdb.connect
 
@@ -96,7 +96,7 @@ def run_rows(run_id: str, n: int) -> dict:
 
 
 def test_results_db_survives_sigkill_during_the_write(tmp_path):
-    from flows.results_db import write_run
+    from flows.results.db import write_run
 
     write_run(tmp_path, **run_rows("run-1", 3))
     rows = tmp_path / "run2.pkl"

@@ -16,10 +16,10 @@ import pandas as pd
 import pydicom
 import pytest
 
-from flows.catalog import load_catalog
+from flows.catalog.schema import load_catalog
 from flows.cli import main
-from flows.scan import scan
-from flows.scan_catalog import write_scan_catalog
+from flows.catalog.scan import scan
+from flows.catalog.write import write_scan_catalog
 from tests.realdata import realdata_dir
 
 

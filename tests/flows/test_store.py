@@ -6,7 +6,7 @@ import hashlib
 
 import pytest
 
-from flows.store import ArtifactStore, atomic_path, path_sha256
+from flows.store.artifacts import ArtifactStore, atomic_path, path_sha256
 
 
 def test_atomic_path_leaves_nothing_on_failure(tmp_path):

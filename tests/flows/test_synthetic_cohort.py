@@ -9,7 +9,7 @@ import numpy as np
 import openslide
 import pytest
 
-from flows.catalog import load_catalog
+from flows.catalog.schema import load_catalog
 from imaging.ct import read_ct
 from imaging.pet import read_pet_suv
 from imaging.phenotypes import segment_lung_tumour, tumour_phenotypes

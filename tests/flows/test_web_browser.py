@@ -31,7 +31,7 @@ def _require_browser() -> None:
 def served(store):  # noqa: F811
     import uvicorn
 
-    from flows.api import create_app
+    from flows.serving.api import create_app
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -6,8 +6,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from flows.catalog import catalog_yaml
-from flows.formats import FORMATS
+from flows.catalog.schema import catalog_yaml
+from flows.catalog.formats import FORMATS
 
 
 def _common(paths: list[str]) -> Path:

@@ -93,7 +93,7 @@ class InputHasher:
         """Persist the size+mtime cache atomically (temp file, then rename)."""
         with self._lock:
             rows = [(k, s, m, h) for k, (s, m, h) in self._cache.items()]
-        from flows.store import atomic_path  # the store owns atomic writes (and imports this module)
+        from flows.store.artifacts import atomic_path  # the store owns atomic writes (and imports this module)
 
         with atomic_path(self.cache_file) as tmp:
             pd.DataFrame(rows, columns=["path", "size", "mtime_ns", "sha256"]).to_parquet(tmp, index=False)

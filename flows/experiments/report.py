@@ -155,7 +155,7 @@ def write_report(path: Path, title: str, results: list[ModelResult], reference: 
                   pd.DataFrame({r.name: r.extra["contributions"] for r in robust}).T.to_html(
                       float_format=lambda v: f"{v:+.3f}")]
     parts.append("</body></html>")
-    from flows.store import atomic_path
+    from flows.store.artifacts import atomic_path
 
     with atomic_path(path) as tmp:
         tmp.write_text("\n".join(parts))

@@ -23,7 +23,7 @@ from typing import Any, Callable, Iterator
 
 import pandas as pd
 
-from flows.input_hashes import config_sha256, file_sha256, path_sha256  # noqa: F401 (re-exported)
+from flows.store.input_hashes import config_sha256, file_sha256, path_sha256  # noqa: F401 (re-exported)
 
 MANIFEST = "manifest.parquet"
 MANIFEST_COLUMNS = ["artifact", "stage", "inputs_sha256", "config_sha256", "artifact_bytes", "run_id",

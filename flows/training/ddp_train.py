@@ -1,6 +1,6 @@
 """Entry point: train the tile encoder with DistributedDataParallel under torchrun.
 
-    python -m torch.distributed.run --standalone --nproc_per_node 2 -m flows.ddp_train \
+    python -m torch.distributed.run --standalone --nproc_per_node 2 -m flows.training.ddp_train \
         --tiles tiles.npy --out tile_encoder.pt --epochs 8 [--report report.json]
 
 (multi-node: torchrun --nnodes N --node_rank R --rdzv_endpoint HOST:29500 ...). ``--tiles`` is a .npy
@@ -23,7 +23,7 @@ from fusion.errors import FusionRxError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m flows.ddp_train", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m flows.training.ddp_train", description=__doc__.splitlines()[0])
     p.add_argument("--tiles", required=True, type=Path, help=".npy of uint8 RGB tiles [N,H,W,3]")
     p.add_argument("--out", required=True, type=Path, help="encoder checkpoint written by rank 0")
     p.add_argument("--report", type=Path, default=None, help="JSON report written by rank 0")

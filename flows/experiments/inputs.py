@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import RepeatedKFold, RepeatedStratifiedKFold
 
-from flows.experiment_spec import ExperimentSpec, file_sha256, read_table
+from flows.experiments.spec import ExperimentSpec, file_sha256, read_table
 from fusion.experiment import ExperimentData, Split
 
 
@@ -102,7 +102,7 @@ def make_folds(spec: ExperimentSpec, data: ExperimentData) -> list[Split]:
 def load_experiment(spec: ExperimentSpec) -> tuple[ExperimentData, list[Split], dict[str, str]]:
     """The spec's ExperimentData, its splits and the SHA-256 of every input file."""
     if spec.store is not None:
-        from flows.experiment_store import load_store_experiment
+        from flows.experiments.store import load_store_experiment
 
         return load_store_experiment(spec)
     table = read_table(spec.table)
@@ -118,7 +118,7 @@ def load_experiment(spec: ExperimentSpec) -> tuple[ExperimentData, list[Split], 
     hashes = {str(spec.table): file_sha256(spec.table)}
     bags = {}
     if spec.bags:
-        from flows.experiment_bags import table_bags
+        from flows.experiments.bags import table_bags
 
         bags, bag_hashes, _ = table_bags(spec, table)
         hashes.update(bag_hashes)

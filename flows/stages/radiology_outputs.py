@@ -8,7 +8,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from flows.store import atomic_path
+from flows.store.artifacts import atomic_path
 from imaging.nifti import write_nifti
 from imaging.resample import resample_to_reference
 from imaging.volume import Volume

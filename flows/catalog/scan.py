@@ -24,7 +24,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from flows.formats import FORMATS, HDF5_SIGNATURE, PARQUET_SIGNATURE, sniff_table, text_head
+from flows.catalog.formats import FORMATS, HDF5_SIGNATURE, PARQUET_SIGNATURE, sniff_table, text_head
 from imaging.dicom_index import SeriesInfo, index_dicom, looks_like_dicom, read_header
 
 DICOM_MODALITY_KEYS = {"CT": "ct", "PT": "pet", "MR": "mr", "RTSTRUCT": "seg", "SEG": "seg", "SM": "wsi"}

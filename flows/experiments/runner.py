@@ -9,15 +9,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-from flows.experiment_inputs import load_experiment
-from flows.experiment_reference import read_reference
-from flows.experiment_spec import ExperimentSpec, load_spec
+from flows.experiments.inputs import load_experiment
+from flows.experiments.reference import read_reference
+from flows.experiments.spec import ExperimentSpec, load_spec
 from fusion.experiment import ExperimentOptions, ModelResult, run_experiment
 
 
 def code_version() -> str:
     """Git commit of the project (with '-dirty' for uncommitted changes), else the package version."""
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     try:
         sha = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
                              timeout=10, check=True).stdout.strip()
@@ -54,9 +54,9 @@ def run_spec(spec_path: str | Path, store: str | Path, *, tracking_uri: str | No
     (experiment_runs / experiment_results), MLflow (``tracking_uri``, default ``STORE/mlruns``) and
     the HTML report (default ``STORE/reports/<name>-<run_id>.html``).
     """
-    from flows.experiment_report import write_report
-    from flows.experiment_tracking import default_tracking_uri, log_to_mlflow
-    from flows.results_db import write_experiment_run
+    from flows.experiments.report import write_report
+    from flows.experiments.tracking import default_tracking_uri, log_to_mlflow
+    from flows.results.db import write_experiment_run
 
     spec = load_spec(spec_path)
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -67,7 +67,7 @@ def run_spec(spec_path: str | Path, store: str | Path, *, tracking_uri: str | No
     if data.bags and opts.encoder_factories is None:
         from dataclasses import replace
 
-        from flows.experiment_bags import mil_encoder_factories
+        from flows.experiments.bags import mil_encoder_factories
 
         opts = replace(opts, encoder_factories=mil_encoder_factories(data.bags, opts.embed_dim))
     results: list[ModelResult] = run_experiment(data, splits, opts, progress=progress, workers=workers)

@@ -79,7 +79,7 @@ def _spec(name: str, raw: dict[str, Any], file: Path, type_: str | None = None) 
 
 
 def load_scoring_config(path: str | Path | None = None) -> ScoringConfig:
-    """Read the versioned scoring config (default: ``flows/evidence_weights.yaml``)."""
+    """Read the versioned scoring config (default: ``flows/results/evidence_weights.yaml``)."""
     file = Path(path) if path is not None else SCORING_FILE
     if not file.is_file():
         raise ScoringError(f"{file}: scoring config not found")

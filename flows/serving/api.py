@@ -1,7 +1,7 @@
 """The FusionRx HTTP API and web page (FastAPI): ranked targets with custom weights and filters, one
 target's explanation, similar compounds, structure drawings, spatial pictures and experiments.
 
-Every endpoint calls the same query functions as the CLI (flows.queries); the results DB is only ever
+Every endpoint calls the same query functions as the CLI (flows.results.queries); the results DB is only ever
 opened read-only. Bad input is a 4xx with a message, never a 500.
 """
 
@@ -13,8 +13,8 @@ from typing import Any
 from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 
-from flows.queries import MAX_PAGE, MAX_SIMILAR, explain_target, ranked_targets, similar_compounds
-from flows.ranking import EVIDENCE_TYPES, ScoringError, parse_weights
+from flows.results.queries import MAX_PAGE, MAX_SIMILAR, explain_target, ranked_targets, similar_compounds
+from flows.results.ranking import EVIDENCE_TYPES, ScoringError, parse_weights
 from fusion.errors import FusionRxError, MoleculeError, QueryError
 
 WEB = Path(__file__).with_name("web")
@@ -85,7 +85,7 @@ def create_app(store: str | Path) -> FastAPI:
 
     @app.get("/api/targets/{gene}/spatial.png", summary="The target's expression over the spatial samples")
     def target_spatial(gene: str) -> Response:
-        from flows.spatial_figure import gene_spatial_png
+        from flows.serving.spatial_figure import gene_spatial_png
 
         explain_target(store, gene, compounds_per_target=0)  # 404 for a gene that is not ranked
         return Response(gene_spatial_png(store, gene), media_type="image/png")
@@ -103,7 +103,7 @@ def create_app(store: str | Path) -> FastAPI:
 
     @app.get("/api/experiments", summary="Fusion experiments of the latest run (CV metric per model)")
     def experiments() -> list[dict[str, Any]]:
-        from flows.results_db import query_experiments
+        from flows.results.db import query_experiments
 
         rows = query_experiments(store)
         return [{k: (None if isinstance(v, float) and v != v else v) for k, v in r.items()} for r in rows]

@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 
-from flows.formats import FORMATS, modality_formats
+from flows.catalog.formats import FORMATS, modality_formats
 from fusion.errors import CatalogError
 
 # modality -> the formats FusionRx can read for it (from the format table `scan` shares)

@@ -14,7 +14,7 @@ import fnmatch
 
 import pandas as pd
 
-from flows.experiment_spec import ExperimentSpec, file_sha256
+from flows.experiments.spec import ExperimentSpec, file_sha256
 from fusion.experiment import ExperimentData, Split
 
 CLINICAL = "clinical/clinical.parquet"
@@ -23,7 +23,7 @@ PHENOTYPES = "imaging/phenotypes.parquet"
 
 def load_store_experiment(spec: ExperimentSpec) -> tuple[ExperimentData, list[Split], dict[str, str]]:
     """ExperimentData over a store's embeddings, its splits (``folds``) and the input hashes."""
-    from flows.experiment_inputs import _target, make_folds, read_splits
+    from flows.experiments.inputs import _target, make_folds, read_splits
 
     root = spec.store
     clin_path = root / CLINICAL
@@ -55,7 +55,7 @@ def load_store_experiment(spec: ExperimentSpec) -> tuple[ExperimentData, list[Sp
         hashes[str(path)] = file_sha256(path)
     bags = {}
     if spec.bags:
-        from flows.experiment_bags import store_bags
+        from flows.experiments.bags import store_bags
 
         bags, bag_hashes, _ = store_bags(spec)
         hashes.update(bag_hashes)

@@ -14,7 +14,7 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-from flows.experiment_spec import ExperimentSpec, file_sha256
+from flows.experiments.spec import ExperimentSpec, file_sha256
 from fusion.errors import FusionRxError
 
 log = logging.getLogger(__name__)

@@ -11,7 +11,7 @@ from typing import Any, Iterator
 import duckdb
 import pandas as pd
 
-from flows.ranking import EVIDENCE_TYPES
+from flows.results.ranking import EVIDENCE_TYPES
 from fusion.errors import FusionRxError
 
 DB_NAME = "results.duckdb"
@@ -84,7 +84,7 @@ def write_run(store: str | Path, *, run: dict[str, Any], targets: pd.DataFrame, 
     ``evidence``: the rows behind the scores; ``links``: target_gene/gene, compound_id, pchembl,
     activity_type, source, link_type (measured | predicted), model_version.
     """
-    from flows.store import atomic_path
+    from flows.store.artifacts import atomic_path
 
     final = db_path(store)
     with atomic_path(final) as tmp:
@@ -182,8 +182,8 @@ def latest_run_id(con: duckdb.DuckDBPyConnection) -> str:
 
 
 def query_targets(store: str | Path, top: int = 10, run_id: str | None = None) -> list[dict[str, Any]]:
-    """Top-N targets of a run (latest by default) with default weights: see ``flows.queries.ranked_targets``."""
-    from flows.queries import ranked_targets
+    """Top-N targets of a run (latest by default) with default weights: see ``flows.results.queries.ranked_targets``."""
+    from flows.results.queries import ranked_targets
 
     return ranked_targets(store, top=top, run_id=run_id)["rows"]
 

@@ -16,8 +16,8 @@ from typing import Any
 import duckdb
 import numpy as np
 
-from flows.ranking import EVIDENCE_TYPES, validate_weights, weighted_harmonic_sum
-from flows.results_db import connect, db_path, latest_run_id
+from flows.results.ranking import EVIDENCE_TYPES, validate_weights, weighted_harmonic_sum
+from flows.results.db import connect, db_path, latest_run_id
 from fusion.errors import QueryError
 
 MAX_PAGE = 1000          # rows per page at most

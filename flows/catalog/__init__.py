@@ -1,0 +1,1 @@
+"""The data catalog: the format -> reader table, the folder scanner and the validated catalog."""

@@ -1,0 +1,1 @@
+"""Experiments: spec loading, inputs from a store or a table, the runner, reports and tracking."""

@@ -1,0 +1,1 @@
+"""Serving: the HTTP API, the web page and its figures."""

@@ -1,0 +1,1 @@
+"""Multi-process training launched by torchrun (DDP)."""
