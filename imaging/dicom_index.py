@@ -3,7 +3,8 @@
 Public API (stable; used by `fusionrx scan`, `fusionrx radiology` and the segmentation readers):
 
 - `index_dicom(paths_or_dir) -> DicomIndex`: iterable of `SeriesInfo` (sorted by patient, study, modality,
-  series UID) plus `.problems`, a list of (path, error) for files that look like DICOM but cannot be read.
+  series UID) plus `.problems`, a list of (path, error) for files that look like DICOM but cannot be read
+  and for series whose files disagree on StudyInstanceUID (grouped by SeriesInstanceUID all the same).
   Files that are not DICOM at all are skipped silently; files without an extension are read too.
 - `pair_ct_pet(series) -> list[CtPetPair]`: the CT and PET series of one patient that share a
   FrameOfReferenceUID (the scanner's one coordinate system), PET-only and CT-only series included.
@@ -22,6 +23,7 @@ from pydicom.filereader import read_partial
 from pydicom.tag import Tag
 
 _DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
+_LISTED_FILES = 10  # files named in one problem entry
 # Only these tags are parsed per file (pydicom skips the rest, pixels included).
 _INDEX_TAGS = [
     "PatientID", "StudyInstanceUID", "SeriesInstanceUID", "FrameOfReferenceUID", "Modality",
@@ -67,7 +69,7 @@ class DicomIndex:
     """Series found under some paths (iterate it like a list) and the files that could not be read."""
 
     series: list[SeriesInfo]
-    problems: list[tuple[str, str]]  # (path, error) for corrupt or incomplete DICOM files
+    problems: list[tuple[str, str]]  # (path, error): corrupt or incomplete files, series mixing study UIDs
 
     def __iter__(self) -> Iterator[SeriesInfo]:
         return iter(self.series)
@@ -175,6 +177,17 @@ def _common_parent(files: list[Path]) -> Path:
     return Path(os.path.commonpath([str(p.parent.absolute()) for p in files]))
 
 
+def _mixed_studies(series_uid: str, kept: str, studies: dict[str, list[Path]], folder: Path) -> tuple[str, str]:
+    """Problem entry for a series whose files carry several StudyInstanceUIDs, naming the odd files."""
+    odd = sorted(str(p) for uid, paths in studies.items() if uid != kept for p in paths)
+    more = len(odd) - _LISTED_FILES
+    shown = ", ".join(odd[:_LISTED_FILES]) + (f" and {more} more" if more > 0 else "")
+    error = (f"series {series_uid}: DICOM tag StudyInstanceUID differs between its files ({len(studies)} "
+             f"values); kept as one series of study {kept or '<missing>'} ({len(studies[kept])} files); "
+             f"other study UID in {shown}")
+    return str(folder), error
+
+
 def index_dicom(paths_or_dir: str | os.PathLike | Iterable[str | os.PathLike]) -> DicomIndex:
     """Group every DICOM file under `paths_or_dir` (a folder, a file or a list of either) into series by header."""
     groups: dict[tuple[str, str, str], dict] = {}
@@ -200,21 +213,27 @@ def index_dicom(paths_or_dir: str | os.PathLike | Iterable[str | os.PathLike]) -
             problems.append((str(path), f"missing DICOM tag {missing} (truncated or incomplete file? "
                                          f"{path.stat().st_size} bytes)"))
             continue
-        key = (str(ds.get("PatientID", "") or ""), str(ds.get("StudyInstanceUID", "") or ""), series_uid)
-        g = groups.setdefault(key, {"files": [], "sops": set(), "dups": [], "frames": 0, "first": ds})
+        # One series is one SeriesInstanceUID: files of it that name another study stay in it (reported below).
+        key = (str(ds.get("PatientID", "") or ""), series_uid)
+        g = groups.setdefault(key, {"files": [], "sops": set(), "dups": [], "frames": 0, "first": ds,
+                                    "studies": {}})
         sop = str(ds.get("SOPInstanceUID", "") or "")
         if sop and sop in g["sops"]:
             g["dups"].append(path)
             continue
         g["sops"].add(sop)
         g["files"].append(path)
+        g["studies"].setdefault(str(ds.get("StudyInstanceUID", "") or ""), []).append(path)
         g["frames"] += int(ds.get("NumberOfFrames", 1) or 1)
         if not _frame_of_reference(g["first"]) and _frame_of_reference(ds):
             g["first"] = ds
 
     series = []
-    for (patient_id, study_uid, series_uid), g in groups.items():
+    for (patient_id, series_uid), g in groups.items():
         ds = g["first"]
+        study_uid = max(g["studies"], key=lambda uid: len(g["studies"][uid]))  # the majority (first on ties)
+        if len(g["studies"]) > 1:
+            problems.append(_mixed_studies(series_uid, study_uid, g["studies"], _common_parent(g["files"])))
         series.append(SeriesInfo(
             patient_id=patient_id, study_uid=study_uid, series_uid=series_uid,
             frame_of_reference_uid=_frame_of_reference(ds), modality=str(ds.Modality).strip().upper(),

@@ -64,7 +64,9 @@ def seg_mask(ds: Dataset, path: Path, segment: int, volume: Volume) -> np.ndarra
     """Boolean mask [k, j, i] of one segment on `volume`'s grid (nearest neighbour through the affines).
 
     The segment's frames are stacked along their normal at the stack's own spacing
-    (SpacingBetweenSlices, else the smallest gap between frames); absent frames are empty.
+    (SpacingBetweenSlices, else the smallest gap between frames); absent frames are empty. Each target
+    voxel takes the frame voxel nearest to its centre, within half a frame voxel (so frames a few
+    micrometres off the target slices land on them).
     """
     seg_for = str(ds.get("FrameOfReferenceUID", "") or "")
     vol_for = str(volume.meta.get("frame_of_reference_uid", "") or "")
@@ -116,13 +118,17 @@ def seg_mask(ds: Dataset, path: Path, segment: int, volume: Volume) -> np.ndarra
     if np.abs(index_f - index).max() > 0.1:
         raise SegmentationError(f"{path}: frame positions of segment {segment} are not multiples of the "
                                 f"slice spacing {step:.4f} mm")
-    stack = np.zeros((int(index.max()) + 1, frames.shape[1], frames.shape[2]), dtype=np.float32)
+    # One empty voxel of padding on every side: nearest-neighbour resampling drops samples even a hair
+    # outside the outermost voxel centres, so frames a few micrometres off the target slices (real exports)
+    # would lose their end slices / edge rows. With the padding every target voxel whose centre lies within
+    # half a voxel of a frame voxel takes it, as in the interior.
+    stack = np.zeros((int(index.max()) + 3, frames.shape[1] + 2, frames.shape[2] + 2), dtype=np.float32)
     for f, k in zip(picked, index):
-        stack[k] = np.maximum(stack[k], frames[f])
+        stack[k + 1, 1:-1, 1:-1] = np.maximum(stack[k + 1, 1:-1, 1:-1], frames[f])
     affine = np.eye(4)
     affine[:3, 0] = normal * step
     affine[:3, 1] = col_dir * spacing[0]
     affine[:3, 2] = row_dir * spacing[1]
-    affine[:3, 3] = in_plane[0] + base * normal
+    affine[:3, 3] = in_plane[0] + base * normal - affine[:3, :3].sum(axis=1)
     seg_volume = Volume(stack, affine, "mask", {"frame_of_reference_uid": seg_for})
     return resample_to_reference(seg_volume, volume, order=0, check_frame_of_reference=False).array > 0.5

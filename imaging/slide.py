@@ -76,20 +76,54 @@ def _safe_detect(openslide, path: Path) -> str | None:
         return None
 
 
+# Level-0 resolutions a slide scanner produces (um/px): 0.05 (beyond 100x oil) to 100 (a macro overview).
+MPP_RANGE_UM = (0.05, 100.0)
+# Resolutions image software writes when it knows none (px per inch): 72 (TIFF / Photoshop), 96 (Windows).
+DEFAULT_DPI = (72.0, 96.0)
+
+
+def _tiff_resolution_note(properties) -> str:
+    """' (TIFF XResolution 72 px/inch, a software default ...)' from the tiff.* properties, else ''."""
+    x_res, unit = properties.get("tiff.XResolution"), str(properties.get("tiff.ResolutionUnit", "") or "")
+    if x_res is None:
+        return ""
+    try:
+        dpi = float(x_res) if unit == "inch" else float(x_res) * 2.54 if unit == "centimeter" else None
+    except ValueError:
+        return ""
+    default = dpi is not None and any(abs(dpi - d) < 1e-6 for d in DEFAULT_DPI)
+    return (f" (TIFF XResolution {x_res} px/{unit or 'unit'}"
+            + (", a 72/96 dpi software default, not a scan resolution" if default else "") + ")")
+
+
+def plausible_mpp(mpp: float, where: str, note: str = "") -> float:
+    """`mpp` (um/px) when it is a slide scanner's resolution (MPP_RANGE_UM), else SlideError naming `where`
+    and the value (a 72 dpi TIFF reads as 352.8 um/px and would be planned as millions of tiles)."""
+    lo, hi = MPP_RANGE_UM
+    if not lo <= mpp <= hi:
+        raise SlideError(f"{where}: resolution {mpp:.6g} um/px{note} is not a slide scan resolution (expected "
+                         f"{lo:g}-{hi:g} um/px); give the slide's true mpp (e.g. rewrite it with "
+                         "`vips tiffsave in.tif out.tif --xres <px/mm> --yres <px/mm>`)")
+    return float(mpp)
+
+
 def slide_mpp(slide: "openslide.OpenSlide") -> float:
-    """Level-0 resolution in micrometres per pixel (x), from openslide.mpp-x; SlideError if absent."""
+    """Level-0 resolution in micrometres per pixel (x), from openslide.mpp-x; SlideError if absent or
+    implausible (outside MPP_RANGE_UM, e.g. a TIFF's 72 dpi default)."""
     openslide = _openslide()
     value = slide.properties.get(openslide.PROPERTY_NAME_MPP_X)
     where = getattr(slide, "_filename", None) or "slide"
+    note = _tiff_resolution_note(slide.properties)
     if value is None:
-        raise SlideError(f"{where}: property {openslide.PROPERTY_NAME_MPP_X} is absent; the resolution is needed")
+        raise SlideError(f"{where}: property {openslide.PROPERTY_NAME_MPP_X} is absent{note}; the resolution is "
+                         "needed")
     try:
         mpp = float(value)
     except ValueError as exc:
         raise SlideError(f"{where}: {openslide.PROPERTY_NAME_MPP_X}={value!r} is not a number") from exc
     if not mpp > 0:
         raise SlideError(f"{where}: {openslide.PROPERTY_NAME_MPP_X}={value!r}, expected a positive um/px")
-    return mpp
+    return plausible_mpp(mpp, f"{where}: {openslide.PROPERTY_NAME_MPP_X}", note)
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,20 @@ def _mpp_from_resolution(page, path: Path) -> float | None:
     return None
 
 
+def _resolution_properties(page) -> dict[str, str]:
+    """tiff.XResolution / tiff.YResolution / tiff.ResolutionUnit as OpenSlide names them (absent tags left out)."""
+    tags, out = page.tags, {}
+    for name in ("XResolution", "YResolution"):
+        if name in tags:
+            num, den = tags[name].value
+            if den:
+                out[f"tiff.{name}"] = f"{num / den:.6g}"
+    if "ResolutionUnit" in tags:
+        unit = int(tags["ResolutionUnit"].value)
+        out["tiff.ResolutionUnit"] = {1: "none", 2: "inch", 3: "centimeter"}.get(unit, "unknown")
+    return out
+
+
 class _Level:
     """One image level of a plain TIFF: a 2-D (+ samples) array-like that reads only what is sliced."""
 
@@ -160,8 +174,9 @@ class PlainTiffSlide:
         self.level_downsamples = tuple(w0 / lv.width for lv in self._levels)
         self.associated_images: dict = {}
         mpp = _mpp_from_resolution(pages[0], path)
-        self.properties = {"openslide.vendor": VENDOR, "tiff.streaming": self._levels[0].streaming}
-        if mpp is not None:
+        self.properties = {"openslide.vendor": VENDOR, "tiff.streaming": self._levels[0].streaming,
+                           **_resolution_properties(pages[0])}
+        if mpp is not None:  # as OpenSlide's generic-tiff; imaging.slide.slide_mpp refuses implausible values
             self.properties["openslide.mpp-x"] = self.properties["openslide.mpp-y"] = f"{mpp:.6g}"
 
     def read_region(self, location: tuple[int, int], level: int, size: tuple[int, int]) -> Image.Image:

@@ -13,6 +13,14 @@ import pandas as pd
 
 from fusion.errors import OmicsFormatError
 from omics.barcodes import parse_barcode, patient_id
+from omics.clinical import (
+    GDC_DEATH_DAYS,
+    GDC_FOLLOW_UP_DAYS,
+    GDC_MISSING,
+    GDC_VITAL_STATUS,
+    VITAL_STATUS_EVENT,
+    gdc_overall_survival_days,
+)
 
 log = logging.getLogger(__name__)
 
@@ -73,12 +81,13 @@ NON_SILENT_CLASSES = frozenset(
 
 COPY_NUMBER_ID_COLUMNS = ("Gene Symbol", "Locus ID", "Cytoband")
 
+# the survival column names and vital-status words are omics.clinical's vocabulary (one place for outcomes)
 CLINICAL_REQUIRED_COLUMNS = (
     "case_submitter_id",
     "project_id",
-    "vital_status",
-    "days_to_death",
-    "days_to_last_follow_up",
+    GDC_VITAL_STATUS,
+    GDC_DEATH_DAYS,
+    GDC_FOLLOW_UP_DAYS,
 )
 # Newer GDC exports prefix the columns with their entity; map them to the classic names.
 _CLINICAL_ALIASES = {
@@ -92,7 +101,6 @@ _CLINICAL_ALIASES = {
     "demographic.age_at_index": "age_at_index",
     "demographic.gender": "gender",
 }
-GDC_MISSING = "'--"
 
 
 def _require_columns(df: pd.DataFrame, required: Sequence[str], path: Path, what: str) -> None:
@@ -361,10 +369,8 @@ def read_clinical(path: str | Path) -> pd.DataFrame:
     first["days_to_death"] = grouped["days_to_death"].max()
     first["days_to_last_follow_up"] = grouped["days_to_last_follow_up"].max()
     status = first["vital_status"].str.strip().str.capitalize()
-    event = status.map({"Dead": 1, "Alive": 0})
-    primary = first["days_to_death"].where(event == 1, first["days_to_last_follow_up"])
-    secondary = first["days_to_last_follow_up"].where(event == 1, first["days_to_death"])
-    first["os_time_days"] = primary.fillna(secondary).astype(np.float64)
+    event = status.map({word.capitalize(): value for word, value in VITAL_STATUS_EVENT.items()})
+    first["os_time_days"] = gdc_overall_survival_days(first["days_to_death"], first["days_to_last_follow_up"], event)
     first["os_event"] = event
     errors: list[str] = []
     reasons = {
