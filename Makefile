@@ -17,6 +17,9 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet "torch==2.13.0"
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	# timm (pretrained slide encoders) without its dependencies: they would replace the CPU torch with a CUDA
+	# build (torch 2.14 + torchvision); imaging/pretrained_encoder.py needs only torch and safetensors
+	$(BIN)/python -m pip install --quiet --no-deps "timm==1.0.31"
 	touch $@
 
 # Debian packages the tests start for real (as root, once): Orthanc + DICOMweb plugin, Chromium + ChromeDriver

@@ -127,7 +127,8 @@ def measure(samples: list[dict], truth: dict, cfg: dict) -> dict:
         tumours.append(tum)
         regions.append(region)
         j_hist.append(jaccard(region, tum))
-        j_quant.append(jaccard(a.obs["tumour_region"].to_numpy(dtype=bool), tum))
+        cell = a.obs["tile_hematoxylin"].to_numpy(dtype=np.float64)  # the previous rule: top cellularity quartile
+        j_quant.append(jaccard(np.isfinite(cell) & (cell >= np.nanquantile(cell, 0.75)), tum))
     for i, a in enumerate(adatas):  # the fallback for an unlinked sample: the signature of the other samples
         others = [r if k != i else None for k, r in enumerate(regions)]
         j_sig.append(jaccard(signature_region(a, tumour_signature(adatas, others, genes)), tumours[i]))

@@ -20,13 +20,25 @@ class RunConfig:
     """Every knob of a pipeline run; the whole object is recorded with the run."""
 
     seed: int = 0
+    # labels: clinical columns of a plain clinical table -> diagnosis / time / event (omics.clinical.ClinicalLabels;
+    # {} auto-detects the usual spellings; GDC clinical files keep their own columns)
+    labels: dict[str, Any] = field(default_factory=dict)
+    min_patients: int = 20  # experiments need at least this many labelled patients, else they are skipped
     # imaging (CT/PET)
+    # roi: ROI-name patterns (shell-style, case-insensitive, first match wins) for both grids, or {pet: [...],
+    # ct: [...]}; None: the automatic lesion. roi_fallback: what a patient without a matching ROI gets
+    roi: Any = None
+    roi_fallback: str = "auto"
+    radiomics: bool = False  # IBSI features of the ROI in the phenotype rows (texture families cost time)
     pet_fraction_threshold: float = 0.4
     volume_patch_vox: int = 32
     volume_patch_spacing_mm: float = 2.0
     volume_embed_dim: int = 8
     volume_encoder_epochs: int = 25
     # whole-slide images
+    # tile_encoder: "builtin" (the cohort-trained CNN) or {kind: timm | callable, model, weights, ...}
+    # (imaging.pretrained_encoder.TileEncoderSpec); weights only from the given file
+    tile_encoder: Any = "builtin"
     tile_size: int = 64
     target_mpp: float = 1.0
     min_tissue: float = 0.5
@@ -91,16 +103,16 @@ def load_run_config(path: str | Path | None) -> RunConfig:
 
 # config keys each stage's artifacts depend on (a change of any other key leaves them reusable)
 STAGE_CONFIG_KEYS: dict[str, tuple[str, ...]] = {
-    "radiology": ("volume_patch_vox", "volume_patch_spacing_mm"),
+    "radiology": ("volume_patch_vox", "volume_patch_spacing_mm", "roi", "roi_fallback", "radiomics"),
     "volume-encoders": ("seed", "volume_embed_dim", "volume_encoder_epochs"),
-    "pathology": ("seed", "tile_size", "target_mpp", "min_tissue", "encoder_tiles_per_slide",
+    "pathology": ("seed", "tile_encoder", "tile_size", "target_mpp", "min_tissue", "encoder_tiles_per_slide",
                   "tile_feature_dim", "tile_encoder_epochs"),
-    "omics": ("n_hvg",),
+    "omics": ("n_hvg", "labels"),
     "spatial": ("seed",),
     "spatial-encoder": ("seed", "spatial_embed_dim", "spatial_encoder_epochs", "spatial_knn",
                         "spatial_panel_genes", "spatial_pseudobulk_genes", "spatial_pseudobulk_pcs",
                         "spatial_graph_features"),
-    "fusion": ("seed", "strategies", "single_modalities", "cv_splits", "cv_repeats", "fusion_epochs",
+    "fusion": ("seed", "min_patients", "strategies", "single_modalities", "cv_splits", "cv_repeats", "fusion_epochs",
                "fusion_lr", "fusion_weight_decay", "fusion_hidden", "fusion_dropout", "torch_cpu_threads",
                "modality_dropout", "embed_dim", "survival_experiments", "fusion_batch_size", "survival_select"),
     "ranking": ("ranking_weights", "compounds_per_target", "predicted_links_top", "activity_steps", "seed"),

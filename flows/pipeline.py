@@ -43,6 +43,13 @@ class RunContext:
     started: datetime
     inputs: dict[str, str]
     skipped: list[dict[str, str]] = field(default_factory=list)
+    stages_skipped: list[str] = field(default_factory=list)  # one line per stage whose input is absent
+    radiology_counts: dict[str, int] = field(default_factory=dict)  # patients measured on an ROI / auto / none
+
+    def skip_stage(self, line: str) -> None:
+        """A stage whose input is absent: one line that says why (printed and kept in the run record)."""
+        self.stages_skipped.append(line)
+        self.console.log(line)
 
     @property
     def cfg(self) -> dict[str, Any]:
@@ -95,26 +102,51 @@ def radiology_stage(ctx: RunContext) -> dict[str, pd.DataFrame]:
         if pet_src is not None:
             ctx.skipped.append({"source": "pet", "file": str(pet_src.path),
                                 "error": "DicomSeriesError: PET source without a CT source (radiology needs a CT)"})
+        ctx.skip_stage("radiology: no CT source, skipped")
         return {}
-    cts, pets, rad_skipped = discover_radiology(ct_src, pet_src)  # header index; a PET without CT is reported
+    cts, pets, rad_skipped, segs = discover_radiology(ct_src, pet_src)  # header index; PET without CT reported
     ctx.skipped += rad_skipped
     with ctx.console.stage("radiology", len(cts)) as bar:
         futures = []
         for pid, d in cts.items():
             pet = pets.get(pid)
-            inputs = {"ct": ctx.hasher(d), **({"pet": ctx.hasher(pet)} if pet else {})}
-            futures.append(T.ingest_radiology_task.submit(pid, str(d), str(pet) if pet else None, inputs,
-                                                          ctx.root, ctx.cfg, ctx.run_id))
+            seg_files = [str(f) for f in segs.get(pid, [])]
+            inputs = {"ct": ctx.hasher(d), **({"pet": ctx.hasher(pet)} if pet else {}),
+                      **{f"seg:{f}": ctx.hasher(Path(f)) for f in seg_files}}
+            futures.append(T.ingest_radiology_task.submit(pid, str(d), str(pet) if pet else None, seg_files,
+                                                          inputs, ctx.root, ctx.cfg, ctx.run_id))
         ok = split_results(ctx, gather(futures, bar))
         ctx.skipped += [{"source": "pet", "file": str(pets.get(r["patient_id"])), "error": r["pet_error"]}
                         for r in ok if r.get("pet_error")]
+        write_phenotypes(ctx, ok)
         if len(ok) < 4:
+            ctx.skip_stage(f"volume-encoders: {len(ok)} patient(s) with CT; the cohort's volume encoders need >= 4, "
+                           "skipped (phenotypes are kept)")
             return {}
         inputs = {r["patient_id"]: ctx.store.key(f"imaging/radiology/{r['patient_id']}") for r in ok}
         t0 = time.perf_counter()
         enc = T.encode_radiology_task.submit(ok, inputs, ctx.root, ctx.cfg, ctx.run_id).result()
     ctx.console.count("volume-encoders", enc["status"], seconds=time.perf_counter() - t0)
     return {k: v for k, v in enc["value"].items() if k in ("ct", "pet")}
+
+
+def write_phenotypes(ctx: RunContext, results: list[dict[str, Any]]) -> None:
+    """The cohort's ROI phenotypes (``imaging/phenotypes.parquet``, one row per patient, read by
+    ``fusionrx phenotypes``) and lesion rows (``imaging/lesions.parquet``); counts automatic-lesion patients."""
+    rows = [r["roi_row"] for r in results if r.get("roi_row")]
+    if not rows:
+        return
+    table = pd.DataFrame(rows).set_index("patient_id").sort_index()
+    ctx.store.write_parquet("imaging/phenotypes.parquet", table)
+    lesions = [row for r in results for row in r.get("lesions", [])]
+    ctx.store.write_parquet("imaging/lesions.parquet", pd.DataFrame(lesions))
+    ctx.skipped += [{"source": "segmentation", "file": p["path"], "error": p["error"]}
+                    for r in results for p in r.get("problems", [])]
+    n_auto = int((table["roi_source"] == "auto").sum())
+    n_none = int(table["roi_source"].isna().sum())
+    ctx.console.log(f"[radiology] {len(table)} patient(s) measured: {len(table) - n_auto - n_none} on a "
+                    f"segmentation ROI, {n_auto} on the automatic lesion, {n_none} not measured (roi_fallback none)")
+    ctx.radiology_counts = {"roi": len(table) - n_auto - n_none, "auto": n_auto, "none": n_none}
 
 
 def pathology_stage(ctx: RunContext) -> dict[str, str]:
@@ -128,6 +160,7 @@ def pathology_stage(ctx: RunContext) -> dict[str, str]:
 
     src = ctx.catalog.by_modality("wsi")
     if src is None:
+        ctx.skip_stage("pathology: no slide source, skipped")
         return {}
     slides = src.items() or discover_slides(src.path, src.pattern, src.id_map)
     key_cfg = stage_key_config("pathology", ctx.cfg)
@@ -162,6 +195,8 @@ def submit_omics(ctx: RunContext):
     runs beside the imaging stages; ``omics_stage`` collects it."""
     names = ("expression", "mutations", "copy_number", "clinical")
     srcs = {m: ctx.catalog.by_modality(m) for m in names}
+    if all(s is None for s in srcs.values()):
+        return None
     inputs = {m: ctx.hasher(s.path) for m, s in srcs.items() if s is not None}
     if srcs["expression"] is not None and srcs["expression"].sample_sheet is not None:
         inputs["sample_sheet"] = ctx.hasher(srcs["expression"].sample_sheet)
@@ -169,7 +204,12 @@ def submit_omics(ctx: RunContext):
 
 
 def omics_stage(ctx: RunContext, future):
-    """The cohort's BulkOmics (re-read only when one of its files changed)."""
+    """The cohort's BulkOmics (re-read only when one of its files changed); empty without omics sources."""
+    from flows.stages.bulk_omics import BulkOmics, empty_clinical
+
+    if future is None:
+        ctx.skip_stage("omics: no expression, mutation, copy-number or clinical source, skipped")
+        return BulkOmics(expression=None, tumour=None, clinical=empty_clinical(), copy_number=None, maf=None)
     with ctx.console.stage("omics", 1) as bar:
         res = future.result()
         bar.advance(res["status"])
@@ -178,8 +218,9 @@ def omics_stage(ctx: RunContext, future):
     ctx.skipped += bulk.skipped  # bad MAF / copy-number files: named, only that source or file dropped
     if res["status"] != REUSED or not ctx.store.path("clinical/clinical.parquet").exists():
         ctx.store.write_parquet("clinical/clinical.parquet", bulk.clinical)  # labels for `store:` experiment specs
-    ctx.console.detail(f"[omics] {bulk.expression.n_obs} RNA samples, {bulk.expression.n_vars} genes, "
-                       f"{len(bulk.clinical)} clinical records")
+    rna = f"{bulk.expression.n_obs} RNA samples, {bulk.expression.n_vars} genes" if bulk.expression is not None \
+        else "no expression"
+    ctx.console.detail(f"[omics] {rna}, {len(bulk.clinical)} clinical records")
     return bulk
 
 
@@ -188,6 +229,7 @@ def spatial_stage(ctx: RunContext, features_h5: dict[str, str]) -> tuple[list[di
     (+ the DGI graph embedding when spatial_graph_features) -> patient features."""
     src = ctx.catalog.by_modality("spatial")
     if src is None:
+        ctx.skip_stage("spatial: no spatial source, skipped")
         return [], None
     listed = src.items()  # explicit per-patient items (h5ad files or Space Ranger folders), as `scan` writes them
     files = list(listed.values()) if listed else sorted(src.path.glob(src.pattern or "*.h5ad"))
@@ -199,7 +241,11 @@ def spatial_stage(ctx: RunContext, features_h5: dict[str, str]) -> tuple[list[di
             inputs = {"sample": ctx.hasher(f), "slide_features": ctx.store.key(f"wsi/{pid}.h5") if feat else ""}
             futures.append(T.spatial_task.submit(pid, str(f), feat, inputs, ctx.root, ctx.cfg, ctx.run_id))
         samples = split_results(ctx, gather(futures, bar))
-        if len(samples) < 3:
+        from flows.stages.spatial_pseudobulk import MIN_COHORT_SAMPLES as MIN_SPATIAL_SAMPLES
+
+        if len(samples) < MIN_SPATIAL_SAMPLES:
+            ctx.skip_stage(f"spatial-encoder: {len(samples)} spatial sample(s); the cohort-level spatial features "
+                           f"need >= {MIN_SPATIAL_SAMPLES}, skipped (each sample is stored and used as evidence)")
             return samples, None
         inputs = {s["patient_id"]: ctx.store.key(f"spatial/{s['patient_id']}") for s in samples}
         t0 = time.perf_counter()
@@ -209,23 +255,46 @@ def spatial_stage(ctx: RunContext, features_h5: dict[str, str]) -> tuple[list[di
 
 
 def fusion_stage(ctx: RunContext, frames: dict[str, pd.DataFrame], features_h5: dict[str, str], bulk) -> dict:
-    """Every fusion strategy and single modality, cross-validated (rerun only when an input changed)."""
+    """Every fusion strategy and single modality, cross-validated (rerun only when an input changed); skipped
+    with one line when the cohort has no labels or fewer than ``min_patients`` labelled patients."""
     from flows.stages.bulk_omics import expression_features
-    from flows.stages.fusion_experiments import slide_bags
-
     from flows.stages.features import precomputed_features
+    from flows.stages.fusion_experiments import slide_bags
+    from flows.stages.run_specs import no_experiments
 
     feat_frames, feat_bags, feat_skipped = precomputed_features(ctx.catalog)  # users' own embeddings
     ctx.skipped += feat_skipped
-    frames = {**frames, **feat_frames, "expression": expression_features(bulk, ctx.config.n_hvg)}
-    frames = cv_ready(ctx, frames, bulk.clinical["primary_diagnosis"].dropna().index)
+    frames = {**frames, **feat_frames}
+    if bulk.tumour is not None:
+        frames["expression"] = expression_features(bulk, ctx.config.n_hvg)
+    labels = bulk.clinical["primary_diagnosis"].dropna()
+    survival = bulk.clinical[["os_time_days", "os_event"]].dropna()
+    with_bags = bool(feat_bags or features_h5)
+    have = set().union(*[set(f.index) for f in frames.values()], set(feat_bags), set(features_h5))
+    n_diag, n_surv = len(labels.index.intersection(list(have))), len(survival.index.intersection(list(have)))
+    need = ctx.config.min_patients
+    if not frames and not with_bags:
+        ctx.skip_stage("experiments: no patient features (no imaging, slide, spatial, expression or feature "
+                       "source), skipped")
+        return no_experiments()
+    if max(n_diag, n_surv) < need or (n_diag < need and labels.nunique() < 2):
+        ctx.skip_stage(f"experiments: {n_diag} patient(s) with a diagnosis and {n_surv} with survival among the "
+                       f"patients with features; min_patients is {need}, skipped")
+        return no_experiments()
+    if n_diag < need or labels.nunique() < 2:
+        ctx.skip_stage(f"experiments: diagnosis skipped ({n_diag} labelled patient(s), "
+                       f"{labels.nunique()} class(es); min_patients {need})")
+        labels = labels.iloc[:0]
+    if n_surv < need:
+        ctx.skip_stage(f"experiments: survival skipped ({n_surv} patient(s) with time and event; "
+                       f"min_patients {need})")
+        survival = None
+    frames = cv_ready(ctx, frames, (labels if len(labels) else survival).index)
     inputs = {"omics": ctx.store.key("omics/bulk_omics.pkl"),
               **{f"wsi:{pid}": ctx.store.key(f"wsi/{pid}.h5") for pid in sorted(features_h5)},
               **{k: config_sha256([list(map(str, v.columns)), pd.util.hash_pandas_object(v).tolist()])
                  for k, v in frames.items()}}
     with ctx.console.stage("fusion", 1) as bar:
-        labels = bulk.clinical["primary_diagnosis"].dropna()
-        survival = bulk.clinical[["os_time_days", "os_event"]].dropna()
         bags = (feat_bags or slide_bags(features_h5)) if not ctx.store.is_fresh(
             "fusion/experiments.pkl", inputs, _fusion_key(ctx)) else {}
         res = T.fusion_task.submit(frames, bags, labels, survival, inputs, ctx.root, ctx.cfg, ctx.run_id).result()
@@ -251,10 +320,14 @@ def _fusion_key(ctx: RunContext) -> dict[str, Any]:
 def results_stage(ctx: RunContext, bulk, samples: list[dict[str, Any]], fusion_out: dict) -> dict[str, Any]:
     """Evidence -> ranked targets -> compounds (recomputed only when an input changed), then the run's
     rows in the results DB, its run record and HTML run report."""
-    from flows.run_report import write_run_report
-    from flows.stages.evidence import rank_and_link, record_run
+    from flows.stages.evidence import rank_and_link
 
     comp = ctx.catalog.by_modality("compounds")
+    if bulk.expression is None:
+        from flows.stages.evidence import empty_ranking
+
+        ctx.skip_stage("targets: no expression source, ranking skipped")
+        return finish_run(ctx, empty_ranking(ctx.catalog, ctx.config), fusion_out)
     inputs = {"omics": ctx.store.key("omics/bulk_omics.pkl"), "fusion": ctx.store.key("fusion/experiments.pkl"),
               "compounds": ctx.hasher(comp.path) if comp else "",
               **{f"spatial:{s['patient_id']}": ctx.store.key(f"spatial/{s['patient_id']}") for s in samples}}
@@ -270,10 +343,21 @@ def results_stage(ctx: RunContext, bulk, samples: list[dict[str, Any]], fusion_o
                                                    stage_key_config("ranking", ctx.cfg), ctx.run_id, build,
                                                    load_pickle)
         bar.advance(status)
+    return finish_run(ctx, ranking, fusion_out)
+
+
+def finish_run(ctx: RunContext, ranking: dict[str, Any], fusion_out: dict) -> dict[str, Any]:
+    """The run's rows in the results DB, its run record and HTML run report; the run summary."""
+    from flows.run_report import write_run_report
+    from flows.stages.evidence import record_run
+
     timings = {f"{k}_s": v for k, v in ctx.console.timings_s.items()}
     summary = record_run(catalog=ctx.catalog, store=ctx.store, config=ctx.config, ranking=ranking,
                          fusion_out=fusion_out, run_id=ctx.run_id, started=ctx.started, inputs=ctx.inputs,
-                         skipped=ctx.skipped, timings=timings, log=ctx.console.detail)
+                         skipped=ctx.skipped, timings=timings, log=ctx.console.detail,
+                         stages_skipped=ctx.stages_skipped)
+    summary["stages_skipped"] = list(ctx.stages_skipped)
+    summary["radiology_rois"] = dict(ctx.radiology_counts)
     summary["counts"] = ctx.console.summary_rows()
     summary["input_files_hashed"] = ctx.hasher.files_read
     summary["wall_s"] = round((datetime.now(timezone.utc) - ctx.started).total_seconds(), 1)

@@ -38,8 +38,8 @@ def _absolute(d: dict[str, Any], folder: Path, keys: tuple[str, ...]) -> dict[st
 
 # ----------------------------------------------------------------------------------- radiology
 @task(name="ingest-radiology", cache_policy=NO_CACHE)
-def ingest_radiology_task(pid: str, ct_dir: str, pet_dir: str | None, inputs: dict[str, str], store_root: str,
-                          cfg: dict, run_id: str) -> dict[str, Any]:
+def ingest_radiology_task(pid: str, ct_dir: str, pet_dir: str | None, seg_files: list[str], inputs: dict[str, str],
+                          store_root: str, cfg: dict, run_id: str) -> dict[str, Any]:
     """CT + PET of one patient -> volumes, phenotypes, patches in ``imaging/radiology/<pid>/``."""
     store = ArtifactStore(store_root)
     name = f"imaging/radiology/{pid}"
@@ -48,8 +48,12 @@ def ingest_radiology_task(pid: str, ct_dir: str, pet_dir: str | None, inputs: di
     def build(tmp: Path) -> dict[str, Any]:
         from flows.stages.radiology import ingest_radiology
 
+        from imaging.roi import RoiSpec
+
+        spec = RoiSpec.from_config(cfg.get("roi"), fallback=cfg.get("roi_fallback", "auto"))
         res = ingest_radiology(pid, Path(ct_dir), Path(pet_dir) if pet_dir else None, tmp,
-                               cfg["volume_patch_vox"], cfg["volume_patch_spacing_mm"])
+                               cfg["volume_patch_vox"], cfg["volume_patch_spacing_mm"],
+                               [Path(f) for f in seg_files], spec, bool(cfg.get("radiomics", False)))
         (tmp / "result.json").write_text(json.dumps(_relative(asdict(res), tmp), default=float))
         return _absolute(json.loads((tmp / "result.json").read_text()), store.root / name, paths)
 
@@ -161,8 +165,9 @@ def bulk_omics_task(catalog, inputs: dict[str, str], store_root: str, cfg: dict,
     def build(tmp: Path):
         from flows.stages.bulk_omics import read_bulk_omics
 
-        bulk = read_bulk_omics(catalog)
-        store.write_h5ad("omics/tumour_expression.h5ad", bulk.tumour)
+        bulk = read_bulk_omics(catalog, cfg.get("labels"))
+        if bulk.tumour is not None:
+            store.write_h5ad("omics/tumour_expression.h5ad", bulk.tumour)
         save_pickle(bulk, tmp)
         return bulk
 
@@ -234,9 +239,12 @@ def fusion_task(frames: dict, bags: dict, labels, survival, inputs: dict[str, st
             store.write_parquet(f"embeddings/{modality}.parquet", frame)
         out = run_store_experiments(store.root, cfg, sorted(frames), ["wsi"] if bags else [],
                                     with_survival=survival is not None and cfg["survival_experiments"],
-                                    workers=cfg["fusion_workers"], mlflow=cfg["fusion_mlflow"])
-        with seeded(cfg["seed"]):  # the evidence model's initial weights come from the global generator
-            out["model_evidence"] = model_evidence(frames, bags, labels, cfg)
+                                    workers=cfg["fusion_workers"], mlflow=cfg["fusion_mlflow"],
+                                    with_diagnosis=len(labels) > 0)
+        out["model_evidence"] = None
+        if len(labels):
+            with seeded(cfg["seed"]):  # the evidence model's initial weights come from the global generator
+                out["model_evidence"] = model_evidence(frames, bags, labels, cfg)
         store.write_parquet("metrics/experiments.parquet", out["experiments"])
         save_pickle(out, tmp)
         return out

@@ -64,3 +64,7 @@ class PacsError(FusionRxError):
 
 class StoreBusyError(FusionRxError):
     """Another pipeline run holds the store's run lock (names the holder's pid, host and start)."""
+
+
+class TileEncoderError(FusionRxError):
+    """A tile-encoder spec or its weights are unusable (names the config field or weights file, expected and found)."""

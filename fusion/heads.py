@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from fusion.errors import FusionConfigError, FusionDataError
+from fusion.errors import FusionConfigError
 from fusion.survival_heads import nll_risk, nll_surv_loss
 
 TASKS = ("binary", "multiclass", "regression", "survival", "survival_nll")
@@ -24,28 +24,6 @@ def check_task(task: str) -> str:
     if task not in TASKS:
         raise FusionConfigError(f"unknown task '{task}'; known: {list(TASKS)}")
     return task
-
-
-def n_outputs_for(task: str, y: object) -> int:
-    """Number of model outputs for ``task`` given the dataset labels ``y``."""
-    check_task(task)
-    if task in SURVIVAL_TASKS:
-        if not isinstance(y, tuple):
-            raise FusionDataError(f"task '{task}' needs y = (time, event)")
-        return 1 if task == "survival" else int(y[0].max()) + 1
-    if not isinstance(y, torch.Tensor):
-        raise FusionDataError(f"task '{task}' needs a label tensor y, got {type(y).__name__}")
-    if task == "binary":
-        if y.is_floating_point() or y.dim() != 1 or bool(((y != 0) & (y != 1)).any()):
-            raise FusionDataError("task 'binary' needs int64 labels in {0, 1} of shape [N]")
-        return 1
-    if task == "multiclass":
-        if y.is_floating_point() or y.dim() != 1:
-            raise FusionDataError("task 'multiclass' needs int64 class ids of shape [N]")
-        return int(y.max()) + 1
-    if not y.is_floating_point():
-        raise FusionDataError("task 'regression' needs float targets [N] or [N, k]")
-    return 1 if y.dim() == 1 else int(y.shape[1])
 
 
 def cox_ph_loss(log_risk: torch.Tensor, time: torch.Tensor, event: torch.Tensor) -> torch.Tensor:

@@ -90,6 +90,14 @@ def detect_clinical(lines: list[str]) -> dict | None:
     return None
 
 
+def detect_clinical_table(lines: list[str]) -> dict | None:
+    """A plain clinical sheet (an id column plus clinical / outcome columns in the usual spellings)."""
+    from omics.clinical import looks_like_clinical
+
+    cols = _cols(lines)
+    return {"n_columns": len(cols)} if cols and looks_like_clinical(cols) else None
+
+
 def detect_compound_table(lines: list[str]) -> dict | None:
     cols = [c.lower() for c in _cols(lines)]
     hit = next((c for c in cols if c in SMILES_COLUMNS), None)
@@ -143,6 +151,9 @@ FORMATS: dict[str, Format] = {f.name: f for f in (
     Format("gistic_gene_thresholded", ("copy_number",), "file", "omics.gdc:read_copy_number",
            detect=detect_gistic),
     Format("gdc_clinical", ("clinical",), "file", "omics.gdc:read_clinical", detect=detect_clinical),
+    # a site's own clinical sheet (CSV/TSV): outcome columns become labels, never features
+    Format("clinical_table", ("clinical",), "file", "omics.clinical:read_clinical_table",
+           detect=detect_clinical_table),
     Format("gdc_sample_sheet", (), "file", "omics.gdc:read_sample_sheet", detect=detect_sample_sheet),
     Format("compound_table", ("compounds",), "file", "molecules.io:read_compound_table",
            detect=detect_compound_table),
@@ -153,7 +164,7 @@ FORMATS: dict[str, Format] = {f.name: f for f in (
 )}
 # order in which text sniffers are tried (most specific first; feature_table is the catch-all)
 TEXT_SNIFF_ORDER = ("gdc_sample_sheet", "gdc_star_counts", "gdc_maf", "gdc_gene_level_copy_number",
-                    "gistic_gene_thresholded", "gdc_clinical", "compound_table", "feature_table")
+                    "gistic_gene_thresholded", "gdc_clinical", "clinical_table", "compound_table", "feature_table")
 
 
 def modality_formats() -> dict[str, tuple[str, ...]]:

@@ -34,9 +34,20 @@ _PROMISING_SUFFIXES = (".dcm", ".svs", ".ndpi", ".mrxs", ".scn", ".tif", ".tiff"
 _TCGA = re.compile(r"^TCGA-[A-Z0-9]{2}-[A-Z0-9]{4}", re.IGNORECASE)
 
 
+_SLIDE_SUFFIX = re.compile(r"[-_.](DX|TS|BS|MS)\d*$", re.IGNORECASE)
+
+
 def _patient_from_name(name: str) -> str:
+    """A patient id from a file or folder name: the TCGA case barcode, else the name less a slide-type
+    suffix (``STS_001-DX1`` -> ``STS_001``)."""
     m = _TCGA.match(name)
-    return m.group(0).upper() if m else name
+    return m.group(0).upper() if m else _SLIDE_SUFFIX.sub("", name)
+
+
+def slide_preference(path: str) -> int:
+    """Sort key of a patient's slides: diagnostic (DX, FFPE) first, then others, frozen sections (TS) last."""
+    stem = Path(path).name.upper()
+    return 0 if re.search(r"[-_.]DX\d*([-_.]|$)", stem) else 2 if re.search(r"[-_.](TS|BS)\d*([-_.]|$)", stem) else 1
 
 
 def _is_spaceranger(folder: Path) -> dict | None:
@@ -211,8 +222,14 @@ class _Scan:
             self.gdc_files.append((fmt, path, item))
             return
         key = {"gdc_sample_sheet": "sample_sheet", "gistic_gene_thresholded": "copy_number",
-               "gdc_clinical": "clinical", "compound_table": "compounds", "feature_table": "features"}[fmt]
+               "gdc_clinical": "clinical", "clinical_table": "clinical", "compound_table": "compounds",
+               "feature_table": "features"}[fmt]
         self.cohort[key].append(item)
+        if fmt == "clinical_table":  # the sheet's patients, so that the scan reports which ids join
+            from omics.clinical import read_clinical_table
+
+            for pid in read_clinical_table(path).patients:
+                self.add(str(pid), "clinical", {"path": str(path), "format": fmt})
 
     # ------------------------------------------------------------------------- cross-file
     def group_dicom(self) -> None:
@@ -272,9 +289,21 @@ def scan(root: str | Path) -> dict[str, Any]:
             s.file(here / name)
     s.group_dicom()
     s.link_gdc()
+    for mods in s.patients.values():
+        if "wsi" in mods:
+            mods["wsi"].sort(key=lambda i: slide_preference(i["path"]))
     patients = {pid: {m: items for m, items in sorted(mods.items())} for pid, mods in sorted(s.patients.items())}
     return {"root": str(root), "patients": patients, "cohort": dict(s.cohort), "problems": s.problems,
-            "unrecognised": s.unrecognised}
+            "unrecognised": s.unrecognised, "id_joins": id_joins(patients)}
+
+
+def id_joins(patients: dict[str, dict[str, list]]) -> dict[str, list[str]]:
+    """Which patient ids joined across modalities and which were found in one modality only (ids that
+    differ between PACS, pathology and the clinical sheet need the catalog's ``id_map``)."""
+    joined = sorted(p for p, mods in patients.items() if len({m for m in mods if m != "seg"}) > 1)
+    alone = sorted(f"{p} ({next(iter(mods))})" for p, mods in patients.items()
+                   if len({m for m in mods if m != "seg"}) == 1)
+    return {"joined": joined, "one_modality_only": alone}
 
 
 __all__ = ["scan", "FORMATS"]

@@ -22,7 +22,6 @@ OPTIONAL_FIELDS = ("pattern", "sample_sheet", "id_map", "description", "files", 
                    "url", "host", "port", "aet", "calling_aet", "patient", "study")
 # PACS sources (formats of kind "remote"): no path; what to query (credentials only from the environment)
 REMOTE_FIELDS = {"dicomweb": ("url",), "dimse": ("host", "port")}
-REQUIRED_MODALITIES = ("expression", "clinical")
 
 
 @dataclass(frozen=True)
@@ -170,10 +169,6 @@ def load_catalog(path: str | Path) -> Catalog:
     if not root.is_dir():
         raise CatalogError(f"{file}: root '{raw.get('root')}' is not a folder (resolved to {root})")
     sources = {str(n): _parse_source(file, root, str(n), entry) for n, entry in raw["sources"].items()}
-    present = {s.modality for s in sources.values()}
-    missing = [m for m in REQUIRED_MODALITIES if m not in present]
-    if missing:
-        raise CatalogError(f"{file}: the cohort needs source(s) for modality {missing}")
     tile_feats = [s.name for s in sources.values() if s.format == "tile_features_h5"]
     slides = [s.name for s in sources.values() if s.modality == "wsi"]
     if tile_feats and slides:

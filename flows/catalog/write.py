@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 from flows.catalog.schema import catalog_yaml
-from flows.catalog.formats import FORMATS
 
 
 def _common(paths: list[str]) -> Path:
@@ -67,10 +66,11 @@ def catalog_sources(result: dict[str, Any]) -> tuple[dict[str, dict], list[dict[
         cohort_files = [i for i in result["cohort"].get(modality, []) if i.get("format") == fmt_file]
         if fmt_file and cohort_files:
             sources[modality] = {"modality": modality, "format": fmt_file, "path": _rel(cohort_files[0]["path"], root)}
-    for key, modality, fmt in (("clinical", "clinical", "gdc_clinical"), ("compounds", "compounds", "compound_table")):
+    for key, modality in (("clinical", "clinical"), ("compounds", "compounds")):
         items = result["cohort"].get(key, [])
         if items:
-            sources[modality] = {"modality": modality, "format": fmt, "path": _rel(items[0]["path"], root)}
+            sources[modality] = {"modality": modality, "format": items[0]["format"],
+                                 "path": _rel(items[0]["path"], root)}
             notes += [{"path": i["path"], "error": f"another {key} table; the catalog uses {items[0]['path']}"}
                       for i in items[1:]]
     for item in result["cohort"].get("features", []):

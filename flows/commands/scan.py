@@ -17,6 +17,11 @@ def _summary(result: dict) -> str:
         lines.append(f"  {pid}: " + ", ".join(parts))
     for key, items in result["cohort"].items():
         lines.append(f"  cohort {key}: " + ", ".join(Path(i["path"]).name for i in items))
+    joins = result.get("id_joins", {})
+    if joins:
+        lines.append(f"ids joined across modalities: {len(joins['joined'])}"
+                     + (f"; found in one modality only: {', '.join(joins['one_modality_only'])}"
+                        if joins["one_modality_only"] else ""))
     lines.append(f"{len(result['problems'])} problem(s), {len(result['unrecognised'])} unrecognised file(s)")
     lines += [f"  ! {p['path']}: {p['error']}" for p in result["problems"]]
     return "\n".join(lines)

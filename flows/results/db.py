@@ -181,13 +181,6 @@ def latest_run_id(con: duckdb.DuckDBPyConnection) -> str:
     return row[0]
 
 
-def query_targets(store: str | Path, top: int = 10, run_id: str | None = None) -> list[dict[str, Any]]:
-    """Top-N targets of a run (latest by default) with default weights: see ``flows.results.queries.ranked_targets``."""
-    from flows.results.queries import ranked_targets
-
-    return ranked_targets(store, top=top, run_id=run_id)["rows"]
-
-
 def query_experiments(store: str | Path, run_id: str | None = None) -> list[dict[str, Any]]:
     """Per fusion strategy and single modality: the CV metric mean and std of a run."""
     con = connect(store, read_only=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
@@ -83,12 +84,15 @@ def create_app(store: str | Path) -> FastAPI:
     def target(gene: str) -> dict[str, Any]:
         return explain_target(store, gene)
 
-    @app.get("/api/targets/{gene}/spatial.png", summary="The target's expression over the spatial samples")
+    @app.get("/api/targets/{gene}/spatial.png", summary="The target's expression over the spatial samples "
+             "(header X-Spatial-Samples: the samples drawn, URL-quoted)")
     def target_spatial(gene: str) -> Response:
-        from flows.serving.spatial_figure import gene_spatial_png
+        from flows.serving.spatial_figure import draw_spatial_panels, gene_spatial_panels
 
         explain_target(store, gene, compounds_per_target=0)  # 404 for a gene that is not ranked
-        return Response(gene_spatial_png(store, gene), media_type="image/png")
+        panels = gene_spatial_panels(store, gene)
+        return Response(draw_spatial_panels(panels, gene), media_type="image/png",
+                        headers={"X-Spatial-Samples": quote(",".join(p.sample for p in panels), safe=",")})
 
     @app.get("/api/compounds/similar", summary="Nearest compounds by Morgan/Tanimoto and their targets")
     def similar(smiles: str = Query(..., min_length=1, max_length=2000), top: int = Query(10, ge=1, le=MAX_SIMILAR)):

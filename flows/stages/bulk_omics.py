@@ -12,23 +12,59 @@ import pandas as pd
 from flows.catalog.schema import Catalog, Source
 from fusion.errors import OmicsFormatError
 from omics.cohort import highly_variable, normalise_counts, tumour_samples
-from omics.de import differential_expression
-from omics.gdc import mutation_matrix, read_clinical, read_copy_number, read_expression_cohort, read_maf
+from omics.gdc import read_clinical, read_copy_number, read_expression_cohort, read_maf
 from omics.gdc_download import read_copy_number_download, read_maf_download
-from omics.survival import cox_univariate
+
+
+CLINICAL_COLUMNS = ("os_time_days", "os_event", "primary_diagnosis")
+DAYS_PER_MONTH = 30.4375
 
 
 @dataclass
 class BulkOmics:
-    """The cohort's bulk omics: expression (all samples), tumour expression, tables, errors."""
+    """The cohort's bulk omics: expression (all samples), tumour expression, tables, errors (each optional:
+    a site may send only some of them)."""
 
-    expression: ad.AnnData            # samples x genes, X = log2(CPM+1), layers['counts']
-    tumour: ad.AnnData                # one primary tumour per patient, obs indexed by patient id
-    clinical: pd.DataFrame            # patient_id -> os_time_days, os_event, primary_diagnosis, ...
+    expression: ad.AnnData | None     # samples x genes, X = log2(CPM+1), layers['counts']
+    tumour: ad.AnnData | None         # one primary tumour per patient, obs indexed by patient id
+    clinical: pd.DataFrame            # patient_id -> os_time_days, os_event, primary_diagnosis, ... (may be empty)
     copy_number: pd.DataFrame | None  # genes x patients (-2..2)
     maf: pd.DataFrame | None
     errors: list[str] = field(default_factory=list)           # expression / clinical records skipped
     skipped: list[dict[str, str]] = field(default_factory=list)  # {source, file, error}: MAF / CN files or sources
+
+
+def empty_clinical() -> pd.DataFrame:
+    """A clinical table with no patient (a cohort without a clinical source)."""
+    return pd.DataFrame({"os_time_days": pd.Series(dtype=float), "os_event": pd.Series(dtype="Int64"),
+                         "primary_diagnosis": pd.Series(dtype=object)}, index=pd.Index([], name="patient_id"))
+
+
+def read_clinical_source(src: Source | None, labels: dict | None = None) -> pd.DataFrame:
+    """The cohort's clinical table in one shape, whatever the source: GDC clinical.tsv, or a site's plain
+    clinical sheet whose label columns the run config's ``labels:`` names (else the usual spellings).
+
+    Columns: ``os_time_days``, ``os_event`` (1 = event), ``primary_diagnosis`` and the sheet's clinical
+    covariates; outcome columns are labels, never covariates. Ids go through the source's id map.
+    """
+    if src is None:
+        return empty_clinical()
+    if src.format != "clinical_table":
+        clinical = read_clinical(src.path)
+        clinical.index = [src.patient_id(str(p)) for p in clinical.index]
+        clinical.index.name = "patient_id"
+        return clinical
+    from omics.clinical import ClinicalLabels, read_clinical_table
+
+    table = read_clinical_table(src.path, ClinicalLabels.from_config(labels or {}), id_map=src.id_map)
+    lab = table.labels
+    out = pd.DataFrame({"os_time_days": lab["time_months"].astype(float) * DAYS_PER_MONTH,
+                        "os_event": lab["event"].astype("Int64"),
+                        "primary_diagnosis": lab["diagnosis"]}, index=lab.index)
+    out = out.join(table.covariates.drop(columns=[c for c in CLINICAL_COLUMNS if c in table.covariates], errors="ignore"))
+    out.index.name = "patient_id"
+    out.attrs["errors"] = list(getattr(table, "errors", []) or [])
+    return out
 
 
 def _optional_source(src: Source | None, read: Callable[[Source], tuple[pd.DataFrame, list[str]]],
@@ -57,19 +93,21 @@ def _read_cn_source(src: Source) -> tuple[pd.DataFrame, list[str]]:
     return read_copy_number(src.path), []
 
 
-def read_bulk_omics(catalog: Catalog) -> BulkOmics:
-    """Read every bulk omics source of the catalog.
+def read_bulk_omics(catalog: Catalog, labels: dict | None = None) -> BulkOmics:
+    """Read every bulk omics source of the catalog; each one is optional.
 
     Bad expression sample files, MAF and copy-number files (or whole single-file MAF / copy-number
-    sources) are reported in ``skipped``/``errors`` and dropped. Expression and clinical are required:
-    when none of their content can be read, OmicsFormatError names the file and the run stops
-    (the clinical table carries the labels every experiment needs).
+    sources) are reported in ``skipped``/``errors`` and dropped. An expression or clinical source none of
+    whose content can be read raises OmicsFormatError naming the file.
     """
     src = catalog.by_modality("expression")
-    expr, errors = read_expression_cohort(src.sample_sheet, src.path)
-    expr = normalise_counts(expr)
-    tumour = tumour_samples(expr)
-    clinical = read_clinical(catalog.by_modality("clinical").path)
+    expr = tumour = None
+    errors: list[str] = []
+    if src is not None:
+        expr, errors = read_expression_cohort(src.sample_sheet, src.path)
+        expr = normalise_counts(expr)
+        tumour = tumour_samples(expr)
+    clinical = read_clinical_source(catalog.by_modality("clinical"), labels)
     errors += list(clinical.attrs.get("errors", []))
     skipped: list[dict[str, str]] = []
     cn = _optional_source(catalog.by_modality("copy_number"), _read_cn_source, skipped)
@@ -83,29 +121,3 @@ def expression_features(bulk: BulkOmics, n_hvg: int) -> pd.DataFrame:
     hv = highly_variable(bulk.tumour, n_hvg)
     x = hv.X.toarray() if hasattr(hv.X, "toarray") else np.asarray(hv.X)
     return pd.DataFrame(x, index=hv.obs_names.astype(str), columns=hv.var_names.astype(str))
-
-
-def omics_evidence(bulk: BulkOmics) -> pd.DataFrame:
-    """Per gene: DE t (tumour vs normal), Cox z (tumour expression vs overall survival),
-    amplification frequency and non-silent mutation frequency across tumours."""
-    genes = list(bulk.expression.var_names)
-    ev = pd.DataFrame(index=pd.Index(genes, name="gene"))
-    if bool(bulk.expression.obs["is_normal"].any()):
-        de = differential_expression(bulk.expression, group_key="is_tumour")
-        ev["de"] = de["t"].reindex(genes)
-    patients = [p for p in bulk.tumour.obs_names if p in bulk.clinical.index]
-    if len(patients) >= 10:
-        tum = bulk.tumour[patients]
-        x = tum.X.toarray() if hasattr(tum.X, "toarray") else np.asarray(tum.X)
-        clin = bulk.clinical.loc[patients]
-        cox = cox_univariate(x, clin["os_time_days"].to_numpy(float), clin["os_event"].to_numpy(int),
-                             genes=list(tum.var_names))
-        ev["survival"] = cox["z"].reindex(genes)
-    tumours = list(bulk.tumour.obs_names)
-    if bulk.copy_number is not None:
-        cn = bulk.copy_number.reindex(columns=[p for p in tumours if p in bulk.copy_number.columns])
-        ev["copy_number"] = (cn >= 1).mean(axis=1).reindex(genes)
-    if bulk.maf is not None:
-        mm = mutation_matrix(bulk.maf, tumours, genes)
-        ev["mutation"] = mm.mean(axis=0).reindex(genes)
-    return ev

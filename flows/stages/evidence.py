@@ -127,17 +127,6 @@ def score_targets(rows: pd.DataFrame, scoring: ScoringConfig, weights: dict[str,
     return ranked.assign(tractability=m[TRACTABILITY].reindex(ranked["gene"]).to_numpy())
 
 
-def assemble_results(*, catalog: Catalog, store: ArtifactStore, config: RunConfig, bulk: BulkOmics,
-                     spatial_samples: list[dict[str, Any]], fusion_out: dict[str, Any], run_id: str,
-                     started: datetime, inputs: dict[str, str], skipped: list[dict[str, str]],
-                     timings: dict[str, float], log: Callable[[str], None]) -> dict[str, Any]:
-    """Build the evidence rows, score and rank targets, link compounds and write everything to the results DB."""
-    ranking = rank_and_link(catalog=catalog, config=config, bulk=bulk, spatial_samples=spatial_samples,
-                            fusion_out=fusion_out, model_ref=f"{store.path('metrics/experiments.parquet')}")
-    return record_run(catalog=catalog, store=store, config=config, ranking=ranking, fusion_out=fusion_out,
-                      run_id=run_id, started=started, inputs=inputs, skipped=skipped, timings=timings, log=log)
-
-
 def rank_and_link(*, catalog: Catalog, config: RunConfig, bulk: BulkOmics, spatial_samples: list[dict[str, Any]],
                   fusion_out: dict[str, Any], model_ref: str = "metrics/experiments.parquet") -> dict[str, Any]:
     """Evidence rows -> Open Targets-style scores -> ranked targets, with the compound inputs behind the
@@ -154,6 +143,19 @@ def rank_and_link(*, catalog: Catalog, config: RunConfig, bulk: BulkOmics, spati
     ranked = score_targets(rows, scoring, genes=list(bulk.expression.var_names))
     comp, rows, ranked = _add_predicted_links(comp, rows, ranked, scoring, config, list(bulk.expression.var_names))
     return {"ranked": ranked, "rows": rows, "comp": comp, "scoring": scoring}
+
+
+def empty_ranking(catalog: Catalog, config: RunConfig) -> dict[str, Any]:
+    """The ranking of a cohort without expression: no target, the compound library still recorded."""
+    base = load_scoring_config()
+    scoring = ScoringConfig(version=base.version, weights=validate_weights(dict(config.ranking_weights),
+                                                                           "run config 'ranking_weights'"),
+                            sources=base.sources, tractability=base.tractability, active_pchembl=base.active_pchembl)
+    rows = pd.DataFrame(columns=er.ROW_COLUMNS)
+    ranked = pd.DataFrame({"gene": pd.Series(dtype=str), "rank": pd.Series(dtype="int64"),
+                           "score": pd.Series(dtype=float),
+                           **{t: pd.Series(dtype=float) for t in (*EVIDENCE_TYPES, TRACTABILITY)}})
+    return {"ranked": ranked, "rows": rows, "comp": compound_inputs(catalog), "scoring": scoring}
 
 
 def _add_predicted_links(comp: CompoundInputs, rows: pd.DataFrame, ranked: pd.DataFrame, scoring: ScoringConfig,
@@ -179,7 +181,8 @@ def _add_predicted_links(comp: CompoundInputs, rows: pd.DataFrame, ranked: pd.Da
 
 def record_run(*, catalog: Catalog, store: ArtifactStore, config: RunConfig, ranking: dict[str, Any],
                fusion_out: dict[str, Any], run_id: str, started: datetime, inputs: dict[str, str],
-               skipped: list[dict[str, str]], timings: dict[str, float], log: Callable[[str], None]) -> dict[str, Any]:
+               skipped: list[dict[str, str]], timings: dict[str, float], log: Callable[[str], None],
+               stages_skipped: list[str] | None = None) -> dict[str, Any]:
     """Write the ranking, the evidence rows, the run record and the results DB rows of one run; the summary."""
     ranked, rows, comp, scoring = ranking["ranked"], ranking["rows"], ranking["comp"], ranking["scoring"]
     skipped = skipped + [{"source": "compounds", "file": str(comp.path), "error": e} for e in comp.errors]
@@ -193,6 +196,7 @@ def record_run(*, catalog: Catalog, store: ArtifactStore, config: RunConfig, ran
         "n_patients_fusion": fusion_out["n_patients"], "modality_counts": fusion_out["modality_counts"],
         "timings_s": timings, "n_skipped": len(skipped),
         "top_targets": ranked["gene"].head(10).tolist(), "scoring_version": scoring.version,
+        "stages_skipped": list(stages_skipped or []),
     }
     finished = datetime.now(timezone.utc)
     run = {"run_id": run_id, "cohort": catalog.cohort, "started_utc": started.isoformat(),
@@ -209,5 +213,6 @@ def record_run(*, catalog: Catalog, store: ArtifactStore, config: RunConfig, ran
             log(f"[fusion] {task}: best fusion {best_fusion['name'].iloc[0]} {best_fusion['metric'].iloc[0]}="
                 f"{best_fusion['mean'].iloc[0]:.3f} vs best single {best_single['name'].iloc[0]}="
                 f"{best_single['mean'].iloc[0]:.3f}")
-    log(f"[targets] top 5 (scoring {scoring.version}): {', '.join(ranked['gene'].head(5))}")
+    if len(ranked):
+        log(f"[targets] top 5 (scoring {scoring.version}): {', '.join(ranked['gene'].head(5))}")
     return {"run_id": run_id, "skipped": skipped, "metrics": metrics}

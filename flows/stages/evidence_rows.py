@@ -99,7 +99,7 @@ def spatial_rows(samples: list[dict[str, Any]], spec: SourceSpec) -> pd.DataFram
         enr = s.get("enrichment")
         if enr is None:
             continue
-        ref = f"{s['h5ad']}: patient {s['patient_id']}, tumour-region spots vs the other {s.get('n_linked', '?')} linked spots"
+        ref = f"{s['h5ad']}: patient {s['patient_id']}, obs['tumour_region'] spots vs the other spots"
         details = [{"t": float(t), "fdr": float(q), "patient_id": s["patient_id"]}
                    for t, q in zip(enr["t"], enr["fdr"])]
         out.append(_rows(enr.index, spec, enr["log2_fold_change"].to_numpy(), ref, details,

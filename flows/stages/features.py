@@ -20,11 +20,8 @@ import pandas as pd
 from flows.catalog.schema import Catalog, Source
 from flows.catalog.formats import ID_COLUMNS
 from fusion.errors import FeatureFileError, FusionRxError
+from omics.clinical import is_outcome_column
 
-# outcome columns published feature tables carry beside the features (MCAT / PORPOISE tables): never
-# fused as features, they would leak the label
-OUTCOME_COLUMNS = ("survival_months", "censorship", "os_time_days", "os_event", "vital_status",
-                   "days_to_death", "days_to_last_follow_up", "event", "label", "oncotree_code", "train", "val")
 
 
 def _read_any_table(path: Path) -> pd.DataFrame:
@@ -47,7 +44,8 @@ def read_feature_table(path: str | Path, id_column: str | None = None) -> pd.Dat
     """Patients x numeric features from a precomputed feature table (float32).
 
     ids that are TCGA barcodes are cut to the 12-character patient id and rows of one patient
-    averaged; non-numeric and outcome columns (``OUTCOME_COLUMNS``) are dropped.
+    averaged; non-numeric and outcome columns (``omics.clinical.is_outcome_column``: survival, events, labels,
+    splits; published tables such as MCAT's carry them beside the features) are dropped: they would leak the label.
     Raises FeatureFileError naming the file and column.
     """
     path = Path(path)
@@ -66,7 +64,7 @@ def read_feature_table(path: str | Path, id_column: str | None = None) -> pd.Dat
         raise FeatureFileError(f"{path}: column {id_column!r} has empty ids")
     tcga = ids.str.match(r"^TCGA-[A-Z0-9]{2}-[A-Z0-9]{4}")
     ids = ids.where(~tcga, ids.str[:12])
-    feats = df.drop(columns=[id_column]).drop(columns=[c for c in df.columns if str(c).lower() in OUTCOME_COLUMNS
+    feats = df.drop(columns=[id_column]).drop(columns=[c for c in df.columns if is_outcome_column(c)
                                                        and c != id_column])
     # a CSV written with its pandas row index has an unnamed first column: a row number, not a feature
     feats = feats.drop(columns=[c for c in feats.columns if str(c) == "" or str(c).startswith("Unnamed:")])

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -13,9 +13,13 @@ from imaging.dicom_index import SeriesInfo
 from fusion.errors import DicomSeriesError
 from imaging.ct import read_ct
 from imaging.pet import read_pet_suv
-from imaging.phenotypes import segment_lung_tumour, tumour_centroid_mm, tumour_phenotypes
 from imaging.resample import resample_to_reference
+from imaging.roi import RoiSpec, roi_centroid_mm
 from imaging.volume import Volume
+
+# fusion features of the measured ROI: CT (HU, on the CT grid) and PET (SUVbw, on the PET grid)
+CT_FEATURES = ("ct_tumour_volume_ml", "ct_tumour_diameter_mm", "ct_tumour_mean_hu")
+PET_FEATURES = ("suv_max", "suv_mean", "suv_peak", "mtv_ml", "tlg")
 
 
 @dataclass
@@ -28,6 +32,18 @@ class RadiologyResult:
     suv_npz: str | None
     patch_npz: str
     pet_error: str | None = None
+    roi_row: dict[str, Any] = field(default_factory=dict)       # the `fusionrx phenotypes` row
+    lesions: list[dict[str, Any]] = field(default_factory=list)  # one row per matching ROI
+    problems: list[dict[str, str]] = field(default_factory=list)  # segmentations that could not be used
+
+
+class RadiologySeries(NamedTuple):
+    """What a radiology source holds: CT and PET series folders and segmentation files per patient."""
+
+    cts: dict[str, Path]
+    pets: dict[str, Path]
+    skipped: list[dict[str, str]]
+    segmentations: dict[str, list[Path]]
 
 
 def discover_series(root: Path, id_map: dict[str, str] | None = None) -> dict[str, Path]:
@@ -88,13 +104,44 @@ def select_radiology_series(series: list[SeriesInfo], id_map: dict[str, str] | N
     return cts, pets, skipped
 
 
-def discover_radiology(ct_src: Source, pet_src: Source | None
-                       ) -> tuple[dict[str, Path], dict[str, Path], list[dict[str, str]]]:
-    """CT and PET series folders per patient for the catalog's ct/pet sources, plus skip records.
+def _segmentations_by_patient(series: list[SeriesInfo], id_map: dict[str, str], cts: dict[str, Path],
+                              pets: dict[str, Path]) -> dict[str, list[Path]]:
+    """RTSTRUCT / SEG files per patient (same PatientID; same frame of reference as its CT or PET when the
+    segmentation names one), plus NIfTI masks under the patient's study folder."""
+    from flows.stages.radiology_study import patient_segmentations
+
+    frames = {s.path: s.frame_of_reference_uid for s in series if s.modality in ("CT", "PT")}
+    out: dict[str, list[Path]] = {}
+    for pid, ct in cts.items():
+        own_frames = {frames.get(ct), frames.get(pets.get(pid))} - {None, ""}
+        segs = [s for s in series if s.modality in ("RTSTRUCT", "SEG")
+                and id_map.get(s.patient_id, s.patient_id) == pid
+                and (not s.frame_of_reference_uid or not own_frames or s.frame_of_reference_uid in own_frames)]
+        folders = [Path(*_common_parts([ct] + ([pets[pid]] if pid in pets else [])))]
+        out[pid] = patient_segmentations(segs, folders if len(folders[0].parts) > 1 else [])
+    return out
+
+
+def _common_parts(paths: list[Path]) -> tuple[str, ...]:
+    """The deepest folder shared by ``paths`` (as parts), one level above a lone series folder."""
+    parts = [p.parts for p in paths]
+    common = []
+    for level in zip(*parts):
+        if len(set(level)) != 1:
+            break
+        common.append(level[0])
+    if len(paths) == 1 or len(common) == len(parts[0]):
+        common = common[:-1]
+    return tuple(common)
+
+
+def discover_radiology(ct_src: Source, pet_src: Source | None) -> RadiologySeries:
+    """CT and PET series folders and segmentation files per patient for the catalog's ct/pet sources, plus
+    skip records.
 
     Format 'dicom': series found by reading headers anywhere under the source path (TCIA layouts,
-    non-telling names). Format 'dicom_series': one folder per patient; a PET folder whose patient has
-    no CT folder is reported.
+    non-telling names), RTSTRUCT / SEG found the same way. Format 'dicom_series': one folder per patient;
+    a PET folder whose patient has no CT folder is reported.
     """
     if ct_src.format == "dicom" or (pet_src is not None and pet_src.format == "dicom"):
         from imaging.dicom_index import index_dicom
@@ -102,21 +149,27 @@ def discover_radiology(ct_src: Source, pet_src: Source | None
         roots = list(dict.fromkeys([ct_src.path] + ([pet_src.path] if pet_src is not None else [])))
         index = index_dicom(roots)
         cts, pets, skipped = select_radiology_series(list(index), ct_src.id_map)
-        return cts, pets, [_skip("ct", p, f"DicomSeriesError: {e}") for p, e in index.problems] + skipped
+        segs = _segmentations_by_patient(list(index), ct_src.id_map, cts, pets)
+        return RadiologySeries(cts, pets, [_skip("ct", p, f"DicomSeriesError: {e}") for p, e in index.problems]
+                               + skipped, segs)
     cts = discover_series(ct_src.path, ct_src.id_map)
     pets = discover_series(pet_src.path, pet_src.id_map) if pet_src is not None else {}
     orphans = [_skip("pet", d, f"DicomSeriesError: PET folder of patient {pid} has no CT folder in "
                      f"{ct_src.path} (radiology needs a CT)") for pid, d in pets.items() if pid not in cts]
-    return cts, {k: v for k, v in pets.items() if k in cts}, orphans
+    return RadiologySeries(cts, {k: v for k, v in pets.items() if k in cts}, orphans, {})
 
 
 def ingest_radiology(patient_id: str, ct_dir: Path, pet_dir: Path | None, out_dir: Path,
-                     patch_vox: int, patch_spacing_mm: float) -> RadiologyResult:
-    """Read CT (HU) and PET (SUVbw), resample PET onto CT, compute phenotypes and write artifacts.
+                     patch_vox: int, patch_spacing_mm: float, seg_files: list[Path] = (),
+                     roi_spec: RoiSpec | None = None, radiomics: bool = False) -> RadiologyResult:
+    """Read CT (HU) and PET (SUVbw), measure the patient's ROI (segmentations matching ``roi_spec``, else its
+    fallback: the automatic lesion, as ``fusionrx radiology`` does), resample PET onto CT, write the
+    volumes and the ROI-centred patches.
 
     A bad CT raises DicomSeriesError (the patient's radiology is skipped); a bad PET is reported in
     ``pet_error`` and the CT part is kept.
     """
+    from flows.stages.radiology_study import measure_study
     from imaging.volume_encoder import crop_patch
 
     ct = read_ct(ct_dir)
@@ -124,19 +177,19 @@ def ingest_radiology(patient_id: str, ct_dir: Path, pet_dir: Path | None, out_di
     if tag_pid and tag_pid != patient_id:
         raise DicomSeriesError(f"{ct_dir}: PatientID tag '{tag_pid}' does not match the catalogued patient "
                                f"'{patient_id}'")
-    suv_on_ct: Volume | None = None
+    suv: Volume | None = None
     pet_error = None
     if pet_dir is not None:
         try:
-            suv_on_ct = resample_to_reference(read_pet_suv(pet_dir), ct, order=1, fill=0.0)
+            suv = read_pet_suv(pet_dir)
         except DicomSeriesError as exc:
             pet_error = str(exc)
-    phen = tumour_phenotypes(ct, suv_on_ct)
-    mask = segment_lung_tumour(ct)
-    if mask.any():
-        centre = tumour_centroid_mm(mask, ct)
-    else:  # no CT tumour found: centre of the volume
+    study = measure_study(ct, suv, list(seg_files), roi_spec or RoiSpec(), radiomics)
+    suv_on_ct = resample_to_reference(suv, ct, order=1, fill=0.0) if suv is not None else None
+    centre = roi_centroid_mm(study.measurement, ct, suv)
+    if centre is None:  # nothing measured: centre of the volume
         centre = ct.world_coords(np.asarray(ct.shape, dtype=float)[None] / 2.0)[0]
+    phen = fusion_features(study.measurement.phenotypes)
     phen.update({f"tumour_centre_{a}_mm": float(c) for a, c in zip("xyz", centre)})
     out_dir.mkdir(parents=True, exist_ok=True)
     ct_npz = ct.save_npz(out_dir / f"{patient_id}_ct_hu.npz")
@@ -151,7 +204,19 @@ def ingest_radiology(patient_id: str, ct_dir: Path, pet_dir: Path | None, out_di
     tmp.replace(patch_path)
     return RadiologyResult(patient_id=patient_id, phenotypes=phen, ct_npz=str(ct_npz),
                            suv_npz=str(suv_npz) if suv_npz else None, patch_npz=str(patch_path),
-                           pet_error=pet_error)
+                           pet_error=pet_error, roi_row=study.phenotype_row(patient_id),
+                           lesions=study.lesion_rows(patient_id), problems=study.problems)
+
+
+def fusion_features(phenotypes: dict[str, Any]) -> dict[str, float]:
+    """The fusion model's radiology features of the measured ROI (NaN when nothing was measured):
+    CT volume (ml), sphere-equivalent diameter (mm), mean HU; SUVmax, SUVmean, SUVpeak, MTV (ml), TLG."""
+    nan = float("nan")
+    volume_ml = float(phenotypes.get("volume_ml_ct", nan))
+    return {"ct_tumour_volume_ml": volume_ml,
+            "ct_tumour_diameter_mm": float(2.0 * (3.0 * volume_ml * 1000.0 / (4.0 * np.pi)) ** (1.0 / 3.0)),
+            "ct_tumour_mean_hu": float(phenotypes.get("ct_mean_hu", nan)),
+            **{k: float(phenotypes.get(k, nan)) for k in PET_FEATURES}}
 
 
 def load_patches(results: list[dict[str, Any]]) -> tuple[list[str], np.ndarray, np.ndarray]:
@@ -177,10 +242,10 @@ def encode_volumes(results: list[dict[str, Any]], cfg: dict) -> dict[str, Any]:
     ct_enc = fit_volume_autoencoder(ct, embed_dim=cfg["volume_embed_dim"], epochs=cfg["volume_encoder_epochs"],
                                     seed=cfg["seed"])
     ct_emb = pd.DataFrame(embed_volumes(ct_enc, ct), index=ids).add_prefix("ct_ae_")
-    ct_cols = ["ct_tumour_volume_ml", "ct_tumour_diameter_mm", "ct_tumour_mean_hu"]
+    ct_cols = list(CT_FEATURES)
     frames = {"ct": pd.concat([phen[ct_cols], ct_emb], axis=1).dropna()}
     has_pet = np.array([r.get("suv_npz") is not None for r in results])
-    pet_cols = ["suv_max", "suv_mean", "suv_peak", "mtv_ml", "tlg"]
+    pet_cols = list(PET_FEATURES)
     if has_pet.sum() >= 4:
         pet_ids = [i for i, h in zip(ids, has_pet) if h]
         pet_enc = fit_volume_autoencoder(suv[has_pet], embed_dim=cfg["volume_embed_dim"],

@@ -3,25 +3,18 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 
 from fusion.errors import DicomSeriesError, SegmentationError
 from imaging.dicom_index import SeriesInfo, index_dicom, pair_ct_pet
 from imaging.dicom_series import read_dicom_series
-from imaging.phenotypes import (
-    PET_SEARCH_MARGIN_MM,
-    near_mask,
-    pet_tumour_mask,
-    roi_phenotypes,
-    segment_lung_tumour,
-)
 from imaging.pet import read_pet_suv
 from imaging.radiomics import ibsi_features
-from imaging.resample import resample_to_reference
-from imaging.segmentation import RoiRef, find_roi, list_rois, roi_mask
+from imaging.roi import RoiMeasurement, RoiSpec, match_rois, measure_rois
+from imaging.segmentation import RoiRef, list_rois
 from imaging.volume import Volume
 
 _SEG_MODALITIES = ("RTSTRUCT", "SEG")
@@ -51,26 +44,6 @@ def read_series(info: SeriesInfo) -> Volume:
     return read_pet_suv(info) if info.modality == "PT" else read_dicom_series(info)
 
 
-def _auto_lesion(ct: Volume | None, suv: Volume | None) -> tuple[str, np.ndarray | None, np.ndarray | None]:
-    """Automatic lesion: PET 40 % SUVmax component (near the CT lung tumour if one is found), else the CT tumour."""
-    ct_lesion = segment_lung_tumour(ct) if ct is not None else None
-    if suv is not None:
-        search = None
-        if ct_lesion is not None and ct_lesion.any():
-            on_pet = _mask_to_grid(ct_lesion, ct, suv)
-            search = near_mask(on_pet, suv.spacing_mm, PET_SEARCH_MARGIN_MM) if on_pet.any() else None
-        pet_lesion = pet_tumour_mask(suv, search_mask=search)
-        ct_mask = _mask_to_grid(pet_lesion, suv, ct) if ct is not None else None
-        return "auto:pet_40pct_suvmax", ct_mask, pet_lesion
-    return "auto:ct_lung_tumour", ct_lesion, None
-
-
-def _mask_to_grid(mask: np.ndarray, source: Volume, target: Volume) -> np.ndarray:
-    """Nearest-neighbour copy of a mask from one grid to another through the affines."""
-    moved = resample_to_reference(source.with_array(mask.astype(np.float32), units="mask"), target, order=0)
-    return moved.array > 0.5
-
-
 def _read_or_report(info: SeriesInfo | None, problems: list[dict[str, str]]) -> tuple[Volume | None, SeriesInfo | None]:
     """Read a series; a series that cannot be read is reported in `problems` and left out (the other may do)."""
     if info is None:
@@ -82,32 +55,84 @@ def _read_or_report(info: SeriesInfo | None, problems: list[dict[str, str]]) -> 
         return None, None
 
 
-def _mask_or_report(ref: RoiRef, volume: Volume | None, problems: list[dict[str, str]]) -> np.ndarray | None:
-    """The ROI on `volume`'s grid; a grid it cannot be placed on (other frame of reference) is reported."""
-    if volume is None:
-        return None
-    try:
-        return roi_mask(ref, volume)
-    except SegmentationError as exc:
-        problems.append({"path": ref.path, "error": str(exc)})
-        return None
-
-
 def _finite(value: Any) -> Any:
     """JSON-safe number: NaN / inf become null."""
     return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
+@dataclass
+class StudyMeasurement:
+    """One patient's ROI measurement: what ``fusionrx radiology`` reports and ``run`` stores, alike."""
+
+    measurement: RoiMeasurement
+    refs: list[RoiRef]
+    radiomics: dict[str, dict[str, Any]]
+    problems: list[dict[str, str]]
+
+    def phenotype_row(self, patient_id: str) -> dict[str, Any]:
+        """The patient's row of ``fusionrx phenotypes``: ROI, its source, phenotypes, lesion totals."""
+        m = self.measurement
+        row = {"patient_id": patient_id, "roi": m.roi, "roi_source": m.roi_source,
+               **{k: _finite(v) for k, v in m.phenotypes.items() if k not in ("roi", "roi_source")},
+               **{k: _finite(v) for k, v in m.totals.items()}}
+        for grid, feats in self.radiomics.items():
+            row.update({f"{grid}_{k}": _finite(v) for k, v in feats.items()})
+        return row
+
+    def lesion_rows(self, patient_id: str) -> list[dict[str, Any]]:
+        """One row per ROI that matched (lesion level)."""
+        return [{"patient_id": patient_id, **{k: _finite(v) for k, v in r.items()}}
+                for r in self.measurement.lesions]
+
+
+def segmentation_refs(seg_files: list[Path]) -> tuple[list[RoiRef], list[dict[str, str]]]:
+    """Every ROI of the segmentation files (RTSTRUCT, SEG, NIfTI); unreadable files are reported."""
+    refs: list[RoiRef] = []
+    problems: list[dict[str, str]] = []
+    for path in seg_files:
+        try:
+            refs.extend(list_rois(path))
+        except SegmentationError as exc:
+            problems.append({"path": str(path), "error": str(exc)})
+    return refs, problems
+
+
+def measure_study(ct: Volume | None, suv: Volume | None, seg_files: list[Path], spec: RoiSpec,
+                  radiomics: bool = False) -> StudyMeasurement:
+    """The one ROI measurement of FusionRx: ROIs matching ``spec`` (else its fallback), phenotypes on each
+    grid, lesion rows, and with ``radiomics`` the IBSI features (CT 25 HU, PET 0.5 SUV bins)."""
+    refs, problems = segmentation_refs(seg_files)
+    m = measure_rois(ct, suv, refs, spec)
+    features: dict[str, dict[str, Any]] = {}
+    if radiomics:
+        for name, volume, mask, bin_width in (("ct", ct, m.ct_mask, CT_BIN_HU), ("pet", suv, m.pet_mask, PET_BIN_SUV)):
+            if volume is not None and mask is not None and mask.any():
+                features[name] = {k: _finite(v) for k, v in ibsi_features(volume, mask, bin_width).items()}
+    return StudyMeasurement(m, refs, features, problems + m.problems)
+
+
+def patient_segmentations(index: list[SeriesInfo], folders: list[Path]) -> list[Path]:
+    """A patient's segmentation files: RTSTRUCT / SEG series of the index, NIfTI files under ``folders``."""
+    files = [f for s in index if s.modality in _SEG_MODALITIES for f in s.files]
+    for folder in folders:
+        files += sorted(p for p in Path(folder).rglob("*.nii*") if p.name.endswith((".nii", ".nii.gz")))
+    return list(dict.fromkeys(files))
+
+
 def analyse(directory: Path, roi_name: str | None,
             radiomics: bool = False) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Find, read and measure one patient's study: (JSON report, arrays for the output files)."""
+    """Find, read and measure one patient's study: (JSON report, arrays for the output files).
+
+    With ``roi_name`` (a name or shell-style pattern) that ROI is measured, and an ROI that matches nothing
+    or lies off both grids is an error; without it the automatic lesion is measured and the report's
+    ``note`` says so, naming the ROIs that were found.
+    """
     if not directory.is_dir():
         raise DicomSeriesError(f"{directory}: not a directory of DICOM files")
     index = index_dicom(directory)
     problems = [{"path": path, "error": error} for path, error in index.problems]
     series = [s for s in index if s.modality in ("CT", "PT")]
-    seg_files = [f for s in index if s.modality in _SEG_MODALITIES for f in s.files]
-    seg_files += sorted(p for p in directory.rglob("*.nii*") if p.name.endswith((".nii", ".nii.gz")))
+    seg_files = patient_segmentations(list(index), [directory])
     ct_info, pet_info = pick_ct_pet(series)
     if ct_info is None and pet_info is None:
         raise DicomSeriesError(f"{directory}: no CT or PET (Modality CT / PT) DICOM series found")
@@ -119,35 +144,34 @@ def analyse(directory: Path, roi_name: str | None,
     if ct is None and suv is None:
         raise DicomSeriesError(f"{directory}: neither the CT nor the PET series could be read: "
                                + "; ".join(p["error"] for p in problems[-2:]))
-    refs: list[RoiRef] = []
-    for path in seg_files:
-        try:
-            refs.extend(list_rois(path))
-        except SegmentationError as exc:
-            problems.append({"path": str(path), "error": str(exc)})
-    if roi_name is not None:
-        ref = find_roi(refs, roi_name)
-        ct_mask, pet_mask = _mask_or_report(ref, ct, problems), _mask_or_report(ref, suv, problems)
-        label = ref.name
-        if not any(m is not None and m.any() for m in (ct_mask, pet_mask)):
-            raise SegmentationError(f"{ref.path}: ROI {ref.name!r} does not intersect the CT or PET grid"
-                                    + "".join(f"; {p['error']}" for p in problems if p["path"] == ref.path))
-    else:
-        label, ct_mask, pet_mask = _auto_lesion(ct, suv)
-    phenotypes = {"roi": label, **{k: _finite(v) for k, v in roi_phenotypes(ct, ct_mask, suv, pet_mask).items()}}
-    features = {}
-    if radiomics:  # IBSI features; histogram families on fixed bin sizes (CT 25 HU, PET 0.5 SUV)
-        for name, volume, mask, bin_width in (("ct", ct, ct_mask, CT_BIN_HU), ("pet", suv, pet_mask, PET_BIN_SUV)):
-            if volume is not None and mask is not None and mask.any():
-                features[name] = {k: _finite(v) for k, v in ibsi_features(volume, mask, bin_width).items()}
+    spec = RoiSpec.from_config([roi_name] if roi_name is not None else None,
+                               fallback="none" if roi_name is not None else "auto")
+    study = measure_study(ct, suv, seg_files, spec, radiomics)
+    problems += study.problems
+    m = study.measurement
+    if roi_name is not None and not m.measured:
+        names = [r.name for r in study.refs]
+        if not match_rois(study.refs, [roi_name]):
+            raise SegmentationError(f"{directory}: ROI {roi_name!r} not found; ROIs found: {names}")
+        raise SegmentationError(f"{directory}: ROI {roi_name!r} does not intersect the CT or PET grid "
+                                f"(ROIs found: {names})" + "".join(f"; {p['error']}" for p in study.problems))
+    note = None
+    if roi_name is None:
+        found = [r.name for r in study.refs]
+        note = (f"no --roi given: measured the automatic lesion ({m.roi}); ROIs found: {found}" if found
+                else f"no --roi given and no segmentation found: measured the automatic lesion ({m.roi})")
     roles = {info.series_uid: role for info, role in ((ct_info, "ct"), (pet_info, "pet")) if info is not None}
+    pid = patients[0] if patients else ""
     report = {
-        "patient_id": patients[0] if patients else "",
+        "patient_id": pid,
         "series": [_series_json(s, roles.get(s.series_uid)) for s in series],
-        "rois": [r.name for r in refs],
-        "segmentations": [{"name": r.name, "kind": r.kind, "path": r.path} for r in refs],
-        "phenotypes": phenotypes,
-        **({"radiomics": features} if radiomics else {}),
+        "rois": [r.name for r in study.refs],
+        "segmentations": [{"name": r.name, "kind": r.kind, "path": r.path} for r in study.refs],
+        **({"note": note} if note else {}),
+        "phenotypes": {"roi": m.roi, **{k: _finite(v) for k, v in m.phenotypes.items() if k != "roi"}},
+        "lesions": study.lesion_rows(pid),
+        "totals": {k: _finite(v) for k, v in m.totals.items()},
+        **({"radiomics": study.radiomics} if radiomics else {}),
         "problems": problems,
     }
-    return report, {"ct": ct, "suv": suv, "ct_mask": ct_mask, "pet_mask": pet_mask, "roi": label}
+    return report, {"ct": ct, "suv": suv, "ct_mask": m.ct_mask, "pet_mask": m.pet_mask, "roi": m.roi}

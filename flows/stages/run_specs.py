@@ -34,17 +34,19 @@ def run_options(cfg: dict) -> dict[str, Any]:
 
 
 def run_spec_dicts(store: Path, cfg: dict, flat: list[str], bags: list[str],
-                   with_survival: bool) -> dict[str, dict[str, Any]]:
-    """{name: spec} of the run's experiments: the diagnosis (every class of ``primary_diagnosis``) and,
-    with ``with_survival``, overall survival (Cox head) over the store's modalities."""
+                   with_survival: bool, with_diagnosis: bool = True) -> dict[str, dict[str, Any]]:
+    """{name: spec} of the run's experiments: with ``with_diagnosis`` the diagnosis (every class of
+    ``primary_diagnosis``) and, with ``with_survival``, overall survival (Cox head) over the store's modalities."""
     modalities: dict[str, Any] = {m: "*" for m in flat}
     modalities.update({m: {"bags": m} for m in bags})
     common = {"store": str(Path(store).resolve()), "id": "patient_id", "modalities": modalities,
               "folds": int(cfg["cv_splits"]), "repeats": int(cfg["cv_repeats"]), "seed": int(cfg["seed"]),
               "strategies": list(cfg["strategies"]), "options": run_options(cfg)}
-    specs = {"run-diagnosis": {"name": "run-diagnosis", **common,
-                               "description": "fusionrx run: diagnosis from every modality of the store",
-                               "task": {"kind": "classification", "label": DIAGNOSIS_LABEL}}}
+    specs = {}
+    if with_diagnosis:
+        specs["run-diagnosis"] = {"name": "run-diagnosis", **common,
+                                  "description": "fusionrx run: diagnosis from every modality of the store",
+                                  "task": {"kind": "classification", "label": DIAGNOSIS_LABEL}}
     if with_survival:
         specs["run-survival"] = {"name": "run-survival", **common,
                                  "description": "fusionrx run: overall survival (Cox head)",
@@ -88,6 +90,12 @@ def rows_table(rows: list[dict[str, Any]], task: str) -> pd.DataFrame:
                                       "n_folds", "mean_present"])
 
 
+def no_experiments() -> dict[str, Any]:
+    """The fusion stage's output when the run has no experiment to run (no labels, too few patients)."""
+    return {"experiments": rows_table([], ""), "oof": {}, "classes": [], "n_patients": 0, "modality_counts": {},
+            "specs": [], "experiment_runs": [], "model_evidence": None}
+
+
 def modality_counts(data) -> dict[str, int]:
     """Patients having each modality (a flat row not all NaN, or a bag)."""
     counts = {m: int(f.notna().any(axis=1).sum()) for m, f in data.features.items()}
@@ -96,18 +104,18 @@ def modality_counts(data) -> dict[str, int]:
 
 
 def run_store_experiments(store: Path, cfg: dict, flat: list[str], bags: list[str], with_survival: bool,
-                          workers: int = 1, mlflow: bool = True) -> dict[str, Any]:
+                          workers: int = 1, mlflow: bool = True, with_diagnosis: bool = True) -> dict[str, Any]:
     """Write and run the run's specs over ``store``; the experiments table, OOF predictions, classes,
     patient and modality counts, spec paths and experiment run ids."""
     from flows.experiments.runner import run_spec
 
     tables, oof, runs, specs_out = [], {}, [], []
     classes, n_patients, counts = [], 0, {}
-    for name, spec in run_spec_dicts(store, cfg, flat, bags, with_survival).items():
+    for name, spec in run_spec_dicts(store, cfg, flat, bags, with_survival, with_diagnosis).items():
         path = write_spec(store, spec)
         out = run_spec(path, store, mlflow=mlflow, workers=workers)
         data = out["data"]
-        if spec["task"]["kind"] == "classification":
+        if spec["task"]["kind"] == "classification" or not counts:
             classes = list(data.classes or [])
             n_patients = len(data.patients)
             counts = modality_counts(data)

@@ -10,14 +10,11 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from flows.stages.spatial_pseudobulk import TUMOUR_SPOTS_KEY
+from flows.stages.spatial_pseudobulk import CELLULARITY_KEY, TUMOUR_REGION_KEY, tumour_region
 from fusion.errors import SpatialError
 from omics.spaceranger import SLIDE_TRANSFORM_KEY, check_slide_transform
-from omics.spatial import (preprocess_spatial, read_spatial, spatial_region_enrichment,
-                           tumour_clusters_by_cellularity)
+from omics.spatial import preprocess_spatial, read_spatial, spatial_region_enrichment
 from omics.spot_graph import spot_graph
-
-TUMOUR_CELLULARITY_QUANTILE = 0.75
 
 
 def spots_in_slide_px(adata: ad.AnnData, transform: np.ndarray) -> np.ndarray:
@@ -52,10 +49,13 @@ def link_spots_to_tiles(adata: ad.AnnData, features_h5: Path, transform: np.ndar
 def process_spatial_sample(patient_id: str, path: Path, features_h5: Path | None, out_path: Path,
                            cfg: dict, slide_transform: object = None) -> dict[str, Any]:
     """Read (Space Ranger folder or h5ad) + preprocess one sample; with its slide's tile features and an
-    explicit Visium -> slide affine (argument, or uns['slide_transform'] / slide_transform.json), the
-    tumour-region enrichment per gene. Without a transform the spots are not linked, and `slide_link` says so."""
+    explicit Visium -> slide affine (argument, or uns['slide_transform'] / slide_transform.json), the tumour
+    region (flows.stages.spatial_pseudobulk.tumour_region, stored in obs['tumour_region'], the same spots the
+    pseudo-bulk features use) and the per-gene enrichment in it. Without a transform the spots are not
+    linked, and `slide_link` says so."""
     adata = read_spatial(path)
     transform = resolve_slide_transform(adata, slide_transform, where=f"{patient_id}: slide_transform")
+    adata.obs = adata.obs.drop(columns=[TUMOUR_REGION_KEY, CELLULARITY_KEY], errors="ignore")  # ours to write
     adata = preprocess_spatial(adata, seed=cfg["seed"])
     adata.uns["patient_id"] = patient_id
     enrichment = None
@@ -67,15 +67,17 @@ def process_spatial_sample(patient_id: str, path: Path, features_h5: Path | None
     elif features_h5 is not None:
         adata.uns[SLIDE_TRANSFORM_KEY] = transform
         cell = link_spots_to_tiles(adata, features_h5, transform)
-        adata.obs["tile_hematoxylin"] = cell
-        linked = np.isfinite(cell)
-        n_linked = int(linked.sum())
+        adata.obs[CELLULARITY_KEY] = cell
+        n_linked = int(np.isfinite(cell).sum())
         link = f"{n_linked}/{adata.n_obs} spots on slide tiles"
-        if n_linked >= 10:
-            region = linked & (cell >= np.nanquantile(cell, TUMOUR_CELLULARITY_QUANTILE))
-            adata.obs["tumour_region"] = region
-            adata.obs[TUMOUR_SPOTS_KEY] = tumour_clusters_by_cellularity(cell, adata.obs["leiden"].to_numpy())
-            enrichment = spatial_region_enrichment(adata, region)
+        region = tumour_region(adata)
+        if region is not None:
+            adata.obs[TUMOUR_REGION_KEY] = region
+            n_in = int(region.sum())
+            if min(n_in, adata.n_obs - n_in) >= 2:
+                enrichment = spatial_region_enrichment(adata, region)
+            else:
+                link += f"; tumour region of {n_in}/{adata.n_obs} spots: too few on one side for the enrichment"
     out_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_path.with_name(f".{out_path.name}.tmp.h5ad")
     adata.write_h5ad(tmp)

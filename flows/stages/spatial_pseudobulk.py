@@ -2,9 +2,11 @@
 principal components of the pseudo-bulk over the cohort's most variable genes.
 
 The tumour region of a sample linked to its slide is the set of expression clusters over high-cellularity
-tissue (obs['tumour_spots'], see omics.spatial.tumour_clusters_by_cellularity). A sample without the link
-borrows the cohort's tumour signature (tumour-vs-rest log fold changes averaged over the linked samples) to
-score its spots; with no linked sample at all, the pseudo-bulk covers every spot.
+tissue (`tumour_region`, see omics.spatial.tumour_clusters_by_cellularity): the one definition behind both
+the `spatial_tumour_region` evidence and these features, stored in obs['tumour_region'] of the processed
+sample. A sample without the link borrows the cohort's tumour signature (tumour-vs-rest log fold changes
+averaged over the linked samples) to score its spots; with no linked sample at all, the pseudo-bulk covers
+every spot.
 """
 
 from __future__ import annotations
@@ -20,7 +22,10 @@ from fusion.errors import SpatialError
 from omics.pseudobulk import components_frame, pseudobulk_components, region_counts
 from omics.spatial import tumour_clusters_by_cellularity
 
-TUMOUR_SPOTS_KEY = "tumour_spots"
+TUMOUR_REGION_KEY = "tumour_region"  # obs column of the processed sample: its tumour spots (bool)
+CELLULARITY_KEY = "tile_hematoxylin"  # obs column: hematoxylin density of the slide tile under each spot (NaN: none)
+MIN_LINKED_SPOTS = 10  # fewer spots on slide tiles than this: no histology region
+MIN_COHORT_SAMPLES = 3  # the pseudo-bulk components are fitted across samples: fewer than this, no features
 SIGNATURE_GENES = 20  # genes up and down in the tumour region used to score the spots of an unlinked sample
 FEATURE_PREFIX = "spatial_tumour_pc"
 
@@ -29,18 +34,26 @@ def _dense(x: object) -> np.ndarray:
     return np.asarray(x.toarray() if sp.issparse(x) else x, dtype=np.float64)
 
 
+def tumour_region(adata: ad.AnnData) -> np.ndarray | None:
+    """The sample's tumour spots from its slide link: the whole expression clusters (obs['leiden']) over
+    high-cellularity tissue (obs['tile_hematoxylin']), see omics.spatial.tumour_clusters_by_cellularity.
+    None when fewer than MIN_LINKED_SPOTS spots lie on slide tiles or no spot qualifies."""
+    if CELLULARITY_KEY not in adata.obs.columns or "leiden" not in adata.obs.columns:
+        return None
+    cell = adata.obs[CELLULARITY_KEY].to_numpy(dtype=np.float64)
+    if np.isfinite(cell).sum() < MIN_LINKED_SPOTS:
+        return None
+    region = tumour_clusters_by_cellularity(cell, adata.obs["leiden"].to_numpy())
+    return region if region.any() else None
+
+
 def histology_region(adata: ad.AnnData) -> np.ndarray | None:
-    """The sample's tumour spots from its slide link (obs['tumour_spots'], or recomputed from
-    obs['tile_hematoxylin'] and obs['leiden']); None when the sample is not linked."""
-    if TUMOUR_SPOTS_KEY in adata.obs.columns:
-        region = adata.obs[TUMOUR_SPOTS_KEY].to_numpy(dtype=bool)
+    """The tumour region stored with a processed sample (obs['tumour_region'], written by the spatial stage
+    from `tumour_region`), else `tumour_region` itself; None when the sample is not linked to its slide."""
+    if TUMOUR_REGION_KEY in adata.obs.columns:
+        region = adata.obs[TUMOUR_REGION_KEY].to_numpy(dtype=bool)
         return region if region.any() else None
-    if "tile_hematoxylin" in adata.obs.columns and "leiden" in adata.obs.columns:
-        cell = adata.obs["tile_hematoxylin"].to_numpy(dtype=np.float64)
-        if np.isfinite(cell).sum() >= 10:
-            region = tumour_clusters_by_cellularity(cell, adata.obs["leiden"].to_numpy())
-            return region if region.any() else None
-    return None
+    return tumour_region(adata)
 
 
 def tumour_signature(adatas: list[ad.AnnData], regions: list[np.ndarray | None], genes: list[str]) -> pd.Series:
@@ -87,8 +100,8 @@ def tumour_pseudobulk_frame(samples: list[dict[str, Any]], cfg: dict) -> pd.Data
     """Patient-indexed frame of the tumour-region pseudo-bulk's principal components (columns
     spatial_tumour_pc1..k, k = cfg['spatial_pseudobulk_pcs']) over the cfg['spatial_pseudobulk_genes'] genes
     most variable across samples; fitted on every sample without labels."""
-    if len(samples) < 3:
-        raise SpatialError(f"spatial pseudo-bulk: need >= 3 spatial samples, got {len(samples)}")
+    if len(samples) < MIN_COHORT_SAMPLES:
+        raise SpatialError(f"spatial pseudo-bulk: need >= {MIN_COHORT_SAMPLES} spatial samples, got {len(samples)}")
     adatas = [ad.read_h5ad(s["h5ad"]) for s in samples]
     genes = sorted(set.intersection(*[set(a.var_names) for a in adatas]))
     if len(genes) < 10:

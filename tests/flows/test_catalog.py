@@ -51,7 +51,7 @@ def test_valid_catalog_resolves_paths(tmp_path, layout):
     (lambda d: d["sources"]["rna"].pop("sample_sheet"), "source 'rna': format 'gdc_star_counts' needs"),
     (lambda d: d["sources"]["ct"].update(colour="red"), "source 'ct': unknown field(s) ['colour']"),
     (lambda d: d["sources"]["clinical"].update(path="ct"), "source 'clinical': path 'ct' must be a file"),
-    (lambda d: d["sources"].pop("clinical"), "needs source(s) for modality ['clinical']"),
+    (lambda d: d["sources"].clear(), "'sources' must be a non-empty mapping"),
     (lambda d: d.pop("version"), "missing top-level field 'version'"),
 ])
 def test_bad_entries_name_the_entry(tmp_path, layout, mutate, message):
@@ -60,6 +60,15 @@ def test_bad_entries_name_the_entry(tmp_path, layout, mutate, message):
         load_catalog(_write(tmp_path, layout))
     assert message in str(err.value)
     assert "catalog.yaml" in str(err.value)
+
+
+def test_any_subset_of_modalities_is_a_valid_cohort(tmp_path, layout):
+    """A radiology group's catalog (CT only, no expression, no clinical) loads: stages skip what is absent."""
+    for name in ("rna", "clinical"):
+        layout["sources"].pop(name)
+    cat = load_catalog(_write(tmp_path, layout))
+    assert [s.modality for s in cat.sources.values()] == ["ct"]
+    assert cat.by_modality("expression") is None and cat.by_modality("clinical") is None
 
 
 def test_cli_reports_bad_catalog_clearly(tmp_path, layout, capsys):

@@ -184,7 +184,7 @@ def test_catalog_dicomweb_source_is_pulled_into_the_store_then_read_like_a_folde
     local, skipped = pull_remote_sources(catalog, store)
     assert skipped == [] and local.sources["pacs"].format == "dicom"
     assert local.sources["pacs"].path == store / "raw" / "pacs"
-    cts, pets, _ = discover_radiology(local.sources["pacs"], None)
+    cts, pets, _, _ = discover_radiology(local.sources["pacs"], None)
     assert set(pacs_data["generated_pids"]) <= set(cts) and set(pacs_data["generated_pids"]) <= set(pets)
     # a PACS that cannot be reached is a skip record naming it; what was pulled before stays usable
     doc["sources"]["pacs"]["url"] = "http://127.0.0.1:9/dicom-web"

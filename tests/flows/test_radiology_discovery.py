@@ -34,6 +34,6 @@ def test_folder_per_patient_layout_reports_pet_without_ct(tmp_path):
         (tmp_path / p).mkdir(parents=True)
     ct = Source("ct", "ct", "dicom_series", tmp_path / "ct")
     pet = Source("pet", "pet", "dicom_series", tmp_path / "pet")
-    cts, pets, skipped = discover_radiology(ct, pet)
+    cts, pets, skipped, _ = discover_radiology(ct, pet)
     assert sorted(cts) == ["P1", "P2"] and sorted(pets) == ["P1"]
     assert len(skipped) == 1 and skipped[0]["file"].endswith("pet/P3") and "no CT folder" in skipped[0]["error"]

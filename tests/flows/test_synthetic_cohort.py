@@ -181,7 +181,7 @@ def test_catalog_is_the_scan_of_the_cohort(small_cohort, truth):
     assert cat.by_modality("ct").format == "dicom" and cat.by_modality("mutations").format == "gdc_maf_download"
     from flows.stages.radiology import discover_radiology
 
-    cts, pets, skipped = discover_radiology(cat.by_modality("ct"), cat.by_modality("pet"))
+    cts, pets, skipped, _ = discover_radiology(cat.by_modality("ct"), cat.by_modality("pet"))
     assert skipped == []
     assert {p: str(d) for p, d in cts.items()} == {p: t["ct"]["series_dir"] for p, t in truth["imaging"].items()}
     assert {p: str(d) for p, d in pets.items()} == {p: t["pet"]["series_dir"] for p, t in truth["imaging"].items()

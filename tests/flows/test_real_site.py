@@ -1,0 +1,129 @@
+"""`scan` then `run` on a site's folder built from the shared real files (two STS patients with their
+RTSTRUCTs, the Aperio slide and the Visium sample filed under them, a plain clinical sheet): the job a
+site runs on its own data. The GTV phenotypes are checked against pydicom + skimage computed here."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pydicom
+import pytest
+import yaml
+from skimage.draw import polygon
+
+from flows.cli import main
+from tests.flows.realsite import PATIENTS, build_site
+from tests.realdata import realdata_dir
+
+ROI = {"pet": ["GTV*_PET"], "ct": ["GTV*_CT"]}
+
+
+def _independent_gtv(image_dir: Path, rtstruct: Path, roi_name: str) -> dict[str, float]:
+    """Voxel count, volume (ml), max and mean of the rescaled pixel values in one RTSTRUCT ROI (axial series
+    only): pydicom + skimage.draw.polygon, sharing no code with the pipeline."""
+    slices = sorted((pydicom.dcmread(f) for f in image_dir.glob("*.dcm")), key=lambda d: float(d.ImagePositionPatient[2]))
+    first = slices[0]
+    assert [round(float(v), 4) for v in first.ImageOrientationPatient] == [1, 0, 0, 0, 1, 0]
+    z = np.array([float(d.ImagePositionPatient[2]) for d in slices])
+    dz = float(np.median(np.diff(z)))
+    dy, dx = (float(v) for v in first.PixelSpacing)
+    x0, y0 = float(first.ImagePositionPatient[0]), float(first.ImagePositionPatient[1])
+    rows, cols = int(first.Rows), int(first.Columns)
+    rs = pydicom.dcmread(rtstruct)
+    number = next(int(r.ROINumber) for r in rs.StructureSetROISequence if r.ROIName == roi_name)
+    contours = next(c for c in rs.ROIContourSequence if int(c.ReferencedROINumber) == number).ContourSequence
+    mask = np.zeros((len(slices), rows, cols), dtype=bool)
+    for item in contours:
+        pts = np.array([float(v) for v in item.ContourData]).reshape(-1, 3)
+        k = int(np.argmin(np.abs(z - pts[0, 2])))
+        if abs(z[k] - pts[0, 2]) > 0.5 * dz:  # a contour beyond the cropped series
+            continue
+        rr, cc = polygon((pts[:, 1] - y0) / dy, (pts[:, 0] - x0) / dx, shape=(rows, cols))
+        plane = np.zeros((rows, cols), dtype=bool)
+        plane[rr, cc] = True
+        mask[k] ^= plane  # a contour inside another on the same plane is a hole
+    values = np.concatenate([(slices[k].pixel_array * float(slices[k].RescaleSlope)
+                              + float(slices[k].RescaleIntercept))[mask[k]] for k in range(len(slices)) if mask[k].any()])
+    return {"n": int(mask.sum()), "volume_ml": mask.sum() * dx * dy * dz / 1000.0,
+            "max": float(values.max()), "mean": float(values.mean())}
+
+
+@pytest.fixture(scope="module")
+def site_run(tmp_path_factory, prefect_harness) -> dict:
+    realdata = realdata_dir()
+    tmp = tmp_path_factory.mktemp("site")
+    site = build_site(realdata, tmp / "site")
+    assert main(["scan", str(site), "--out", str(tmp / "catalog.yaml")]) == 0
+    config = tmp / "run.yaml"
+    config.write_text(yaml.safe_dump({"roi": ROI, "roi_fallback": "none", "tile_encoder_epochs": 2,
+                                      "encoder_tiles_per_slide": 16}))
+    store = tmp / "store"
+    code = main(["run", "--catalog", str(tmp / "catalog.yaml"), "--store", str(store), "--config", str(config),
+                 "--quiet"])
+    run = json.loads(next(p for p in (store / "runs").glob("*.json") if not p.name.endswith(".report.json")).read_text())
+    return {"code": code, "store": store, "run": run, "catalog": yaml.safe_load((tmp / "catalog.yaml").read_text()),
+            "realdata": realdata}
+
+
+def test_scan_catalogues_the_site_and_its_clinical_sheet(site_run) -> None:
+    sources = site_run["catalog"]["sources"]
+    assert sources["clinical"]["format"] == "clinical_table"  # labels, never a feature table
+    assert not any(s["modality"] == "features" for s in sources.values())
+    assert list(sources["wsi"]["files"]) == [PATIENTS[0]]  # STS_001-DX1.svs is patient STS_001's slide
+    assert list(sources["spatial"]["files"]) == [PATIENTS[1]]
+
+
+def test_run_exits_0_and_says_why_each_absent_stage_is_skipped(site_run, capsys) -> None:
+    assert site_run["code"] == 0
+    skipped = site_run["run"]["metrics"]["stages_skipped"]
+    assert "targets: no expression source, ranking skipped" in skipped
+    assert any(s.startswith("experiments:") and "min_patients is 20" in s for s in skipped)
+    assert any(s.startswith("spatial-encoder: 1 spatial sample") for s in skipped)
+
+
+@pytest.mark.parametrize("patient", PATIENTS)
+def test_phenotypes_equal_an_independent_gtv_computation(site_run, patient: str, capsys) -> None:
+    capsys.readouterr()
+    assert main(["phenotypes", "--store", str(site_run["store"]), "--format", "json"]) == 0
+    rows = {r["patient_id"]: r for r in json.loads(capsys.readouterr().out)}
+    row = rows[patient]
+    assert (row["roi"], row["roi_source"]) == ("GTV_Mass_CT + GTV_Mass_PET", "rtstruct")
+    src = site_run["realdata"] / "dicom" / "sts_cropped" / patient
+    pet = _independent_gtv(src / "PET" / "image", src / "PET" / "mask" / "RS.dcm", "GTV_Mass_PET")
+    ct = _independent_gtv(src / "CT" / "image", src / "CT" / "mask" / "RS.dcm", "GTV_Mass_CT")
+    assert pydicom.dcmread(next((src / "PET" / "image").glob("*.dcm"))).Units == "GML"  # stored as SUVbw
+    assert row["n_voxels_pet"] == pet["n"] and row["n_voxels_ct"] == ct["n"]
+    assert row["volume_ml_pet"] == pytest.approx(pet["volume_ml"], rel=1e-6)
+    assert row["suv_max"] == pytest.approx(pet["max"], rel=1e-6)
+    assert row["suv_mean"] == pytest.approx(pet["mean"], rel=1e-6)
+    assert row["volume_ml_ct"] == pytest.approx(ct["volume_ml"], rel=1e-6)
+    assert row["ct_mean_hu"] == pytest.approx(ct["mean"], rel=1e-6)
+
+
+def test_run_and_radiology_share_one_code_path(site_run, capsys) -> None:
+    """`fusionrx radiology --roi` on the same patient and ROI gives the phenotypes `run` stored."""
+    stored = pd.read_parquet(site_run["store"] / "imaging" / "phenotypes.parquet").loc[PATIENTS[0]]
+    capsys.readouterr()
+    folder = next(p for p in (site_run["store"].parent / "site" / "imaging").iterdir() if p.name == PATIENTS[0])
+    assert main(["radiology", str(folder), "--roi", "GTV_Mass_PET", "--format", "json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["phenotypes"]["roi"] == "GTV_Mass_PET"
+    for key in ("suv_max", "suv_peak", "suv_mean", "mtv_ml", "tlg", "volume_ml_pet"):
+        assert report["phenotypes"][key] == pytest.approx(stored[key], rel=1e-9), key
+    assert main(["radiology", str(folder), "--format", "json"]) == 0
+    auto = json.loads(capsys.readouterr().out)
+    assert "automatic lesion" in auto["note"] and "GTV_Mass_PET" in auto["note"]
+
+
+def test_slide_and_spatial_sample_are_processed(site_run) -> None:
+    store = site_run["store"]
+    assert (store / "wsi" / f"{PATIENTS[0]}.h5").is_file()
+    import anndata as ad
+
+    sample = ad.read_h5ad(next((store / "spatial" / PATIENTS[1]).glob("*.h5ad")))
+    assert sample.n_obs > 0 and "leiden" in sample.obs
+    counts = {r["stage"]: r for r in site_run["run"].get("counts", [])} if "counts" in site_run["run"] else {}
+    assert not counts or counts["pathology"]["failed"] == 0
