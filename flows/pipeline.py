@@ -150,42 +150,52 @@ def write_phenotypes(ctx: RunContext, results: list[dict[str, Any]]) -> None:
 
 
 def pathology_stage(ctx: RunContext) -> dict[str, str]:
-    """Slides -> tile plans -> tile encoder (frozen once fitted) -> per-slide feature HDF5 (patient -> path).
+    """Slides -> tile plans -> tile encoder -> per-slide feature HDF5 (patient -> path).
 
-    The tile encoder is a frozen feature extractor keyed by its settings and code only: a new slide is
-    encoded with the existing encoder instead of re-encoding the cohort. Slides whose features are
-    current are neither planned nor read.
+    The encoder is the run config's ``tile_encoder``: ``builtin`` (a tile CNN fitted once on the cohort's
+    tiles, then frozen: a new slide is encoded with the existing encoder) or a pretrained timm / callable
+    model whose weights come only from the given file. Feature files are keyed by the encoder (name and
+    weights SHA-256), so a store never mixes two encoders' features: a new encoder re-encodes every slide.
+    Slides whose features are current are neither planned nor read.
     """
     from flows.stages.pathology import discover_slides
+    from imaging.pretrained_encoder import TileEncoderSpec, load_encoder
 
     src = ctx.catalog.by_modality("wsi")
     if src is None:
         ctx.skip_stage("pathology: no slide source, skipped")
         return {}
     slides = src.items() or discover_slides(src.path, src.pattern, src.id_map)
-    key_cfg = stage_key_config("pathology", ctx.cfg)
+    spec = TileEncoderSpec.from_config(ctx.config.tile_encoder)
+    cfg, embedder = ctx.cfg, None
+    if spec.kind != "builtin":
+        embedder = load_encoder(spec)  # a missing or mismatched weights file stops the run, named
+        cfg = {**cfg, "tile_size": embedder.tile_px, "target_mpp": embedder.mpp or cfg["target_mpp"]}
+    key_cfg = stage_key_config("pathology", cfg)
     with ctx.console.stage("pathology", len(slides)) as bar:
         feat_inputs = {pid: {"slide": ctx.hasher(p)} for pid, p in slides.items()}
-        have_encoder = ctx.store.is_fresh(T.TILE_ENCODER, {}, key_cfg)
-        enc_key = ctx.store.key(T.TILE_ENCODER) if have_encoder else ""
+        have_encoder = embedder is not None or ctx.store.is_fresh(T.TILE_ENCODER, {}, key_cfg)
+        enc_key = (f"{embedder.name}:{embedder.weights_sha256}" if embedder is not None
+                   else ctx.store.key(T.TILE_ENCODER) if have_encoder else "")
         current = {pid for pid in slides if have_encoder
                    and ctx.store.is_fresh(f"wsi/{pid}.h5", {**feat_inputs[pid], "encoder": enc_key}, key_cfg)}
         bar.advance(REUSED, len(current))
-        plans = [T.plan_slide_task.submit(pid, str(p), feat_inputs[pid], ctx.root, ctx.cfg, ctx.run_id)
+        plans = [T.plan_slide_task.submit(pid, str(p), feat_inputs[pid], ctx.root, cfg, ctx.run_id)
                  for pid, p in slides.items() if pid not in current or not have_encoder]
         plans = [f.result() for f in plans]
         bar.advance(FAILED, sum(r["status"] == FAILED for r in plans))
         plans = split_results(ctx, plans)
         feats = [{"patient_id": pid, "features_h5": str(ctx.store.root / f"wsi/{pid}.h5")} for pid in current]
         if plans:
-            t0 = time.perf_counter()
-            enc = T.fit_tile_encoder_task.submit(plans, {}, ctx.root, ctx.cfg, ctx.run_id).result()
-            ctx.console.count("tile-encoder", enc["status"], seconds=time.perf_counter() - t0)
-            enc_key = ctx.store.key(T.TILE_ENCODER)
-            futures = [T.slide_features_task.submit(p, enc["value"], {**feat_inputs[p.patient_id], "encoder": enc_key},
-                                                    ctx.root, ctx.cfg, ctx.run_id) for p in plans]
+            if embedder is None:
+                t0 = time.perf_counter()
+                enc = T.fit_tile_encoder_task.submit(plans, {}, ctx.root, cfg, ctx.run_id).result()
+                ctx.console.count("tile-encoder", enc["status"], seconds=time.perf_counter() - t0)
+                enc_key, embedder = ctx.store.key(T.TILE_ENCODER), enc["value"]
+            futures = [T.slide_features_task.submit(p, embedder, {**feat_inputs[p.patient_id], "encoder": enc_key},
+                                                    ctx.root, cfg, ctx.run_id) for p in plans]
             feats += split_results(ctx, gather(futures, bar))
-        elif have_encoder:
+        elif have_encoder and spec.kind == "builtin":
             ctx.console.count("tile-encoder", REUSED)
     return {f["patient_id"]: f["features_h5"] for f in sorted(feats, key=lambda f: f["patient_id"])}
 

@@ -130,10 +130,14 @@ def fit_tile_encoder_task(plans: list, inputs: dict[str, str], store_root: str, 
         save_tile_encoder(encoder, tmp)
         return encoder
 
-    value, status = ArtifactStore(store_root).reuse_or_build(
+    store = ArtifactStore(store_root)
+    encoder, status = store.reuse_or_build(
         TILE_ENCODER, "fit-tile-encoder", inputs, stage_key_config("pathology", cfg), run_id, build,
         lambda p: load_tile_encoder(p, cfg["tile_feature_dim"]))
-    return {"status": status, "value": value}
+    from imaging.pretrained_encoder import TileEmbedder, weights_sha256
+
+    # the fitted encoder as a named embedder: its weights' SHA-256 goes into every feature file it writes
+    return {"status": status, "value": TileEmbedder.from_builtin(encoder, weights_sha256(store.path(TILE_ENCODER)))}
 
 
 @task(name="slide-features", cache_policy=NO_CACHE)

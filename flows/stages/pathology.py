@@ -107,14 +107,24 @@ def extract_features(plan: SlidePlan, encoder, out_path: Path, batch_size: int =
                 feats[start : start + len(z)] = z
                 dens[start : start + len(z)] = hematoxylin_density(norm, plan.normalizer)
                 start += len(z)
+            # CLAM-style `coords` beside `coords_level0`, so other tools read the file as it is
+            f.create_dataset("coords", data=plan.grid.coords_level0.astype(np.int64))
             f.attrs.update({"tile_size_level0": int(plan.grid.tile_size_level0), "mpp": float(plan.grid.mpp),
                             "slide_path": str(plan.path), "level": int(plan.grid.level),
-                            "tile_size": int(plan.grid.tile_size)})
+                            "tile_size": int(plan.grid.tile_size), **_encoder_attrs(encoder)})
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     tmp.replace(out_path)
     return out_path
+
+
+def _encoder_attrs(encoder) -> dict[str, object]:
+    """The encoder's record in a feature file: name, weights SHA-256, tile size (px) and mpp it expects."""
+    name = getattr(encoder, "name", type(encoder).__name__)
+    return {"encoder": str(name), "weights_sha256": str(getattr(encoder, "weights_sha256", "") or ""),
+            "encoder_tile_px": int(getattr(encoder, "tile_px", 0) or 0),
+            "encoder_mpp": float(getattr(encoder, "mpp", None) or float("nan"))}
 
 
 def _load_features_and_density(features_h5: Path):
