@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from fusion.errors import FusionConfigError
-from fusion.strategies import FusionStrategy, _mlp_head, register_strategy
+from fusion.strategy_base import FusionStrategy, _mlp_head, register_strategy
 
 
 class InstanceEncoder(nn.Module):

@@ -8,73 +8,19 @@ output for a sample never depends on the embedding of a modality it lacks.
 from __future__ import annotations
 
 import math
-from typing import Callable
 
 import torch
 from torch import nn
 
 from fusion.errors import FusionConfigError
-
-FUSION_STRATEGIES: dict[str, type["FusionStrategy"]] = {}
-
-
-def register_strategy(name: str) -> Callable[[type["FusionStrategy"]], type["FusionStrategy"]]:
-    """Class decorator: register a FusionStrategy subclass under ``name``."""
-
-    def deco(cls: type["FusionStrategy"]) -> type["FusionStrategy"]:
-        if name in FUSION_STRATEGIES and FUSION_STRATEGIES[name] is not cls:
-            raise FusionConfigError(f"fusion strategy '{name}' is already registered ({FUSION_STRATEGIES[name].__name__})")
-        if not (isinstance(cls, type) and issubclass(cls, FusionStrategy)):
-            raise FusionConfigError(f"register_strategy('{name}'): {cls!r} is not a FusionStrategy subclass")
-        FUSION_STRATEGIES[name] = cls
-        cls.strategy_name = name
-        return cls
-
-    return deco
-
-
-def get_strategy(name: str) -> type["FusionStrategy"]:
-    """The registered strategy class for ``name`` (FusionConfigError listing known names otherwise)."""
-    try:
-        return FUSION_STRATEGIES[name]
-    except KeyError:
-        raise FusionConfigError(f"unknown fusion strategy '{name}'; known: {sorted(FUSION_STRATEGIES)}") from None
-
-
-def build_strategy(name: str, n_modalities: int, embed_dim: int, n_outputs: int, **kwargs: object) -> "FusionStrategy":
-    """Instantiate the strategy registered under ``name``."""
-    return get_strategy(name)(n_modalities=n_modalities, embed_dim=embed_dim, n_outputs=n_outputs, **kwargs)
-
-
-def _mlp_head(in_dim: int, hidden: int, n_outputs: int, dropout: float) -> nn.Sequential:
-    return nn.Sequential(nn.Linear(in_dim, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, n_outputs))
-
-
-class FusionStrategy(nn.Module):
-    """Base class: ``forward(z [B, M, h], present bool [B, M]) -> [B, n_outputs]``."""
-
-    strategy_name = "base"
-
-    def __init__(self, n_modalities: int, embed_dim: int, n_outputs: int) -> None:
-        super().__init__()
-        if n_modalities < 1 or embed_dim < 1 or n_outputs < 1:
-            raise FusionConfigError(
-                f"{type(self).__name__}: n_modalities, embed_dim, n_outputs must be >= 1, got {n_modalities}, {embed_dim}, {n_outputs}"
-            )
-        self.n_modalities, self.embed_dim, self.n_outputs = n_modalities, embed_dim, n_outputs
-
-    def _check(self, z: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
-        """Validate shapes and zero the embeddings of missing modalities (so no NaN/inf can leak through)."""
-        if z.dim() != 3 or z.shape[1:] != (self.n_modalities, self.embed_dim):
-            raise FusionConfigError(
-                f"{self.strategy_name}: expected embeddings [B, {self.n_modalities}, {self.embed_dim}], got {tuple(z.shape)}"
-            )
-        if present.shape != z.shape[:2] or present.dtype != torch.bool:
-            raise FusionConfigError(f"{self.strategy_name}: expected bool presence {tuple(z.shape[:2])}, got {present.dtype} {tuple(present.shape)}")
-        return torch.where(present.unsqueeze(-1), z, torch.zeros((), dtype=z.dtype, device=z.device))
-
-    def forward(self, z: torch.Tensor, present: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
-        raise NotImplementedError
+from fusion.strategy_base import (  # noqa: F401 (re-exported: the registry's public names)
+    FUSION_STRATEGIES,
+    FusionStrategy,
+    _mlp_head,
+    build_strategy,
+    get_strategy,
+    register_strategy,
+)
 
 
 @register_strategy("early")

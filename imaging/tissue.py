@@ -9,6 +9,7 @@ from scipy import ndimage
 from skimage.filters import threshold_otsu
 
 from fusion.errors import SlideError
+from imaging.pixels import area_resize, rgba_to_rgb  # noqa: F401 (rgba_to_rgb re-exported)
 
 if TYPE_CHECKING:  # pragma: no cover
     import openslide
@@ -33,7 +34,6 @@ def read_thumbnail(slide: "openslide.OpenSlide", downsample: float, chunk_px: in
     Reads the nearest finer pyramid level and area-averages each chunk to the output
     grid, so memory stays at one chunk whatever the slide size.
     """
-    from imaging.tiling import area_resize  # tiling imports this module: import at call time
 
     downs = np.asarray(slide.level_downsamples, dtype=np.float64)
     finer = np.flatnonzero(downs <= downsample * (1 + 1e-6))
@@ -62,13 +62,6 @@ def read_thumbnail(slide: "openslide.OpenSlide", downsample: float, chunk_px: in
                 rgb = area_resize(rgb, ow, oh)
             out[oy : oy + oh, ox : ox + ow] = rgb
     return out
-
-
-def rgba_to_rgb(rgba: np.ndarray) -> np.ndarray:
-    """Drop alpha from RGBA uint8 [...,4]; fully transparent pixels (outside the scanned area) become white."""
-    rgb = np.array(rgba[..., :3], dtype=np.uint8, copy=True)
-    rgb[rgba[..., 3] == 0] = 255
-    return rgb
 
 
 def saturation(rgb: np.ndarray) -> np.ndarray:

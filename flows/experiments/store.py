@@ -14,6 +14,7 @@ import fnmatch
 
 import pandas as pd
 
+from flows.experiments.labels import target_table, make_folds, read_splits
 from flows.experiments.spec import ExperimentSpec, file_sha256
 from fusion.experiment import ExperimentData, Split
 
@@ -23,7 +24,6 @@ PHENOTYPES = "imaging/phenotypes.parquet"
 
 def load_store_experiment(spec: ExperimentSpec) -> tuple[ExperimentData, list[Split], dict[str, str]]:
     """ExperimentData over a store's embeddings, its splits (``folds``) and the input hashes."""
-    from flows.experiments.inputs import _target, make_folds, read_splits
 
     root = spec.store
     clin_path = root / CLINICAL
@@ -38,7 +38,7 @@ def load_store_experiment(spec: ExperimentSpec) -> tuple[ExperimentData, list[Sp
         phen.index = phen.index.astype(str)
         clinical = clinical.join(phen[[c for c in phen.columns if c not in clinical.columns]], how="left")
         hashes[str(phen_path)] = file_sha256(phen_path)
-    target, classes = _target(clinical, spec)
+    target, classes = target_table(clinical, spec)
     features = {}
     for name, glob in spec.modalities.items():
         path = root / "embeddings" / f"{name}.parquet"

@@ -9,12 +9,8 @@ killed at any point leaves either a complete, recorded artifact or one that the 
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import json
-import os
 import pickle
-import shutil
-import tempfile
 import threading
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -23,6 +19,7 @@ from typing import Any, Callable, Iterator
 
 import pandas as pd
 
+from flows.store.atomic import atomic_dir, atomic_path  # noqa: F401 (re-exported: every writer uses them)
 from flows.store.input_hashes import config_sha256, file_sha256, path_sha256  # noqa: F401 (re-exported)
 
 MANIFEST = "manifest.parquet"
@@ -31,8 +28,6 @@ MANIFEST_COLUMNS = ["artifact", "stage", "inputs_sha256", "config_sha256", "arti
 NEW, CHANGED, REUSED, FAILED = "new", "changed", "reused", "failed"
 _MANIFEST_LOCKS: dict[Path, threading.Lock] = {}
 _LOCKS_GUARD = threading.Lock()
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)  # read once at import: temp files get the modes a plain open() would give
 
 
 def _manifest_lock(root: Path) -> threading.Lock:
@@ -50,45 +45,6 @@ def _process_lock(root: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
-
-
-@contextmanager
-def atomic_path(final: str | Path, suffix: str = "") -> Iterator[Path]:
-    """Yield a temp path beside ``final``; rename it onto ``final`` only if the block succeeds."""
-    final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=suffix or final.suffix, dir=final.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    try:
-        yield tmp_path
-        if tmp_path.exists():
-            os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp makes 0600 files
-        os.replace(tmp_path, final)
-    finally:
-        if tmp_path.exists():
-            tmp_path.unlink()
-
-
-@contextmanager
-def atomic_dir(final: str | Path) -> Iterator[Path]:
-    """Yield an empty temp folder beside ``final``; swap it in for ``final`` only if the block succeeds."""
-    final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
-    try:
-        yield tmp
-        os.chmod(tmp, 0o777 & ~_UMASK)  # mkdtemp makes 0700 folders
-        old = None
-        if final.exists():
-            old = final.with_name(f".{final.name}.old.{os.getpid()}")
-            os.replace(final, old)
-        os.replace(tmp, final)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _size(p: Path) -> int:

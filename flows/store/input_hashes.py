@@ -14,6 +14,8 @@ from typing import Any
 
 import pandas as pd
 
+from flows.store.atomic import atomic_path
+
 _HASH_CHUNK = 1 << 20
 HASH_CACHE = "input_hashes.parquet"
 
@@ -93,7 +95,6 @@ class InputHasher:
         """Persist the size+mtime cache atomically (temp file, then rename)."""
         with self._lock:
             rows = [(k, s, m, h) for k, (s, m, h) in self._cache.items()]
-        from flows.store.artifacts import atomic_path  # the store owns atomic writes (and imports this module)
 
         with atomic_path(self.cache_file) as tmp:
             pd.DataFrame(rows, columns=["path", "size", "mtime_ns", "sha256"]).to_parquet(tmp, index=False)
