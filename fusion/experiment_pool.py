@@ -11,6 +11,8 @@ import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 from typing import Callable, Sequence
 
+from fusion.neural_runs import run_neural
+
 _STATE: dict = {}
 
 Plan = tuple[str, list[str], "str | None", bool]
@@ -22,8 +24,6 @@ def _init(data, splits, opts) -> None:
 
 
 def _job(item: Plan):
-    from fusion.experiment import run_neural
-
     strategy, mods, head, select = item
     return run_neural(_STATE["data"], _STATE["splits"], _STATE["opts"], strategy, mods, head, select)
 
@@ -31,7 +31,7 @@ def _job(item: Plan):
 def run_models(data, splits, opts, plan: Sequence[Plan], workers: int = 1,
                progress: Callable[[object], None] | None = None) -> list:
     """``run_neural`` for every (strategy, modalities, head, select) of ``plan``, in plan order."""
-    from fusion.experiment import run_neural
+
 
     say = progress or (lambda r: None)
     if workers <= 1 or len(plan) < 2:

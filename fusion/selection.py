@@ -15,7 +15,7 @@ import numpy as np
 from fusion.errors import FusionDataError
 
 if TYPE_CHECKING:
-    from fusion.experiment import ExperimentData, ExperimentOptions
+    from fusion.experiment_data import ExperimentData, ExperimentOptions
 
 
 def candidate_subsets(modalities: Sequence[str]) -> list[list[str]]:
@@ -44,7 +44,7 @@ def inner_splits(data: "ExperimentData", train: Sequence[str], k: int, seed: int
 def select_subset(data: "ExperimentData", train: Sequence[str], opts: "ExperimentOptions", strategy: str,
                   modalities: Sequence[str], head: str | None, seed: int) -> tuple[list[str], dict[str, float]]:
     """The modality subset with the best inner-CV primary metric, and every candidate's inner mean."""
-    from fusion.experiment import fit_predict_fold, score_fold
+    from fusion.folds import fit_predict_fold, score_fold
     from fusion.task_metrics import PRIMARY_METRIC
 
     metric = PRIMARY_METRIC[data.task]

@@ -77,6 +77,7 @@ cv_repeats: 1
 strategies: [early, attention]
 single_modalities: [expression, wsi]
 survival_experiments: false
+min_patients: 8
 fusion_workers: 1
 activity_steps: 10
 """
