@@ -22,6 +22,7 @@ from flows import tasks as T
 from flows.catalog.schema import Catalog, load_catalog
 from flows.config import RunConfig, load_run_config, stage_key_config
 from flows.console import RunConsole
+from flows.skipped import Skipped
 from flows.store.input_hashes import InputHasher, config_sha256
 from flows.store.run_lock import run_lock
 from flows.store.artifacts import FAILED, REUSED, ArtifactStore, load_pickle, save_pickle
@@ -42,7 +43,7 @@ class RunContext:
     run_id: str
     started: datetime
     inputs: dict[str, str]
-    skipped: list[dict[str, str]] = field(default_factory=list)
+    skipped: list[Skipped] = field(default_factory=list)
     stages_skipped: list[str] = field(default_factory=list)  # one line per stage whose input is absent
     radiology_counts: dict[str, int] = field(default_factory=dict)  # patients measured on an ROI / auto / none
 
@@ -60,17 +61,17 @@ class RunContext:
         return str(self.store.root)
 
 
-def gather(futures: list, bar) -> list[dict[str, Any]]:
+def gather(futures: list, bar) -> list[T.TaskResult]:
     """Task results in submission order; the stage bar advances as each task finishes."""
     for fut in as_completed(futures):
-        bar.advance(fut.result()["status"])
+        bar.advance(fut.result().status)
     return [f.result() for f in futures]
 
 
-def split_results(ctx: RunContext, results: list[dict[str, Any]]) -> list[Any]:
+def split_results(ctx: RunContext, results: list[T.TaskResult]) -> list[Any]:
     """Values of the tasks that succeeded; failures go to the run's skip list."""
-    ctx.skipped += [r["error"] for r in results if r["status"] == FAILED]
-    return [r["value"] for r in results if r["status"] != FAILED]
+    ctx.skipped += [r.skipped for r in results if r.status == FAILED]
+    return [r.value for r in results if r.status != FAILED]
 
 
 def open_run(catalog_path: str, store_path: str, config_path: str | None, console: RunConsole) -> RunContext:
@@ -100,8 +101,8 @@ def radiology_stage(ctx: RunContext) -> dict[str, pd.DataFrame]:
     ct_src, pet_src = ctx.catalog.by_modality("ct"), ctx.catalog.by_modality("pet")
     if ct_src is None:
         if pet_src is not None:
-            ctx.skipped.append({"source": "pet", "file": str(pet_src.path),
-                                "error": "DicomSeriesError: PET source without a CT source (radiology needs a CT)"})
+            ctx.skipped.append(Skipped("pet", str(pet_src.path),
+                                       "DicomSeriesError: PET source without a CT source (radiology needs a CT)"))
         ctx.skip_stage("radiology: no CT source, skipped")
         return {}
     cts, pets, rad_skipped, segs = discover_radiology(ct_src, pet_src)  # header index; PET without CT reported
@@ -116,8 +117,7 @@ def radiology_stage(ctx: RunContext) -> dict[str, pd.DataFrame]:
             futures.append(T.ingest_radiology_task.submit(pid, str(d), str(pet) if pet else None, seg_files,
                                                           inputs, ctx.root, ctx.cfg, ctx.run_id))
         ok = split_results(ctx, gather(futures, bar))
-        ctx.skipped += [{"source": "pet", "file": str(pets.get(r["patient_id"])), "error": r["pet_error"]}
-                        for r in ok if r.get("pet_error")]
+        ctx.skipped += [Skipped("pet", str(pets.get(r["patient_id"])), r["pet_error"]) for r in ok if r.get("pet_error")]
         write_phenotypes(ctx, ok)
         if len(ok) < 4:
             ctx.skip_stage(f"volume-encoders: {len(ok)} patient(s) with CT; the cohort's volume encoders need >= 4, "
@@ -126,8 +126,8 @@ def radiology_stage(ctx: RunContext) -> dict[str, pd.DataFrame]:
         inputs = {r["patient_id"]: ctx.store.key(f"imaging/radiology/{r['patient_id']}") for r in ok}
         t0 = time.perf_counter()
         enc = T.encode_radiology_task.submit(ok, inputs, ctx.root, ctx.cfg, ctx.run_id).result()
-    ctx.console.count("volume-encoders", enc["status"], seconds=time.perf_counter() - t0)
-    return {k: v for k, v in enc["value"].items() if k in ("ct", "pet")}
+    ctx.console.count("volume-encoders", enc.status, seconds=time.perf_counter() - t0)
+    return {k: v for k, v in enc.value.items() if k in ("ct", "pet")}
 
 
 def write_phenotypes(ctx: RunContext, results: list[dict[str, Any]]) -> None:
@@ -140,8 +140,7 @@ def write_phenotypes(ctx: RunContext, results: list[dict[str, Any]]) -> None:
     ctx.store.write_parquet("imaging/phenotypes.parquet", table)
     lesions = [row for r in results for row in r.get("lesions", [])]
     ctx.store.write_parquet("imaging/lesions.parquet", pd.DataFrame(lesions))
-    ctx.skipped += [{"source": "segmentation", "file": p["path"], "error": p["error"]}
-                    for r in results for p in r.get("problems", [])]
+    ctx.skipped += [Skipped(**p) for r in results for p in r.get("problems", [])]  # from the stored result.json
     n_auto = int((table["roi_source"] == "auto").sum())
     n_none = int(table["roi_source"].isna().sum())
     ctx.console.log(f"[radiology] {len(table)} patient(s) measured: {len(table) - n_auto - n_none} on a "
@@ -183,15 +182,15 @@ def pathology_stage(ctx: RunContext) -> dict[str, str]:
         plans = [T.plan_slide_task.submit(pid, str(p), feat_inputs[pid], ctx.root, cfg, ctx.run_id)
                  for pid, p in slides.items() if pid not in current or not have_encoder]
         plans = [f.result() for f in plans]
-        bar.advance(FAILED, sum(r["status"] == FAILED for r in plans))
+        bar.advance(FAILED, sum(r.status == FAILED for r in plans))
         plans = split_results(ctx, plans)
         feats = [{"patient_id": pid, "features_h5": str(ctx.store.root / f"wsi/{pid}.h5")} for pid in current]
         if plans:
             if embedder is None:
                 t0 = time.perf_counter()
                 enc = T.fit_tile_encoder_task.submit(plans, {}, ctx.root, cfg, ctx.run_id).result()
-                ctx.console.count("tile-encoder", enc["status"], seconds=time.perf_counter() - t0)
-                enc_key, embedder = ctx.store.key(T.TILE_ENCODER), enc["value"]
+                ctx.console.count("tile-encoder", enc.status, seconds=time.perf_counter() - t0)
+                enc_key, embedder = ctx.store.key(T.TILE_ENCODER), enc.value
             futures = [T.slide_features_task.submit(p, embedder, {**feat_inputs[p.patient_id], "encoder": enc_key},
                                                     ctx.root, cfg, ctx.run_id) for p in plans]
             feats += split_results(ctx, gather(futures, bar))
@@ -222,11 +221,11 @@ def omics_stage(ctx: RunContext, future):
         return BulkOmics(expression=None, tumour=None, clinical=empty_clinical(), copy_number=None, maf=None)
     with ctx.console.stage("omics", 1) as bar:
         res = future.result()
-        bar.advance(res["status"])
-    bulk = res["value"]
-    ctx.skipped += [{"source": "expression", "file": "", "error": e} for e in bulk.errors]
+        bar.advance(res.status)
+    bulk = res.value
+    ctx.skipped += [Skipped("expression", "", e) for e in bulk.errors]
     ctx.skipped += bulk.skipped  # bad MAF / copy-number files: named, only that source or file dropped
-    if res["status"] != REUSED or not ctx.store.path("clinical/clinical.parquet").exists():
+    if res.status != REUSED or not ctx.store.path("clinical/clinical.parquet").exists():
         ctx.store.write_parquet("clinical/clinical.parquet", bulk.clinical)  # labels for `store:` experiment specs
     rna = f"{bulk.expression.n_obs} RNA samples, {bulk.expression.n_vars} genes" if bulk.expression is not None \
         else "no expression"
@@ -260,8 +259,8 @@ def spatial_stage(ctx: RunContext, features_h5: dict[str, str]) -> tuple[list[di
         inputs = {s["patient_id"]: ctx.store.key(f"spatial/{s['patient_id']}") for s in samples}
         t0 = time.perf_counter()
         enc = T.encode_spatial_task.submit(samples, inputs, ctx.root, ctx.cfg, ctx.run_id).result()
-    ctx.console.count("spatial-encoder", enc["status"], seconds=time.perf_counter() - t0)
-    return samples, enc["value"]
+    ctx.console.count("spatial-encoder", enc.status, seconds=time.perf_counter() - t0)
+    return samples, enc.value
 
 
 def fusion_stage(ctx: RunContext, frames: dict[str, pd.DataFrame], features_h5: dict[str, str], bulk) -> dict:
@@ -308,8 +307,8 @@ def fusion_stage(ctx: RunContext, frames: dict[str, pd.DataFrame], features_h5: 
         bags = (feat_bags or slide_bags(features_h5)) if not ctx.store.is_fresh(
             "fusion/experiments.pkl", inputs, _fusion_key(ctx)) else {}
         res = T.fusion_task.submit(frames, bags, labels, survival, inputs, ctx.root, ctx.cfg, ctx.run_id).result()
-        bar.advance(res["status"])
-    return res["value"]
+        bar.advance(res.status)
+    return res.value
 
 
 def cv_ready(ctx: RunContext, frames: dict[str, pd.DataFrame], patients: pd.Index) -> dict[str, pd.DataFrame]:

@@ -1,5 +1,5 @@
 """Prefect tasks of the pipeline: each wraps one stage function of flows/stages with the store's
-``reuse_or_build`` and returns {"status", "value" | "error"}.
+``reuse_or_build`` and returns a ``TaskResult``: the status and the value, or a ``Skipped`` record.
 
 Tasks take only picklable arguments (paths as str, precomputed input hashes, the config dict) so that
 any Prefect task runner (threads, Dask) can run them; input hashing happens once, in the flow.
@@ -8,7 +8,7 @@ any Prefect task runner (threads, Dask) can run them; input hashing happens once
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,13 +16,23 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from flows.config import stage_key_config
+from flows.skipped import Skipped
 from flows.store.artifacts import FAILED, ArtifactStore, load_pickle, save_pickle
 from fusion.errors import FusionRxError
 
 
-def failure(source: str, path: Any, exc: Exception) -> dict[str, Any]:
+@dataclass(frozen=True)
+class TaskResult:
+    """What a task gives the flow: its status (new / changed / reused / failed) and value, or the skip record."""
+
+    status: str
+    value: Any = None
+    skipped: Skipped | None = None
+
+
+def failure(source: str, path: Any, exc: Exception) -> TaskResult:
     """A task result for a bad input: reported and skipped, never fatal to the cohort."""
-    return {"status": FAILED, "error": {"source": source, "file": str(path), "error": f"{type(exc).__name__}: {exc}"}}
+    return TaskResult(FAILED, skipped=Skipped.of(source, path, exc))
 
 
 def _relative(d: dict[str, Any], folder: Path) -> dict[str, Any]:
@@ -65,7 +75,7 @@ def ingest_radiology_task(pid: str, ct_dir: str, pet_dir: str | None, seg_files:
                                              run_id, build, load, folder=True)
     except FusionRxError as exc:
         return failure("ct", ct_dir, exc)
-    return {"status": status, "value": value}
+    return TaskResult(status, value)
 
 
 @task(name="encode-radiology", cache_policy=NO_CACHE)
@@ -85,7 +95,7 @@ def encode_radiology_task(results: list[dict[str, Any]], inputs: dict[str, str],
 
     value, status = store.reuse_or_build("imaging/volume_encoders.pkl", "encode-radiology", inputs,
                                          stage_key_config("volume-encoders", cfg), run_id, build, load_pickle)
-    return {"status": status, "value": value}
+    return TaskResult(status, value)
 
 
 # ------------------------------------------------------------------------------------ pathology
@@ -107,7 +117,7 @@ def plan_slide_task(pid: str, path: str, inputs: dict[str, str], store_root: str
                                              stage_key_config("pathology", cfg), run_id, build, load_pickle)
     except FusionRxError as exc:
         return failure("wsi", path, exc)
-    return {"status": status, "value": value}
+    return TaskResult(status, value)
 
 
 TILE_ENCODER = "wsi/tile_encoder.pt"
@@ -137,7 +147,7 @@ def fit_tile_encoder_task(plans: list, inputs: dict[str, str], store_root: str, 
     from imaging.pretrained_encoder import TileEmbedder, weights_sha256
 
     # the fitted encoder as a named embedder: its weights' SHA-256 goes into every feature file it writes
-    return {"status": status, "value": TileEmbedder.from_builtin(encoder, weights_sha256(store.path(TILE_ENCODER)))}
+    return TaskResult(status, TileEmbedder.from_builtin(encoder, weights_sha256(store.path(TILE_ENCODER))))
 
 
 @task(name="slide-features", cache_policy=NO_CACHE)
@@ -157,7 +167,7 @@ def slide_features_task(plan, encoder, inputs: dict[str, str], store_root: str, 
                                          run_id, build, lambda p: p)
     except FusionRxError as exc:
         return failure("wsi", plan.path, exc)
-    return {"status": status, "value": {"patient_id": plan.patient_id, "features_h5": str(store.root / name)}}
+    return TaskResult(status, {"patient_id": plan.patient_id, "features_h5": str(store.root / name)})
 
 
 # ---------------------------------------------------------------------------------------- omics
@@ -177,7 +187,7 @@ def bulk_omics_task(catalog, inputs: dict[str, str], store_root: str, cfg: dict,
 
     value, status = store.reuse_or_build("omics/bulk_omics.pkl", "ingest-bulk-omics", inputs,
                                          stage_key_config("omics", cfg), run_id, build, load_pickle)
-    return {"status": status, "value": value}
+    return TaskResult(status, value)
 
 
 @task(name="ingest-spatial", cache_policy=NO_CACHE)
@@ -203,7 +213,7 @@ def spatial_task(pid: str, path: str, features_h5: str | None, inputs: dict[str,
                                              run_id, build, load, folder=True)
     except FusionRxError as exc:
         return failure("spatial", path, exc)
-    return {"status": status, "value": value}
+    return TaskResult(status, value)
 
 
 @task(name="encode-spatial", cache_policy=NO_CACHE)
@@ -222,7 +232,7 @@ def encode_spatial_task(samples: list[dict[str, Any]], inputs: dict[str, str], s
     value, status = ArtifactStore(store_root).reuse_or_build(
         "spatial/embedding.parquet", "encode-spatial", inputs, stage_key_config("spatial-encoder", cfg), run_id,
         build, pd.read_parquet)
-    return {"status": status, "value": value}
+    return TaskResult(status, value)
 
 
 # --------------------------------------------------------------------------------------- fusion
@@ -255,4 +265,4 @@ def fusion_task(frames: dict, bags: dict, labels, survival, inputs: dict[str, st
 
     value, status = store.reuse_or_build("fusion/experiments.pkl", "fusion-experiments", inputs,
                                          stage_key_config("fusion", cfg), run_id, build, load_pickle)
-    return {"status": status, "value": value}
+    return TaskResult(status, value)

@@ -398,61 +398,118 @@ def read_clinical_table(path: str | Path, labels: ClinicalLabels | None = None, 
     path, labels, id_map = Path(path), labels or ClinicalLabels(), id_map or {}
     df = _read_text_table(path)
     columns = list(df.columns)
+    id_col = _patient_id_column(columns, id_column, path)
+    df = _primary_diagnosis_rows(_index_by_patient(df, id_col, id_map, path), columns)
+    src = _label_sources(columns, labels, id_col, path)
+    warnings: list[str] = []
+    rows, row_sources = _patient_rows(df, src, path, warnings)
+    latest = [c for c in rows.columns if c.startswith("time")] if _is_gdc_time_pair(src.time) else []
+    one = _one_row_per_patient(rows, latest, path, id_col, row_sources)
+    out = _labels_frame(one, src, path, warnings)
+    covariates = one[[f"cov:{n}" for n in src.covariates]].rename(columns=lambda c: c[4:])
+    covariates.index.name = out.index.name = "patient_id"
+    return ClinicalTable(path=path, patients=out.index, labels=out, covariates=covariates,
+                         source_columns=src.source_columns(), warnings=tuple(warnings))
+
+
+@dataclass(frozen=True)
+class _LabelSources:
+    """The file columns a clinical table's labels and covariates come from (None / () when absent)."""
+
+    diagnosis: str | None
+    time: tuple[str, ...]  # one column, or GDC's (days_to_death, days_to_last_follow_up)
+    unit: str  # of the time column(s): days | months | years ('' without a time)
+    event: str | None
+    event_is_censoring: bool
+    covariates: dict[str, str]  # canonical covariate -> column
+
+    def source_columns(self) -> dict[str, tuple[str, ...]]:
+        """ClinicalTable.source_columns: label or covariate -> the column(s) that fed it."""
+        out = {k: v for k, v in {"diagnosis": (self.diagnosis,) if self.diagnosis else (),
+                                 "time_months": tuple(self.time),
+                                 "event": (self.event,) if self.event else ()}.items() if v}
+        out.update({n: (c,) for n, c in self.covariates.items()})
+        return out
+
+
+def _patient_id_column(columns: list[str], id_column: str | None, path: Path) -> str:
+    """The patient id column: ``id_column`` when given, else the first of ``ID_COLUMNS`` present."""
     id_col = _named(columns, id_column, path, "id_column") if id_column else _find(columns, ID_COLUMNS)
     if id_col is None:
         raise OmicsFormatError(f"{path}: no patient id column; expected one of {list(ID_COLUMNS)}, found {columns[:20]}")
+    return id_col
+
+
+def _index_by_patient(df: pd.DataFrame, id_col: str, id_map: dict, path: Path) -> pd.DataFrame:
+    """Rows indexed by cohort patient id ('patient_id': the file's id through ``id_map``); no id may be empty."""
     if df[id_col].isna().any():
         rows = [int(i) + 1 for i in np.flatnonzero(df[id_col].isna())][:5]
         raise OmicsFormatError(f"{path}: column {id_col!r} has empty patient ids (data row(s) {rows})")
     df.index = pd.Index([id_map.get(i, i) for i in df[id_col].astype(str)], name="patient_id")
-    primary = _find(columns, ["diagnosis_is_primary_disease"])
-    if primary is not None:  # GDC: a case with several diagnoses keeps its primary one's rows
-        is_primary = df[primary].str.lower().eq("true")
-        df = df.loc[is_primary | ~is_primary.groupby(level=0).transform("any")]
+    return df
 
+
+def _primary_diagnosis_rows(df: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """GDC: a case with several diagnoses keeps its primary one's rows (diagnosis_is_primary_disease)."""
+    primary = _find(columns, ["diagnosis_is_primary_disease"])
+    if primary is None:
+        return df
+    is_primary = df[primary].str.lower().eq("true")
+    return df.loc[is_primary | ~is_primary.groupby(level=0).transform("any")]
+
+
+def _label_sources(columns: list[str], labels: ClinicalLabels, id_col: str, path: Path) -> _LabelSources:
+    """Which columns feed survival, diagnosis and covariates (config first, else the vocabulary); a
+    covariate never comes from a column already used or holding an outcome."""
     time_cols, unit, event_col, censoring = _survival_columns(columns, labels, path)
     diag_col = _named(columns, labels.diagnosis, path, "labels.diagnosis") if labels.diagnosis else \
         _find(columns, DIAGNOSIS_COLUMNS)
     used = {id_col, diag_col, event_col, *time_cols}
     cov_sources = {name: c for name, spellings in COVARIATE_COLUMNS.items()
                    if (c := _find(columns, spellings)) is not None and c not in used and not is_outcome_column(c)}
+    return _LabelSources(diagnosis=diag_col, time=tuple(time_cols), unit=unit, event=event_col,
+                         event_is_censoring=censoring, covariates=cov_sources)
 
-    warnings: list[str] = []
+
+def _patient_rows(df: pd.DataFrame, src: _LabelSources, path: Path, warnings: list[str]
+                  ) -> tuple[pd.DataFrame, dict[str, str]]:
+    """Per file row, the parsed values: 'diagnosis', 'event', 'time0'[, 'time1'] (in ``src.unit``) and
+    'cov:NAME'; with each such column's file column."""
     rows = pd.DataFrame(index=df.index)
     sources: dict[str, str] = {}
-    if diag_col is not None:
-        rows["diagnosis"], sources["diagnosis"] = df[diag_col], diag_col
-    if event_col is not None:
-        rows["event"], sources["event"] = _events(df[event_col], path, event_col, censoring), event_col
-    gdc_pair = len(time_cols) == 2 or (len(time_cols) == 1 and normalise(time_cols[0]) in
-                                       {normalise(c) for c in (*_DEATH_DAYS, *_FOLLOW_UP_DAYS)})
-    for i, c in enumerate(time_cols):
-        rows[f"time{i}"] = _numbers(df[c], path, c, f"a number of {unit} (time to event)")
+    if src.diagnosis is not None:
+        rows["diagnosis"], sources["diagnosis"] = df[src.diagnosis], src.diagnosis
+    if src.event is not None:
+        rows["event"] = _events(df[src.event], path, src.event, src.event_is_censoring)
+        sources["event"] = src.event
+    for i, c in enumerate(src.time):
+        rows[f"time{i}"] = _numbers(df[c], path, c, f"a number of {src.unit} (time to event)")
         sources[f"time{i}"] = c
-    for name, c in cov_sources.items():
+    for name, c in src.covariates.items():
         rows[f"cov:{name}"] = _covariate(name, df[c], path, c, warnings)
         sources[f"cov:{name}"] = c
+    return rows, sources
 
-    latest = [c for c in rows.columns if c.startswith("time")] if gdc_pair else []
-    one = _one_row_per_patient(rows, latest, path, id_col, sources)
+
+def _is_gdc_time_pair(time_cols: tuple[str, ...]) -> bool:
+    """True when the time comes from GDC-style days_to_death / days_to_last_follow_up column(s)."""
+    return len(time_cols) == 2 or (len(time_cols) == 1 and normalise(time_cols[0]) in
+                                   {normalise(c) for c in (*_DEATH_DAYS, *_FOLLOW_UP_DAYS)})
+
+
+def _labels_frame(one: pd.DataFrame, src: _LabelSources, path: Path, warnings: list[str]) -> pd.DataFrame:
+    """The labels per patient: diagnosis, time_months (GDC pair combined; negative -> NaN, warned) and event."""
     out = pd.DataFrame(index=one.index)
     out["diagnosis"] = one["diagnosis"].astype(object) if "diagnosis" in one else np.nan
     event = one["event"] if "event" in one else pd.Series(np.nan, index=one.index)
-    if len(time_cols) == 2:
+    if len(src.time) == 2:
         days = gdc_overall_survival_days(one["time0"], one["time1"], event)
     else:
-        days = one["time0"] if time_cols else pd.Series(np.nan, index=one.index)
-    time_months = days.astype(np.float64) * (MONTHS_PER[unit] if unit else 1.0)
+        days = one["time0"] if src.time else pd.Series(np.nan, index=one.index)
+    time_months = days.astype(np.float64) * (MONTHS_PER[src.unit] if src.unit else 1.0)
     negative = time_months < 0
     for pid in time_months.index[negative]:
-        warnings.append(f"{path}: patient {pid}: negative time in {list(time_cols)}; read as missing")
+        warnings.append(f"{path}: patient {pid}: negative time in {list(src.time)}; read as missing")
     out["time_months"] = time_months.mask(negative)
     out["event"] = event.astype(np.float64)
-    covariates = one[[f"cov:{n}" for n in cov_sources]].rename(columns=lambda c: c[4:])
-    covariates.index.name = out.index.name = "patient_id"
-    source_columns = {k: v for k, v in {"diagnosis": (diag_col,) if diag_col else (),
-                                        "time_months": tuple(time_cols),
-                                        "event": (event_col,) if event_col else ()}.items() if v}
-    source_columns.update({n: (c,) for n, c in cov_sources.items()})
-    return ClinicalTable(path=path, patients=out.index, labels=out, covariates=covariates,
-                         source_columns=source_columns, warnings=tuple(warnings))
+    return out

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from fusion.errors import OmicsFormatError
-from omics.barcodes import parse_barcode, patient_id
+from omics.barcodes import Barcode, parse_barcode, patient_id
 from omics.clinical import (
     GDC_DEATH_DAYS,
     GDC_FOLLOW_UP_DAYS,
@@ -212,12 +212,7 @@ def read_expression_cohort(
     ``gene_types=None`` keeps every gene type.
     """
     sample_sheet_path, files_dir = Path(sample_sheet_path), Path(files_dir)
-    sheet = read_sample_sheet(sample_sheet_path)
-    sheet = sheet.loc[sheet["Data Type"] == EXPRESSION_DATA_TYPE]
-    if sheet.empty:
-        raise OmicsFormatError(
-            f"{sample_sheet_path}: column 'Data Type' has no {EXPRESSION_DATA_TYPE!r} rows"
-        )
+    sheet = _expression_rows(sample_sheet_path)
     errors: list[str] = []
     reference: pd.DataFrame | None = None
     columns: list[np.ndarray] = []
@@ -227,39 +222,73 @@ def read_expression_cohort(
     for file_id, file_name, sample_id, sample_type in wanted.itertuples(index=False, name=None):
         path = locate_gdc_file(files_dir, str(file_id), str(file_name))
         try:
-            barcode = parse_barcode(str(sample_id).split(", ")[0])
-            if barcode.barcode in seen:
-                raise OmicsFormatError(f"sample {barcode.barcode} already read from another file")
-            counts = read_star_counts(path)
-            if reference is None:
-                reference = counts
-            elif not np.array_equal(counts["gene_id"].to_numpy(), reference["gene_id"].to_numpy()):
-                raise OmicsFormatError(
-                    f"{path}: column 'gene_id' differs from the first file's gene list "
-                    f"({len(counts)} vs {len(reference)} genes)"
-                )
+            barcode, counts = _read_sample_counts(path, str(sample_id), seen, reference)
         except OmicsFormatError as exc:
             message = f"skipped {path}: {exc}"
             log.warning(message)
             errors.append(message)
             continue
+        reference = counts if reference is None else reference
         seen.add(barcode.barcode)
         columns.append(counts["unstranded"].to_numpy(dtype=np.float32))
-        obs_rows.append(
-            {
-                "sample_id": barcode.barcode,
-                "patient_id": barcode.patient_id,
-                "sample_type_code": barcode.sample_type_code,
-                "sample_type": sample_type,
-                "is_tumour": barcode.is_tumour,
-                "is_normal": barcode.is_normal,
-                "file_name": str(file_name),
-            }
-        )
+        obs_rows.append(_sample_obs(barcode, sample_type, str(file_name)))
     if reference is None:
         raise OmicsFormatError(
             f"{sample_sheet_path}: no counts file could be read from {files_dir}: " + "; ".join(errors)
         )
+    return _cohort_anndata(reference, columns, obs_rows, gene_types, errors), errors
+
+
+def _expression_rows(sample_sheet_path: Path) -> pd.DataFrame:
+    """The sample sheet's 'Gene Expression Quantification' rows; OmicsFormatError when there are none."""
+    sheet = read_sample_sheet(sample_sheet_path)
+    sheet = sheet.loc[sheet["Data Type"] == EXPRESSION_DATA_TYPE]
+    if sheet.empty:
+        raise OmicsFormatError(
+            f"{sample_sheet_path}: column 'Data Type' has no {EXPRESSION_DATA_TYPE!r} rows"
+        )
+    return sheet
+
+
+def _read_sample_counts(
+    path: Path, sample_id: str, seen: set[str], reference: pd.DataFrame | None
+) -> tuple[Barcode, pd.DataFrame]:
+    """One sample's (barcode, STAR counts); OmicsFormatError for a sample already read, an unreadable file
+    or genes that differ from ``reference`` (the first good file)."""
+    barcode = parse_barcode(sample_id.split(", ")[0])
+    if barcode.barcode in seen:
+        raise OmicsFormatError(f"sample {barcode.barcode} already read from another file")
+    counts = read_star_counts(path)
+    if reference is not None and not np.array_equal(counts["gene_id"].to_numpy(), reference["gene_id"].to_numpy()):
+        raise OmicsFormatError(
+            f"{path}: column 'gene_id' differs from the first file's gene list "
+            f"({len(counts)} vs {len(reference)} genes)"
+        )
+    return barcode, counts
+
+
+def _sample_obs(barcode: Barcode, sample_type: object, file_name: str) -> dict[str, object]:
+    """One obs row: the sample's barcode, patient, sample type (code and sheet text), tumour/normal, file."""
+    return {
+        "sample_id": barcode.barcode,
+        "patient_id": barcode.patient_id,
+        "sample_type_code": barcode.sample_type_code,
+        "sample_type": sample_type,
+        "is_tumour": barcode.is_tumour,
+        "is_normal": barcode.is_normal,
+        "file_name": file_name,
+    }
+
+
+def _cohort_anndata(
+    reference: pd.DataFrame,
+    columns: list[np.ndarray],
+    obs_rows: list[dict[str, object]],
+    gene_types: Sequence[str] | None,
+    errors: list[str],
+) -> ad.AnnData:
+    """Samples x genes AnnData of the read counts, genes limited to ``gene_types`` (None: all), var indexed
+    by unique gene names, obs by barcode, ``uns['errors']`` the skipped files."""
     x = np.stack(columns, axis=0)
     keep = np.ones(len(reference), dtype=bool)
     if gene_types is not None:
@@ -270,7 +299,7 @@ def read_expression_cohort(
     var.index = ad.utils.make_index_unique(pd.Index(var["gene_name"].astype(str)))
     adata = ad.AnnData(X=x[:, keep], obs=obs, var=var)
     adata.uns["errors"] = list(errors)
-    return adata, errors
+    return adata
 
 
 def read_maf(path: str | Path) -> pd.DataFrame:

@@ -41,24 +41,43 @@ def read_visium_h5ad(path: str | Path, *, library_id: str | None = None, in_tiss
     when in_tissue_only).
     """
     path = Path(path)
-    if not path.is_file():
-        raise SpatialError(f"{path}: spatial h5ad file not found")
-    try:
-        adata = ad.read_h5ad(path)
-    except Exception as exc:  # h5py/anndata raise many types on corrupt files
-        raise SpatialError(f"{path}: cannot read as h5ad: {exc}") from exc
+    adata = _read_h5ad(path)
     if adata.n_obs == 0 or adata.n_vars == 0:
         raise _fail(path, "X", f"must be a non-empty spots x genes matrix, got {adata.shape}")
     adata = _with_raw_counts(adata, path)
+    adata.obsm["spatial"] = _spot_coordinates(adata, path)
+    library_id = _library_id(adata.uns.get("spatial"), library_id, path)
+    _check_library(adata.uns["spatial"][library_id], library_id, path)
+    adata = _in_tissue_spots(adata, path, in_tissue_only)
+    adata.uns["library_id"] = library_id
+    if SLIDE_TRANSFORM_KEY in adata.uns:
+        adata.uns[SLIDE_TRANSFORM_KEY] = check_slide_transform(adata.uns[SLIDE_TRANSFORM_KEY],
+                                                               f"{path}: uns['{SLIDE_TRANSFORM_KEY}']")
+    return adata
 
+
+def _read_h5ad(path: Path) -> ad.AnnData:
+    """The h5ad file as AnnData; SpatialError when it is absent or unreadable."""
+    if not path.is_file():
+        raise SpatialError(f"{path}: spatial h5ad file not found")
+    try:
+        return ad.read_h5ad(path)
+    except Exception as exc:  # h5py/anndata raise many types on corrupt files
+        raise SpatialError(f"{path}: cannot read as h5ad: {exc}") from exc
+
+
+def _spot_coordinates(adata: ad.AnnData, path: Path) -> np.ndarray:
+    """obsm['spatial'] as finite float64 [n_spots, 2] (x, y) full-resolution pixels."""
     if "spatial" not in adata.obsm:
         raise _fail(path, "obsm['spatial']", "is missing; expected [n_spots, 2] (x, y) full-resolution pixels")
     coords = np.asarray(adata.obsm["spatial"], dtype=np.float64)
     if coords.shape != (adata.n_obs, 2) or not np.isfinite(coords).all():
         raise _fail(path, "obsm['spatial']", f"must be finite [{adata.n_obs}, 2] pixel coordinates, got {coords.shape}")
-    adata.obsm["spatial"] = coords
+    return coords
 
-    spatial = adata.uns.get("spatial")
+
+def _library_id(spatial: object, library_id: str | None, path: Path) -> str:
+    """The library of uns['spatial'] to use: ``library_id``, else the only one there."""
     if not isinstance(spatial, dict) or not spatial:
         raise _fail(path, "uns['spatial']", "is missing; expected {library_id: {'images', 'scalefactors'}}")
     if library_id is None:
@@ -67,7 +86,12 @@ def read_visium_h5ad(path: str | Path, *, library_id: str | None = None, in_tiss
         library_id = next(iter(spatial))
     if library_id not in spatial:
         raise _fail(path, "uns['spatial']", f"has no library {library_id!r}; found {list(spatial)}")
-    library = spatial[library_id]
+    return library_id
+
+
+def _check_library(library: object, library_id: str, path: Path) -> None:
+    """A library holds images['hires'] ([H, W, 3|4]) and positive scalefactors tissue_hires_scalef and
+    spot_diameter_fullres."""
     slot = f"uns['spatial'][{library_id!r}]"
     images = library.get("images") if isinstance(library, dict) else None
     if not isinstance(images, dict) or "hires" not in images:
@@ -83,18 +107,18 @@ def read_visium_h5ad(path: str | Path, *, library_id: str | None = None, in_tiss
         if value is None or not np.isfinite(float(value)) or float(value) <= 0:
             raise _fail(path, f"{slot}['scalefactors'][{key!r}]", f"must be a positive number, got {value!r}")
 
-    if "in_tissue" in adata.obs.columns:
-        in_tissue = pd.to_numeric(adata.obs["in_tissue"], errors="coerce")
-        if not in_tissue.isin((0, 1)).all():
-            raise _fail(path, "obs['in_tissue']", "must be 0 or 1 for every spot")
-        if in_tissue_only:
-            adata = adata[in_tissue.to_numpy() == 1].copy()
-            if adata.n_obs == 0:
-                raise _fail(path, "obs['in_tissue']", "marks no spot as inside the tissue")
-    adata.uns["library_id"] = library_id
-    if SLIDE_TRANSFORM_KEY in adata.uns:
-        adata.uns[SLIDE_TRANSFORM_KEY] = check_slide_transform(adata.uns[SLIDE_TRANSFORM_KEY],
-                                                               f"{path}: uns['{SLIDE_TRANSFORM_KEY}']")
+
+def _in_tissue_spots(adata: ad.AnnData, path: Path, in_tissue_only: bool) -> ad.AnnData:
+    """Check obs['in_tissue'] (0/1) when present; with ``in_tissue_only`` a copy of the spots inside the tissue."""
+    if "in_tissue" not in adata.obs.columns:
+        return adata
+    in_tissue = pd.to_numeric(adata.obs["in_tissue"], errors="coerce")
+    if not in_tissue.isin((0, 1)).all():
+        raise _fail(path, "obs['in_tissue']", "must be 0 or 1 for every spot")
+    if in_tissue_only:
+        adata = adata[in_tissue.to_numpy() == 1].copy()
+        if adata.n_obs == 0:
+            raise _fail(path, "obs['in_tissue']", "marks no spot as inside the tissue")
     return adata
 
 

@@ -1,8 +1,10 @@
-"""Survival association: vectorised univariate Cox PH (Breslow ties) across genes, and the log-rank test."""
+"""Survival association: vectorised univariate Cox PH (Breslow ties) across genes.
+
+The log-rank test is lifelines' (``lifelines.statistics.logrank_test``), as the experiment report uses it.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -114,11 +116,7 @@ def cox_univariate(
     and whether Newton-Raphson converged (False flags e.g. monotone likelihood / perfect separation).
     Constant genes get NaN.
     """
-    x_raw = np.asarray(values, dtype=np.float64)
-    if x_raw.ndim == 1:
-        x_raw = x_raw[:, None]
-    if x_raw.ndim != 2 or not np.isfinite(x_raw).all():
-        raise OmicsFormatError("cox_univariate: values must be a finite [n_samples, n_genes] array")
+    x_raw = _expression_matrix(values)
     n, g = x_raw.shape
     time, event = _check_survival(time, event, n)
     if not event.any():
@@ -136,12 +134,34 @@ def cox_univariate(
         beta[block], info[block], converged[block] = _newton_block(
             x[:, block], start, deaths, sum_x_events[block], constant[block], max_iter, tol
         )
+    return _cox_table(beta, info, converged, sd_safe, constant, genes)
 
+
+def _expression_matrix(values: np.ndarray) -> np.ndarray:
+    """values as a finite float64 [n_samples, n_genes] array (a 1-D array is one gene)."""
+    x_raw = np.asarray(values, dtype=np.float64)
+    if x_raw.ndim == 1:
+        x_raw = x_raw[:, None]
+    if x_raw.ndim != 2 or not np.isfinite(x_raw).all():
+        raise OmicsFormatError("cox_univariate: values must be a finite [n_samples, n_genes] array")
+    return x_raw
+
+
+def _cox_table(
+    beta: np.ndarray,
+    info: np.ndarray,
+    converged: np.ndarray,
+    sd: np.ndarray,
+    constant: np.ndarray,
+    genes: Sequence[str] | None,
+) -> pd.DataFrame:
+    """Per-gene table from standardised fits: coef and se back per unit of the raw value, HR, Wald z, p, fdr."""
+    g = beta.shape[0]
     with np.errstate(divide="ignore", invalid="ignore"):
         se_std = 1.0 / np.sqrt(info)
         z = beta / se_std
-    coef = beta / sd_safe
-    se = se_std / sd_safe
+    coef = beta / sd
+    se = se_std / sd
     p = 2.0 * stats.norm.sf(np.abs(z))
     coef[constant], se[constant], z[constant], p[constant] = np.nan, np.nan, np.nan, np.nan
     index = pd.Index(list(genes) if genes is not None else np.arange(g), name="gene")
@@ -158,55 +178,4 @@ def cox_univariate(
             "converged": converged & ~constant,
         },
         index=index,
-    )
-
-
-@dataclass(frozen=True)
-class LogrankResult:
-    """Log-rank test: chi-square statistic, degrees of freedom, p-value, observed and expected events per group."""
-
-    statistic: float
-    df: int
-    p_value: float
-    groups: tuple
-    observed: np.ndarray
-    expected: np.ndarray
-
-
-def logrank_test(time: np.ndarray, event: np.ndarray, groups: np.ndarray) -> LogrankResult:
-    """K-group log-rank test of equal survival across groups (time in any unit, event 1 = death)."""
-    labels = np.asarray(groups).ravel()
-    time, event = _check_survival(time, event, labels.shape[0])
-    levels, g = np.unique(labels, return_inverse=True)
-    k = levels.shape[0]
-    if k < 2:
-        raise OmicsFormatError(f"logrank_test: need >= 2 groups, got {k}")
-    distinct, inverse = np.unique(time, return_inverse=True)
-    one_hot = np.zeros((time.shape[0], k))
-    one_hot[np.arange(time.shape[0]), g] = 1.0
-    # at risk at each distinct time: samples whose time >= that time
-    entered = np.zeros((distinct.shape[0], k))
-    np.add.at(entered, inverse, one_hot)
-    at_risk = np.cumsum(entered[::-1], axis=0)[::-1]
-    died = np.zeros((distinct.shape[0], k))
-    np.add.at(died, inverse[event], one_hot[event])
-    d = died.sum(axis=1)
-    keep = d > 0
-    at_risk, died, d = at_risk[keep], died[keep], d[keep]
-    n = at_risk.sum(axis=1)
-    share = at_risk / n[:, None]
-    observed = died.sum(axis=0)
-    expected = (d[:, None] * share).sum(axis=0)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        factor = np.where(n > 1, d * (n - d) / (n - 1), 0.0)
-    cov = (factor[:, None, None] * (share[:, :, None] * (np.eye(k)[None] - share[:, None, :]))).sum(axis=0)
-    diff = (observed - expected)[:-1]
-    statistic = float(diff @ np.linalg.solve(cov[:-1, :-1], diff))
-    return LogrankResult(
-        statistic=statistic,
-        df=k - 1,
-        p_value=float(stats.chi2.sf(statistic, k - 1)),
-        groups=tuple(levels.tolist()),
-        observed=observed,
-        expected=expected,
     )

@@ -75,16 +75,46 @@ def _resolve(spec_path: Path, value: Any, key: str) -> Path:
 def load_spec(path: str | Path) -> ExperimentSpec:
     """Read and validate a spec file (unknown keys, types, required keys per task kind)."""
     path = Path(path)
+    raw = _read_raw(path)
+
+    def fail(key: str, problem: str) -> SpecError:
+        return SpecError(f"{path}: key '{key}': {problem}")
+
+    _check_top_keys(raw, fail)
+    globs, bags = _split_modalities(raw, path, fail)
+    task = _checked_task(raw["task"], fail)
+    if ("splits" in raw) == ("folds" in raw):
+        raise fail("splits", "give exactly one of 'splits' (a folder of splits_K.csv) or 'folds' (an integer)")
+    options = _checked_options(raw, fail)
+    strategies = _checked_strategies(raw, globs, bags, fail)
+    folds = raw.get("folds")
+    if folds is not None and (not isinstance(folds, int) or folds < 2):
+        raise fail("folds", f"expected an integer >= 2, found {folds!r}")
+    return ExperimentSpec(
+        path=path, raw=raw, name=str(raw["name"]),
+        table=_resolve(path, raw["table"], "table") if "table" in raw else None,
+        store=_resolve(path, raw["store"], "store") if "store" in raw else None,
+        id=str(raw["id"]), modalities=globs, bags=bags,
+        covariates=list(raw.get("covariates") or []), task=task,
+        splits=_resolve(path, raw["splits"], "splits") if "splits" in raw else None,
+        folds=folds, repeats=int(raw.get("repeats", 1)), seed=int(raw.get("seed", 0)), strategies=strategies,
+        reference=_resolve(path, raw["reference"], "reference") if raw.get("reference") else None,
+        reference_cohort=raw.get("reference_cohort"), options=dict(options), tracking_uri=raw.get("tracking_uri"))
+
+
+def _read_raw(path: Path) -> dict[str, Any]:
+    """The spec file's top-level mapping; SpecError when it is unreadable, not YAML or not a mapping."""
     try:
         raw = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError) as exc:
         raise SpecError(f"{path}: cannot read the spec as YAML: {exc}") from exc
     if not isinstance(raw, dict):
         raise SpecError(f"{path}: expected a mapping of keys at the top level, found {type(raw).__name__}")
+    return raw
 
-    def fail(key: str, problem: str) -> SpecError:
-        return SpecError(f"{path}: key '{key}': {problem}")
 
+def _check_top_keys(raw: dict, fail) -> None:
+    """Top-level keys: all known, the required ones present, one of table/store, a non-empty modalities map."""
     unknown = sorted(set(raw) - TOP_KEYS)
     if unknown:
         raise fail(unknown[0], f"unknown key; expected one of {sorted(TOP_KEYS)}")
@@ -95,8 +125,10 @@ def load_spec(path: str | Path) -> ExperimentSpec:
         raise fail("table", "give exactly one of 'table' (a feature table) or 'store' (a FusionRx store)")
     if not isinstance(raw["modalities"], dict) or not raw["modalities"]:
         raise fail("modalities", "expected a mapping name -> column glob (or -> {bags: FOLDER})")
-    globs, bags = _split_modalities(raw, path, fail)
-    task = raw["task"]
+
+
+def _checked_task(task: Any, fail) -> dict[str, Any]:
+    """The ``task`` block checked (known keys, kind and its required keys, heads), with ``heads`` filled in."""
     if not isinstance(task, dict):
         raise fail("task", f"expected a mapping, found {type(task).__name__}")
     bad = sorted(set(task) - TASK_KEYS)
@@ -112,12 +144,21 @@ def load_spec(path: str | Path) -> ExperimentSpec:
     heads = task.get("heads", ["cox"])
     if not isinstance(heads, list) or not set(heads) <= {"cox", "nll"}:
         raise fail("task.heads", f"expected a list of 'cox' / 'nll', found {heads!r}")
-    if ("splits" in raw) == ("folds" in raw):
-        raise fail("splits", "give exactly one of 'splits' (a folder of splits_K.csv) or 'folds' (an integer)")
+    return dict(task, heads=heads)
+
+
+def _checked_options(raw: dict, fail) -> dict[str, Any]:
+    """The ``options`` block ({} when absent); every key must be an ExperimentOptions field."""
     options = raw.get("options") or {}
     bad = sorted(set(options) - OPTION_KEYS)
     if bad:
         raise fail(f"options.{bad[0]}", f"unknown key; expected one of {sorted(OPTION_KEYS)}")
+    return options
+
+
+def _checked_strategies(raw: dict, globs: dict[str, str], bags: dict[str, dict[str, Any]], fail) -> list[str]:
+    """The fusion strategies (default: early, late, attention, kronecker): registered, not 'single', and an
+    instance-level one only with both a bag and a flat modality."""
     strategies = raw.get("strategies", ["early", "late", "attention", "kronecker"])
     from fusion.strategies import FUSION_STRATEGIES
 
@@ -128,19 +169,7 @@ def load_spec(path: str | Path) -> ExperimentSpec:
     if inst and (not bags or not globs):
         raise fail("strategies", f"'{inst[0]}' needs at least one bag modality ({{bags: FOLDER}}) and one flat "
                                  f"(column glob) modality; found bag modalities {sorted(bags)}, flat {sorted(globs)}")
-    folds = raw.get("folds")
-    if folds is not None and (not isinstance(folds, int) or folds < 2):
-        raise fail("folds", f"expected an integer >= 2, found {folds!r}")
-    return ExperimentSpec(
-        path=path, raw=raw, name=str(raw["name"]),
-        table=_resolve(path, raw["table"], "table") if "table" in raw else None,
-        store=_resolve(path, raw["store"], "store") if "store" in raw else None,
-        id=str(raw["id"]), modalities=globs, bags=bags,
-        covariates=list(raw.get("covariates") or []), task=dict(task, heads=heads),
-        splits=_resolve(path, raw["splits"], "splits") if "splits" in raw else None,
-        folds=folds, repeats=int(raw.get("repeats", 1)), seed=int(raw.get("seed", 0)), strategies=list(strategies),
-        reference=_resolve(path, raw["reference"], "reference") if raw.get("reference") else None,
-        reference_cohort=raw.get("reference_cohort"), options=dict(options), tracking_uri=raw.get("tracking_uri"))
+    return list(strategies)
 
 
 def _split_modalities(raw: dict, path: Path, fail) -> tuple[dict[str, str], dict[str, dict[str, Any]]]:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from flows.catalog.schema import Catalog, Source
 from flows.pacs.pull import pull_dicomweb, pull_dimse
+from flows.skipped import Skipped
 from fusion.errors import PacsError
 
 
@@ -16,7 +17,7 @@ def raw_dir(store_root: str | Path, source: Source) -> Path:
     return Path(store_root) / "raw" / source.name
 
 
-def pull_source(source: Source, store_root: str | Path) -> tuple[Source, list[dict[str, str]]]:
+def pull_source(source: Source, store_root: str | Path) -> tuple[Source, list[Skipped]]:
     """Pull one PACS source; returns it as a `dicom` folder source and skip records of failed studies."""
     out = raw_dir(store_root, source)
     r = source.remote
@@ -26,16 +27,15 @@ def pull_source(source: Source, store_root: str | Path) -> tuple[Source, list[di
         else:
             report = pull_dimse(r["host"], int(r["port"]), out, r.get("aet", "ORTHANC"), r.get("calling_aet", "FUSIONRX"),
                                 r.get("patient"), r.get("study"))
-        skipped = [{"source": source.name, "file": f"study {s.study_uid} (patient {s.patient_id})", "error": s.error}
+        skipped = [Skipped(source.name, f"study {s.study_uid} (patient {s.patient_id})", s.error)
                    for s in report.failed]
     except PacsError as exc:  # the PACS could not even be searched: keep what an earlier run pulled
-        skipped = [{"source": source.name, "file": str(r.get("url") or f"{r.get('host')}:{r.get('port')}"),
-                    "error": f"PacsError: {exc}"}]
+        skipped = [Skipped.of(source.name, r.get("url") or f"{r.get('host')}:{r.get('port')}", exc)]
     out.mkdir(parents=True, exist_ok=True)
     return dataclasses.replace(source, format="dicom", path=out, remote={}), skipped
 
 
-def pull_remote_sources(catalog: Catalog, store_root: str | Path) -> tuple[Catalog, list[dict[str, str]]]:
+def pull_remote_sources(catalog: Catalog, store_root: str | Path) -> tuple[Catalog, list[Skipped]]:
     """The catalog with every PACS source pulled and replaced by its local folder; skip records."""
     sources, skipped = dict(catalog.sources), []
     for name, src in catalog.sources.items():

@@ -42,6 +42,16 @@ def create_app(store: str | Path) -> FastAPI:
     store = Path(store)
     app = FastAPI(title="FusionRx", version="1",
                   description="Ranked drug targets, their evidence and linked compounds, and fusion experiments.")
+    _register_error_handlers(app)
+    _register_target_routes(app, store)
+    _register_compound_routes(app, store)
+    _register_experiment_routes(app, store)
+    _register_web_routes(app)
+    return app
+
+
+def _register_error_handlers(app: FastAPI) -> None:
+    """Map FusionRx errors to HTTP answers: bad queries 400/404 (503 without a DB), bad input 400, others 503."""
 
     @app.exception_handler(QueryError)
     async def _query_error(_: Request, exc: QueryError) -> JSONResponse:
@@ -58,6 +68,10 @@ def create_app(store: str | Path) -> FastAPI:
     @app.exception_handler(FusionRxError)
     async def _no_results(_: Request, exc: FusionRxError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=503)
+
+
+def _register_target_routes(app: FastAPI, store: Path) -> None:
+    """/api/targets (ranked, filtered, paged), /api/evidence-types, one target and its spatial picture."""
 
     @app.get("/api/targets", summary="Ranked targets (custom weights, score/evidence/compound filters, paging)")
     def targets(top: int = Query(20, ge=1, le=MAX_PAGE), offset: int = Query(0, ge=0, le=10**9),
@@ -94,6 +108,10 @@ def create_app(store: str | Path) -> FastAPI:
         return Response(draw_spatial_panels(panels, gene), media_type="image/png",
                         headers={"X-Spatial-Samples": quote(",".join(p.sample for p in panels), safe=",")})
 
+
+def _register_compound_routes(app: FastAPI, store: Path) -> None:
+    """/api/compounds/similar (Morgan/Tanimoto neighbours) and /api/compounds/depict.svg (2D drawing)."""
+
     @app.get("/api/compounds/similar", summary="Nearest compounds by Morgan/Tanimoto and their targets")
     def similar(smiles: str = Query(..., min_length=1, max_length=2000), top: int = Query(10, ge=1, le=MAX_SIMILAR)):
         return similar_compounds(store, smiles, top=top)
@@ -105,12 +123,20 @@ def create_app(store: str | Path) -> FastAPI:
 
         return Response(smiles_to_svg(smiles, width, height), media_type="image/svg+xml")
 
+
+def _register_experiment_routes(app: FastAPI, store: Path) -> None:
+    """/api/experiments: the latest run's fusion experiments (NaN metrics as null)."""
+
     @app.get("/api/experiments", summary="Fusion experiments of the latest run (CV metric per model)")
     def experiments() -> list[dict[str, Any]]:
         from flows.results.db import query_experiments
 
         rows = query_experiments(store)
         return [{k: (None if isinstance(v, float) and v != v else v) for k, v in r.items()} for r in rows]
+
+
+def _register_web_routes(app: FastAPI) -> None:
+    """The web page (/) and its static files (/static/NAME, only files directly inside web/)."""
 
     @app.get("/", include_in_schema=False)
     def index() -> FileResponse:
@@ -122,5 +148,3 @@ def create_app(store: str | Path) -> FastAPI:
         if path.parent != WEB.resolve() or not path.is_file():
             raise HTTPException(404, f"no static file {name!r}")
         return FileResponse(path)
-
-    return app

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from flows.catalog.schema import Catalog, Source
+from flows.skipped import Skipped
 from fusion.errors import OmicsFormatError
 from omics.cohort import highly_variable, normalise_counts, tumour_samples
 from omics.gdc import read_clinical, read_copy_number, read_expression_cohort, read_maf
@@ -31,7 +32,7 @@ class BulkOmics:
     copy_number: pd.DataFrame | None  # genes x patients (-2..2)
     maf: pd.DataFrame | None
     errors: list[str] = field(default_factory=list)           # expression / clinical records skipped
-    skipped: list[dict[str, str]] = field(default_factory=list)  # {source, file, error}: MAF / CN files or sources
+    skipped: list[Skipped] = field(default_factory=list)  # bad MAF / CN files or sources
 
 
 def empty_clinical() -> pd.DataFrame:
@@ -68,16 +69,16 @@ def read_clinical_source(src: Source | None, labels: dict | None = None) -> pd.D
 
 
 def _optional_source(src: Source | None, read: Callable[[Source], tuple[pd.DataFrame, list[str]]],
-                     skipped: list[dict[str, str]]) -> pd.DataFrame | None:
+                     skipped: list[Skipped]) -> pd.DataFrame | None:
     """Read an optional source; a bad file drops only what it holds (the whole source when it is one file)."""
     if src is None:
         return None
     try:
         table, errors = read(src)
     except OmicsFormatError as exc:
-        skipped.append({"source": src.name, "file": str(src.path), "error": f"OmicsFormatError: {exc}"})
+        skipped.append(Skipped.of(src.name, src.path, exc))
         return None
-    skipped += [{"source": src.name, "file": str(src.path), "error": e} for e in errors]
+    skipped += [Skipped(src.name, str(src.path), e) for e in errors]
     return table
 
 
@@ -109,7 +110,7 @@ def read_bulk_omics(catalog: Catalog, labels: dict | None = None) -> BulkOmics:
         tumour = tumour_samples(expr)
     clinical = read_clinical_source(catalog.by_modality("clinical"), labels)
     errors += list(clinical.attrs.get("errors", []))
-    skipped: list[dict[str, str]] = []
+    skipped: list[Skipped] = []
     cn = _optional_source(catalog.by_modality("copy_number"), _read_cn_source, skipped)
     maf = _optional_source(catalog.by_modality("mutations"), _read_maf_source, skipped)
     return BulkOmics(expression=expr, tumour=tumour, clinical=clinical, copy_number=cn, maf=maf, errors=errors,

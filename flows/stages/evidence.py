@@ -16,6 +16,7 @@ from flows.config import RunConfig
 from flows.results.ranking import (EVIDENCE_TYPES, TRACTABILITY, ScoringConfig, harmonic_sums, load_scoring_config,
                            rank_targets, validate_weights)
 from flows.results.db import write_run
+from flows.skipped import Skipped, as_dicts
 from flows.stages import evidence_rows as er
 from flows.stages.bulk_omics import BulkOmics
 from flows.store.artifacts import ArtifactStore, atomic_path
@@ -181,11 +182,11 @@ def _add_predicted_links(comp: CompoundInputs, rows: pd.DataFrame, ranked: pd.Da
 
 def record_run(*, catalog: Catalog, store: ArtifactStore, config: RunConfig, ranking: dict[str, Any],
                fusion_out: dict[str, Any], run_id: str, started: datetime, inputs: dict[str, str],
-               skipped: list[dict[str, str]], timings: dict[str, float], log: Callable[[str], None],
+               skipped: list[Skipped], timings: dict[str, float], log: Callable[[str], None],
                stages_skipped: list[str] | None = None) -> dict[str, Any]:
     """Write the ranking, the evidence rows, the run record and the results DB rows of one run; the summary."""
     ranked, rows, comp, scoring = ranking["ranked"], ranking["rows"], ranking["comp"], ranking["scoring"]
-    skipped = skipped + [{"source": "compounds", "file": str(comp.path), "error": e} for e in comp.errors]
+    skipped = as_dicts(skipped + [Skipped("compounds", str(comp.path), e) for e in comp.errors])
     store.write_parquet("targets/ranking.parquet", ranked)
     store.write_parquet("targets/evidence_rows.parquet", rows)
     experiments = fusion_out["experiments"]

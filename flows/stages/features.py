@@ -19,6 +19,7 @@ import pandas as pd
 
 from flows.catalog.schema import Catalog, Source
 from flows.catalog.formats import ID_COLUMNS
+from flows.skipped import Skipped
 from fusion.errors import FeatureFileError, FusionRxError
 from omics.clinical import is_outcome_column
 
@@ -104,14 +105,14 @@ def read_tile_feature_bag(path: str | Path) -> np.ndarray:
 
 
 def precomputed_features(catalog: Catalog) -> tuple[dict[str, pd.DataFrame], dict[str, np.ndarray],
-                                                      list[dict[str, str]]]:
+                                                      list[Skipped]]:
     """Every ``features`` source: (frames by source name, slide bags by patient, skip records).
 
     A bad table drops its source; a bad tile-feature file drops that patient's bag.
     """
     frames: dict[str, pd.DataFrame] = {}
     bags: dict[str, np.ndarray] = {}
-    skipped: list[dict[str, str]] = []
+    skipped: list[Skipped] = []
     for src in catalog.all_of("features"):
         if src.format == "feature_table":
             try:
@@ -119,23 +120,23 @@ def precomputed_features(catalog: Catalog) -> tuple[dict[str, pd.DataFrame], dic
                 frame.index = [src.patient_id(p) for p in frame.index]
                 frames[src.name] = frame
             except FusionRxError as exc:
-                skipped.append({"source": src.name, "file": str(src.path), "error": f"{type(exc).__name__}: {exc}"})
+                skipped.append(Skipped.of(src.name, src.path, exc))
         else:
             bags.update(_tile_bags(src, skipped))
     return frames, bags, skipped
 
 
-def _tile_bags(src: Source, skipped: list[dict[str, str]]) -> dict[str, np.ndarray]:
+def _tile_bags(src: Source, skipped: list[Skipped]) -> dict[str, np.ndarray]:
     files = src.items() or {src.patient_id(p.stem[:12]): p for p in sorted(src.path.glob(src.pattern or "*.h5"))}
     out: dict[str, np.ndarray] = {}
     for pid, path in files.items():
         try:
             out[pid] = read_tile_feature_bag(path)
         except FusionRxError as exc:
-            skipped.append({"source": src.name, "file": str(path), "error": f"{type(exc).__name__}: {exc}"})
+            skipped.append(Skipped.of(src.name, path, exc))
     dims = {b.shape[1] for b in out.values()}
     if len(dims) > 1:
-        skipped.append({"source": src.name, "file": str(src.path),
-                        "error": f"FeatureFileError: tile features of different widths {sorted(dims)}; source dropped"})
+        skipped.append(Skipped(src.name, str(src.path),
+                               f"FeatureFileError: tile features of different widths {sorted(dims)}; source dropped"))
         return {}
     return out

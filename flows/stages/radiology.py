@@ -9,6 +9,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from flows.catalog.schema import Source
+from flows.skipped import Skipped
 from imaging.dicom_index import SeriesInfo
 from fusion.errors import DicomSeriesError
 from imaging.ct import read_ct
@@ -34,7 +35,7 @@ class RadiologyResult:
     pet_error: str | None = None
     roi_row: dict[str, Any] = field(default_factory=dict)       # the `fusionrx phenotypes` row
     lesions: list[dict[str, Any]] = field(default_factory=list)  # one row per matching ROI
-    problems: list[dict[str, str]] = field(default_factory=list)  # segmentations that could not be used
+    problems: list[Skipped] = field(default_factory=list)  # segmentations that could not be used
 
 
 class RadiologySeries(NamedTuple):
@@ -42,7 +43,7 @@ class RadiologySeries(NamedTuple):
 
     cts: dict[str, Path]
     pets: dict[str, Path]
-    skipped: list[dict[str, str]]
+    skipped: list[Skipped]
     segmentations: dict[str, list[Path]]
 
 
@@ -52,12 +53,12 @@ def discover_series(root: Path, id_map: dict[str, str] | None = None) -> dict[st
     return {id_map.get(p.name, p.name): p for p in sorted(root.iterdir()) if p.is_dir()}
 
 
-def _skip(source: str, path: object, error: str) -> dict[str, str]:
-    return {"source": source, "file": str(path), "error": error}
+def _skip(source: str, path: object, error: str) -> Skipped:
+    return Skipped(source, str(path), error)
 
 
 def select_radiology_series(series: list[SeriesInfo], id_map: dict[str, str] | None = None
-                            ) -> tuple[dict[str, Path], dict[str, Path], list[dict[str, str]]]:
+                            ) -> tuple[dict[str, Path], dict[str, Path], list[Skipped]]:
     """Header-indexed series -> one CT and (when there is one) its PET per patient, plus skip records.
 
     Pairing is `imaging.dicom_index.pair_ct_pet` (same FrameOfReferenceUID, else same study). A PET
@@ -67,7 +68,7 @@ def select_radiology_series(series: list[SeriesInfo], id_map: dict[str, str] | N
     from imaging.dicom_index import pair_ct_pet
 
     id_map = id_map or {}
-    skipped: list[dict[str, str]] = []
+    skipped: list[Skipped] = []
     usable = []
     for s in series:
         if s.modality not in ("CT", "PT"):

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 
+from flows.skipped import Skipped
 from fusion.errors import DicomSeriesError, SegmentationError
 from imaging.dicom_index import SeriesInfo, index_dicom, pair_ct_pet
 from imaging.dicom_series import read_dicom_series
@@ -44,14 +45,14 @@ def read_series(info: SeriesInfo) -> Volume:
     return read_pet_suv(info) if info.modality == "PT" else read_dicom_series(info)
 
 
-def _read_or_report(info: SeriesInfo | None, problems: list[dict[str, str]]) -> tuple[Volume | None, SeriesInfo | None]:
+def _read_or_report(info: SeriesInfo | None, problems: list[Skipped]) -> tuple[Volume | None, SeriesInfo | None]:
     """Read a series; a series that cannot be read is reported in `problems` and left out (the other may do)."""
     if info is None:
         return None, None
     try:
         return read_series(info), info
     except DicomSeriesError as exc:
-        problems.append({"path": str(info.path), "error": str(exc)})
+        problems.append(Skipped("ct" if info.modality == "CT" else "pet", str(info.path), str(exc)))
         return None, None
 
 
@@ -67,7 +68,7 @@ class StudyMeasurement:
     measurement: RoiMeasurement
     refs: list[RoiRef]
     radiomics: dict[str, dict[str, Any]]
-    problems: list[dict[str, str]]
+    problems: list[Skipped]
 
     def phenotype_row(self, patient_id: str) -> dict[str, Any]:
         """The patient's row of ``fusionrx phenotypes``: ROI, its source, phenotypes, lesion totals."""
@@ -88,12 +89,12 @@ class StudyMeasurement:
 def segmentation_refs(seg_files: list[Path]) -> tuple[list[RoiRef], list[dict[str, str]]]:
     """Every ROI of the segmentation files (RTSTRUCT, SEG, NIfTI); unreadable files are reported."""
     refs: list[RoiRef] = []
-    problems: list[dict[str, str]] = []
+    problems: list[Skipped] = []
     for path in seg_files:
         try:
             refs.extend(list_rois(path))
         except SegmentationError as exc:
-            problems.append({"path": str(path), "error": str(exc)})
+            problems.append(Skipped("segmentation", str(path), str(exc)))
     return refs, problems
 
 
@@ -108,7 +109,8 @@ def measure_study(ct: Volume | None, suv: Volume | None, seg_files: list[Path], 
         for name, volume, mask, bin_width in (("ct", ct, m.ct_mask, CT_BIN_HU), ("pet", suv, m.pet_mask, PET_BIN_SUV)):
             if volume is not None and mask is not None and mask.any():
                 features[name] = {k: _finite(v) for k, v in ibsi_features(volume, mask, bin_width).items()}
-    return StudyMeasurement(m, refs, features, problems + m.problems)
+    return StudyMeasurement(m, refs, features, problems + [Skipped("segmentation", p["path"], p["error"])
+                                                           for p in m.problems])
 
 
 def patient_segmentations(index: list[SeriesInfo], folders: list[Path]) -> list[Path]:
@@ -130,7 +132,7 @@ def analyse(directory: Path, roi_name: str | None,
     if not directory.is_dir():
         raise DicomSeriesError(f"{directory}: not a directory of DICOM files")
     index = index_dicom(directory)
-    problems = [{"path": path, "error": error} for path, error in index.problems]
+    problems = [Skipped("dicom", path, error) for path, error in index.problems]
     series = [s for s in index if s.modality in ("CT", "PT")]
     seg_files = patient_segmentations(list(index), [directory])
     ct_info, pet_info = pick_ct_pet(series)
@@ -143,7 +145,7 @@ def analyse(directory: Path, roi_name: str | None,
     suv, pet_info = _read_or_report(pet_info, problems)
     if ct is None and suv is None:
         raise DicomSeriesError(f"{directory}: neither the CT nor the PET series could be read: "
-                               + "; ".join(p["error"] for p in problems[-2:]))
+                               + "; ".join(p.error for p in problems[-2:]))
     spec = RoiSpec.from_config([roi_name] if roi_name is not None else None,
                                fallback="none" if roi_name is not None else "auto")
     study = measure_study(ct, suv, seg_files, spec, radiomics)
@@ -154,7 +156,7 @@ def analyse(directory: Path, roi_name: str | None,
         if not match_rois(study.refs, [roi_name]):
             raise SegmentationError(f"{directory}: ROI {roi_name!r} not found; ROIs found: {names}")
         raise SegmentationError(f"{directory}: ROI {roi_name!r} does not intersect the CT or PET grid "
-                                f"(ROIs found: {names})" + "".join(f"; {p['error']}" for p in study.problems))
+                                f"(ROIs found: {names})" + "".join(f"; {p.error}" for p in study.problems))
     note = None
     if roi_name is None:
         found = [r.name for r in study.refs]
@@ -172,6 +174,6 @@ def analyse(directory: Path, roi_name: str | None,
         "lesions": study.lesion_rows(pid),
         "totals": {k: _finite(v) for k, v in m.totals.items()},
         **({"radiomics": study.radiomics} if radiomics else {}),
-        "problems": problems,
+        "problems": [{"path": p.file, "error": p.error} for p in problems],
     }
     return report, {"ct": ct, "suv": suv, "ct_mask": m.ct_mask, "pet_mask": m.pet_mask, "roi": m.roi}

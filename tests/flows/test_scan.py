@@ -177,9 +177,9 @@ def test_bad_maf_and_copy_number_drop_only_their_files(tmp_path):
     bad_cn = next(made["dl"].glob("*/*copy_number*.tsv"))
     bad_cn.write_text("gene_id\tgene_name\n")
     bulk = read_bulk_omics(load_catalog(path))
-    named = {Path(s["error"].split(": ")[0].removeprefix("skipped ")).name: s for s in bulk.skipped}
+    named = {Path(s.error.split(": ")[0].removeprefix("skipped ")).name: s for s in bulk.skipped}
     assert set(named) == {bad_maf.name, bad_cn.name}
-    assert named[bad_cn.name]["source"] == "copy_number" and "copy_number" in named[bad_cn.name]["error"]
+    assert named[bad_cn.name].source == "copy_number" and "copy_number" in named[bad_cn.name].error
     assert len(set(bulk.maf["patient_id"])) == 3 and bulk.copy_number.shape[1] == 3
 
 

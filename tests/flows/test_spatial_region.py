@@ -33,8 +33,8 @@ def run_store(tmp_path_factory):
         features = extract_features(plan, MeanColourEncoder(), root / f"{pid}.h5")
         out = T.spatial_task.fn(pid, str(data / "spatial" / f"{pid}.h5ad"), str(features), {"sample": pid},
                                 str(store), {"seed": 0}, "run-1")
-        assert out["status"] == "new", out
-        samples.append(out["value"])
+        assert out.status == "new", out
+        samples.append(out.value)
     return {"store": store, "data": data, "truth": truth, "samples": samples,
             "adatas": [ad.read_h5ad(s["h5ad"]) for s in samples]}
 
