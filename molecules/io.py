@@ -30,6 +30,9 @@ __all__ = [
 ]
 
 REQUIRED_COLUMNS: tuple[str, ...] = ("compound_id", "smiles", "target_gene", "activity_type", "activity_value_nm")
+# a plain library needs only a SMILES column (these names, any case); activities need all three columns
+SMILES_COLUMNS: tuple[str, ...] = ("smiles", "canonical_smiles", "isomeric_smiles")
+ACTIVITY_COLUMNS: tuple[str, ...] = ("target_gene", "activity_type", "activity_value_nm")
 
 
 def _sanitise(mol: Chem.Mol | None, what: str) -> Chem.Mol:
@@ -96,7 +99,8 @@ def _separator(path: Path) -> str:
 def read_compound_table(
     path: str | os.PathLike, *, canonical_tautomer: bool = False
 ) -> tuple[pd.DataFrame, list[str]]:
-    """Read a compounds TSV/CSV (activities in nM) into standardised rows with pchembl; report bad rows.
+    """Read a compounds TSV/CSV into standardised rows; report bad rows. With activity columns (target_gene,
+    activity_type, activity_value_nm in nM) the rows carry pchembl; a plain SMILES library needs none.
 
     Returns the valid rows (the input columns plus ``canonical_smiles``, ``inchikey``, ``pchembl``
     and ``source_row``, the 1-based data row) and one error string per skipped row, naming the file, the data row (1-based,
@@ -109,21 +113,18 @@ def read_compound_table(
         raw = pd.read_csv(path, sep=_separator(path), dtype=str, keep_default_na=False, skip_blank_lines=False)
     except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
         raise MoleculeError(f"{path}: not a readable {_separator(path)!r}-separated table: {exc}") from None
-    raw.columns = [c.strip() for c in raw.columns]
-    for col in REQUIRED_COLUMNS:
-        if col not in raw.columns:
-            raise MoleculeError(
-                f"{path}: missing required column {col!r} (expected columns {list(REQUIRED_COLUMNS)}, "
-                f"found {list(raw.columns)})"
-            )
+    raw = _library_columns(raw, path)
     raw = raw.apply(lambda c: c.str.strip())
     row_no = np.arange(1, len(raw) + 1)
     blank = (raw == "").all(axis=1).to_numpy()
+    has_activity = ACTIVITY_COLUMNS[0] in raw.columns
 
-    value_nm = pd.to_numeric(raw["activity_value_nm"], errors="coerce")
     reason = pd.Series("", index=raw.index, dtype=object)
-    reason[~(value_nm > 0)] = "activity_value_nm must be a positive number in nM, got " + raw["activity_value_nm"].map(repr)
-    for col in ("compound_id", "target_gene", "activity_type"):
+    value_nm = pd.to_numeric(raw["activity_value_nm"], errors="coerce") if has_activity else None
+    if has_activity:
+        reason[~(value_nm > 0)] = ("activity_value_nm must be a positive number in nM, got "
+                                   + raw["activity_value_nm"].map(repr))
+    for col in ("compound_id", *(("target_gene", "activity_type") if has_activity else ())):
         reason[(raw[col] == "") & (reason == "")] = f"empty {col}"
 
     parsed = _standardise_unique(raw.loc[reason == "", "smiles"], canonical_tautomer)
@@ -138,11 +139,33 @@ def read_compound_table(
     good = (reason == "").to_numpy() & ~blank
     table = raw.loc[good].copy()
     table["source_row"] = row_no[good]
-    table["activity_value_nm"] = value_nm[good].astype(float)
     table["canonical_smiles"] = table["smiles"].map(lambda s: parsed[s][0])
     table["inchikey"] = table["smiles"].map(lambda s: parsed[s][1])
-    table["pchembl"] = pchembl_from_nm(table["activity_value_nm"].to_numpy())
+    if has_activity:
+        table["activity_value_nm"] = value_nm[good].astype(float)
+        table["pchembl"] = pchembl_from_nm(table["activity_value_nm"].to_numpy())
     return table.reset_index(drop=True), errors
+
+
+def _library_columns(raw: pd.DataFrame, path: Path) -> pd.DataFrame:
+    """The table's columns checked: a SMILES column (named as in SMILES_COLUMNS, any case; renamed
+    ``smiles``), ``compound_id`` (``row<N>`` when absent), and either all ACTIVITY_COLUMNS or none."""
+    raw.columns = [c.strip() for c in raw.columns]
+    lower = {c.lower(): c for c in raw.columns}
+    smiles = next((lower[c] for c in SMILES_COLUMNS if c in lower), None)
+    if smiles is None:
+        raise MoleculeError(f"{path}: missing required column 'smiles' (one of {list(SMILES_COLUMNS)}, any case; "
+                            f"found {list(raw.columns)})")
+    raw = raw.rename(columns={smiles: "smiles"})
+    if "compound_id" not in raw.columns:
+        raw.insert(0, "compound_id", [f"row{i}" for i in range(1, len(raw) + 1)])
+    present = [c for c in ACTIVITY_COLUMNS if c in raw.columns]
+    if present and len(present) < len(ACTIVITY_COLUMNS):
+        missing = [c for c in ACTIVITY_COLUMNS if c not in raw.columns]
+        raise MoleculeError(f"{path}: missing required column {missing[0]!r} (activities need all of "
+                            f"{list(ACTIVITY_COLUMNS)}; a library without activities needs none; found "
+                            f"{list(raw.columns)})")
+    return raw
 
 
 def read_sdf(

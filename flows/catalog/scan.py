@@ -173,17 +173,28 @@ class _Scan:
             self.problem(path, f"{type(exc).__name__}: {exc}")
 
     def _slide(self, path: Path) -> bool:
-        import openslide
+        """A slide, recognised as the slide reader recognises it (OpenSlide's vendors, and TIFFs such as
+        QPTIFF that only tifffile reads); a slide whose resolution is implausible is a problem, never tiled."""
+        from fusion.errors import SlideError
+        from imaging.slide import PLAIN_TIFF, detect_slide_format, open_slide, slide_mpp
 
-        vendor = openslide.OpenSlide.detect_format(str(path))
+        vendor = detect_slide_format(path)
         if vendor is None:
             return False
-        with openslide.OpenSlide(str(path)) as slide:
-            props = slide.properties
-            mpp = props.get(openslide.PROPERTY_NAME_MPP_X)
+        try:
+            slide = open_slide(path)
+        except SlideError:
+            if vendor == PLAIN_TIFF:
+                return False  # a TIFF that is no slide (e.g. a mask or a photo): the next sniffer decides
+            raise
+        with slide:
+            try:
+                mpp = slide_mpp(slide)
+            except SlideError as exc:
+                self.problem(path, f"SlideError: {exc}")
+                return True
             item = {"path": str(path), "format": "openslide", "vendor": vendor,
-                    "dimensions": list(slide.dimensions), "levels": slide.level_count,
-                    "mpp": float(mpp) if mpp else None}
+                    "dimensions": list(slide.dimensions), "levels": slide.level_count, "mpp": float(mpp)}
         self.add(_patient_from_name(path.stem), "wsi", item)
         return True
 

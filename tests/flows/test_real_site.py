@@ -73,6 +73,8 @@ def test_scan_catalogues_the_site_and_its_clinical_sheet(site_run) -> None:
     assert sources["clinical"]["format"] == "clinical_table"  # labels, never a feature table
     assert not any(s["modality"] == "features" for s in sources.values())
     assert list(sources["wsi"]["files"]) == [PATIENTS[0]]  # STS_001-DX1.svs is patient STS_001's slide
+    assert [Path(f).name for f in sources["wsi"]["files"][PATIENTS[0]]] == ["STS_001-DX1.svs", "STS_001-TS1.svs"]
+    assert sources["compounds"]["format"] == "compound_table"  # a SMILES-only library
     assert list(sources["spatial"]["files"]) == [PATIENTS[1]]
 
 
@@ -120,7 +122,15 @@ def test_run_and_radiology_share_one_code_path(site_run, capsys) -> None:
 
 def test_slide_and_spatial_sample_are_processed(site_run) -> None:
     store = site_run["store"]
-    assert (store / "wsi" / f"{PATIENTS[0]}.h5").is_file()
+    import duckdb
+    import h5py
+
+    with h5py.File(store / "wsi" / f"{PATIENTS[0]}.h5", "r") as f:
+        assert f.attrs["slide_path"].endswith("STS_001-DX1.svs")  # the diagnostic slide, not the frozen section
+        assert f.attrs["encoder"] == "builtin" and len(f.attrs["weights_sha256"]) == 64
+        assert f["features"].shape[0] == f["coords"].shape[0] > 0
+    with duckdb.connect(str(store / "results.duckdb"), read_only=True) as db:
+        assert db.execute("select count(*) from compounds").fetchone()[0] == 3
     import anndata as ad
 
     sample = ad.read_h5ad(next((store / "spatial" / PATIENTS[1]).glob("*.h5ad")))

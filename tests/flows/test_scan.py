@@ -212,3 +212,26 @@ def test_bad_clinical_is_a_clear_fatal_error(tmp_path):
     clinical.write_text(clinical.read_text().replace("vital_status", "status"))
     with pytest.raises(OmicsFormatError, match=r"clinical\.tsv.*vital_status"):
         read_bulk_omics(load_catalog(path))
+
+
+def test_scan_and_the_slide_reader_agree_on_tiffs(tmp_path):
+    """A QPTIFF-style TIFF that only tifffile reads is a slide for `scan` as for `fusionrx slide`; a TIFF with
+    the 72-dpi default resolution is a named problem, never catalogued for tiling."""
+    import numpy as np
+    import tifffile
+
+    from imaging.slide import open_slide, slide_mpp
+
+    image = np.full((512, 640, 3), 180, np.uint8)
+    qptiff = tmp_path / "P01-DX1.qptiff"
+    tifffile.imwrite(qptiff, image, photometric="rgb", tile=(256, 256), resolution=(20000, 20000),
+                     resolutionunit="CENTIMETER")  # 0.5 um/px
+    photo = tmp_path / "P02-photo.tif"
+    tifffile.imwrite(photo, image, photometric="rgb", resolution=(72, 72), resolutionunit="INCH")
+    with open_slide(qptiff) as slide:
+        assert slide_mpp(slide) == pytest.approx(0.5)
+    result = scan(tmp_path)
+    wsi = result["patients"]["P01"]["wsi"]
+    assert len(wsi) == 1 and wsi[0]["mpp"] == pytest.approx(0.5) and wsi[0]["dimensions"] == [640, 512]
+    problems = {Path(p["path"]).name: p["error"] for p in result["problems"]}
+    assert "P02-photo" not in result["patients"] and "72" in problems[photo.name]

@@ -119,3 +119,25 @@ def test_read_sdf_standardises_and_reports_bad_records(tmp_path):
     assert str(path) in errors[0] and "record 3" in errors[0] and "'bad-one'" in errors[0]
     assert "valence" in errors[0].lower()
     assert "record 4" in errors[1]
+
+
+def test_a_plain_smiles_library_is_read_without_activities(tmp_path):
+    """What `scan` calls a compound table the reader reads: a SMILES column alone (any case) is a library."""
+    from molecules.io import read_compound_table
+
+    path = tmp_path / "library.csv"
+    path.write_text("name,SMILES\naspirin,CC(=O)Oc1ccccc1C(=O)O\nbad,C1CC\ncaffeine,Cn1cnc2c1c(=O)n(C)c(=O)n2C\n")
+    table, errors = read_compound_table(path)
+    assert list(table["compound_id"]) == ["row1", "row3"] and "pchembl" not in table.columns
+    assert list(table["canonical_smiles"]) == ["CC(=O)Oc1ccccc1C(=O)O", "Cn1c(=O)c2c(ncn2C)n(C)c1=O"]
+    assert len(errors) == 1 and "row 2" in errors[0] and "'row2'" in errors[0]
+
+
+def test_activity_columns_come_all_or_none(tmp_path):
+    from fusion.errors import MoleculeError
+    from molecules.io import read_compound_table
+
+    path = tmp_path / "half.tsv"
+    path.write_text("compound_id\tsmiles\ttarget_gene\nc1\tCCO\tEGFR\n")
+    with pytest.raises(MoleculeError, match="half.tsv: missing required column 'activity_type'"):
+        read_compound_table(path)
