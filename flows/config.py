@@ -29,7 +29,8 @@ class RunConfig:
     # ct: [...]}; None: the automatic lesion. roi_fallback: what a patient without a matching ROI gets
     roi: Any = None
     roi_fallback: str = "auto"
-    radiomics: bool = False  # IBSI features of the ROI in the phenotype rows (texture families cost time)
+    radiomics: bool = False  # IBSI morphology / intensity / histogram features of the ROI in the phenotype rows
+    radiomics_texture: bool = False  # and the six IBSI texture families (mirp; ~20 s per ROI: off by default)
     pet_fraction_threshold: float = 0.4
     volume_patch_vox: int = 32
     volume_patch_spacing_mm: float = 2.0
@@ -103,7 +104,8 @@ def load_run_config(path: str | Path | None) -> RunConfig:
 
 # config keys each stage's artifacts depend on (a change of any other key leaves them reusable)
 STAGE_CONFIG_KEYS: dict[str, tuple[str, ...]] = {
-    "radiology": ("volume_patch_vox", "volume_patch_spacing_mm", "roi", "roi_fallback", "radiomics"),
+    "radiology": ("volume_patch_vox", "volume_patch_spacing_mm", "roi", "roi_fallback", "radiomics",
+                  "radiomics_texture"),
     "volume-encoders": ("seed", "volume_embed_dim", "volume_encoder_epochs"),
     "pathology": ("seed", "tile_encoder", "tile_size", "target_mpp", "min_tissue", "encoder_tiles_per_slide",
                   "tile_feature_dim", "tile_encoder_epochs"),

@@ -29,6 +29,7 @@ from flows.store.artifacts import FAILED, REUSED, ArtifactStore, load_pickle, sa
 
 FUSION_MODALITIES = ("ct", "pet", "wsi", "expression", "spatial")
 TASK_RUNNERS = ("local", "dask")
+PHENOTYPES = "imaging/phenotypes.parquet"
 
 
 @dataclass
@@ -132,14 +133,19 @@ def radiology_stage(ctx: RunContext) -> dict[str, pd.DataFrame]:
 
 def write_phenotypes(ctx: RunContext, results: list[dict[str, Any]]) -> None:
     """The cohort's ROI phenotypes (``imaging/phenotypes.parquet``, one row per patient, read by
-    ``fusionrx phenotypes``) and lesion rows (``imaging/lesions.parquet``); counts automatic-lesion patients."""
+    ``fusionrx phenotypes``) and lesion rows (``imaging/lesions.parquet``), rewritten only when a patient's
+    radiology changed; counts the patients measured on a segmentation ROI, the automatic lesion, or nothing."""
     rows = [r["roi_row"] for r in results if r.get("roi_row")]
     if not rows:
         return
     table = pd.DataFrame(rows).set_index("patient_id").sort_index()
-    ctx.store.write_parquet("imaging/phenotypes.parquet", table)
-    lesions = [row for r in results for row in r.get("lesions", [])]
-    ctx.store.write_parquet("imaging/lesions.parquet", pd.DataFrame(lesions))
+    inputs = {pid: ctx.store.key(f"imaging/radiology/{pid}") for pid in table.index}
+    key = stage_key_config("radiology", ctx.cfg)
+    if not ctx.store.is_fresh(PHENOTYPES, inputs, key):
+        ctx.store.write_parquet("imaging/lesions.parquet", pd.DataFrame([row for r in results
+                                                                         for row in r.get("lesions", [])]))
+        ctx.store.write_parquet(PHENOTYPES, table)
+        ctx.store.record(PHENOTYPES, "phenotypes", inputs, key, ctx.run_id)
     ctx.skipped += [Skipped(**p) for r in results for p in r.get("problems", [])]  # from the stored result.json
     n_auto = int((table["roi_source"] == "auto").sum())
     n_none = int(table["roi_source"].isna().sum())

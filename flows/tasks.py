@@ -63,7 +63,8 @@ def ingest_radiology_task(pid: str, ct_dir: str, pet_dir: str | None, seg_files:
         spec = RoiSpec.from_config(cfg.get("roi"), fallback=cfg.get("roi_fallback", "auto"))
         res = ingest_radiology(pid, Path(ct_dir), Path(pet_dir) if pet_dir else None, tmp,
                                cfg["volume_patch_vox"], cfg["volume_patch_spacing_mm"],
-                               [Path(f) for f in seg_files], spec, bool(cfg.get("radiomics", False)))
+                               [Path(f) for f in seg_files], spec, bool(cfg.get("radiomics", False)),
+                               bool(cfg.get("radiomics_texture", False)))
         (tmp / "result.json").write_text(json.dumps(_relative(asdict(res), tmp), default=float))
         return _absolute(json.loads((tmp / "result.json").read_text()), store.root / name, paths)
 

@@ -12,6 +12,7 @@ import numpy as np
 from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.model_selection import KFold, StratifiedKFold
 
+from fusion.metrics import c_index
 from fusion.preprocess import FoldPreprocessor
 
 
@@ -27,7 +28,6 @@ def coxnet_fit_predict(x_tr: np.ndarray, time_tr: np.ndarray, event_tr: np.ndarr
     Returns (risk, info) with info = {'alpha', 'n_nonzero', 'inner_c_index'}.
     """
     from sksurv.linear_model import CoxnetSurvivalAnalysis
-    from sksurv.metrics import concordance_index_censored
 
     def fit(xa, ta, ea, alphas=None):
         pre = FoldPreprocessor(max_features=max_features, n_components=None).fit(xa)
@@ -47,7 +47,7 @@ def coxnet_fit_predict(x_tr: np.ndarray, time_tr: np.ndarray, event_tr: np.ndarr
         xb = p_in.transform(x_tr[b]).astype(np.float64)
         for j, al in enumerate(m_in.alphas_):
             r = m_in.predict(xb, alpha=al)
-            scores[k, j] = concordance_index_censored(event_tr[b].astype(bool), time_tr[b], r)[0] if event_tr[b].any() else 0.5
+            scores[k, j] = c_index(time_tr[b], event_tr[b], r) if event_tr[b].any() else 0.5
     mean = scores.mean(axis=0)
     j = int(np.argmax(mean))
     risk = full.predict(pre.transform(x_te).astype(np.float64), alpha=alphas[j])

@@ -1,4 +1,11 @@
-"""Evaluation metrics: ROC AUC, Harrell's c-index, R^2 and RMSE (numpy in, float out)."""
+"""The one home of the scalar evaluation metrics every caller shares (numpy in, float out).
+
+- ``roc_auc``: ROC AUC through scikit-learn's ``roc_auc_score``; binary, or macro one-vs-rest over the classes
+  present in ``y_true``; NaN when ``y_true`` holds a single class.
+- ``c_index``: Harrell's concordance index through scikit-survival's ``concordance_index_censored``
+  (``tied_tol`` 1e-8), as MCAT computes it. The DeepDTA affinity CI is the same statistic with every
+  "event" observed (``molecules.dti_metrics``).
+"""
 
 from __future__ import annotations
 
@@ -7,29 +14,43 @@ from sklearn.metrics import roc_auc_score
 
 from fusion.errors import FusionDataError
 
+TIED_TOL = 1e-8  # risks closer than this count as tied (scikit-survival's default)
+
 
 def roc_auc(y_true: np.ndarray, score: np.ndarray) -> float:
-    """Area under the ROC curve: binary labels [N] vs scores [N], or class ids [N] vs class
-    probabilities [N, C] (macro one-vs-rest). Tied scores count 0.5."""
+    """Area under the ROC curve (tied scores count 0.5).
+
+    Args:
+        y_true: [N] binary labels (0/1 or bool), or class ids 0..C-1 when ``score`` is [N, C].
+        score: [N] (or [N, 1]) scores of class 1, or [N, C] class probabilities.
+
+    Returns the binary AUC, or for [N, C] the mean over the classes present in ``y_true`` of the one-vs-rest
+    AUC of that class's column (a class absent from ``y_true`` is left out, never a NaN); NaN when
+    ``y_true`` holds a single class. Raises FusionDataError when the lengths differ.
+    """
     y = np.asarray(y_true).reshape(-1)
     s = np.asarray(score, dtype=np.float64)
     if s.shape[0] != y.shape[0]:
         raise FusionDataError(f"roc_auc: {y.shape[0]} labels but {s.shape[0]} scores")
-    if np.unique(y).size < 2:
-        raise FusionDataError("roc_auc: y_true holds a single class; AUC is undefined")
+    present = np.unique(y)
+    if present.size < 2:
+        return float("nan")
     if s.ndim == 2 and s.shape[1] > 1:
         if s.shape[1] == 2:
-            return float(roc_auc_score(y, s[:, 1]))
-        return float(roc_auc_score(y, s, multi_class="ovr", average="macro", labels=np.arange(s.shape[1])))
+            return float(roc_auc_score(y.astype(int) == 1, s[:, 1]))
+        return float(np.mean([roc_auc_score(y == c, s[:, int(c)]) for c in present]))
     return float(roc_auc_score(y, s.reshape(-1)))
 
 
-def c_index(time: np.ndarray, event: np.ndarray, risk: np.ndarray, chunk: int = 2048) -> float:
+def c_index(time: np.ndarray, event: np.ndarray, risk: np.ndarray) -> float:
     """Harrell's concordance index of ``risk`` (higher = earlier event) with survival ``time`` and ``event``.
 
-    A pair (i, j) is comparable when time_i < time_j and i had the event; it is concordant
-    when risk_i > risk_j and counts 0.5 when the risks tie. Vectorised in row chunks.
+    A pair (i, j) is comparable when time_i < time_j and i had the event (or the times tie and only i had
+    it); it is concordant when risk_i > risk_j and counts 0.5 when the risks tie (within 1e-8).
+    Raises FusionDataError on unequal lengths, NaN/inf risk or no comparable pair.
     """
+    from sksurv.metrics import concordance_index_censored
+
     t = np.asarray(time, dtype=np.float64).reshape(-1)
     e = np.asarray(event).astype(bool).reshape(-1)
     r = np.asarray(risk, dtype=np.float64).reshape(-1)
@@ -37,33 +58,8 @@ def c_index(time: np.ndarray, event: np.ndarray, risk: np.ndarray, chunk: int = 
         raise FusionDataError(f"c_index: time, event, risk must have the same length, got {t.size}, {e.size}, {r.size}")
     if not np.isfinite(r).all():
         raise FusionDataError("c_index: risk holds NaN/inf")
-    rows = np.flatnonzero(e)
-    concordant = 0.0
-    comparable = 0
-    for start in range(0, rows.size, chunk):
-        i = rows[start : start + chunk]
-        comp = t[i][:, None] < t[None, :]
-        diff = r[i][:, None] - r[None, :]
-        concordant += float(((diff > 0) & comp).sum()) + 0.5 * float(((diff == 0) & comp).sum())
-        comparable += int(comp.sum())
-    if comparable == 0:
-        raise FusionDataError("c_index: no comparable pair (needs an event before another patient's time)")
-    return concordant / comparable
-
-
-def r2(y_true: np.ndarray, y_pred: np.ndarray) -> float:
-    """Coefficient of determination 1 - SS_res / SS_tot (averaged over columns for [N, k])."""
-    y = np.asarray(y_true, dtype=np.float64)
-    p = np.asarray(y_pred, dtype=np.float64).reshape(y.shape)
-    ss_res = ((y - p) ** 2).sum(axis=0)
-    ss_tot = ((y - y.mean(axis=0)) ** 2).sum(axis=0)
-    if np.any(ss_tot == 0):
-        raise FusionDataError("r2: y_true is constant; R^2 is undefined")
-    return float(np.mean(1.0 - ss_res / ss_tot))
-
-
-def rmse(y_true: np.ndarray, y_pred: np.ndarray) -> float:
-    """Root mean squared error, in the units of y."""
-    y = np.asarray(y_true, dtype=np.float64)
-    p = np.asarray(y_pred, dtype=np.float64).reshape(y.shape)
-    return float(np.sqrt(np.mean((y - p) ** 2)))
+    try:
+        return float(concordance_index_censored(e, t, r, tied_tol=TIED_TOL)[0])
+    except ValueError as exc:  # all censored, or no comparable pair
+        raise FusionDataError(f"c_index: no comparable pair (needs an event before another patient's time): "
+                              f"{exc}") from exc

@@ -1,13 +1,13 @@
 """Per-fold experiment metrics for each task kind (numpy in, dict of floats out).
 
-Survival: Harrell's c-index as MCAT computes it (scikit-survival's ``concordance_index_censored``
-on the risk, event = 1 - censorship, ``tied_tol`` 1e-8) and the mean cumulative/dynamic AUC at the
-quartiles of the validation event times (scikit-survival, censoring weights from the training fold);
+Survival: Harrell's c-index as MCAT computes it (``fusion.metrics.c_index``: scikit-survival's
+``concordance_index_censored`` on the risk, event = 1 - censorship, ``tied_tol`` 1e-8) and the mean
+cumulative/dynamic AUC at the quartiles of the validation event times (scikit-survival, censoring weights from the training fold);
 given each validation patient's survival function, the integrated Brier score ``ibs`` (lower is better)
 and ``ibs_km``, the same score of the training fold's Kaplan-Meier curve (the covariate-free null model),
 on the grid of ``fusion.survival_functions.ibs_times`` (NaN for a fold too small to support it).
-Classification: macro one-vs-rest AUC over the classes present in the fold (a class absent from a
-validation fold is left out of that fold's mean, never a NaN) and balanced accuracy.
+Classification: ``fusion.metrics.roc_auc`` (macro one-vs-rest AUC over the classes present in the fold: a
+class absent from a validation fold is left out of that fold's mean, never a NaN) and balanced accuracy.
 Regression: R^2 and Spearman's rho.
 """
 
@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import numpy as np
 from scipy.stats import spearmanr
-from sklearn.metrics import balanced_accuracy_score, r2_score, roc_auc_score
+from sklearn.metrics import balanced_accuracy_score, r2_score
 
 from fusion.errors import FusionDataError
+from fusion.metrics import c_index, roc_auc
 from fusion.survival_functions import SurvivalFn, ibs_times, integrated_brier, km_survival, surv_arrays
 
 PRIMARY_METRIC = {"survival": "c_index", "classification": "auc", "regression": "r2"}
@@ -28,14 +29,14 @@ def survival_metrics(time: np.ndarray, event: np.ndarray, risk: np.ndarray,
                      survival_fn: SurvivalFn | None = None) -> dict[str, float]:
     """``c_index`` of ``risk`` (higher = worse); with the training survival data also ``td_auc``, and with
     ``survival_fn`` (times [T] -> S(t) [n, T] of the validation patients) also ``ibs`` and ``ibs_km``."""
-    from sksurv.metrics import concordance_index_censored, cumulative_dynamic_auc
+    from sksurv.metrics import cumulative_dynamic_auc
 
     t = np.asarray(time, dtype=np.float64)
     e = np.asarray(event).astype(bool)
     r = np.asarray(risk, dtype=np.float64).reshape(-1)
     if not np.isfinite(r).all():
         raise FusionDataError("survival_metrics: risk holds NaN/inf")
-    out = {"c_index": float(concordance_index_censored(e, t, r, tied_tol=1e-8)[0])}
+    out = {"c_index": c_index(t, e, r)}
     if train_time is not None and train_event is not None:
         out["td_auc"] = _td_auc(t, e, r, np.asarray(train_time, float), np.asarray(train_event).astype(bool),
                                 cumulative_dynamic_auc)
@@ -74,10 +75,7 @@ def classification_metrics(y_true: np.ndarray, proba: np.ndarray, n_classes: int
     present = np.unique(y)
     if present.size < 2:
         raise FusionDataError(f"classification_metrics: the fold holds a single class {present.tolist()}")
-    if n_classes == 2:
-        auc = float(roc_auc_score(y, p[:, 1]))
-    else:
-        auc = float(np.mean([roc_auc_score(y == c, p[:, c]) for c in present]))
+    auc = roc_auc(y, p[:, 1] if n_classes == 2 else p)
     bacc = float(balanced_accuracy_score(y, p.argmax(axis=1)))
     return {"auc": auc, "balanced_accuracy": bacc}
 

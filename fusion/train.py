@@ -1,16 +1,16 @@
-"""Training and prediction for FusionModel (CUDA with mixed precision when available, CPU otherwise)."""
+"""Training and prediction for FusionModel (CUDA with the fusion.device mixed-precision policy, CPU in float32)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 import contextlib
-from typing import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from fusion.device import resolve_device
 from fusion.data import MultimodalDataset
+from fusion.device import autocast, resolve_device
 from fusion.errors import FusionConfigError, FusionDataError
 from fusion.heads import SURVIVAL_TASKS, outputs_to_predictions, task_loss
 from fusion.model import FusionModel
@@ -21,7 +21,8 @@ class TrainConfig:
     """Optimisation settings: AdamW for ``epochs`` passes, full batch when ``batch_size`` is None.
 
     ``modality_dropout`` None keeps the model's own rate; ``device`` None picks CUDA when
-    available, else CPU; ``amp`` turns on float16 autocast + gradient scaling on CUDA only;
+    available, else CPU; ``amp`` turns on mixed precision on CUDA only (``fusion.device.autocast``:
+    bfloat16, no gradient scaling), a no-op on CPU;
     ``num_threads`` sets torch's CPU threads during fit/predict only (restored afterwards;
     1 is fastest for tiny models on a busy machine), None leaves them as they are.
     """
@@ -111,65 +112,122 @@ def fit(
     without that modality). The caller's RNG state is left untouched.
     """
     config = config or TrainConfig()
-    task = model.task
     device = resolve_device(config.device)
     idx = np.asarray(train_idx, dtype=np.int64).reshape(-1)
     has_any = dataset.presence(model.modalities)[torch.from_numpy(idx)].any(dim=1).numpy()
     rows = idx[has_any]
     if rows.size == 0:
         raise FusionDataError(f"fit: no training patient has any of the modalities {model.modalities}")
-    y_all = _labels(dataset, idx, task)
-    y_rows = _labels(dataset, rows, task)
+    y_all = _labels(dataset, idx, model.task)
+    y_rows = _labels(dataset, rows, model.task)
 
     model.to(device)
     if config.modality_dropout is not None:
         model.modality_dropout = float(config.modality_dropout)
-    if task == "regression":
-        y2 = y_rows.reshape(len(rows), -1)
-        mean, std = y2.mean(dim=0), y2.std(dim=0, unbiased=False)
-        std = torch.where(std > 1e-8, std, torch.ones_like(std))
-        model.target_mean.copy_(mean.to(device))
-        model.target_std.copy_(std.to(device))
-        y_rows = ((y2 - mean) / std).reshape(y_rows.shape)
+    if model.task == "regression":
+        y_rows = _standardise_targets(model, y_rows, device)
+    _optimise(model, dataset, rows, y_rows, config, device, extra_loss)
+    model.eval()
+    _set_fallback(model, dataset, idx, rows, y_all, config, device)
+    return model
 
+
+def _standardise_targets(model: FusionModel, y: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Store the training targets' mean / std in the model and return the standardised targets."""
+    y2 = y.reshape(len(y), -1)
+    mean, std = y2.mean(dim=0), y2.std(dim=0, unbiased=False)
+    std = torch.where(std > 1e-8, std, torch.ones_like(std))
+    model.target_mean.copy_(mean.to(device))
+    model.target_std.copy_(std.to(device))
+    return ((y2 - mean) / std).reshape(y.shape)
+
+
+def _optimise(
+    model: FusionModel,
+    dataset: MultimodalDataset,
+    rows: np.ndarray,
+    y_rows: torch.Tensor | tuple,
+    config: TrainConfig,
+    device: torch.device,
+    extra_loss: Callable[[FusionModel], torch.Tensor] | None,
+) -> None:
+    """AdamW for ``config.epochs`` passes over patients ``rows``, inside an RNG fork seeded with ``config.seed``."""
     n = len(rows)
     step = n if config.batch_size is None else int(config.batch_size)
     ragged = any(dataset.modalities[m].is_ragged for m in model.modalities)
     # ragged bags are padded per mini-batch (to that batch's longest bag), not once for the whole fold
     batch = None if ragged and step < n else dataset.to_batch(rows, model.modalities, device=device)
     y_dev = tuple(t.to(device) for t in y_rows) if isinstance(y_rows, tuple) else y_rows.to(device)
-    use_amp = bool(config.amp and device.type == "cuda")
     fork_devices = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
 
     with torch.random.fork_rng(devices=fork_devices), cpu_threads(config.num_threads):
         torch.manual_seed(config.seed)
         order_gen = torch.Generator().manual_seed(config.seed)
         opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-        scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
         model.train()
         for _ in range(config.epochs):
-            order = torch.arange(n) if step >= n else torch.randperm(n, generator=order_gen)
-            for start in range(0, n, step):
-                sel = order[start : start + step].to(device)
-                if batch is None:
-                    sub = dataset.to_batch(rows[sel.cpu().numpy()], model.modalities, device=device)
-                else:
-                    sub = batch if step >= n else _slice_batch(batch, sel)
-                y_sub = y_dev if step >= n else _slice_labels(y_dev, sel)
-                with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
-                    out = model(sub)
-                loss = task_loss(task, out, y_sub)
-                if extra_loss is not None:
-                    loss = loss + extra_loss(model)
-                opt.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                if config.grad_clip is not None:
-                    scaler.unscale_(opt)
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-                scaler.step(opt)
-                scaler.update()
-    model.eval()
+            for sub, y_sub in _epoch_batches(model, dataset, rows, batch, y_dev, step, order_gen, device):
+                _train_step(model, opt, sub, y_sub, config, device, extra_loss)
 
+
+def _epoch_batches(
+    model: FusionModel,
+    dataset: MultimodalDataset,
+    rows: np.ndarray,
+    batch: dict | None,
+    y_dev: torch.Tensor | tuple,
+    step: int,
+    order_gen: torch.Generator,
+    device: torch.device,
+) -> Iterator[tuple[dict, torch.Tensor | tuple]]:
+    """One epoch's (inputs, labels) batches of ``step`` patients: the whole fold, or a shuffled partition.
+
+    ``batch`` holds the fold's inputs on ``device``; None (ragged bags) builds each mini-batch on demand.
+    """
+    n = len(rows)
+    order = torch.arange(n) if step >= n else torch.randperm(n, generator=order_gen)
+    for start in range(0, n, step):
+        sel = order[start : start + step].to(device)
+        if batch is None:
+            sub = dataset.to_batch(rows[sel.cpu().numpy()], model.modalities, device=device)
+        else:
+            sub = batch if step >= n else _slice_batch(batch, sel)
+        yield sub, (y_dev if step >= n else _slice_labels(y_dev, sel))
+
+
+def _train_step(
+    model: FusionModel,
+    opt: torch.optim.Optimizer,
+    sub: dict,
+    y_sub: torch.Tensor | tuple,
+    config: TrainConfig,
+    device: torch.device,
+    extra_loss: Callable[[FusionModel], torch.Tensor] | None,
+) -> None:
+    """One optimiser step: forward under the mixed-precision policy, task (+ extra) loss, clipped gradients."""
+    with autocast(device, config.amp):
+        out = model(sub)
+    loss = task_loss(model.task, out, y_sub)
+    if extra_loss is not None:
+        loss = loss + extra_loss(model)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if config.grad_clip is not None:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+    opt.step()
+
+
+def _set_fallback(
+    model: FusionModel,
+    dataset: MultimodalDataset,
+    idx: np.ndarray,
+    rows: np.ndarray,
+    y_all: torch.Tensor | tuple,
+    config: TrainConfig,
+    device: torch.device,
+) -> None:
+    """Set ``model.fallback_prediction`` to the training-fold prior of patients ``idx`` (see ``fit``)."""
+    task = model.task
     if task == "binary":
         fallback = y_all.float().mean().reshape(1)
     elif task == "multiclass":
@@ -182,7 +240,6 @@ def fit(
         fallback = torch.as_tensor(risk.mean(), dtype=torch.float32).reshape(1)
     model.fallback_prediction.zero_()
     model.fallback_prediction[: fallback.numel()] = fallback.to(device)
-    return model
 
 
 @torch.no_grad()

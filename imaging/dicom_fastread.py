@@ -4,8 +4,8 @@ pydicom builds a Python object for every element of a header (GE PET headers hol
 sequences), which costs more than decoding the pixels. This scanner walks the elements by their lengths,
 keeps the ~25 values a volume needs and the offset of the pixel data, and builds nothing else. Anything it
 does not expect (compressed or big-endian syntaxes, multi-frame, a length running past the end, a missing
-required tag) makes it return None, and the caller reads that file with pydicom, which also produces the
-precise error message.
+required tag) makes it return None, and ``imaging.dicom_frames.read_image`` (the one image reader, the only
+caller) reads that file with pydicom, which also produces the precise error message.
 """
 
 from __future__ import annotations

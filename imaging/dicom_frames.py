@@ -1,7 +1,21 @@
-"""One DICOM image file -> its frames: per-frame geometry and rescale (classic or enhanced multi-frame) and pixels."""
+"""Reading DICOM files, and one image file -> its frames: per-frame geometry and rescale (classic or enhanced
+multi-frame) and pixels.
+
+The two read entry points every module calls (nothing else in FusionRx calls ``pydicom.dcmread``):
+
+- ``read_header(path, tags=None, stop_after=None)``: the header without pixel data (only ``tags`` when given,
+  parsing stopped past tag ``stop_after``).
+- ``read_image(path, fast=True)``: an image file with its pixels: the one-pass scanner's ``FastImage`` for a
+  single-frame uncompressed little-endian file (``imaging.dicom_fastread``), else the full pydicom ``Dataset``;
+  None when the file is not DICOM.
+
+Both read Part 10 files and bare datasets without the 128-byte preamble (``force`` only for those), and raise
+``DicomSeriesError`` naming the file when the bytes cannot be parsed.
+"""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -9,9 +23,12 @@ from typing import Any
 import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
+from pydicom.filereader import read_partial
 from pydicom.multival import MultiValue
+from pydicom.tag import Tag
 
 from fusion.errors import DicomSeriesError
+from imaging.dicom_fastread import FastImage, fast_read
 
 _NATIVE_DTYPES = {(8, 0): "u1", (8, 1): "i1", (16, 0): "u2", (16, 1): "i2", (32, 0): "u4", (32, 1): "i4"}
 
@@ -49,13 +66,85 @@ def floats(value: Any, keyword: str, path: Path, n: int) -> np.ndarray:
     return arr
 
 
-def read_image_file(path: Path) -> Dataset:
-    """Full DICOM dataset of one image file (DicomSeriesError naming the file when unreadable)."""
+def _layout(head: bytes) -> str | None:
+    """'part10' ('DICM' at byte 128), 'bare' (a dataset starting with a group 0002/0008 tag) or None (not DICOM),
+    from a file's first 132 bytes."""
+    if len(head) >= 132 and head[128:132] == b"DICM":
+        return "part10"
+    if len(head) < 8:
+        return None
+    group = int.from_bytes(head[0:2], "little")
+    element = int.from_bytes(head[2:4], "little")
+    if group not in (0x0002, 0x0008) or element > 0x0200:
+        return None
+    vr = head[4:6]
+    # explicit VR: two upper-case letters; implicit VR: a 4-byte length that fits the file
+    return "bare" if (vr.isalpha() and vr.isupper()) or int.from_bytes(head[4:8], "little") < 1 << 16 else None
+
+
+def _file_layout(path: Path) -> str | None:
     try:
         with open(path, "rb") as fh:
-            fh.seek(128)
-            force = fh.read(4) != b"DICM"
-        return pydicom.dcmread(path, force=force)
+            return _layout(fh.read(132))
+    except OSError:
+        return None
+
+
+def looks_like_dicom(path: str | os.PathLike) -> bool:
+    """True for a Part 10 file ('DICM' at byte 128) or a bare dataset starting with a group 0002/0008 tag."""
+    return _file_layout(Path(path)) is not None
+
+
+def _not_dicom(path: Path) -> DicomSeriesError:
+    return DicomSeriesError(f"{path}: unreadable DICOM file (no 'DICM' at byte 128 and no group 0002/0008 tag "
+                            f"at the start: not DICOM)")
+
+
+def read_header(path: str | os.PathLike, tags: list[str] | None = None, stop_after: int | None = None) -> Dataset:
+    """DICOM header without pixel data (only `tags` when given, parsing stops past tag `stop_after`).
+
+    Raises DicomSeriesError naming the file when it is not DICOM or its header cannot be parsed.
+    """
+    path = Path(path)
+    layout = _file_layout(path)
+    if layout is None:
+        raise _not_dicom(path)
+    try:
+        if stop_after is None:
+            return pydicom.dcmread(path, stop_before_pixels=True, specific_tags=tags, force=layout == "bare")
+        with open(path, "rb") as fh:
+            ds = read_partial(fh, stop_when=lambda tag, vr, length: tag > stop_after, force=layout == "bare",
+                              specific_tags=[Tag(t) for t in tags] if tags else None)
+    except Exception as exc:  # pydicom raises many kinds on truncated / non-DICOM bytes
+        raise DicomSeriesError(f"{path}: unreadable DICOM header ({type(exc).__name__}: {exc})") from exc
+    ds.filename = str(path)
+    return ds
+
+
+def read_image(path: str | os.PathLike, fast: bool = True) -> FastImage | Dataset | None:
+    """One DICOM file with its pixel data.
+
+    With ``fast``, a single-frame uncompressed little-endian image comes back as the one-pass scanner's
+    ``FastImage`` (its volume values and stored pixels, no pydicom objects); any other file (and every file
+    without ``fast``) as the full pydicom ``Dataset``. None when the file is not DICOM (README, thumbnails).
+    Raises DicomSeriesError naming the file when DICOM-looking bytes cannot be parsed.
+    """
+    path = Path(path)
+    if fast:
+        try:
+            data = path.read_bytes()  # one read: the scanner works on the bytes, the sniffing on their head
+        except OSError as exc:
+            raise DicomSeriesError(f"{path}: unreadable DICOM file ({type(exc).__name__}: {exc})") from exc
+        img = fast_read(path, data)
+        if img is not None:
+            return img
+        layout = _layout(data[:132])
+    else:
+        layout = _file_layout(path)
+    if layout is None:
+        return None
+    try:
+        return pydicom.dcmread(path, force=layout == "bare")
     except Exception as exc:  # pydicom raises many kinds on truncated / non-DICOM bytes
         raise DicomSeriesError(f"{path}: unreadable DICOM file ({type(exc).__name__}: {exc})") from exc
 

@@ -8,6 +8,8 @@ Public API (stable; used by `fusionrx scan`, `fusionrx radiology` and the segmen
   Files that are not DICOM at all are skipped silently; files without an extension are read too.
 - `pair_ct_pet(series) -> list[CtPetPair]`: the CT and PET series of one patient that share a
   FrameOfReferenceUID (the scanner's one coordinate system), PET-only and CT-only series included.
+
+Headers are read by `imaging.dicom_frames.read_header` (the one header reader; `looks_like_dicom` lives there too).
 """
 
 from __future__ import annotations
@@ -17,10 +19,10 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pydicom
 from pydicom.dataset import Dataset
-from pydicom.filereader import read_partial
-from pydicom.tag import Tag
+
+from fusion.errors import DicomSeriesError
+from imaging.dicom_frames import looks_like_dicom, read_header
 
 _DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
 _LISTED_FILES = 10  # files named in one problem entry
@@ -127,41 +129,6 @@ def _walk(root: Path) -> Iterator[Path]:
                     yield p
 
 
-def looks_like_dicom(path: Path) -> bool:
-    """True for a Part 10 file ('DICM' at byte 128) or a bare dataset starting with a group 0002/0008 tag."""
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(132)
-    except OSError:
-        return False
-    if len(head) >= 132 and head[128:132] == b"DICM":
-        return True
-    if len(head) < 8:
-        return False
-    group = int.from_bytes(head[0:2], "little")
-    element = int.from_bytes(head[2:4], "little")
-    if group not in (0x0002, 0x0008) or element > 0x0200:
-        return False
-    vr = head[4:6]
-    # explicit VR: two upper-case letters; implicit VR: a 4-byte length that fits the file
-    return (vr.isalpha() and vr.isupper()) or int.from_bytes(head[4:8], "little") < 1 << 16
-
-
-def read_header(path: str | os.PathLike, tags: list[str] | None = None, stop_after: int | None = None) -> Dataset:
-    """DICOM header without pixel data (only `tags` when given, parsing stops past tag `stop_after`)."""
-    path = Path(path)
-    with open(path, "rb") as fh:
-        fh.seek(128)
-        has_preamble = fh.read(4) == b"DICM"
-    if stop_after is None:
-        return pydicom.dcmread(path, stop_before_pixels=True, specific_tags=tags, force=not has_preamble)
-    with open(path, "rb") as fh:
-        ds = read_partial(fh, stop_when=lambda tag, vr, length: tag > stop_after, force=not has_preamble,
-                          specific_tags=[Tag(t) for t in tags] if tags else None)
-    ds.filename = str(path)
-    return ds
-
-
 def _frame_of_reference(ds: Dataset) -> str:
     """FrameOfReferenceUID, or for an RTSTRUCT the first referenced one; '' when absent."""
     uid = str(ds.get("FrameOfReferenceUID", "") or "")
@@ -200,8 +167,9 @@ def index_dicom(paths_or_dir: str | os.PathLike | Iterable[str | os.PathLike]) -
             ds = read_header(path, _INDEX_TAGS, stop_after=0x00280008)
             if not ds.get("FrameOfReferenceUID") and str(ds.get("Modality", "")).upper() == "RTSTRUCT":
                 ds = read_header(path, _INDEX_TAGS)  # its frame of reference sits in (3006,0010)
-        except Exception as exc:  # pydicom raises many kinds on corrupt bytes
-            problems.append((str(path), f"unreadable DICOM header ({type(exc).__name__}: {exc})"))
+        except Exception as exc:  # corrupt bytes (the reader wraps pydicom's error), or a value malformed on access
+            cause = exc.__cause__ if isinstance(exc, DicomSeriesError) and exc.__cause__ else exc
+            problems.append((str(path), f"unreadable DICOM header ({type(cause).__name__}: {cause})"))
             continue
         meta = getattr(ds, "file_meta", None)
         if meta is not None and str(meta.get("MediaStorageSOPClassUID", "")) == _DICOMDIR_SOP_CLASS:

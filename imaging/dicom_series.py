@@ -10,11 +10,11 @@ Public API (stable):
 - `read_dicom_series_headers(source, series_uid=None) -> (Volume, list[Dataset])`: plus every file's header,
   in the order of `meta["files"]`.
 
-Each file is read once: single-frame uncompressed little-endian files by a one-pass element scanner
-(`imaging.dicom_fastread`, pixels straight from the buffer), everything else (compressed syntaxes through
-pydicom's pixel handlers pylibjpeg / pyjpegls, enhanced multi-frame, odd files) by pydicom. Non-DICOM files
-and non-image objects (RTSTRUCT, SEG, SR) in the folder are ignored; a second copy of one SOP instance is
-dropped (`meta["duplicate_files"]`). Irregular slice gaps are placed on a uniform grid (see
+Each file is read once, by `imaging.dicom_frames.read_image`: single-frame uncompressed little-endian files by a
+one-pass element scanner (`imaging.dicom_fastread`, pixels straight from the buffer), everything else
+(compressed syntaxes through pydicom's pixel handlers pylibjpeg / pyjpegls, enhanced multi-frame, odd files) by
+pydicom. Non-DICOM files and non-image objects (RTSTRUCT, SEG, SR) in the folder are ignored; a second copy of
+one SOP instance is dropped (`meta["duplicate_files"]`). Irregular slice gaps are placed on a uniform grid (see
 `imaging.dicom_geometry`). `meta` also holds: n_source_slices, slice_gap_min_mm / _median_mm / _max_mm,
 slice_spacing_mm, slice_resampled, n_interpolated_slices and max_snap_shift_mm (when resampled), source_dir
 and files (relative to source_dir, in slice order). Errors are `DicomSeriesError`s naming the file, the tag,
@@ -32,10 +32,10 @@ import numpy as np
 from pydicom.dataset import Dataset
 
 from fusion.errors import DicomSeriesError
-from imaging.dicom_fastread import FastImage, fast_read
-from imaging.dicom_frames import FrameGeometry, frame_geometries, read_image_file, stored_pixels, tag_value
+from imaging.dicom_fastread import FastImage
+from imaging.dicom_frames import FrameGeometry, frame_geometries, read_header, read_image, stored_pixels, tag_value
 from imaging.dicom_geometry import apply_plan, plan_slices
-from imaging.dicom_index import SeriesInfo, looks_like_dicom, read_header
+from imaging.dicom_index import SeriesInfo
 from imaging.volume import Volume
 
 _UNITS_BY_MODALITY = {"CT": "HU", "MR": "MR"}
@@ -117,19 +117,17 @@ def _parse(path: Path, fast: bool) -> _Image | None:
     """Parse one file (None for non-DICOM files); the fast scanner first when allowed, pydicom otherwise."""
     if path.name.upper() == "DICOMDIR":
         return None
-    if fast:
-        data = path.read_bytes()  # one read; the scanner needs the 'DICM' preamble, so non-DICOM falls through
-        img = fast_read(path, data)
-        if img is not None:
-            if img.text("Modality").upper() not in _IMAGE_MODALITIES:
-                return None  # e.g. a secondary capture or NM slice in the folder: not part of the volume
-            try:
-                return _from_fast(img)
-            except ValueError:
-                pass
-    if not looks_like_dicom(path):
+    img = read_image(path, fast=fast)
+    if isinstance(img, FastImage):
+        if img.text("Modality").upper() not in _IMAGE_MODALITIES:
+            return None  # e.g. a secondary capture or NM slice in the folder: not part of the volume
+        try:
+            return _from_fast(img)
+        except ValueError:
+            img = read_image(path, fast=False)  # a malformed value: pydicom names the tag
+    if img is None:
         return None  # README, notes, thumbnails: not part of any series
-    ds = read_image_file(path)
+    ds = img
     tag_value(ds, "SeriesInstanceUID", path)
     if str(ds.get("Modality", "") or "").strip().upper() not in _IMAGE_MODALITIES and "Modality" in ds:
         return None  # RTSTRUCT, SEG, SR, presentation states beside the images: not part of the volume

@@ -27,7 +27,7 @@ import numpy as np
 from pydicom.dataset import Dataset
 
 from fusion.errors import DicomSeriesError
-from imaging.dicom_index import read_header
+from imaging.dicom_frames import read_header
 from imaging.dicom_series import Source, read_dicom_series_with_header
 from imaging.dicom_time import date_time, parse_da, parse_dt, parse_tm, source_of
 from imaging.volume import Volume

@@ -7,10 +7,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pydicom
 from pydicom.dataset import Dataset
 
-from fusion.errors import SegmentationError
+from fusion.errors import DicomSeriesError, SegmentationError
+from imaging.dicom_frames import read_header, read_image
 from imaging.dicom_seg import seg_mask, seg_segments
 from imaging.nifti import read_nifti
 from imaging.resample import resample_to_reference
@@ -37,10 +37,14 @@ def _is_nifti(path: Path) -> bool:
 
 
 def _read_dicom(path: Path, headers_only: bool = False) -> Dataset:
+    """The segmentation file through the one DICOM reader (header only, or with SEG pixel data)."""
     try:
-        return pydicom.dcmread(path, stop_before_pixels=headers_only)
-    except Exception as exc:  # pydicom raises many kinds on non-DICOM bytes
-        raise SegmentationError(f"{path}: unreadable DICOM file ({type(exc).__name__}: {exc})") from exc
+        ds = read_header(path) if headers_only else read_image(path, fast=False)
+    except DicomSeriesError as exc:
+        raise SegmentationError(str(exc)) from exc
+    if ds is None:
+        raise SegmentationError(f"{path}: unreadable DICOM file (not DICOM)")
+    return ds
 
 
 def segmentation_kind(path: str | os.PathLike, ds: Dataset | None = None) -> str:

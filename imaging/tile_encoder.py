@@ -1,11 +1,13 @@
-"""Tile CNN trained self-supervised on the cohort's own tiles, and streaming slide -> tile features.
+"""Tile CNN trained self-supervised on the cohort's own tiles, and the per-slide tile-feature record.
 
 The encoder is a small conv net (conv stages -> global average pool -> feature_dim). It learns as the
 bottleneck of a masked denoising autoencoder: half of the 8x8 patches of an augmented 64x64 tile are
 greyed out and the decoder must rebuild the whole tile from the pooled feature vector alone, so the
 features summarise colour, nuclear density and texture. This trains in seconds on two CPU cores and
 needs no large batches (unlike contrastive losses). Nothing is downloaded: pretrained weights can be
-loaded from a local checkpoint instead.
+loaded from a local checkpoint instead. The training step and epoch (``train_step_loss``, ``train_epoch``)
+are shared with the DistributedDataParallel trainer (``imaging.tile_encoder_ddp``). Slides are turned into
+feature files by the pipeline's ``flows.stages.pathology.extract_features``; ``TileFeatures`` reads them.
 """
 
 from __future__ import annotations
@@ -21,13 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fusion.device import autocast as _autocast
-from fusion.device import resolve_device
+from fusion.device import autocast, resolve_device
 from fusion.errors import FusionRxError, SlideError
-from imaging.slide import open_slide
-from imaging.stain import StainNormalizer, slide_stain_matrix
-from imaging.tiling import iter_tiles, tile_grid
-from imaging.tissue import tissue_mask
 
 INPUT_SIZE = 64  # tiles are downscaled to INPUT_SIZE x INPUT_SIZE px for the network
 CHECKPOINT_FORMAT = "fusionrx-tile-encoder-v1"
@@ -79,7 +76,7 @@ class TileEncoder(nn.Module):
         device = next(self.parameters()).device
         out = []
         for s in range(0, len(tiles), batch_size):
-            with _autocast(device):
+            with autocast(device):
                 out.append(self(self.prepare(tiles[s : s + batch_size], device)).float().cpu())
         self.train(was_training)
         if not out:
@@ -103,6 +100,18 @@ class _TileDecoder(nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(self.up(self.fc(z).view(-1, self.width, 4, 4)))
+
+
+class TileAutoencoder(nn.Module):
+    """Encoder + decoder as one module (what DDP wraps); forward gives the half-size reconstruction [B,3,32,32]."""
+
+    def __init__(self, feature_dim: int):
+        super().__init__()
+        self.encoder = TileEncoder(feature_dim)
+        self.decoder = _TileDecoder(feature_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self.encoder(x))
 
 
 def _collect_tiles(tiles: np.ndarray | Iterable, size: int) -> torch.Tensor:
@@ -140,6 +149,52 @@ def _mask_patches(x: torch.Tensor, gen: torch.Generator, patch: int = 8, ratio: 
     keep = (torch.rand(b, 1, h // patch, w // patch, generator=gen) >= ratio).float().to(x.device)
     keep = F.interpolate(keep, size=(h, w), mode="nearest")
     return x * keep + 0.5 * (1 - keep)
+
+
+def train_step_loss(model: nn.Module, batch: torch.Tensor, gen: torch.Generator | None) -> torch.Tensor:
+    """Masked denoising loss of one uint8 batch [B,3,s,s] (forward under the mixed-precision policy).
+
+    With a generator: augmented, half the patches greyed out; without one: plain reconstruction.
+    """
+    clean = batch.float() / 255.0
+    if gen is not None:
+        clean = _augment(clean, gen)
+    target = F.interpolate(clean, scale_factor=0.5, mode="area")
+    inp = _mask_patches(clean, gen) if gen is not None else clean
+    with autocast(clean.device):
+        recon = model(inp)
+    return F.mse_loss(recon.float(), target)
+
+
+def train_epoch(
+    model: nn.Module,
+    data: torch.Tensor,
+    order: torch.Tensor,
+    optimizer: torch.optim.Optimizer,
+    batch_size: int,
+    gen: torch.Generator | None,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+) -> tuple[float, int]:
+    """One pass over tiles ``data[order]`` (uint8 [N,3,s,s]) in batches; (sum of loss x batch size, tiles used).
+
+    Batches of fewer than two tiles are skipped (BatchNorm needs two samples). ``model`` may be DDP-wrapped:
+    its backward then averages the gradients over the ranks.
+    """
+    device = next(model.parameters()).device
+    total, count = 0.0, 0
+    for s in range(0, len(order), batch_size):
+        idx = order[s : s + batch_size]
+        if len(idx) < 2:
+            continue
+        loss = train_step_loss(model, data[idx].to(device), gen)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        total += float(loss.detach()) * len(idx)
+        count += len(idx)
+    return total, count
 
 
 def load_tile_encoder(checkpoint: str | os.PathLike, feature_dim: int | None = None) -> TileEncoder:
@@ -197,39 +252,20 @@ def fit_tile_encoder(
         return load_tile_encoder(checkpoint, feature_dim).to(dev)
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
-    encoder = TileEncoder(feature_dim).to(dev)
-    data = _collect_tiles(tiles, encoder.input_size)
+    model = TileAutoencoder(feature_dim).to(dev)
+    data = _collect_tiles(tiles, model.encoder.input_size)
     if len(data) < 2:
         raise FusionRxError(f"fit_tile_encoder: got {len(data)} tiles, need at least 2 to train")
-    decoder = _TileDecoder(feature_dim).to(dev)
-    params = list(encoder.parameters()) + list(decoder.parameters())
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-4)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     steps = epochs * max(1, -(-len(data) // batch_size))
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.15)
-    encoder.train()
-    decoder.train()
+    model.train()
     history = []
     for _ in range(epochs):
-        order = torch.randperm(len(data), generator=gen)
-        total, count = 0.0, 0
-        for s in range(0, len(data), batch_size):
-            idx = order[s : s + batch_size]
-            if len(idx) < 2:  # BatchNorm needs two samples
-                continue
-            clean = _augment(data[idx].to(dev).float() / 255.0, gen)
-            target = F.interpolate(clean, scale_factor=0.5, mode="area")
-            with _autocast(dev):
-                recon = decoder(encoder(_mask_patches(clean, gen)))
-            loss = F.mse_loss(recon.float(), target)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            total += float(loss.detach()) * len(idx)
-            count += len(idx)
+        total, count = train_epoch(model, data, torch.randperm(len(data), generator=gen), opt, batch_size, gen, sched)
         history.append(total / max(count, 1))
-    encoder.loss_history = history
-    return encoder.eval()
+    model.encoder.loss_history = history
+    return model.encoder.eval()
 
 
 @dataclass
@@ -292,45 +328,3 @@ class TileFeatures:
         except OSError as exc:
             raise SlideError(f"{path}: cannot read tile-feature HDF5 ({exc})") from exc
 
-
-def extract_slide_features(
-    path: str | os.PathLike,
-    encoder: TileEncoder,
-    normalizer: StainNormalizer | None = None,
-    tile_size: int = 128,
-    target_mpp: float = 1.0,
-    batch_size: int = 64,
-    device: str | torch.device | None = None,
-    min_tissue: float = 0.5,
-) -> TileFeatures:
-    """Stream a slide's tissue tiles (tile_size px at ~target_mpp um/px) through stain normalisation and the encoder.
-
-    With a normaliser that has no source stain matrix yet, the slide's own matrix is first estimated from
-    tissue pixels sampled at a low-resolution level. SlideError if the slide has no tissue tile.
-    """
-    dev = resolve_device(device)
-    encoder = encoder.to(dev).eval()
-    slide = open_slide(path)
-    try:
-        mask, mask_down = tissue_mask(slide)
-        grid = tile_grid(slide, mask, mask_down, tile_size=tile_size, target_mpp=target_mpp, min_tissue=min_tissue)
-        if len(grid) == 0:
-            raise SlideError(f"{path}: no tile has tissue fraction >= {min_tissue}; nothing to encode")
-        if normalizer is not None and normalizer.source_stain_matrix is None:
-            normalizer = normalizer.with_source(*slide_stain_matrix(slide))
-        feats = []
-        for _, tiles in iter_tiles(slide, grid, batch_size=batch_size):
-            if normalizer is not None:
-                tiles = normalizer.transform(tiles)
-            feats.append(encoder.encode(tiles, batch_size=batch_size))
-    finally:
-        slide.close()
-    return TileFeatures(
-        features=np.concatenate(feats),
-        coords_level0=grid.coords_level0,
-        tile_size_level0=grid.tile_size_level0,
-        mpp=grid.mpp,
-        slide_path=str(path),
-        level=grid.level,
-        tile_size=grid.tile_size,
-    )

@@ -1,9 +1,11 @@
 """Tile-encoder training under torchrun: DistributedDataParallel over the ranks of one process group.
 
 Launched with WORLD_SIZE > 1 (torchrun / torch.distributed.run), each rank trains the same masked
-denoising autoencoder as ``fit_tile_encoder`` on its DistributedSampler shard of the tiles; DDP
-all-reduces (averages) the gradients, so every rank ends with the same weights. The process group
-uses gloo on CPU and nccl on CUDA. Run alone (WORLD_SIZE unset or 1) it is plain single-process training.
+denoising autoencoder as ``fit_tile_encoder``, with the same training step and epoch
+(``imaging.tile_encoder.train_epoch``), on its DistributedSampler shard of the tiles; DDP all-reduces
+(averages) the gradients, so every rank ends with the same weights. This module holds only what DDP
+adds: the process group (gloo on CPU, nccl on CUDA), the sharding, the cross-rank loss mean and the
+final sync. Run alone (WORLD_SIZE unset or 1) it is plain single-process training.
 """
 
 from __future__ import annotations
@@ -15,26 +17,23 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data.distributed import DistributedSampler
 
 from fusion.device import resolve_device
 from fusion.errors import FusionRxError
-from imaging.tile_encoder import INPUT_SIZE, TileEncoder, _augment, _collect_tiles, _mask_patches, _TileDecoder
+from imaging.tile_encoder import (
+    INPUT_SIZE,
+    TileAutoencoder,
+    TileEncoder,
+    _collect_tiles,
+    train_epoch,
+    train_step_loss,
+)
 
-
-class TileAutoencoder(nn.Module):
-    """Encoder + decoder as one module (what DDP wraps); forward gives the half-size reconstruction."""
-
-    def __init__(self, feature_dim: int):
-        super().__init__()
-        self.encoder = TileEncoder(feature_dim)
-        self.decoder = _TileDecoder(feature_dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.decoder(self.encoder(x))
+__all__ = ["DistInfo", "TileAutoencoder", "fit_tile_encoder_ddp", "init_distributed", "train_step_loss",
+           "weights_sha256"]
 
 
 @dataclass
@@ -69,16 +68,6 @@ def weights_sha256(module: nn.Module) -> str:
     return h.hexdigest()
 
 
-def train_step_loss(model: nn.Module, batch: torch.Tensor, gen: torch.Generator | None) -> torch.Tensor:
-    """Masked denoising loss of one uint8 batch [B,3,s,s]; without a generator: plain reconstruction."""
-    clean = batch.float() / 255.0
-    if gen is not None:
-        clean = _augment(clean, gen)
-    target = F.interpolate(clean, scale_factor=0.5, mode="area")
-    inp = _mask_patches(clean, gen) if gen is not None else clean
-    return F.mse_loss(model(inp).float(), target)
-
-
 def fit_tile_encoder_ddp(tiles: np.ndarray, feature_dim: int = 32, epochs: int = 10, seed: int = 0,
                          batch_size: int = 64, lr: float = 2e-3, augment: bool = True,
                          device: str | torch.device | None = None,
@@ -110,20 +99,9 @@ def fit_tile_encoder_ddp(tiles: np.ndarray, feature_dim: int = 32, epochs: int =
     net.train()
     for epoch in range(epochs):
         sampler.set_epoch(epoch)
-        shard = torch.as_tensor(list(sampler))
-        total = torch.zeros(2, dtype=torch.float64)
-        for s in range(0, len(shard), batch_size):
-            idx = shard[s:s + batch_size]
-            if len(idx) < 2:  # BatchNorm needs two samples; shards are equal-sized, so every rank skips alike
-                continue
-            loss = train_step_loss(net, data[idx].to(dev), gen)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()  # DDP: gradients all-reduced (averaged over ranks) here
-            opt.step()
-            total += torch.tensor([float(loss.detach()) * len(idx), len(idx)], dtype=torch.float64)
-        if info.world_size > 1:
-            dist.all_reduce(total)  # the epoch's mean loss over every rank's samples
-        history.append(float(total[0] / max(total[1], 1)))
+        # shards are equal-sized, so every rank skips a too-small last batch alike
+        total, count = train_epoch(net, data, torch.as_tensor(list(sampler)), opt, batch_size, gen)
+        history.append(_global_mean(total, count, info))
     if info.world_size > 1:  # BatchNorm running stats: each rank updated its own after the last sync
         for buf in model.buffers():
             dist.broadcast(buf, src=0)
@@ -131,6 +109,14 @@ def fit_tile_encoder_ddp(tiles: np.ndarray, feature_dim: int = 32, epochs: int =
     encoder.loss_history = history
     info.checksums = _gather_checksums(model, info)
     return encoder, info, history
+
+
+def _global_mean(total: float, count: int, info: DistInfo) -> float:
+    """The epoch's mean loss over every rank's samples, from this rank's (loss sum, sample count)."""
+    both = torch.tensor([total, count], dtype=torch.float64)
+    if info.world_size > 1:
+        dist.all_reduce(both)
+    return float(both[0] / max(both[1], 1))
 
 
 def _gather_checksums(model: nn.Module, info: DistInfo) -> list[str]:

@@ -7,6 +7,7 @@ import torch
 from scipy import ndimage
 from torch import nn
 
+from fusion.device import autocast
 from fusion.device import resolve_device as _device
 from imaging.volume import Volume
 
@@ -131,7 +132,7 @@ def fit_volume_autoencoder(
 ) -> SECNN3d:
     """Train a VolumeAutoencoder on raw patches [N, C, D, H, W] (MSE on standardised voxels); return its encoder.
 
-    Label-free. On CUDA runs under autocast (float16 + grad scaling). The mean training
+    Label-free. On CUDA runs under the mixed-precision policy (``fusion.device.autocast``). The mean training
     loss of every epoch is appended to `history` when a list is passed.
     """
     x = np.asarray(patches, dtype=np.float32)
@@ -146,8 +147,6 @@ def fit_volume_autoencoder(
     model.encoder.input_std.copy_(torch.from_numpy(std))
     data = torch.from_numpy(x).to(dev)
     optimiser = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
-    use_amp = dev.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     generator = torch.Generator().manual_seed(seed)
     model.train()
     for _ in range(epochs):
@@ -157,13 +156,12 @@ def fit_volume_autoencoder(
             batch = data[order[start:start + batch_size]]
             if len(batch) < 2:  # BatchNorm needs more than one sample
                 continue
-            with torch.autocast(device_type=dev.type, dtype=torch.float16, enabled=use_amp):
+            with autocast(dev):
                 recon, _ = model(batch)
                 loss = nn.functional.mse_loss(recon.float(), model.encoder.normalise(batch))
             optimiser.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimiser)
-            scaler.update()
+            loss.backward()
+            optimiser.step()
             total += float(loss.detach()) * len(batch)
         if history is not None:
             history.append(total / len(data))
@@ -181,6 +179,6 @@ def embed_volumes(encoder: SECNN3d, patches: np.ndarray, batch_size: int = 32) -
     dev = next(encoder.parameters()).device
     out = []
     for start in range(0, len(x), batch_size):
-        with torch.autocast(device_type=dev.type, dtype=torch.float16, enabled=dev.type == "cuda"):
+        with autocast(dev):
             out.append(encoder(x[start:start + batch_size].to(dev)).float().cpu())
     return torch.cat(out).numpy() if out else np.zeros((0, encoder.embed_dim), dtype=np.float32)

@@ -4,7 +4,8 @@ The drug side is the GINE ``MoleculeGNN`` of ``molecules.gnn`` (its pooled atom 
 the target side a ``TargetEncoder`` (learned embedding, k-mer composition, sequence CNN). A pair is
 scored by an MLP over [drug, target, drug * target]. Each step encodes only the unique drugs and
 targets of its pair batch and indexes them, which keeps CPU training fast on tables such as Davis
-(68 drugs x 442 targets, 30,056 pairs). Device-agnostic; bfloat16 autocast on CUDA when ``amp``.
+(68 drugs x 442 targets, 30,056 pairs). Device-agnostic; the ``fusion.device`` mixed-precision policy
+(bfloat16 autocast on CUDA) when ``amp``.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import torch
 from torch import nn
 from torch_geometric.data import Batch, Data
 
+from fusion.device import autocast
 from fusion.errors import MoleculeError
 from molecules.dti_data import DTITable
 from molecules.gnn import MoleculeGNN, default_device
@@ -44,7 +46,7 @@ class ActivityConfig:
     id_dropout: float = 0.1  # share of training pairs whose drug / target id is replaced by "unknown"
     max_len: int = 1000  # protein tokens kept for the CNN
     cnn_filters: int = 32
-    amp: bool = True  # bfloat16 autocast on CUDA (ignored on CPU)
+    amp: bool = True  # mixed precision on CUDA (fusion.device.autocast: bfloat16); ignored on CPU
     seed: int = 0
 
     def to_dict(self) -> dict:
@@ -133,10 +135,6 @@ def _inputs(model: ActivityModel, smiles: Sequence[str], targets: Sequence[str],
     return _Inputs(graphs, drug_id, target_id, kmer, tokens, all_drugs)
 
 
-def _autocast(device: torch.device, amp: bool) -> torch.autocast:
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp and device.type == "cuda")
-
-
 def _forward(model: ActivityModel, inp: _Inputs, drug_idx: torch.Tensor, target_idx: torch.Tensor,
              device: torch.device, drop_drug: torch.Tensor | None = None,
              drop_target: torch.Tensor | None = None) -> torch.Tensor:
@@ -199,7 +197,7 @@ def fit_activity(table: DTITable, config: ActivityConfig = ActivityConfig(), dev
             drop_d = torch.rand(len(idx), generator=generator) < config.id_dropout
             drop_t = torch.rand(len(idx), generator=generator) < config.id_dropout
             optimiser.zero_grad(set_to_none=True)
-            with _autocast(device, config.amp):
+            with autocast(device, config.amp):
                 pred = _forward(model, inp, drug_idx[idx], target_idx[idx], device, drop_d, drop_t)
             loss = nn.functional.mse_loss(pred.float(), y[idx].to(device))
             loss.backward()
@@ -225,7 +223,7 @@ def predict_pairs(model: ActivityModel, smiles: Sequence[str], targets: Sequence
     out = []
     for start in range(0, len(drug_idx), batch_size):
         sl = slice(start, start + batch_size)
-        with _autocast(device, model.config.amp):
+        with autocast(device, model.config.amp):
             out.append(_forward(model, inp, drug_idx[sl], target_idx[sl], device).float().cpu())
     pred = torch.cat(out) if out else torch.zeros(0)
     return (pred * model.y_std.cpu() + model.y_mean.cpu()).numpy().astype(np.float64)

@@ -1,12 +1,18 @@
-"""Affinity-prediction metrics as DeepDTA / GraphDTA report them: concordance index, MSE, Pearson r."""
+"""Affinity-prediction metrics as DeepDTA / GraphDTA report them: concordance index, MSE, Pearson r.
+
+DeepDTA's CI (``get_cindex``: over all pairs with y_i > y_j, the share with p_i > p_j, ties in p counting 1/2)
+is Harrell's c-index with every "event" observed, time = -affinity and risk = prediction: pairs with equal
+affinities are not comparable in either. It is therefore computed by the one c-index, ``fusion.metrics.c_index``.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 
 from fusion.errors import MoleculeError
+from fusion.metrics import c_index
 
-__all__ = ["concordance_index", "mse", "pearson", "dti_metrics"]
+__all__ = ["affinity_ci", "dti_metrics", "mse", "pearson"]
 
 
 def _pair(y_true, y_pred) -> tuple[np.ndarray, np.ndarray]:
@@ -17,20 +23,12 @@ def _pair(y_true, y_pred) -> tuple[np.ndarray, np.ndarray]:
     return y, p
 
 
-def concordance_index(y_true, y_pred, chunk: int = 2048) -> float:
-    """CI: over all pairs with y_i > y_j, the share with p_i > p_j (ties in p count 1/2); DeepDTA's get_cindex.
-
-    Vectorised in row chunks (memory chunk * n); NaN when no pair has different true values.
-    """
+def affinity_ci(y_true, y_pred) -> float:
+    """DeepDTA concordance index of predicted vs true affinities (0.5 = random); NaN when every y is equal."""
     y, p = _pair(y_true, y_pred)
-    concordant, pairs = 0.0, 0
-    for start in range(0, y.size, chunk):
-        yi, pi = y[start:start + chunk, None], p[start:start + chunk, None]
-        ordered = yi > y[None, :]
-        dp = pi - p[None, :]
-        concordant += float(np.sum(ordered & (dp > 0)) + 0.5 * np.sum(ordered & (dp == 0)))
-        pairs += int(ordered.sum())
-    return concordant / pairs if pairs else float("nan")
+    if np.ptp(y) == 0:
+        return float("nan")
+    return c_index(-y, np.ones(y.size, dtype=bool), p)
 
 
 def mse(y_true, y_pred) -> float:
@@ -49,4 +47,4 @@ def pearson(y_true, y_pred) -> float:
 
 def dti_metrics(y_true, y_pred) -> dict[str, float]:
     """{'ci', 'mse', 'pearson'} of one set of predictions."""
-    return {"ci": concordance_index(y_true, y_pred), "mse": mse(y_true, y_pred), "pearson": pearson(y_true, y_pred)}
+    return {"ci": affinity_ci(y_true, y_pred), "mse": mse(y_true, y_pred), "pearson": pearson(y_true, y_pred)}

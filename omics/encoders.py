@@ -12,6 +12,7 @@ from torch import nn
 from torch_geometric.data import Data
 from torch_geometric.nn import DeepGraphInfomax, GCNConv
 
+from fusion.device import autocast
 from fusion.device import resolve_device as default_device
 from fusion.errors import SpatialError
 
@@ -94,7 +95,8 @@ def fit_spot_graph_encoder(
     """Train a SpotGraphEncoder with Deep Graph Infomax (no labels); returns (encoder in eval mode, mean loss per epoch).
 
     Every graph must share the feature width (e.g. PCA fitted on the whole cohort). The corruption shuffles
-    spot features within a graph. CUDA runs under bfloat16 autocast; CPU in float32.
+    spot features within a graph. CUDA runs under the mixed-precision policy (``fusion.device.autocast``);
+    CPU in float32.
     """
     in_dim = _check_graphs(graphs)
     torch.manual_seed(seed)
@@ -108,7 +110,6 @@ def fit_spot_graph_encoder(
 
     model = DeepGraphInfomax(hidden_channels=embed_dim, encoder=encoder, summary=_summary, corruption=corruption).to(dev)
     optimiser = torch.optim.Adam(model.parameters(), lr=lr)
-    on_cuda = dev.type == "cuda"
     losses: list[float] = []
     model.train()
     for _ in range(epochs):
@@ -120,7 +121,7 @@ def fit_spot_graph_encoder(
             edge_index = graph.edge_index.to(dev)
             edge_weight = graph.edge_weight.to(dev) if getattr(graph, "edge_weight", None) is not None else None
             optimiser.zero_grad(set_to_none=True)
-            with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=on_cuda):
+            with autocast(dev):
                 pos_z, neg_z, summary = model(x, edge_index, edge_weight)
             loss = model.loss(pos_z.float(), neg_z.float(), summary.float())
             loss.backward()

@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from flows.catalog.formats import FORMATS, HDF5_SIGNATURE, PARQUET_SIGNATURE, sniff_table, text_head
-from imaging.dicom_index import SeriesInfo, index_dicom, looks_like_dicom, read_header
+from imaging.dicom_frames import looks_like_dicom, read_header
+from imaging.dicom_index import SeriesInfo, index_dicom
 
 DICOM_MODALITY_KEYS = {"CT": "ct", "PT": "pet", "MR": "mr", "RTSTRUCT": "seg", "SEG": "seg", "SM": "wsi"}
 # file names that promise a format: when the content is not it, that is a problem, not just unknown

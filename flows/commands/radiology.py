@@ -10,7 +10,7 @@ from pathlib import Path
 def _cmd_radiology(args: argparse.Namespace) -> int:
     from flows.stages.radiology_study import analyse  # imaging stack imported only when the command runs
 
-    report, arrays = analyse(Path(args.directory), args.roi, args.radiomics)
+    report, arrays = analyse(Path(args.directory), args.roi, args.radiomics, args.texture)
     if args.out:
         from flows.stages.radiology_outputs import write_outputs
 
@@ -40,5 +40,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--roi", default=None, help="ROI name in the segmentations (default: automatic lesion)")
     r.add_argument("--out", default=None, help="folder for NIfTI volumes and the fused PET/CT PNG")
     r.add_argument("--radiomics", action="store_true", help="add IBSI features of the ROI on the CT and PET grids")
+    r.add_argument("--texture", action="store_true",
+                   help="add the IBSI texture families (GLCM, GLRLM, GLSZM, GLDZM, NGTDM, NGLDM; mirp; slower)")
     r.add_argument("--format", choices=["table", "json"], default="table")
     r.set_defaults(func=_cmd_radiology)

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedKFold
 
 from flows.federated.flower import SitePayload, make_strategy, run_site, save_payload, serve
@@ -31,6 +30,7 @@ from flows.federated.sites import (
 )
 from fusion.data import MultimodalDataset
 from fusion.errors import FusionDataError
+from fusion.metrics import roc_auc
 from fusion.train import predict
 
 
@@ -53,19 +53,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def _auc(y: np.ndarray, p: np.ndarray) -> float:
-    """Binary AUC, or macro one-vs-rest AUC over the classes present in `y` (NaN with a single class)."""
-    classes = np.unique(y)
-    if len(classes) < 2:
-        return float("nan")
-    if p.ndim == 1:
-        return float(roc_auc_score(y, p))
-    probs = p[:, classes] / np.clip(p[:, classes].sum(1, keepdims=True), 1e-12, None)
-    if len(classes) == 2:
-        return float(roc_auc_score(y == classes[1], probs[:, 1]))
-    return float(roc_auc_score(y, probs, multi_class="ovr", average="macro", labels=classes))
 
 
 def _dataset(frames: dict[str, pd.DataFrame], patients: list[str], y: np.ndarray) -> MultimodalDataset:
@@ -138,9 +125,9 @@ def simulate(frames: dict[str, pd.DataFrame], labels: pd.Series, cfg: FederatedC
                                                           for k in range(cfg.sites.n_sites)]:
                 model = build_model(ds, n_outputs, task, cfg.model)
                 local_fit(model, ds, rows, cfg.model, total_epochs, seed=cfg.model.seed + fold)
-                res[name].append(_auc(y[test], predict(model, ds, test)))
+                res[name].append(roc_auc(y[test], predict(model, ds, test)))
             model, b = _federated_fold(std, patients, y, site, train, n_outputs, task, cfg, fold, Path(tmp))
-            res["federated"].append(_auc(y[test], predict(model, ds, test)))
+            res["federated"].append(roc_auc(y[test], predict(model, ds, test)))
             bytes_rounds.extend(b)
     mean = {k: float(np.nanmean(v)) for k, v in res.items()}
     return {"centralised_auc": mean["centralised"], "federated_auc": mean["federated"],

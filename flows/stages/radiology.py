@@ -162,7 +162,8 @@ def discover_radiology(ct_src: Source, pet_src: Source | None) -> RadiologySerie
 
 def ingest_radiology(patient_id: str, ct_dir: Path, pet_dir: Path | None, out_dir: Path,
                      patch_vox: int, patch_spacing_mm: float, seg_files: list[Path] = (),
-                     roi_spec: RoiSpec | None = None, radiomics: bool = False) -> RadiologyResult:
+                     roi_spec: RoiSpec | None = None, radiomics: bool = False,
+                     texture: bool = False) -> RadiologyResult:
     """Read CT (HU) and PET (SUVbw), measure the patient's ROI (segmentations matching ``roi_spec``, else its
     fallback: the automatic lesion, as ``fusionrx radiology`` does), resample PET onto CT, write the
     volumes and the ROI-centred patches.
@@ -185,7 +186,7 @@ def ingest_radiology(patient_id: str, ct_dir: Path, pet_dir: Path | None, out_di
             suv = read_pet_suv(pet_dir)
         except DicomSeriesError as exc:
             pet_error = str(exc)
-    study = measure_study(ct, suv, list(seg_files), roi_spec or RoiSpec(), radiomics)
+    study = measure_study(ct, suv, list(seg_files), roi_spec or RoiSpec(), radiomics, texture)
     suv_on_ct = resample_to_reference(suv, ct, order=1, fill=0.0) if suv is not None else None
     centre = roi_centroid_mm(study.measurement, ct, suv)
     if centre is None:  # nothing measured: centre of the volume

@@ -99,16 +99,22 @@ def segmentation_refs(seg_files: list[Path]) -> tuple[list[RoiRef], list[dict[st
 
 
 def measure_study(ct: Volume | None, suv: Volume | None, seg_files: list[Path], spec: RoiSpec,
-                  radiomics: bool = False) -> StudyMeasurement:
+                  radiomics: bool = False, texture: bool = False) -> StudyMeasurement:
     """The one ROI measurement of FusionRx: ROIs matching ``spec`` (else its fallback), phenotypes on each
-    grid, lesion rows, and with ``radiomics`` the IBSI features (CT 25 HU, PET 0.5 SUV bins)."""
+    grid, lesion rows; with ``radiomics`` the IBSI morphology / intensity / histogram features and with
+    ``texture`` also the six IBSI texture families (mirp; seconds per ROI), on fixed bins (CT 25 HU, PET 0.5 SUV)."""
     refs, problems = segmentation_refs(seg_files)
     m = measure_rois(ct, suv, refs, spec)
     features: dict[str, dict[str, Any]] = {}
-    if radiomics:
-        for name, volume, mask, bin_width in (("ct", ct, m.ct_mask, CT_BIN_HU), ("pet", suv, m.pet_mask, PET_BIN_SUV)):
-            if volume is not None and mask is not None and mask.any():
-                features[name] = {k: _finite(v) for k, v in ibsi_features(volume, mask, bin_width).items()}
+    for name, volume, mask, bin_width in (("ct", ct, m.ct_mask, CT_BIN_HU), ("pet", suv, m.pet_mask, PET_BIN_SUV)):
+        if volume is None or mask is None or not mask.any() or not (radiomics or texture):
+            continue
+        values = dict(ibsi_features(volume, mask, bin_width)) if radiomics else {}
+        if texture:
+            from imaging.radiomics_texture import texture_features
+
+            values.update(texture_features(volume, mask, bin_width=bin_width))
+        features[name] = {k: _finite(v) for k, v in values.items()}
     return StudyMeasurement(m, refs, features, problems + [Skipped("segmentation", p["path"], p["error"])
                                                            for p in m.problems])
 
@@ -121,8 +127,8 @@ def patient_segmentations(index: list[SeriesInfo], folders: list[Path]) -> list[
     return list(dict.fromkeys(files))
 
 
-def analyse(directory: Path, roi_name: str | None,
-            radiomics: bool = False) -> tuple[dict[str, Any], dict[str, Any]]:
+def analyse(directory: Path, roi_name: str | None, radiomics: bool = False,
+            texture: bool = False) -> tuple[dict[str, Any], dict[str, Any]]:
     """Find, read and measure one patient's study: (JSON report, arrays for the output files).
 
     With ``roi_name`` (a name or shell-style pattern) that ROI is measured, and an ROI that matches nothing
@@ -148,7 +154,7 @@ def analyse(directory: Path, roi_name: str | None,
                                + "; ".join(p.error for p in problems[-2:]))
     spec = RoiSpec.from_config([roi_name] if roi_name is not None else None,
                                fallback="none" if roi_name is not None else "auto")
-    study = measure_study(ct, suv, seg_files, spec, radiomics)
+    study = measure_study(ct, suv, seg_files, spec, radiomics, texture)
     problems += study.problems
     m = study.measurement
     if roi_name is not None and not m.measured:
@@ -173,7 +179,7 @@ def analyse(directory: Path, roi_name: str | None,
         "phenotypes": {"roi": m.roi, **{k: _finite(v) for k, v in m.phenotypes.items() if k != "roi"}},
         "lesions": study.lesion_rows(pid),
         "totals": {k: _finite(v) for k, v in m.totals.items()},
-        **({"radiomics": study.radiomics} if radiomics else {}),
+        **({"radiomics": study.radiomics} if radiomics or texture else {}),
         "problems": [{"path": p.file, "error": p.error} for p in problems],
     }
     return report, {"ct": ct, "suv": suv, "ct_mask": m.ct_mask, "pet_mask": m.pet_mask, "roi": m.roi}

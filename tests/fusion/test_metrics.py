@@ -1,14 +1,18 @@
-"""Tests for fusion.metrics and the Cox loss in fusion.heads, on hand-computed examples."""
+"""Tests for fusion.metrics (the one c-index and the one ROC AUC every caller shares) and the Cox loss in
+fusion.heads, on hand-computed examples and against independent implementations on a known data set."""
 
 import math
 
 import numpy as np
 import pytest
 import torch
+from lifelines.datasets import load_rossi
+from lifelines.utils import concordance_index as lifelines_c_index
 
 from fusion.errors import FusionDataError
 from fusion.heads import cox_ph_loss
-from fusion.metrics import c_index, r2, rmse, roc_auc
+from fusion.metrics import c_index, roc_auc
+from fusion.task_metrics import classification_metrics, survival_metrics
 
 
 def test_c_index_perfect_and_reversed():
@@ -25,13 +29,29 @@ def test_c_index_hand_computed_with_censoring_and_ties():
     risk = np.array([0.9, 0.9, 0.5, 0.7])
     # (0,1): tie -> 0.5; (0,2): 0.9 > 0.5 -> 1; (0,3): 0.9 > 0.7 -> 1; (2,3): 0.5 < 0.7 -> 0
     assert c_index(time, event, risk) == pytest.approx(2.5 / 4)
-    # equal times are not comparable: only (0,1) counts here
+    # equal times of two events are not comparable: only (0,1) and (0,2) count here
     assert c_index(np.array([1.0, 2.0, 2.0]), np.array([True, True, True]), np.array([3.0, 1.0, 2.0])) == 1.0
 
 
-def test_c_index_no_comparable_pair_raises():
+def test_c_index_matches_lifelines_on_rossi():
+    """Rossi recidivism data (432 released prisoners, 114 re-arrests, many tied weeks): prior convictions
+    as the risk; lifelines takes a survival-time-like score, hence the minus sign."""
+    d = load_rossi()
+    time, event, risk = d["week"].to_numpy(float), d["arrest"].to_numpy(bool), d["prio"].to_numpy(float)
+    ours = c_index(time, event, risk)
+    assert ours == pytest.approx(lifelines_c_index(time, -risk, event), abs=1e-12)
+    assert 0.55 < ours < 0.7  # more prior convictions, earlier re-arrest
+    # the experiment engine's survival metric is this very function
+    assert survival_metrics(time, event, risk)["c_index"] == ours
+
+
+def test_c_index_bad_input_raises():
     with pytest.raises(FusionDataError, match="no comparable pair"):
         c_index(np.array([1.0, 2.0]), np.array([False, False]), np.array([0.1, 0.2]))
+    with pytest.raises(FusionDataError, match="NaN"):
+        c_index(np.array([1.0, 2.0]), np.array([True, True]), np.array([0.1, np.nan]))
+    with pytest.raises(FusionDataError, match="same length"):
+        c_index(np.array([1.0, 2.0]), np.array([True, True]), np.array([0.1]))
 
 
 def test_roc_auc_hand_computed():
@@ -40,21 +60,29 @@ def test_roc_auc_hand_computed():
     assert roc_auc(y, np.array([0.1, 0.2, 0.3, 0.4])) == 1.0
     # (pos, neg) pairs: (0.5, 0.5) tie 0.5; (0.5, 0.2) 1; (0.4, 0.5) 0; (0.4, 0.2) 1 -> 2.5 / 4
     assert roc_auc(y, np.array([0.5, 0.2, 0.5, 0.4])) == pytest.approx(0.625)
-    with pytest.raises(FusionDataError, match="single class"):
-        roc_auc(np.array([1, 1]), np.array([0.2, 0.3]))
+    # [N, 2] probabilities: the class-1 column
+    assert roc_auc(y, np.array([[0.9, 0.1], [0.6, 0.4], [0.65, 0.35], [0.2, 0.8]])) == pytest.approx(0.75)
+    assert np.isnan(roc_auc(np.array([1, 1]), np.array([0.2, 0.3])))  # a single class: undefined
+    with pytest.raises(FusionDataError, match="2 labels but 3 scores"):
+        roc_auc(np.array([0, 1]), np.array([0.2, 0.3, 0.4]))
 
 
-def test_roc_auc_multiclass_macro_ovr():
+def test_roc_auc_multiclass_macro_over_present_classes():
     y = np.array([0, 1, 2])
     assert roc_auc(y, np.eye(3)) == 1.0
+    y = np.array([0, 0, 1, 1])  # class 2 absent: left out of the mean, never a NaN
+    p = np.array([[0.8, 0.1, 0.1], [0.3, 0.6, 0.1], [0.2, 0.7, 0.1], [0.5, 0.4, 0.1]])
+    # class 0 vs rest: 0.8, 0.3 (pos) vs 0.2, 0.5 (neg) -> 3/4; class 1: 0.7, 0.4 vs 0.1, 0.6 -> 3/4
+    assert roc_auc(y, p) == pytest.approx(0.75)
+    assert classification_metrics(y, p, 3)["auc"] == roc_auc(y, p)
+    # all classes present: sklearn's own macro one-vs-rest
+    from sklearn.metrics import roc_auc_score
 
-
-def test_r2_and_rmse():
-    y = np.array([1.0, 2.0, 3.0, 4.0])
-    p = np.array([1.0, 2.0, 3.0, 6.0])
-    assert rmse(y, p) == pytest.approx(1.0)  # sqrt(4 / 4)
-    assert r2(y, p) == pytest.approx(1 - 4 / 5)  # SS_tot = 2.25+0.25+0.25+2.25
-    assert r2(y, y) == 1.0
+    rng = np.random.default_rng(0)
+    y = np.arange(60) % 3
+    p = rng.dirichlet(np.ones(3), 60) + 0.3 * np.eye(3)[y]
+    p /= p.sum(1, keepdims=True)
+    assert roc_auc(y, p) == pytest.approx(roc_auc_score(y, p, multi_class="ovr", average="macro"))
 
 
 def test_cox_loss_hand_computed_with_breslow_ties():

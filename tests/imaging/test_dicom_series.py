@@ -9,6 +9,8 @@ import numpy as np
 import pydicom
 import pytest
 from pydicom.data import get_testdata_file
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_dataset
 
 from flows.synthetic.dicom_writer import ct_geometry, lung_tumour_centre_mm, write_ct_series
 from fusion.errors import DicomSeriesError
@@ -300,3 +302,47 @@ def test_fast_scanner_matches_pydicom_path(ct_series: tuple[Path, dict], tmp_pat
     # A compressed file is not for the scanner: pydicom reads it.
     jpeg = Path(get_testdata_file("JPEG2000.dcm"))
     assert fast_read(jpeg, jpeg.read_bytes()) is None
+
+
+def test_one_reader_for_headers_and_pixels(ct_series: tuple[Path, dict], tmp_path: Path) -> None:
+    """imaging.dicom_frames.read_header / read_image: Part 10 files, bare datasets without the preamble
+    (forced only when the first bytes are a DICOM tag), partial header reads, non-DICOM files."""
+    from imaging.dicom_fastread import FastImage
+    from imaging.dicom_frames import looks_like_dicom, read_header, read_image
+
+    src = sorted(ct_series[0].glob("*.dcm"))[0]
+    truth = pydicom.dcmread(src)
+    fast, full = read_image(src), read_image(src, fast=False)
+    assert isinstance(fast, FastImage) and isinstance(full, pydicom.Dataset)
+    assert np.array_equal(fast.pixels[0], full.pixel_array) and np.array_equal(full.pixel_array, truth.pixel_array)
+    header = read_header(src)
+    assert "PixelData" not in header and header.SOPInstanceUID == truth.SOPInstanceUID
+    assert header.filename == str(src)
+    partial = read_header(src, ["Modality", "SeriesInstanceUID", "Rows"], stop_after=0x00200010)
+    assert partial.Modality == "CT" and "SeriesInstanceUID" in partial and "Rows" not in partial
+    assert partial.filename == str(src)
+
+    bare = tmp_path / "bare"  # the same dataset without preamble and file meta (old archives)
+    buffer = DicomBytesIO()
+    buffer.is_little_endian, buffer.is_implicit_VR = True, True
+    write_dataset(buffer, truth)
+    bare.write_bytes(buffer.getvalue())
+    assert looks_like_dicom(bare)
+    assert read_header(bare).SOPInstanceUID == truth.SOPInstanceUID
+    bare_image = read_image(bare)  # not for the scanner (no preamble): pydicom, forced
+    assert isinstance(bare_image, pydicom.Dataset) and bare_image.SOPInstanceUID == truth.SOPInstanceUID
+
+    junk = tmp_path / "notes.txt"
+    junk.write_text("not DICOM at all")
+    assert not looks_like_dicom(junk) and read_image(junk) is None and read_image(junk, fast=False) is None
+    with pytest.raises(DicomSeriesError, match=r"notes\.txt: unreadable DICOM file"):
+        read_header(junk)
+
+
+def test_nothing_else_calls_pydicom_dcmread() -> None:
+    """One DICOM reader: product code reaches pydicom's reader only through imaging.dicom_frames."""
+    root = Path(__file__).resolve().parents[2]
+    callers = sorted(str(p.relative_to(root)) for pkg in ("imaging", "fusion", "flows", "omics", "molecules")
+                     for p in (root / pkg).rglob("*.py")
+                     if "dcmread(" in p.read_text() or "read_partial(" in p.read_text())
+    assert callers == ["imaging/dicom_frames.py"]

@@ -5,12 +5,13 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from lifelines.utils import concordance_index as lifelines_c_index
 
 from fusion.errors import MoleculeError
 from molecules.activity import ActivityConfig, fit_activity, predict_table
 from molecules.activity_io import evaluate_activity, load_activity_model, save_activity_model, score_compounds
 from molecules.dti_data import read_davis, read_dti_table, split_mask
-from molecules.dti_metrics import concordance_index, dti_metrics
+from molecules.dti_metrics import affinity_ci, dti_metrics
 from tests.realdata import realdata_dir
 
 RINGS = ["c1ccc(cc1){}", "c1cc(ncc1){}", "C1CCC(CC1){}", "c1ccc2cc(ccc2c1){}", "c1csc(c1){}", "C1CC(OC1){}"]
@@ -48,17 +49,23 @@ def planted(tmp_path_factory):
     return path
 
 
-def test_concordance_index_matches_hand_count():
+def test_affinity_ci_matches_hand_count_and_lifelines():
     y = [1.0, 2.0, 3.0, 3.0]
     p = [0.1, 0.3, 0.2, 0.2]
     # pairs with y_i > y_j: (2>1: 0.3>0.1 yes), (3>1: 0.2>0.1 yes) x2, (3>2: 0.2<0.3 no) x2 -> 3 / 5
-    assert concordance_index(y, p) == pytest.approx(3 / 5)
-    assert concordance_index([1, 2, 3], [5, 5, 5]) == pytest.approx(0.5)  # ties in p count one half
-    y_rand = np.random.default_rng(1).normal(size=300)
-    p_rand = y_rand + np.random.default_rng(2).normal(size=300)
+    assert affinity_ci(y, p) == pytest.approx(3 / 5)
+    assert affinity_ci([1, 2, 3], [5, 5, 5]) == pytest.approx(0.5)  # ties in p count one half
+    assert np.isnan(affinity_ci([5.0, 5.0], [1.0, 2.0]))  # no pair with different affinities
+    # DeepDTA's get_cindex as a double loop, and lifelines (which DTA papers also use), on Davis-like
+    # affinities: most pairs at the pKd = 5 floor (tied, not comparable), the rest spread above
+    rng = np.random.default_rng(1)
+    y_rand = np.where(rng.random(300) < 0.6, 5.0, rng.normal(7.0, 1.0, 300))
+    p_rand = np.round(y_rand + rng.normal(size=300), 1)  # rounded: ties in p too
     brute = [(1.0 if p_rand[i] > p_rand[j] else 0.5 if p_rand[i] == p_rand[j] else 0.0)
              for i in range(300) for j in range(300) if y_rand[i] > y_rand[j]]
-    assert concordance_index(y_rand, p_rand, chunk=7) == pytest.approx(np.mean(brute))
+    assert affinity_ci(y_rand, p_rand) == pytest.approx(np.mean(brute), abs=1e-12)
+    assert affinity_ci(y_rand, p_rand) == pytest.approx(lifelines_c_index(y_rand, p_rand), abs=1e-12)
+    assert dti_metrics(y_rand, p_rand)["ci"] == affinity_ci(y_rand, p_rand)
 
 
 def test_splits_keep_drugs_targets_and_scaffolds_apart(planted):
@@ -90,7 +97,7 @@ def test_planted_signal_beats_mean_on_held_out_pairs_and_unseen_drugs(planted):
         assert metrics["mse"] < 0.3 * mean_mse, (split, metrics, mean_mse)
         assert metrics["pearson"] > 0.85, (split, metrics)
         # hits are ranked above non-hits (CI over the hit / non-hit pairs only)
-        assert concordance_index(hit[test].astype(float), pred) > 0.95, (split, metrics)
+        assert affinity_ci(hit[test].astype(float), pred) > 0.95, (split, metrics)
 
 
 def test_model_file_version_and_score_compounds(planted, tmp_path):
