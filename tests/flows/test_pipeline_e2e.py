@@ -6,7 +6,6 @@ import json
 
 import duckdb
 import pandas as pd
-import pytest
 from rdkit import Chem
 
 from flows.cli import main

@@ -7,48 +7,17 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pydicom
 import pytest
 import yaml
-from skimage.draw import polygon
 
 from flows.cli import main
 from tests.flows.realsite import PATIENTS, build_site
+from tests.independent_roi import independent_roi
 from tests.realdata import realdata_dir
 
 ROI = {"pet": ["GTV*_PET"], "ct": ["GTV*_CT"]}
-
-
-def _independent_gtv(image_dir: Path, rtstruct: Path, roi_name: str) -> dict[str, float]:
-    """Voxel count, volume (ml), max and mean of the rescaled pixel values in one RTSTRUCT ROI (axial series
-    only): pydicom + skimage.draw.polygon, sharing no code with the pipeline."""
-    slices = sorted((pydicom.dcmread(f) for f in image_dir.glob("*.dcm")), key=lambda d: float(d.ImagePositionPatient[2]))
-    first = slices[0]
-    assert [round(float(v), 4) for v in first.ImageOrientationPatient] == [1, 0, 0, 0, 1, 0]
-    z = np.array([float(d.ImagePositionPatient[2]) for d in slices])
-    dz = float(np.median(np.diff(z)))
-    dy, dx = (float(v) for v in first.PixelSpacing)
-    x0, y0 = float(first.ImagePositionPatient[0]), float(first.ImagePositionPatient[1])
-    rows, cols = int(first.Rows), int(first.Columns)
-    rs = pydicom.dcmread(rtstruct)
-    number = next(int(r.ROINumber) for r in rs.StructureSetROISequence if r.ROIName == roi_name)
-    contours = next(c for c in rs.ROIContourSequence if int(c.ReferencedROINumber) == number).ContourSequence
-    mask = np.zeros((len(slices), rows, cols), dtype=bool)
-    for item in contours:
-        pts = np.array([float(v) for v in item.ContourData]).reshape(-1, 3)
-        k = int(np.argmin(np.abs(z - pts[0, 2])))
-        if abs(z[k] - pts[0, 2]) > 0.5 * dz:  # a contour beyond the cropped series
-            continue
-        rr, cc = polygon((pts[:, 1] - y0) / dy, (pts[:, 0] - x0) / dx, shape=(rows, cols))
-        plane = np.zeros((rows, cols), dtype=bool)
-        plane[rr, cc] = True
-        mask[k] ^= plane  # a contour inside another on the same plane is a hole
-    values = np.concatenate([(slices[k].pixel_array * float(slices[k].RescaleSlope)
-                              + float(slices[k].RescaleIntercept))[mask[k]] for k in range(len(slices)) if mask[k].any()])
-    return {"n": int(mask.sum()), "volume_ml": mask.sum() * dx * dy * dz / 1000.0,
-            "max": float(values.max()), "mean": float(values.mean())}
 
 
 @pytest.fixture(scope="module")
@@ -94,8 +63,8 @@ def test_phenotypes_equal_an_independent_gtv_computation(site_run, patient: str,
     row = rows[patient]
     assert (row["roi"], row["roi_source"]) == ("GTV_Mass_CT + GTV_Mass_PET", "rtstruct")
     src = site_run["realdata"] / "dicom" / "sts_cropped" / patient
-    pet = _independent_gtv(src / "PET" / "image", src / "PET" / "mask" / "RS.dcm", "GTV_Mass_PET")
-    ct = _independent_gtv(src / "CT" / "image", src / "CT" / "mask" / "RS.dcm", "GTV_Mass_CT")
+    pet = independent_roi(src / "PET" / "image", src / "PET" / "mask" / "RS.dcm", "GTV_Mass_PET")
+    ct = independent_roi(src / "CT" / "image", src / "CT" / "mask" / "RS.dcm", "GTV_Mass_CT")
     assert pydicom.dcmread(next((src / "PET" / "image").glob("*.dcm"))).Units == "GML"  # stored as SUVbw
     assert row["n_voxels_pet"] == pet["n"] and row["n_voxels_ct"] == ct["n"]
     assert row["volume_ml_pet"] == pytest.approx(pet["volume_ml"], rel=1e-6)

@@ -155,7 +155,6 @@ def test_rtstruct_contours_are_the_planted_sphere(small_cohort, truth):
 
 def test_gdc_download_layout_reads_back(small_cohort, truth):
     import gzip
-    from pathlib import Path
 
     from omics.gdc import read_sample_sheet
     from omics.gdc_download import read_copy_number_download, read_maf_download

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 
 import numpy as np
 import pytest
@@ -11,21 +10,7 @@ from imaging.nifti import read_nifti
 from imaging.radiomics import discretise, ibsi_features, intensity_peaks, mesh_volume_area, roi_mesh
 from imaging.volume import Volume
 from tests.realdata import realdata_dir
-
-
-def _reference() -> dict[str, tuple[float, float]]:
-    """tag -> (reference value, tolerance) from the IBSI csv (rows without a value are left out)."""
-    path = realdata_dir() / "ibsi" / "reference_values" / "ibsi_1_dig_phantom.csv"
-    with path.open() as fh:
-        rows = list(csv.DictReader(fh, delimiter=";"))
-    return {r["tag"]: (float(r["reference value"]), float(r["tolerance"])) for r in rows if r["reference value"]}
-
-
-def _agrees(ours: float, ref: float, tol: float) -> bool:
-    """Within the IBSI tolerance; a tolerance of 0 means the value as published (3 significant figures)."""
-    if tol > 0:
-        return abs(ours - ref) <= tol
-    return float(f"{ours:.3g}") == ref
+from tests.imaging.ibsi import ibsi_agrees, ibsi_reference
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +22,7 @@ def features() -> dict[str, float]:
 
 
 def test_ibsi_phantom_features_within_tolerance(features: dict[str, float]) -> None:
-    reference = _reference()
+    reference = ibsi_reference()
     checked = sorted(set(features) & set(reference))
     # every morphology, local intensity, statistics, intensity-histogram and IVH tag with a reference value
     wanted = {t for t in reference if t.startswith(("morph_", "loc_", "stat_", "ih_", "ivh_"))}
@@ -45,7 +30,7 @@ def test_ibsi_phantom_features_within_tolerance(features: dict[str, float]) -> N
     lines, failures = [], []
     for tag in checked:
         ref, tol = reference[tag]
-        ok = _agrees(features[tag], ref, tol)
+        ok = ibsi_agrees(features[tag], ref, tol)
         lines.append(f"{tag:28s} {features[tag]:12.5g} {ref:10.4g} {tol:8.4g} {'ok' if ok else 'FAIL'}")
         if not ok:
             failures.append(tag)

@@ -6,9 +6,7 @@ IBSI configuration of the digital phantom: no resampling, no re-segmentation, fi
 
 from __future__ import annotations
 
-import csv
 import logging
-import math
 
 import numpy as np
 import pytest
@@ -18,6 +16,7 @@ from imaging.nifti import read_nifti
 from imaging.radiomics_texture import FAMILIES, reference_tag, texture_features
 from imaging.volume import Volume
 from tests.realdata import realdata_dir
+from tests.imaging.ibsi import ibsi_agrees, ibsi_reference
 
 # Every IBSI texture tag of the reference table: 25 GLCM x 6, 16 GLRLM x 6, 16 GLSZM / GLDZM x 3, 5 NGTDM x 3 and
 # 17 NGLDM x 3 aggregations = 408 tags (test_reference_table_has_exactly_these_texture_tags checks the csv).
@@ -40,23 +39,6 @@ TEXTURE_TAGS = (
 KNOWN_MISMATCHES: frozenset[str] = frozenset()
 
 
-def _reference() -> dict[str, tuple[float, float]]:
-    """tag -> (reference value, tolerance) from the IBSI csv (rows without a value are left out)."""
-    path = realdata_dir() / "ibsi" / "reference_values" / "ibsi_1_dig_phantom.csv"
-    with path.open() as fh:
-        rows = list(csv.DictReader(fh, delimiter=";"))
-    return {r["tag"]: (float(r["reference value"]), float(r["tolerance"])) for r in rows if r["reference value"]}
-
-
-def _agrees(ours: float, ref: float, tol: float) -> bool:
-    """Within the IBSI tolerance; a tolerance of 0 means the value as published (3 significant figures)."""
-    if not math.isfinite(ours):
-        return False
-    if tol > 0:
-        return abs(ours - ref) <= tol
-    return float(f"{ours:.3g}") == ref
-
-
 def _phantom() -> tuple[Volume, np.ndarray]:
     root = realdata_dir("ibsi", "digital_phantom", "nifti")
     return read_nifti(root / "image" / "phantom.nii.gz"), read_nifti(root / "mask" / "mask.nii.gz").array > 0
@@ -64,7 +46,7 @@ def _phantom() -> tuple[Volume, np.ndarray]:
 
 @pytest.fixture(scope="module")
 def reference() -> dict[str, tuple[float, float]]:
-    return _reference()
+    return ibsi_reference()
 
 
 @pytest.fixture(scope="module")
@@ -81,11 +63,11 @@ def by_tag() -> dict[str, float]:
 def test_phantom_texture_feature_within_tolerance(tag: str, by_tag: dict[str, float],
                                                   reference: dict[str, tuple[float, float]]) -> None:
     ref, tol = reference[tag]
-    assert _agrees(by_tag[tag], ref, tol), f"{tag}: ours {by_tag[tag]:.6g}, IBSI {ref} +- {tol}"
+    assert ibsi_agrees(by_tag[tag], ref, tol), f"{tag}: ours {by_tag[tag]:.6g}, IBSI {ref} +- {tol}"
 
 
 def test_known_mismatches_do_not_grow(by_tag: dict[str, float], reference: dict[str, tuple[float, float]]) -> None:
-    failing = {t for t in TEXTURE_TAGS if not _agrees(by_tag[t], *reference[t])}
+    failing = {t for t in TEXTURE_TAGS if not ibsi_agrees(by_tag[t], *reference[t])}
     assert len(failing) <= len(KNOWN_MISMATCHES), sorted(failing - KNOWN_MISMATCHES)
     assert failing <= KNOWN_MISMATCHES, sorted(failing - KNOWN_MISMATCHES)
 

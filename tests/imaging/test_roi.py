@@ -12,9 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.sequence import Sequence
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from fusion.errors import CatalogError
 from imaging.roi import (
@@ -29,6 +26,7 @@ from imaging.roi import (
 )
 from imaging.segmentation import RoiRef, list_rois
 from imaging.volume import Volume
+from tests.imaging.dicom_writers import write_rtstruct
 
 FOR_UID = "1.2.826.0.1.3680043.8.498.31"
 ORIGIN = np.array([-30.0, -40.0, 100.0])  # LPS mm of CT voxel [0, 0, 0]
@@ -72,28 +70,7 @@ def _box_contours(box: tuple[slice, slice, slice]) -> list[np.ndarray]:
 
 
 def _write_rtstruct(path: Path, rois: dict[str, list[np.ndarray]], for_uid: str = FOR_UID) -> Path:
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.481.3"
-    ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.SOPClassUID, ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPClassUID, ds.file_meta.MediaStorageSOPInstanceUID
-    ds.Modality, ds.PatientID, ds.SeriesInstanceUID = "RTSTRUCT", "P1", generate_uid()
-    ds.StructureSetROISequence, ds.ROIContourSequence = Sequence(), Sequence()
-    for number, (name, contours) in enumerate(rois.items(), start=1):
-        item = Dataset()
-        item.ROINumber, item.ROIName, item.ReferencedFrameOfReferenceUID = number, name, for_uid
-        ds.StructureSetROISequence.append(item)
-        rc = Dataset()
-        rc.ReferencedROINumber, rc.ContourSequence = number, Sequence()
-        for pts in contours:
-            c = Dataset()
-            c.ContourGeometricType, c.NumberOfContourPoints = "CLOSED_PLANAR", len(pts)
-            c.ContourData = [f"{v:.4f}" for v in pts.ravel()]
-            rc.ContourSequence.append(c)
-        ds.ROIContourSequence.append(rc)
-    ds.save_as(path, enforce_file_format=True)
-    return path
+    return write_rtstruct(path, rois, for_uid, frame_sequence=False)
 
 
 @pytest.fixture(scope="module")

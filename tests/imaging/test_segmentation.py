@@ -9,9 +9,6 @@ import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.sequence import Sequence
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from flows.synthetic.dicom_writer import write_ct_series
 from fusion.errors import SegmentationError
@@ -19,6 +16,7 @@ from imaging.dicom_series import read_dicom_series
 from imaging.nifti import read_nifti, write_nifti
 from imaging.segmentation import find_roi, list_rois, read_roi_mask, roi_mask
 from imaging.volume import Volume
+from tests.imaging.dicom_writers import write_rtstruct
 from tests.realdata import realdata_dir
 
 FOR_UID = "1.2.826.0.1.3680043.8.498.1"
@@ -42,33 +40,7 @@ def _square(i0: float, i1: float, j0: float, j1: float, z: float) -> np.ndarray:
 
 
 def _write_rtstruct(path: Path, rois: dict[str, list[np.ndarray]], for_uid: str = FOR_UID) -> Path:
-    """Minimal RTSTRUCT: one ROI per name with CLOSED_PLANAR contours (no referenced images at all)."""
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.481.3"
-    ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.SOPClassUID, ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPClassUID, ds.file_meta.MediaStorageSOPInstanceUID
-    ds.Modality, ds.PatientID, ds.SeriesInstanceUID = "RTSTRUCT", "P1", generate_uid()
-    ref = Dataset()
-    ref.FrameOfReferenceUID = for_uid
-    ds.ReferencedFrameOfReferenceSequence = Sequence([ref])
-    ds.StructureSetROISequence, ds.ROIContourSequence = Sequence(), Sequence()
-    for number, (name, contours) in enumerate(rois.items(), start=1):
-        item = Dataset()
-        item.ROINumber, item.ROIName, item.ReferencedFrameOfReferenceUID = number, name, for_uid
-        ds.StructureSetROISequence.append(item)
-        rc = Dataset()
-        rc.ReferencedROINumber = number
-        rc.ContourSequence = Sequence()
-        for pts in contours:
-            c = Dataset()
-            c.ContourGeometricType, c.NumberOfContourPoints = "CLOSED_PLANAR", len(pts)
-            c.ContourData = [f"{v:.4f}" for v in pts.ravel()]
-            rc.ContourSequence.append(c)
-        ds.ROIContourSequence.append(rc)
-    ds.save_as(path, enforce_file_format=True)
-    return path
+    return write_rtstruct(path, rois, for_uid)
 
 
 def test_rtstruct_square_with_hole_and_island(tmp_path: Path) -> None:

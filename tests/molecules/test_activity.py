@@ -9,7 +9,7 @@ from lifelines.utils import concordance_index as lifelines_c_index
 
 from fusion.errors import MoleculeError
 from molecules.activity import ActivityConfig, fit_activity, predict_table
-from molecules.activity_io import evaluate_activity, load_activity_model, save_activity_model, score_compounds
+from molecules.activity_io import load_activity_model, save_activity_model, score_compounds
 from molecules.dti_data import read_davis, read_dti_table, split_mask
 from molecules.dti_metrics import affinity_ci, dti_metrics
 from tests.realdata import realdata_dir
