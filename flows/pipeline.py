@@ -113,8 +113,9 @@ def radiology_stage(ctx: RunContext) -> dict[str, pd.DataFrame]:
         for pid, d in cts.items():
             pet = pets.get(pid)
             seg_files = [str(f) for f in segs.get(pid, [])]
-            inputs = {"ct": ctx.hasher(d), **({"pet": ctx.hasher(pet)} if pet else {}),
-                      **{f"seg:{f}": ctx.hasher(Path(f)) for f in seg_files}}
+            inputs = {"ct": ctx.hasher(d), **({"pet": ctx.hasher(pet)} if pet else {})}
+            if seg_files:  # by content, not by path: a moved cohort folder reuses its artifacts
+                inputs["segmentations"] = config_sha256(sorted(ctx.hasher(Path(f)) for f in seg_files))
             futures.append(T.ingest_radiology_task.submit(pid, str(d), str(pet) if pet else None, seg_files,
                                                           inputs, ctx.root, ctx.cfg, ctx.run_id))
         ok = split_results(ctx, gather(futures, bar))
