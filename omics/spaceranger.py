@@ -149,6 +149,34 @@ def _h5_library_id(path: Path) -> str | None:
     return None if name in ("", "custom") else name
 
 
+def check_sparse_matrix(path: Path) -> None:
+    """SpatialError naming the file and dataset unless the 10x HDF5 matrix's CSC arrays are consistent:
+    indptr starts at 0, never decreases and ends at len(indices) == len(data), one entry per barcode + 1, and
+    every index lies inside the feature count (the checks scipy's sparse indexing assumes without looking)."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            group = f["matrix"]
+            shape = [int(v) for v in group["shape"][()]]
+            indptr, indices = group["indptr"][()], group["indices"][()]
+            n_data = int(group["data"].shape[0])
+    except (OSError, KeyError, ValueError, TypeError) as exc:
+        raise SpatialError(f"{path}: not a readable 10x feature-barcode matrix ({type(exc).__name__}: {exc})") from exc
+    n_features, n_barcodes = shape
+    problems = []
+    if indptr.shape[0] != n_barcodes + 1:
+        problems.append(f"matrix/indptr has {indptr.shape[0]} entries, expected {n_barcodes + 1} (barcodes + 1)")
+    elif indptr[0] != 0 or indptr[-1] != indices.shape[0] or np.any(np.diff(indptr.astype(np.int64)) < 0):
+        problems.append("matrix/indptr is not a non-decreasing offset array from 0 to len(indices)")
+    if indices.shape[0] != n_data:
+        problems.append(f"matrix/indices has {indices.shape[0]} entries, matrix/data {n_data}")
+    if indices.size and (int(indices.min()) < 0 or int(indices.max()) >= n_features):
+        problems.append(f"matrix/indices hold values outside [0, {n_features}) (the feature count)")
+    if problems:
+        raise SpatialError(f"{path}: corrupt 10x feature-barcode matrix: " + "; ".join(problems))
+
+
 def _read_counts(outs: Path, count_file: str) -> ad.AnnData:
     """Spots x genes from the 10x HDF5 matrix through scanpy's reader (genes named by symbol, made unique)."""
     import scanpy as sc
@@ -156,6 +184,7 @@ def _read_counts(outs: Path, count_file: str) -> ad.AnnData:
     path = outs / count_file
     if not path.is_file():
         raise SpatialError(f"{path}: count matrix not found")
+    check_sparse_matrix(path)  # corrupt index arrays crash native code (a segfault), so look before reading
     try:
         adata = sc.read_10x_h5(path)
     except Exception as exc:  # h5py / scanpy raise many types on bad files

@@ -169,3 +169,32 @@ def test_stage_links_a_space_ranger_sample_only_with_a_transform(v1_folder, tmp_
     assert res["n_linked"] == out.n_obs and res["enrichment"] is not None
     spots = raw.obsm["spatial"][raw.obs_names.get_indexer(out.obs_names)]  # identity: slide px = Visium px
     np.testing.assert_allclose(out.obs["tile_hematoxylin"], (spots[:, 0] // 1000 * 1000) / 14000, rtol=1e-6)
+
+
+@pytest.mark.parametrize("damage", ["indices_out_of_range", "indptr_decreasing", "indptr_truncated"])
+def test_a_corrupt_matrix_is_a_named_error_not_a_crash(tmp_path, damage):
+    """Random bytes over a matrix's index arrays used to reach scipy's sparse indexing and segfault: the
+    arrays are checked first, and the error names the file and the dataset."""
+    import h5py
+
+    from fusion.errors import SpatialError
+    from omics.spaceranger import read_spaceranger
+
+    folder = tmp_path / "S1" / "outs"
+    shutil.copytree(realdata_dir("spatial", "visium_v1_subsample"), folder)
+    with h5py.File(folder / "filtered_feature_bc_matrix.h5", "r+") as f:
+        m = f["matrix"]
+        if damage == "indices_out_of_range":
+            idx = m["indices"][()]
+            idx[len(idx) // 2] = 10**6
+            m["indices"][...] = idx
+        elif damage == "indptr_decreasing":
+            ptr = m["indptr"][()]
+            ptr[len(ptr) // 2] = ptr[-1] + 5
+            m["indptr"][...] = ptr
+        else:
+            ptr = m["indptr"][()]
+            del m["indptr"]
+            m["indptr"] = ptr[:-3]
+    with pytest.raises(SpatialError, match=r"filtered_feature_bc_matrix\.h5: corrupt 10x feature-barcode matrix: matrix/ind"):
+        read_spaceranger(folder)
