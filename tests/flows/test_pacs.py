@@ -190,7 +190,7 @@ def test_catalog_dicomweb_source_is_pulled_into_the_store_then_read_like_a_folde
     doc["sources"]["pacs"]["url"] = "http://127.0.0.1:9/dicom-web"
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(doc))
     again, skipped = pull_remote_sources(load_catalog(tmp_path / "c.yaml"), store)
-    assert len(skipped) == 1 and "127.0.0.1:9" in skipped[0]["error"] + skipped[0]["file"]
+    assert len(skipped) == 1 and "127.0.0.1:9" in skipped[0].error + skipped[0].file
     assert set(discover_radiology(again.sources["pacs"], None)[0]) == set(cts)
     # credentials in a catalog are refused
     doc["sources"]["pacs"]["password"] = "s3cret"

@@ -23,10 +23,10 @@ def test_pairs_by_frame_of_reference_and_reports_the_rest(tmp_path):
     cts, pets, skipped = select_radiology_series(series)
     assert cts == {"A": d["a_ct"], "C": d["c_ct"]}  # A's PET shares f1 with the 10-slice CT, not the scout
     assert pets == {"A": d["a_pet"]}
-    by_path = {Path(s["file"]).name: s for s in skipped}
+    by_path = {Path(s.file).name: s for s in skipped}
     assert set(by_path) == {"a_ct_scout", "b_pet", "c_pet_other_study"}
-    assert "no CT series" in by_path["b_pet"]["error"] and by_path["b_pet"]["source"] == "pet"
-    assert "neither FrameOfReferenceUID nor StudyInstanceUID" in by_path["c_pet_other_study"]["error"]
+    assert "no CT series" in by_path["b_pet"].error and by_path["b_pet"].source == "pet"
+    assert "neither FrameOfReferenceUID nor StudyInstanceUID" in by_path["c_pet_other_study"].error
 
 
 def test_folder_per_patient_layout_reports_pet_without_ct(tmp_path):
@@ -36,4 +36,4 @@ def test_folder_per_patient_layout_reports_pet_without_ct(tmp_path):
     pet = Source("pet", "pet", "dicom_series", tmp_path / "pet")
     cts, pets, skipped, _ = discover_radiology(ct, pet)
     assert sorted(cts) == ["P1", "P2"] and sorted(pets) == ["P1"]
-    assert len(skipped) == 1 and skipped[0]["file"].endswith("pet/P3") and "no CT folder" in skipped[0]["error"]
+    assert len(skipped) == 1 and skipped[0].file.endswith("pet/P3") and "no CT folder" in skipped[0].error
