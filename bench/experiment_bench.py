@@ -3,10 +3,12 @@ strategy, Cox and discrete-time NLL heads) on the published splits, through the 
 `fusionrx experiment` (results DB, MLflow file store, HTML report). Goal: BLCA under 10 minutes on 2 CPU cores.
 
 Usage (from the project root): OMP_NUM_THREADS=1 python bench/experiment_bench.py [--cohorts blca ucec]
-    [--out bench/experiment_results.json]
+    [--add-strategies experts] [--out bench/experiment_results.json]
 Prints every model's c-index mean +- std beside MCAT's published numbers, with the mean td-AUC, the
 integrated Brier score (ibs, lower is better) and its training-fold Kaplan-Meier reference (ibs_km) over
-the folds able to support them; never used as a test.
+the folds able to support them, and each fusion row's paired per-fold gain over the best single modality
+(mean +- standard error); never used as a test. ``--add-strategies`` appends strategies (e.g. ``experts``)
+to the spec's own.
 """
 
 from __future__ import annotations
@@ -25,16 +27,24 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--cohorts", nargs="+", default=["blca", "ucec"])
     ap.add_argument("--out", default="bench/experiment_results.json")
+    ap.add_argument("--add-strategies", nargs="*", default=[], help="strategies added to the spec's (e.g. experts)")
     args = ap.parse_args()
+    from dataclasses import replace
+
+    from flows.experiments.report import gain_column
     from flows.experiments.runner import run_spec
+    from flows.experiments.spec import load_spec
 
     out = {"machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
                        "load_avg_start": os.getloadavg()}, "cohorts": {}}
     for cohort in args.cohorts:
         spec = Path("experiments") / f"{cohort}_survival.yaml"
+        opts = load_spec(spec).experiment_options()
+        opts = replace(opts, strategies=list(opts.strategies) + [s for s in args.add_strategies
+                                                                  if s not in opts.strategies])
         with tempfile.TemporaryDirectory() as store:
             t0, c0 = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
-            res = run_spec(spec, store, progress=lambda s: print(f"  [{cohort}] {s}", flush=True))
+            res = run_spec(spec, store, options=opts, progress=lambda s: print(f"  [{cohort}] {s}", flush=True))
             wall = time.perf_counter() - t0
             c1 = resource.getrusage(resource.RUSAGE_SELF)
         cpu = (c1.ru_utime - c0.ru_utime) + (c1.ru_stime - c0.ru_stime)
@@ -42,15 +52,15 @@ def main() -> None:
         print(f"\n{cohort.upper()}: {len(rows)} rows, wall {wall:.0f} s, process CPU {cpu:.0f} s "
               f"(load average now {os.getloadavg()[0]:.1f})")
         print(f"{'model':28s} {'c_index':>8s} {'std':>6s} {'td_auc':>7s} {'ibs':>6s} {'ibs_km':>6s}  folds")
-        for r in rows:
+        for r, gain in zip(rows, gain_column(rows)):
             folds = " ".join(f"{v:.3f}" for v in r["folds"]) or "(published)"
             om, n_ok = r.get("other_metrics") or {}, r.get("other_metrics_folds") or {}
             extra = " ".join(f"{om[k]:{w}.3f}" if k in om else " " * w for k, w in (("td_auc", 7), ("ibs", 6),
                                                                                  ("ibs_km", 6)))
             short = {k: f"{k}:{n}/{len(r['folds'])}" for k, n in n_ok.items() if n < len(r["folds"])}
             print(f"{r['name']:28s} {r['mean']:8.3f} {r['std']:6.3f} {extra}  {folds}"
-                  + (f"  ({', '.join(short.values())} folds)" if short else ""))
-        out["cohorts"][cohort] = {"wall_s": wall, "cpu_s": cpu, "rows": rows,
+                  + (f"  ({', '.join(short.values())} folds)" if short else "") + (f"  gain {gain}" if gain else ""))
+        out["cohorts"][cohort] = {"wall_s": wall, "cpu_s": cpu, "rows": rows, "strategies": list(opts.strategies),
                                   "load_avg_end": os.getloadavg()}
     Path(args.out).write_text(json.dumps(out, indent=1, default=float))
     print(f"\nwrote {args.out}")

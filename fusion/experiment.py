@@ -11,11 +11,12 @@ import numpy as np
 import pandas as pd
 
 from fusion.baselines import coxnet_fit_predict, logistic_fit_predict, ridge_fit_predict
-from fusion.errors import FusionConfigError
+from fusion.errors import FusionConfigError, FusionDataError
 from fusion.strategies import get_strategy
 from fusion.survival_functions import cox_survival_fn
 from fusion.task_metrics import PRIMARY_METRIC
 from fusion.experiment_data import (  # noqa: F401 (re-exported: the engine's public names)
+    EXPERTS,
     HEADS,
     TASK_KINDS,
     ExperimentData,
@@ -24,6 +25,7 @@ from fusion.experiment_data import (  # noqa: F401 (re-exported: the engine's pu
     Split,
 )
 from fusion.experiment_pool import run_models
+from fusion.experts import run_experts
 from fusion.folds import _oof_frame, fit_predict_fold, fold_dataset, score_fold, survival_fn_of  # noqa: F401
 from fusion.neural_runs import run_neural  # noqa: F401 (re-exported)
 
@@ -78,7 +80,7 @@ def model_plan(data: ExperimentData, opts: ExperimentOptions) -> list[tuple[str,
         if opts.singles:
             plan += [("single", [m], h, False) for m in mods if opts.singles is True or m in opts.singles]
         if len(mods) > 1:
-            plan += [(s, mods, h, False) for s in opts.strategies]
+            plan += [(s, mods, h, False) for s in opts.strategies if s != EXPERTS]
             plan += [(s, mods, h, True) for s in opts.select]
     return plan
 
@@ -88,7 +90,7 @@ def check_instance_strategies(data: ExperimentData, opts: ExperimentOptions) -> 
     flat modality among the experiment's (filtered) modalities."""
     mods = [m for m in data.modality_names if opts.modality_filter is None or m in opts.modality_filter]
     bags = [m for m in mods if m in (data.bags or {})]
-    for s in opts.strategies:
+    for s in (s for s in opts.strategies if s != EXPERTS):
         if getattr(get_strategy(s), "instance_level", False) and (not bags or len(bags) == len(mods)):
             raise FusionConfigError(f"strategies: '{s}' needs at least one bag modality (instance bags, e.g. slide "
                                     f"tiles) and one flat modality; found bag modalities {bags} among {mods}")
@@ -96,12 +98,11 @@ def check_instance_strategies(data: ExperimentData, opts: ExperimentOptions) -> 
 
 def run_experiment(data: ExperimentData, splits: Sequence[Split], opts: ExperimentOptions | None = None,
                    progress: Callable[[str], None] | None = None, workers: int = 1) -> list[ModelResult]:
-    """Every model of the experiment on the same ``splits``: baseline, singles, fusions (per head).
+    """Every model of the experiment on the same ``splits``: baseline, experts (when in ``opts.strategies``
+    and there are at least 2 modalities), singles, neural fusions (per head).
 
     ``workers`` > 1 trains the neural models on that many spawned processes (same results).
     """
-
-
     opts = opts or ExperimentOptions()
     if len(splits) < 2:
         raise FusionConfigError(f"splits: need at least 2 folds, found {len(splits)}")
@@ -116,4 +117,23 @@ def run_experiment(data: ExperimentData, splits: Sequence[Split], opts: Experime
     if opts.baseline:
         results.append(run_baseline(data, splits, opts, mods))
         report(results[-1])
+    if EXPERTS in opts.strategies and len(mods) > 1:
+        results.append(run_experts(data, splits, opts, mods))
+        report(results[-1])
     return results + run_models(data, splits, opts, model_plan(data, opts), workers, report)
+
+
+def paired_gain(result: ModelResult | Sequence[float], best_single: ModelResult | Sequence[float]) -> tuple[float, float]:
+    """Paired per-fold gain of a model over the best single modality: (mean of the fold differences, its
+    standard error sd / sqrt(n_folds), sd with ddof=1; NaN for a single fold).
+
+    Both arguments: a ModelResult or its per-fold primary metrics, on the same folds in the same order.
+    Raises FusionDataError when the fold counts differ or are zero.
+    """
+    a = np.asarray(result.folds if isinstance(result, ModelResult) else result, dtype=np.float64)
+    b = np.asarray(best_single.folds if isinstance(best_single, ModelResult) else best_single, dtype=np.float64)
+    if a.size != b.size or a.size == 0:
+        raise FusionDataError(f"paired_gain: need the same non-zero number of folds, found {a.size} and {b.size}")
+    d = a - b
+    se = float(d.std(ddof=1) / np.sqrt(d.size)) if d.size > 1 else float("nan")
+    return float(d.mean()), se

@@ -18,6 +18,7 @@ from fusion.strategies import get_strategy
 TASK_KINDS = ("survival", "classification", "regression")
 HEADS = {"cox": "survival", "nll": "survival_nll"}
 Split = tuple[list[str], list[str]]  # (train patient ids, validation patient ids)
+EXPERTS = "experts"  # late fusion of classical per-modality experts (fusion.experts): a strategy outside the registry
 
 
 @dataclass
@@ -74,7 +75,11 @@ class ExperimentData:
 
 @dataclass
 class ExperimentOptions:
-    """Model and training settings shared by every neural model of the experiment."""
+    """Model and training settings shared by every neural model of the experiment.
+
+    ``strategies`` may also name ``experts`` (fusion.experts: classical per-modality experts, late-fused;
+    run beside the baseline, never through the neural pool); ``experts_components`` is each expert's PCA size.
+    """
 
     strategies: Sequence[str] = ("early", "late", "attention", "kronecker")
     heads: Sequence[str] = ("cox",)
@@ -103,11 +108,15 @@ class ExperimentOptions:
     bag_components: int | None = None  # PCA of bag instances (fitted on training instances); None: z-score only
     bag_fit_instances: int = 20000  # at most this many training instances (random) fit the bag preprocessing
     bag_batch_size: int | None = 32  # mini-batch size (patients) of models with a bag modality; None: full batch
+    experts_components: int | None = 10  # PCA components per expert of the experts strategy; None: no PCA
     encoder_factories: dict[str, Callable[[int], torch.nn.Module]] | None = None  # modality -> in_dim -> encoder
 
     def __post_init__(self) -> None:
+        if EXPERTS in self.select:
+            raise FusionConfigError(f"select: '{EXPERTS}' fits one expert per modality; it has no modality selection")
         for s in list(self.strategies) + list(self.select):
-            get_strategy(s)
+            if s != EXPERTS:
+                get_strategy(s)
         inst = [s for s in self.select if getattr(get_strategy(s), "instance_level", False)]
         if inst:
             raise FusionConfigError(f"select: strategy '{inst[0]}' needs a bag and a flat modality in every subset; "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import zlib
 from pathlib import Path
 from typing import Sequence
@@ -121,6 +122,24 @@ def _read_tsv(path: Path, what: str, **kwargs: object) -> pd.DataFrame:
         raise OmicsFormatError(f"{path}: cannot parse {what} as tab-separated text: {exc}") from exc
 
 
+def require_line_end(path: Path, what: str) -> None:
+    """OmicsFormatError unless the plain-text ``path`` ends with a line end: a GDC pipeline always writes
+    one, so a last line without it is a file cut short in transfer (its last row would parse as a shorter,
+    wrong value instead of failing)."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            if f.tell() == 0:
+                return  # an empty file: the parser names it
+            f.seek(-1, os.SEEK_END)
+            last = f.read(1)
+    except OSError as exc:
+        raise OmicsFormatError(f"{path}: cannot read {what}: {exc}") from exc
+    if last not in (b"\n", b"\r"):
+        raise OmicsFormatError(f"{path}: {what} is truncated: the last line has no line end "
+                               f"(the file ends mid-row at byte {path.stat().st_size})")
+
+
 def _integer_column(values: pd.Series, path: Path, column: str) -> np.ndarray:
     if pd.api.types.is_integer_dtype(values.dtype):
         array = values.to_numpy(dtype=np.int64)
@@ -145,6 +164,8 @@ def read_star_counts(path: str | Path) -> pd.DataFrame:
     """Read a GDC 'augmented_star_gene_counts' TSV: one row per gene (summary N_* rows dropped), counts in reads."""
     path = Path(path)
     text_columns = {"gene_id": str, "gene_name": str, "gene_type": str}
+    if path.is_file() and path.suffix != ".gz":
+        require_line_end(path, "STAR gene counts")
     df = _read_tsv(path, "STAR gene counts", comment="#", dtype=text_columns, keep_default_na=False, na_values=[""])
     _require_columns(df, STAR_COLUMNS, path, "STAR gene counts")
     df = df.loc[~df["gene_id"].isin(STAR_SUMMARY_ROWS), list(STAR_COLUMNS)].reset_index(drop=True)

@@ -16,7 +16,7 @@ import pandas as pd
 
 from fusion.errors import OmicsFormatError
 from omics.barcodes import parse_barcode
-from omics.gdc import _read_tsv, _require_columns, locate_gdc_file, read_maf, read_sample_sheet
+from omics.gdc import _read_tsv, _require_columns, locate_gdc_file, read_maf, read_sample_sheet, require_line_end
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +80,8 @@ def read_maf_download(sheet_path: str | Path, files_dir: str | Path) -> tuple[pd
 def read_gene_level_copy_number(path: str | Path) -> pd.DataFrame:
     """One GDC gene-level copy-number TSV: gene_name -> copy_number (absolute, integer copies)."""
     path = Path(path)
+    if path.is_file() and path.suffix != ".gz":
+        require_line_end(path, "gene-level copy number")
     df = _read_tsv(path, "gene-level copy number", dtype={"gene_id": str, "gene_name": str, "chromosome": str})
     _require_columns(df, GENE_CN_COLUMNS, path, "gene-level copy number")
     cn = pd.to_numeric(df["copy_number"], errors="coerce")

@@ -158,23 +158,34 @@ def check_sparse_matrix(path: Path) -> None:
     try:
         with h5py.File(path, "r") as f:
             group = f["matrix"]
-            shape = [int(v) for v in group["shape"][()]]
+            n_features, n_barcodes = (int(v) for v in group["shape"][()])
             indptr, indices = group["indptr"][()], group["indices"][()]
             n_data = int(group["data"].shape[0])
-    except (OSError, KeyError, ValueError, TypeError) as exc:
+    except (OSError, KeyError, ValueError, TypeError, AttributeError) as exc:
         raise SpatialError(f"{path}: not a readable 10x feature-barcode matrix ({type(exc).__name__}: {exc})") from exc
-    n_features, n_barcodes = shape
-    problems = []
-    if indptr.shape[0] != n_barcodes + 1:
-        problems.append(f"matrix/indptr has {indptr.shape[0]} entries, expected {n_barcodes + 1} (barcodes + 1)")
-    elif indptr[0] != 0 or indptr[-1] != indices.shape[0] or np.any(np.diff(indptr.astype(np.int64)) < 0):
-        problems.append("matrix/indptr is not a non-decreasing offset array from 0 to len(indices)")
-    if indices.shape[0] != n_data:
-        problems.append(f"matrix/indices has {indices.shape[0]} entries, matrix/data {n_data}")
-    if indices.size and (int(indices.min()) < 0 or int(indices.max()) >= n_features):
-        problems.append(f"matrix/indices hold values outside [0, {n_features}) (the feature count)")
+    problems = compressed_index_problems(indptr, indices, n_data, n_barcodes, n_features,
+                                         prefix="matrix/", major="barcodes", minor="feature")
     if problems:
         raise SpatialError(f"{path}: corrupt 10x feature-barcode matrix: " + "; ".join(problems))
+
+
+def compressed_index_problems(indptr: np.ndarray, indices: np.ndarray, n_data: int, n_major: int, n_minor: int,
+                              *, prefix: str = "", major: str = "rows", minor: str = "column") -> list[str]:
+    """What is wrong with a CSR/CSC matrix's arrays (empty when consistent): indptr has ``n_major`` + 1
+    non-decreasing offsets from 0 to len(indices) == ``n_data``, every index lies in [0, ``n_minor``).
+
+    scipy's sparse routines assume all of this without looking and crash (a segfault) when it is false.
+    """
+    problems = []
+    if indptr.ndim != 1 or indptr.shape[0] != n_major + 1:
+        problems.append(f"{prefix}indptr has {indptr.size} entries, expected {n_major + 1} ({major} + 1)")
+    elif indptr[0] != 0 or indptr[-1] != indices.shape[0] or np.any(np.diff(indptr.astype(np.int64)) < 0):
+        problems.append(f"{prefix}indptr is not a non-decreasing offset array from 0 to len(indices)")
+    if indices.shape[0] != n_data:
+        problems.append(f"{prefix}indices has {indices.shape[0]} entries, {prefix}data {n_data}")
+    if indices.size and (int(indices.min()) < 0 or int(indices.max()) >= n_minor):
+        problems.append(f"{prefix}indices hold values outside [0, {n_minor}) (the {minor} count)")
+    return problems
 
 
 def _read_counts(outs: Path, count_file: str) -> ad.AnnData:

@@ -19,7 +19,8 @@ import scipy.sparse as sp
 
 from fusion.errors import SpatialError
 from omics.de import welch_de
-from omics.spaceranger import SLIDE_TRANSFORM_KEY, check_slide_transform, is_spaceranger_folder, read_spaceranger
+from omics.spaceranger import (SLIDE_TRANSFORM_KEY, check_slide_transform, compressed_index_problems,
+                               is_spaceranger_folder, read_spaceranger)
 
 
 def _fail(path: object, slot: str, expected: str) -> SpatialError:
@@ -59,10 +60,41 @@ def _read_h5ad(path: Path) -> ad.AnnData:
     """The h5ad file as AnnData; SpatialError when it is absent or unreadable."""
     if not path.is_file():
         raise SpatialError(f"{path}: spatial h5ad file not found")
+    check_h5ad_sparse(path)  # corrupt sparse index arrays crash scipy's native code, so look before reading
     try:
         return ad.read_h5ad(path)
     except Exception as exc:  # h5py/anndata raise many types on corrupt files
         raise SpatialError(f"{path}: cannot read as h5ad: {exc}") from exc
+
+
+def check_h5ad_sparse(path: Path) -> None:
+    """SpatialError naming the file and group unless every CSR/CSC matrix stored in the h5ad (X, layers,
+    raw, obsm, ...) has consistent index arrays (omics.spaceranger.compressed_index_problems)."""
+    import h5py
+
+    groups: list[str] = []
+
+    def visit(name: str, obj: object) -> None:
+        if isinstance(obj, h5py.Group) and obj.attrs.get("encoding-type") in ("csr_matrix", "csc_matrix"):
+            groups.append(name)
+
+    try:
+        with h5py.File(path, "r") as f:
+            f.visititems(visit)
+            for name in groups:
+                g = f[name]
+                n_rows, n_cols = (int(v) for v in g.attrs["shape"])
+                csr = g.attrs["encoding-type"] == "csr_matrix"
+                problems = compressed_index_problems(
+                    g["indptr"][()], g["indices"][()], int(g["data"].shape[0]), n_rows if csr else n_cols,
+                    n_cols if csr else n_rows, prefix=f"{name}/", major="rows" if csr else "columns",
+                    minor="column" if csr else "row")
+                if problems:
+                    raise SpatialError(f"{path}: corrupt sparse matrix {name!r}: " + "; ".join(problems))
+    except SpatialError:
+        raise
+    except Exception as exc:  # h5py raises OSError, KeyError, RuntimeError ... on damaged files
+        raise SpatialError(f"{path}: cannot read as h5ad: {type(exc).__name__}: {exc}") from exc
 
 
 def _spot_coordinates(adata: ad.AnnData, path: Path) -> np.ndarray:

@@ -1,6 +1,7 @@
 """HTML report of an experiment run: one self-contained file (matplotlib PNGs embedded as base64).
 
-Sections: table of mean +- std per model with per-fold points, secondary metrics (survival: td-AUC,
+Sections: table of mean +- std per model with per-fold points, each fusion row's paired per-fold gain over
+the best single modality (mean +- standard error), secondary metrics (survival: td-AUC,
 integrated Brier score and its Kaplan-Meier reference) and published numbers beside ours;
 Kaplan-Meier curves of predicted risk groups (lifelines; out-of-fold risk split at each fold's
 median) or ROC curves (classification) or predicted-vs-observed (regression); the missing-modality
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from fusion.experiment import ExperimentData, ModelResult
+from fusion.experiment import ExperimentData, ModelResult, paired_gain
 
 
 def _png(fig) -> str:
@@ -37,19 +38,51 @@ def _fmt_other(row: dict, key: str, n_folds: int) -> str:
     return f"{v:.3f}" + (f" [{n}/{n_folds}]" if n < n_folds else "")
 
 
-def metric_table(rows: list[dict], published: str = "published") -> pd.DataFrame:
-    """One line per model: primary metric mean, std, folds, then every secondary metric (td_auc, ibs, ...).
+NOT_FUSION = ("single", "baseline", "published")
 
-    ``ibs`` / ``ibs_km``: integrated Brier score of the model / of the training-fold Kaplan-Meier curve
-    (lower is better; a model below ``ibs_km`` beats the covariate-free null model).
+
+def _best_single(row: dict, rows: list[dict]) -> dict | None:
+    """The single-modality row with the highest mean on the same folds: among those of ``row``'s head when
+    any has it (a fusion/nll row faces single/nll rows), else among all single rows."""
+    singles = [r for r in rows if r["strategy"] == "single" and len(r["folds"]) == len(row["folds"])]
+    same_head = [r for r in singles if r.get("head") == row.get("head")]
+    return max(same_head or singles, key=lambda r: r["mean"], default=None)
+
+
+def gain_column(rows: list[dict]) -> list[str]:
+    """Per row: a fusion row's paired per-fold gain over the best single modality, 'mean +- se vs NAME'
+    (fusion.experiment.paired_gain); '' for other rows and where no single row shares the folds."""
+    out = []
+    for r in rows:
+        best = _best_single(r, rows) if r["strategy"] not in NOT_FUSION and r["folds"] else None
+        if best is None:
+            out.append("")
+            continue
+        mean, se = paired_gain(r["folds"], best["folds"])
+        out.append(f"{mean:+.3f} +- {se:.3f} vs {best['name']}")
+    return out
+
+
+def metric_table(rows: list[dict], published: str = "published") -> pd.DataFrame:
+    """One line per model: primary metric mean, std, (fusion rows) the paired gain over the best single
+    modality, folds, then every secondary metric (td_auc, ibs, ...).
+
+    ``gain_vs_best_single`` (only when some fusion row has one): mean and standard error of the per-fold
+    differences to the best single modality (see ``gain_column``). ``ibs`` / ``ibs_km``: integrated Brier
+    score of the model / of the training-fold Kaplan-Meier curve (lower is better; a model below ``ibs_km``
+    beats the covariate-free null model).
     """
     order = ("td_auc", "ibs", "ibs_km")
     keys = sorted({k for r in rows for k in (r.get("other_metrics") or {})},
                   key=lambda k: (order.index(k) if k in order else len(order), k))
     n_folds = max((len(r["folds"]) for r in rows), default=0)
-    return pd.DataFrame([{"model": r["name"], "metric": r["metric"], "mean": r["mean"], "std": r["std"],
-                          "folds": " ".join(f"{v:.3f}" for v in r["folds"]) or published,
-                          **{k: _fmt_other(r, k, n_folds) for k in keys}} for r in rows])
+    gains = gain_column(rows)
+    table = pd.DataFrame([{"model": r["name"], "metric": r["metric"], "mean": r["mean"], "std": r["std"],
+                           "folds": " ".join(f"{v:.3f}" for v in r["folds"]) or published,
+                           **{k: _fmt_other(r, k, n_folds) for k in keys}} for r in rows])
+    if any(gains):
+        table.insert(4, "gain_vs_best_single", gains)
+    return table
 
 
 def _table_plot(rows: list[dict]):
@@ -134,6 +167,10 @@ def write_report(path: Path, title: str, results: list[ModelResult], reference: 
              f"{run_info.get('n_folds')} folds, code {html.escape(str(run_info.get('code_version')))}</p>",
              "<h2>Models (mean &plusmn; std over folds; dots: folds; grey: published)</h2>",
              table.to_html(index=False, float_format=lambda v: f"{v:.3f}"), _png(_table_plot(rows))]
+    if "gain_vs_best_single" in table:
+        parts.append("<p>gain_vs_best_single: mean &plusmn; standard error (sd/&radic;folds) of the per-fold "
+                     "difference between a fusion model and the best single modality on the same folds; a gain "
+                     "within about two standard errors of 0 is not evidence that fusion helps.</p>")
     if data.task == "survival":
         parts.append("<p>td_auc: mean cumulative/dynamic AUC (higher is better); ibs: integrated Brier score of "
                      "the model's survival functions, ibs_km: of the training-fold Kaplan-Meier curve (lower is "

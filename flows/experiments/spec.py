@@ -157,15 +157,18 @@ def _checked_options(raw: dict, fail) -> dict[str, Any]:
 
 
 def _checked_strategies(raw: dict, globs: dict[str, str], bags: dict[str, dict[str, Any]], fail) -> list[str]:
-    """The fusion strategies (default: early, late, attention, kronecker): registered, not 'single', and an
-    instance-level one only with both a bag and a flat modality."""
+    """The fusion strategies (default: early, late, attention, kronecker): registered neural ones (not 'single')
+    or 'experts' (classical per-modality experts, fusion.experts), and an instance-level one only with both a
+    bag and a flat modality."""
     strategies = raw.get("strategies", ["early", "late", "attention", "kronecker"])
+    from fusion.experiment import EXPERTS
     from fusion.strategies import FUSION_STRATEGIES
 
-    wrong = [s for s in strategies if s not in FUSION_STRATEGIES or s == "single"]
+    known = (set(FUSION_STRATEGIES) - {"single"}) | {EXPERTS}
+    wrong = [s for s in strategies if s not in known]
     if wrong:
-        raise fail("strategies", f"unknown strategy {wrong[0]!r}; known: {sorted(set(FUSION_STRATEGIES) - {'single'})}")
-    inst = [s for s in strategies if getattr(FUSION_STRATEGIES[s], "instance_level", False)]
+        raise fail("strategies", f"unknown strategy {wrong[0]!r}; known: {sorted(known)}")
+    inst = [s for s in strategies if getattr(FUSION_STRATEGIES.get(s), "instance_level", False)]
     if inst and (not bags or not globs):
         raise fail("strategies", f"'{inst[0]}' needs at least one bag modality ({{bags: FOLDER}}) and one flat "
                                  f"(column glob) modality; found bag modalities {sorted(bags)}, flat {sorted(globs)}")
