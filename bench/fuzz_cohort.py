@@ -41,21 +41,7 @@ DOORS: dict[str, tuple[str, ...]] = {
 KINDS = ("truncate", "zero_head", "empty", "html", "random_mid")
 HTML_PAGE = (b"<!DOCTYPE html>\n<html><head><title>502 Bad Gateway</title></head>\n"
              b"<body><h1>502 Bad Gateway</h1><p>The proxy could not reach the file server.</p></body></html>\n")
-TINY_CONFIG = """\
-volume_encoder_epochs: 2
-tile_encoder_epochs: 1
-encoder_tiles_per_slide: 8
-spatial_encoder_epochs: 5
-fusion_epochs: 4
-cv_splits: 2
-cv_repeats: 1
-strategies: [early, attention]
-single_modalities: [expression, wsi]
-survival_experiments: false
-min_patients: 8
-fusion_workers: 1
-activity_steps: 10
-"""
+TINY_CONFIG = (Path(__file__).resolve().parents[1] / "flows" / "synthetic" / "tiny_run.yaml").read_text()
 
 
 @dataclass

@@ -66,21 +66,7 @@ def e2e_run(tmp_path_factory, prefect_harness) -> dict:
             "bad_slide": bad_slide}
 
 
-TINY_CONFIG = """\
-volume_encoder_epochs: 2
-tile_encoder_epochs: 1
-encoder_tiles_per_slide: 8
-spatial_encoder_epochs: 5
-fusion_epochs: 4
-cv_splits: 2
-cv_repeats: 1
-strategies: [early, attention]
-single_modalities: [expression, wsi]
-survival_experiments: false
-min_patients: 8
-fusion_workers: 1
-activity_steps: 10
-"""
+TINY_CONFIG = (Path(__file__).resolve().parents[1] / "flows" / "synthetic" / "tiny_run.yaml").read_text()
 
 
 @pytest.fixture(scope="session")
