@@ -165,6 +165,7 @@ def pathology_stage(ctx: RunContext) -> dict[str, str]:
     Slides whose features are current are neither planned nor read.
     """
     from flows.stages.pathology import discover_slides
+    from fusion.errors import TileEncoderError
     from imaging.pretrained_encoder import TileEncoderSpec, load_encoder
 
     src = ctx.catalog.by_modality("wsi")
@@ -173,15 +174,19 @@ def pathology_stage(ctx: RunContext) -> dict[str, str]:
         return {}
     slides = src.items() or discover_slides(src.path, src.pattern, src.id_map)
     spec = TileEncoderSpec.from_config(ctx.config.tile_encoder)
-    cfg, embedder = ctx.cfg, None
-    if spec.kind != "builtin":
-        embedder = load_encoder(spec)  # a missing or mismatched weights file stops the run, named
-        cfg = {**cfg, "tile_size": embedder.tile_px, "target_mpp": embedder.mpp or cfg["target_mpp"]}
+    cfg, pretrained = ctx.cfg, spec.kind != "builtin"
+    if pretrained:
+        if spec.weights is not None and not spec.weights.exists():
+            raise TileEncoderError(f"tile_encoder.weights: {spec.weights} does not exist (weights are read only "
+                                   "from a local file)")
+        cfg = {**cfg, "tile_size": spec.tile_px, "target_mpp": spec.mpp or cfg["target_mpp"]}
     key_cfg = stage_key_config("pathology", cfg)
     with ctx.console.stage("pathology", len(slides)) as bar:
         feat_inputs = {pid: {"slide": ctx.hasher(p)} for pid, p in slides.items()}
-        have_encoder = embedder is not None or ctx.store.is_fresh(T.TILE_ENCODER, {}, key_cfg)
-        enc_key = (f"{embedder.name}:{embedder.weights_sha256}" if embedder is not None
+        have_encoder = pretrained or ctx.store.is_fresh(T.TILE_ENCODER, {}, key_cfg)
+        # a pretrained encoder is keyed by its name and weights' hash (size+mtime cached): a rerun whose slides
+        # are current neither reads nor loads the weights
+        enc_key = (f"{spec.name}:{ctx.hasher(spec.weights) if spec.weights else ''}" if pretrained
                    else ctx.store.key(T.TILE_ENCODER) if have_encoder else "")
         current = {pid for pid in slides if have_encoder
                    and ctx.store.is_fresh(f"wsi/{pid}.h5", {**feat_inputs[pid], "encoder": enc_key}, key_cfg)}
@@ -193,7 +198,9 @@ def pathology_stage(ctx: RunContext) -> dict[str, str]:
         plans = split_results(ctx, plans)
         feats = [{"patient_id": pid, "features_h5": str(ctx.store.root / f"wsi/{pid}.h5")} for pid in current]
         if plans:
-            if embedder is None:
+            if pretrained:
+                embedder = load_encoder(spec)  # mismatched weights stop the run, the file named
+            else:
                 t0 = time.perf_counter()
                 enc = T.fit_tile_encoder_task.submit(plans, {}, ctx.root, cfg, ctx.run_id).result()
                 ctx.console.count("tile-encoder", enc.status, seconds=time.perf_counter() - t0)
@@ -201,7 +208,7 @@ def pathology_stage(ctx: RunContext) -> dict[str, str]:
             futures = [T.slide_features_task.submit(p, embedder, {**feat_inputs[p.patient_id], "encoder": enc_key},
                                                     ctx.root, cfg, ctx.run_id) for p in plans]
             feats += split_results(ctx, gather(futures, bar))
-        elif have_encoder and spec.kind == "builtin":
+        elif have_encoder and not pretrained:
             ctx.console.count("tile-encoder", REUSED)
     return {f["patient_id"]: f["features_h5"] for f in sorted(feats, key=lambda f: f["patient_id"])}
 

@@ -22,6 +22,17 @@ import flows.pipeline  # noqa: F401,E402
 E2E_PATIENTS = int(os.environ.get("FUSIONRX_E2E_PATIENTS", "64"))
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One intra-op thread for the module: tiny networks only add contention on a shared 2-core runner."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def prefect_harness():
     """A temporary Prefect server for the whole session (started once, ~10 s)."""

@@ -59,3 +59,48 @@ def test_a_missing_weights_file_is_an_error_naming_it(tmp_path: Path) -> None:
     with pytest.raises(TileEncoderError, match="uni.safetensors"):
         load_encoder(TileEncoderSpec.from_config({"kind": "timm", "model": "vit_small_patch16_224",
                                                   "weights": str(missing)}))
+
+
+def test_the_run_keys_features_by_encoder_and_loads_weights_only_to_encode(tmp_path, timm, prefect_harness,
+                                                                          monkeypatch) -> None:
+    """`run` with a pretrained encoder: the feature file names it; a rerun with current slides never loads the
+    weights; another encoder re-encodes the slide (a store never mixes two encoders' features)."""
+    import shutil
+
+    import imaging.pretrained_encoder as pe
+    from flows.pipeline import run_pipeline
+
+    site = tmp_path / "site"
+    (site / "pathology").mkdir(parents=True)
+    shutil.copy(realdata_dir("wsi", "CMU-1-Small-Region.svs"), site / "pathology" / "STS_001.svs")
+    (site / "catalog.yaml").write_text("version: 1\ncohort: slides\nroot: .\nsources:\n  wsi:\n    modality: wsi\n"
+                                       "    format: openslide\n    path: pathology\n")
+    torch.manual_seed(0)
+    weights = tmp_path / "resnet10t.pth"
+    torch.save(timm.create_model("resnet10t", pretrained=False, num_classes=0).state_dict(), weights)
+    timm_cfg = tmp_path / "timm.yaml"
+    timm_cfg.write_text(f"tile_encoder: {{kind: timm, model: resnet10t, weights: {weights}, tile_px: 64, mpp: 4.0}}\n"
+                        "tile_encoder_epochs: 1\nencoder_tiles_per_slide: 8\n")
+    store = tmp_path / "store"
+
+    def pathology(summary: dict) -> dict:
+        return next(r for r in summary["counts"] if r["stage"] == "pathology")
+
+    first = run_pipeline(site / "catalog.yaml", store, config_path=timm_cfg, verbosity="quiet")
+    assert pathology(first)["new"] == 1
+    with h5py.File(store / "wsi" / "STS_001.h5", "r") as f:
+        assert f.attrs["encoder"] == "timm:resnet10t" and f["features"].shape[1] == 512
+        assert f.attrs["weights_sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
+
+    def no_loading(*a, **k):
+        raise AssertionError("the weights were loaded for a slide whose features are current")
+
+    monkeypatch.setattr(pe, "load_encoder", no_loading)
+    again = run_pipeline(site / "catalog.yaml", store, config_path=timm_cfg, verbosity="quiet")
+    assert pathology(again)["reused"] == 1 and pathology(again)["new"] + pathology(again)["changed"] == 0
+    builtin_cfg = tmp_path / "builtin.yaml"
+    builtin_cfg.write_text("tile_encoder_epochs: 1\nencoder_tiles_per_slide: 8\n")
+    other = run_pipeline(site / "catalog.yaml", store, config_path=builtin_cfg, verbosity="quiet")
+    assert pathology(other)["changed"] == 1
+    with h5py.File(store / "wsi" / "STS_001.h5", "r") as f:
+        assert f.attrs["encoder"] == "builtin" and f["features"].shape[1] == 32

@@ -5,21 +5,20 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import generate_uid
+
+from flows.synthetic.dicom_writer import new_instance
+
+RT_STRUCTURE_SET = "1.2.840.10008.5.1.4.1.1.481.3"
 
 
 def write_rtstruct(path: Path, rois: dict[str, list[np.ndarray]], for_uid: str,
                    frame_sequence: bool = True) -> Path:
     """Minimal RTSTRUCT: one ROI per name with CLOSED_PLANAR contours (no referenced images at all);
     ``frame_sequence`` adds the ReferencedFrameOfReferenceSequence (some writers omit it)."""
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.481.3"
-    ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.SOPClassUID, ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPClassUID, ds.file_meta.MediaStorageSOPInstanceUID
+    ds = new_instance(RT_STRUCTURE_SET, generate_uid())
     ds.Modality, ds.PatientID, ds.SeriesInstanceUID = "RTSTRUCT", "P1", generate_uid()
     if frame_sequence:
         ref = Dataset()

@@ -11,13 +11,14 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.dataset import Dataset
 from pydicom.pixels import pack_bits
 from pydicom.sequence import Sequence
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import generate_uid
 
 from imaging.segmentation import list_rois, roi_mask
 from imaging.volume import Volume
+from flows.synthetic.dicom_writer import new_instance
 
 FOR_UID = "1.2.826.0.1.3680043.8.498.77"
 ORIGIN = np.array([-20.0, 15.0, -40.0])  # LPS mm of voxel [0, 0, 0]
@@ -43,12 +44,7 @@ def _item(**tags) -> Sequence:
 
 def _write_seg(path: Path, masks: dict[int, np.ndarray], offset_mm: np.ndarray) -> Path:
     """BINARY SEG: one frame per non-empty slice per segment, ImagePositionPatient = CT slice + offset_mm."""
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.66.4"
-    ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.SOPClassUID, ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPClassUID, ds.file_meta.MediaStorageSOPInstanceUID
+    ds = new_instance("1.2.840.10008.5.1.4.1.1.66.4", generate_uid())  # Segmentation Storage
     ds.Modality, ds.PatientID, ds.SeriesInstanceUID = "SEG", "P1", generate_uid()
     ds.FrameOfReferenceUID = FOR_UID
     ds.SegmentationType = "BINARY"

@@ -30,12 +30,7 @@ except TileEncoderError:  # timm not installed: the timm cases are skipped, the 
 needs_timm = pytest.mark.skipif(timm is None, reason="timm is not installed")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def random_tiles(n: int, px: int, seed: int = 0) -> np.ndarray:

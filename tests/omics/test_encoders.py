@@ -17,13 +17,7 @@ from omics.spot_graph import spot_graph
 from tests.omics.spatial_fixtures import planted_counts
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    # tiny graphs: one intra-op thread avoids thread spin-waiting on a busy 2-core machine
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_snn_shape_and_mask_is_ignored():
