@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -118,22 +119,10 @@ def _segmentations_by_patient(series: list[SeriesInfo], id_map: dict[str, str], 
         segs = [s for s in series if s.modality in ("RTSTRUCT", "SEG")
                 and id_map.get(s.patient_id, s.patient_id) == pid
                 and (not s.frame_of_reference_uid or not own_frames or s.frame_of_reference_uid in own_frames)]
-        folders = [Path(*_common_parts([ct] + ([pets[pid]] if pid in pets else [])))]
-        out[pid] = patient_segmentations(segs, folders if len(folders[0].parts) > 1 else [])
+        study = Path(os.path.commonpath([ct, *([pets[pid]] if pid in pets else [])]))
+        study = study.parent if study == ct else study  # a lone CT series folder: the folder holding it
+        out[pid] = patient_segmentations(segs, [study] if len(study.parts) > 1 else [])
     return out
-
-
-def _common_parts(paths: list[Path]) -> tuple[str, ...]:
-    """The deepest folder shared by ``paths`` (as parts), one level above a lone series folder."""
-    parts = [p.parts for p in paths]
-    common = []
-    for level in zip(*parts):
-        if len(set(level)) != 1:
-            break
-        common.append(level[0])
-    if len(paths) == 1 or len(common) == len(parts[0]):
-        common = common[:-1]
-    return tuple(common)
 
 
 def discover_radiology(ct_src: Source, pet_src: Source | None) -> RadiologySeries:
