@@ -128,14 +128,19 @@ def score_targets(rows: pd.DataFrame, scoring: ScoringConfig, weights: dict[str,
     return ranked.assign(tractability=m[TRACTABILITY].reindex(ranked["gene"]).to_numpy())
 
 
+def run_scoring(config: RunConfig) -> ScoringConfig:
+    """The versioned scoring config with the run config's evidence weights."""
+    base = load_scoring_config()
+    return ScoringConfig(version=base.version, weights=validate_weights(dict(config.ranking_weights),
+                                                                        "run config 'ranking_weights'"),
+                         sources=base.sources, tractability=base.tractability, active_pchembl=base.active_pchembl)
+
+
 def rank_and_link(*, catalog: Catalog, config: RunConfig, bulk: BulkOmics, spatial_samples: list[dict[str, Any]],
                   fusion_out: dict[str, Any], model_ref: str = "metrics/experiments.parquet") -> dict[str, Any]:
     """Evidence rows -> Open Targets-style scores -> ranked targets, with the compound inputs behind the
     tractability: {'ranked', 'rows', 'comp', 'scoring'}."""
-    base = load_scoring_config()
-    scoring = ScoringConfig(version=base.version, weights=validate_weights(dict(config.ranking_weights),
-                                                                           "run config 'ranking_weights'"),
-                            sources=base.sources, tractability=base.tractability, active_pchembl=base.active_pchembl)
+    scoring = run_scoring(config)
     rows = cohort_evidence_rows(catalog, bulk, spatial_samples, fusion_out.get("model_evidence"), scoring,
                                 model_ref=f"{model_ref}: fusion:attention diagnosis")
     comp = compound_inputs(catalog)
@@ -148,10 +153,7 @@ def rank_and_link(*, catalog: Catalog, config: RunConfig, bulk: BulkOmics, spati
 
 def empty_ranking(catalog: Catalog, config: RunConfig) -> dict[str, Any]:
     """The ranking of a cohort without expression: no target, the compound library still recorded."""
-    base = load_scoring_config()
-    scoring = ScoringConfig(version=base.version, weights=validate_weights(dict(config.ranking_weights),
-                                                                           "run config 'ranking_weights'"),
-                            sources=base.sources, tractability=base.tractability, active_pchembl=base.active_pchembl)
+    scoring = run_scoring(config)
     rows = pd.DataFrame(columns=er.ROW_COLUMNS)
     ranked = pd.DataFrame({"gene": pd.Series(dtype=str), "rank": pd.Series(dtype="int64"),
                            "score": pd.Series(dtype=float),
