@@ -158,10 +158,11 @@ def write_phenotypes(ctx: RunContext, results: list[dict[str, Any]]) -> None:
 def pathology_stage(ctx: RunContext) -> dict[str, str]:
     """Slides -> tile plans -> tile encoder -> per-slide feature HDF5 (patient -> path).
 
-    The encoder is the run config's ``tile_encoder``: ``builtin`` (a tile CNN fitted once on the cohort's
-    tiles, then frozen: a new slide is encoded with the existing encoder) or a pretrained timm / callable
-    model whose weights come only from the given file. Feature files are keyed by the encoder (name and
-    weights SHA-256), so a store never mixes two encoders' features: a new encoder re-encodes every slide.
+    The encoder is the run config's ``tile_encoder``: ``builtin`` (the shipped tile CNN, frozen),
+    ``cohort`` (the same CNN fitted once on the cohort's tiles, then kept: a new slide is encoded with the
+    existing encoder) or a pretrained timm / callable model whose weights come only from the given file.
+    Feature files are keyed by the encoder (name and weights SHA-256), so a store never mixes two encoders'
+    features: a new encoder re-encodes every slide.
     Slides whose features are current are neither planned nor read.
     """
     from flows.stages.pathology import discover_slides
@@ -174,12 +175,14 @@ def pathology_stage(ctx: RunContext) -> dict[str, str]:
         return {}
     slides = src.items() or discover_slides(src.path, src.pattern, src.id_map)
     spec = TileEncoderSpec.from_config(ctx.config.tile_encoder)
-    cfg, pretrained = ctx.cfg, spec.kind != "builtin"
+    # a fixed encoder (shipped builtin, timm, callable) only encodes; 'cohort' trains the builtin CNN on the run
+    cfg, pretrained = ctx.cfg, spec.kind != "builtin" or spec.weights is not None
     if pretrained:
         if spec.weights is not None and not spec.weights.exists():
             raise TileEncoderError(f"tile_encoder.weights: {spec.weights} does not exist (weights are read only "
                                    "from a local file)")
-        cfg = {**cfg, "tile_size": spec.tile_px, "target_mpp": spec.mpp or cfg["target_mpp"]}
+        if spec.kind != "builtin":  # the builtin CNN takes the run's tile size and resolution
+            cfg = {**cfg, "tile_size": spec.tile_px, "target_mpp": spec.mpp or cfg["target_mpp"]}
     key_cfg = stage_key_config("pathology", cfg)
     with ctx.console.stage("pathology", len(slides)) as bar:
         feat_inputs = {pid: {"slide": ctx.hasher(p)} for pid, p in slides.items()}

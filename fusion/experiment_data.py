@@ -108,6 +108,7 @@ class ExperimentOptions:
     bag_components: int | None = None  # PCA of bag instances (fitted on training instances); None: z-score only
     bag_fit_instances: int = 20000  # at most this many training instances (random) fit the bag preprocessing
     bag_batch_size: int | None = 32  # mini-batch size (patients) of models with a bag modality; None: full batch
+    bag_train_instances: int | None = None  # instances per bag at each training step (random); None: every one
     experts_components: int | None = 10  # PCA components per expert of the experts strategy; None: no PCA
     encoder_factories: dict[str, Callable[[int], torch.nn.Module]] | None = None  # modality -> in_dim -> encoder
 

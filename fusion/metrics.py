@@ -1,7 +1,10 @@
 """The one home of the scalar evaluation metrics every caller shares (numpy in, float out).
 
-- ``roc_auc``: ROC AUC through scikit-learn's ``roc_auc_score``; binary, or macro one-vs-rest over the classes
-  present in ``y_true``; NaN when ``y_true`` holds a single class.
+- ``roc_auc``: ROC AUC as the Mann-Whitney statistic on average ranks (equal to scikit-learn's
+  ``roc_auc_score``, ties counting 0.5, at a hundredth of its input-checking cost: the experiment engine scores
+  thousands of small folds); binary, or macro one-vs-rest over the classes present in ``y_true``; NaN when
+  ``y_true`` holds a single class.
+- ``balanced_accuracy``: the mean recall over the classes present in ``y_true`` (scikit-learn's definition).
 - ``c_index``: Harrell's concordance index through scikit-survival's ``concordance_index_censored``
   (``tied_tol`` 1e-8), as MCAT computes it. The DeepDTA affinity CI is the same statistic with every
   "event" observed (``molecules.dti_metrics``).
@@ -10,7 +13,7 @@
 from __future__ import annotations
 
 import numpy as np
-from sklearn.metrics import roc_auc_score
+from scipy.stats import rankdata
 
 from fusion.errors import FusionDataError
 
@@ -37,9 +40,23 @@ def roc_auc(y_true: np.ndarray, score: np.ndarray) -> float:
         return float("nan")
     if s.ndim == 2 and s.shape[1] > 1:
         if s.shape[1] == 2:
-            return float(roc_auc_score(y.astype(int) == 1, s[:, 1]))
-        return float(np.mean([roc_auc_score(y == c, s[:, int(c)]) for c in present]))
-    return float(roc_auc_score(y, s.reshape(-1)))
+            return _binary_auc(y.astype(int) == 1, s[:, 1])
+        return float(np.mean([_binary_auc(y == c, s[:, int(c)]) for c in present]))
+    return _binary_auc(y == present[-1], s.reshape(-1))
+
+
+def _binary_auc(positive: np.ndarray, score: np.ndarray) -> float:
+    """P(score of a positive > score of a negative) + 0.5 P(tie): the rank-sum (Mann-Whitney U) form."""
+    pos = np.asarray(positive, dtype=bool)
+    n_pos, n_neg = int(pos.sum()), int((~pos).sum())
+    ranks = rankdata(score)  # average ranks: a tie between a positive and a negative counts 0.5
+    return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+
+
+def balanced_accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """Mean over the classes present in ``y_true`` of the fraction of that class predicted as it (recall)."""
+    y, p = np.asarray(y_true).reshape(-1), np.asarray(y_pred).reshape(-1)
+    return float(np.mean([np.mean(p[y == c] == c) for c in np.unique(y)]))
 
 
 def c_index(time: np.ndarray, event: np.ndarray, risk: np.ndarray) -> float:

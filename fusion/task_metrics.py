@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import numpy as np
 from scipy.stats import spearmanr
-from sklearn.metrics import balanced_accuracy_score, r2_score
+from sklearn.metrics import r2_score
 
 from fusion.errors import FusionDataError
-from fusion.metrics import c_index, roc_auc
+from fusion.metrics import balanced_accuracy, c_index, roc_auc
 from fusion.survival_functions import SurvivalFn, ibs_times, integrated_brier, km_survival, surv_arrays
 
 PRIMARY_METRIC = {"survival": "c_index", "classification": "auc", "regression": "r2"}
@@ -76,7 +76,7 @@ def classification_metrics(y_true: np.ndarray, proba: np.ndarray, n_classes: int
     if present.size < 2:
         raise FusionDataError(f"classification_metrics: the fold holds a single class {present.tolist()}")
     auc = roc_auc(y, p[:, 1] if n_classes == 2 else p)
-    bacc = float(balanced_accuracy_score(y, p.argmax(axis=1)))
+    bacc = balanced_accuracy(y, p.argmax(axis=1))
     return {"auc": auc, "balanced_accuracy": bacc}
 
 

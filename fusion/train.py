@@ -25,6 +25,9 @@ class TrainConfig:
     bfloat16, no gradient scaling), a no-op on CPU;
     ``num_threads`` sets torch's CPU threads during fit/predict only (restored afterwards;
     1 is fastest for tiny models on a busy machine), None leaves them as they are.
+    ``max_instances``: at each training step every slide bag is cut to that many of its instances, drawn at
+    random (random instance sampling, a usual MIL regulariser: the attention pooling sees varied subsets;
+    predictions always use every instance); None keeps whole bags.
     """
 
     epochs: int = 150
@@ -37,8 +40,11 @@ class TrainConfig:
     amp: bool = True
     grad_clip: float | None = 5.0
     num_threads: int | None = None
+    max_instances: int | None = None
 
     def __post_init__(self) -> None:
+        if self.max_instances is not None and self.max_instances < 1:
+            raise FusionConfigError(f"TrainConfig: max_instances must be None or >= 1, got {self.max_instances}")
         if self.epochs < 1 or self.lr <= 0 or (self.batch_size is not None and self.batch_size < 1):
             raise FusionConfigError(f"TrainConfig: need epochs >= 1, lr > 0, batch_size None or >= 1; got {self}")
 
@@ -165,9 +171,28 @@ def _optimise(
         order_gen = torch.Generator().manual_seed(config.seed)
         opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         model.train()
+        bags = [m for m in model.modalities if dataset.modalities[m].is_ragged]
         for _ in range(config.epochs):
             for sub, y_sub in _epoch_batches(model, dataset, rows, batch, y_dev, step, order_gen, device):
+                if config.max_instances is not None and bags:
+                    sub = sample_instances(sub, bags, config.max_instances, order_gen)
                 _train_step(model, opt, sub, y_sub, config, device, extra_loss)
+
+
+def sample_instances(batch: dict, bags: Sequence[str], k: int, gen: torch.Generator) -> dict:
+    """``batch`` with each bag modality cut to at most ``k`` instances per patient, drawn without replacement
+    among its valid (mask True) instances; bags of at most ``k`` keep all of theirs. Vectorised: random keys,
+    padding keyed last, top-k per row."""
+    out = dict(batch)
+    for m in bags:
+        x, mask = batch[m]["values"], batch[m]["mask"]
+        if mask is None or x.dim() != 3 or x.shape[1] <= k:
+            continue
+        keys = torch.rand(mask.shape, generator=gen).to(x.device).masked_fill(~mask.to(torch.bool), 2.0)
+        pick = keys.topk(k, dim=1, largest=False).indices
+        out[m] = {**batch[m], "values": x.gather(1, pick[..., None].expand(-1, -1, x.shape[2])),
+                  "mask": mask.gather(1, pick)}
+    return out
 
 
 def _epoch_batches(

@@ -94,11 +94,17 @@ class TileEncoderSpec:
     def from_config(cls, value: Any, where: str = "tile_encoder") -> TileEncoderSpec:
         """Spec from the config value: None or 'builtin', or a mapping with ``kind`` (TileEncoderError naming
         the field, what was expected and what was found)."""
-        if value is None or value == "builtin":
-            return cls(kind="builtin", tile_px=64, mpp=None, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
+        if value is None or value in ("builtin", "cohort"):
+            # 'builtin': the shipped frozen weights (imaging/weights, checked against their manifest when
+            # loaded); 'cohort': no weights, the same CNN is trained on the run's own tiles
+            from imaging.frozen_encoders import TILE, WEIGHTS_DIR
+
+            weights = WEIGHTS_DIR / TILE if value != "cohort" else None
+            return cls(kind="builtin", weights=weights, tile_px=64, mpp=None, mean=(0.0, 0.0, 0.0),
+                       std=(1.0, 1.0, 1.0))
         if not isinstance(value, Mapping):
-            raise TileEncoderError(f"{where}: expected 'builtin' or a mapping with kind: {' | '.join(KINDS)}, "
-                                   f"found {value!r}")
+            raise TileEncoderError(f"{where}: expected 'builtin', 'cohort' or a mapping with kind: "
+                                   f"{' | '.join(KINDS)}, found {value!r}")
         kind = value.get("kind")
         if kind not in KINDS:
             raise TileEncoderError(f"{where}.kind: expected one of {list(KINDS)}, found {kind!r}")
@@ -450,6 +456,10 @@ def _build_builtin(spec: TileEncoderSpec, device: str | torch.device) -> TileEmb
         raise TileEncoderError(f"tile_encoder.weights: the builtin encoder's checkpoint {spec.weights} does not "
                                f"exist; train it (imaging.tile_encoder.fit_tile_encoder) or wrap the trained "
                                f"network with TileEmbedder.from_builtin")
+    from imaging.frozen_encoders import TILE, WEIGHTS_DIR, weights_path
+
+    if spec.weights.resolve() == (WEIGHTS_DIR / TILE).resolve():
+        weights_path(TILE)  # the shipped weights: refused when they differ from the manifest
     encoder = load_tile_encoder(spec.weights)
     return TileEmbedder.from_builtin(encoder, weights_sha256(spec.weights), spec.mpp, device)
 

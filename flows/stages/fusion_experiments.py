@@ -73,6 +73,7 @@ def model_evidence(frames: dict[str, pd.DataFrame], bags: dict[str, np.ndarray],
     tc = TrainConfig(epochs=cfg["fusion_epochs"], lr=cfg["fusion_lr"], weight_decay=cfg["fusion_weight_decay"],
                      batch_size=cfg.get("fusion_batch_size"),
                      modality_dropout=cfg["modality_dropout"], seed=cfg["seed"],
+                     max_instances=cfg.get("fusion_bag_instances"),
                      num_threads=None if torch.cuda.is_available() else cfg["torch_cpu_threads"])
     factories = {k: v for k, v in encoder_factories(cfg).items() if k in ds.modality_names}
     all_idx = np.arange(ds.n_patients)

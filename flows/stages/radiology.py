@@ -221,27 +221,40 @@ def load_patches(results: list[dict[str, Any]]) -> tuple[list[str], np.ndarray, 
     return ids, np.stack(ct), np.stack(suv)
 
 
+def volume_encoder(kind: str, patches: np.ndarray, cfg: dict, seed: int) -> tuple[Any, str]:
+    """The CT or PET encoder of a run and what it is: the shipped frozen one (``volume_encoder: builtin``,
+    recorded by its weights' SHA-256) or one trained on the cohort's ``patches`` (``cohort``)."""
+    from imaging.frozen_encoders import VOLUME, builtin_volume_encoder, check_choice, weights_sha256
+    from imaging.volume_encoder import fit_volume_autoencoder
+
+    if check_choice("volume_encoder", cfg["volume_encoder"]) == "builtin":
+        return builtin_volume_encoder(kind, cfg), f"builtin:{weights_sha256(VOLUME[kind])}"
+    enc = fit_volume_autoencoder(patches, embed_dim=cfg["volume_embed_dim"], epochs=cfg["volume_encoder_epochs"],
+                                 seed=seed)
+    return enc, f"cohort:{len(patches)} patients"
+
+
 def encode_volumes(results: list[dict[str, Any]], cfg: dict) -> dict[str, Any]:
-    """Self-supervised 3D SE-CNN autoencoders on the cohort's CT and SUV patches -> {'ct', 'pet',
-    'phenotypes'} tables indexed by patient (PET only with >= 4 PET patients)."""
+    """CT and SUV patch embeddings from the run's volume encoders (the shipped frozen ones by default, or
+    trained on the cohort) -> {'ct', 'pet', 'phenotypes', 'encoders'} with the tables indexed by patient (PET
+    only with >= 4 PET patients); 'encoders' names each encoder (frozen: its weights' SHA-256)."""
     import pandas as pd
 
-    from imaging.volume_encoder import embed_volumes, fit_volume_autoencoder
+    from imaging.volume_encoder import embed_volumes
 
     ids, ct, suv = load_patches(results)
     phen = pd.DataFrame([r["phenotypes"] for r in results], index=ids)
-    ct_enc = fit_volume_autoencoder(ct, embed_dim=cfg["volume_embed_dim"], epochs=cfg["volume_encoder_epochs"],
-                                    seed=cfg["seed"])
-    ct_emb = pd.DataFrame(embed_volumes(ct_enc, ct), index=ids).add_prefix("ct_ae_")
-    ct_cols = list(CT_FEATURES)
-    frames = {"ct": pd.concat([phen[ct_cols], ct_emb], axis=1).dropna()}
+    ct_enc, ct_name = volume_encoder("ct", ct, cfg, cfg["seed"])
+    # one patch per forward pass: a patient's embedding never depends on which patients share its batch
+    ct_emb = pd.DataFrame(embed_volumes(ct_enc, ct, batch_size=1), index=ids).add_prefix("ct_ae_")
+    frames = {"ct": pd.concat([phen[list(CT_FEATURES)], ct_emb], axis=1).dropna(), "encoders": {"ct": ct_name}}
     has_pet = np.array([r.get("suv_npz") is not None for r in results])
-    pet_cols = list(PET_FEATURES)
     if has_pet.sum() >= 4:
         pet_ids = [i for i, h in zip(ids, has_pet) if h]
-        pet_enc = fit_volume_autoencoder(suv[has_pet], embed_dim=cfg["volume_embed_dim"],
-                                         epochs=cfg["volume_encoder_epochs"], seed=cfg["seed"] + 1)
-        pet_emb = pd.DataFrame(embed_volumes(pet_enc, suv[has_pet]), index=pet_ids).add_prefix("pet_ae_")
-        frames["pet"] = pd.concat([phen.loc[pet_ids, pet_cols], pet_emb], axis=1).dropna()
+        pet_enc, frames["encoders"]["pet"] = volume_encoder("pet", suv[has_pet], cfg, cfg["seed"] + 1)
+        pet_emb = pd.DataFrame(embed_volumes(pet_enc, suv[has_pet], batch_size=1), index=pet_ids).add_prefix("pet_ae_")
+        frames["pet"] = pd.concat([phen.loc[pet_ids, list(PET_FEATURES)], pet_emb], axis=1).dropna()
+    for k, name in frames["encoders"].items():  # kept in the embeddings' parquet metadata (pandas attrs)
+        frames[k].attrs["encoder"] = name
     frames["phenotypes"] = phen
     return frames

@@ -30,6 +30,8 @@ def run_options(cfg: dict) -> dict[str, Any]:
     # models with slide bags: mini-batches of fusion_batch_size patients, or full batch (None: bags padded to
     # the longest of the cohort's; 1.5x faster than batches of 32 on the 64-patient demo)
     opts["bag_batch_size"] = int(cfg["fusion_batch_size"]) if cfg.get("fusion_batch_size") else None
+    if cfg.get("fusion_bag_instances"):
+        opts["bag_train_instances"] = int(cfg["fusion_bag_instances"])
     return opts
 
 

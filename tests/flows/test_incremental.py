@@ -39,8 +39,9 @@ def test_rerun_with_nothing_new_does_no_ingest_or_encoding_work(tiny_run, tiny_c
     assert any(k.startswith("wsi/") for k in before) and any(k.startswith("imaging/radiology/") for k in before)
     summary = run_pipeline(tiny_cohort["catalog"], store, config_path=tiny_config, verbosity="quiet")
     c = counts(summary)
-    for stage in ("radiology", "volume-encoders", "pathology", "tile-encoder", "omics", "spatial",
-                  "spatial-encoder", "fusion", "ranking"):
+    assert "tile-encoder" not in first  # the shipped frozen tile CNN: nothing is trained on the cohort
+    for stage in ("radiology", "volume-encoders", "pathology", "omics", "spatial", "spatial-encoder", "fusion",
+                  "ranking"):
         assert c[stage]["new"] == c[stage]["changed"] == c[stage]["failed"] == 0, (stage, c[stage])
         assert c[stage]["reused"] == sum(first[stage].values()), (stage, c[stage])
     assert summary["input_files_hashed"] == 0  # size+mtime cache: no input byte was read again
@@ -63,7 +64,7 @@ def test_one_new_patient_is_processed_alone(tiny_run, tiny_cohort, tiny_config, 
     assert c["radiology"] == {"new": 1, "changed": 0, "reused": 11, "failed": 0}
     assert c["pathology"]["new"] == 1 and c["pathology"]["changed"] == 0
     assert c["spatial"]["new"] == 1 and c["spatial"]["changed"] == 0
-    assert c["omics"]["reused"] == 1 and c["tile-encoder"]["reused"] == 1  # unchanged inputs / frozen encoder
+    assert c["omics"]["reused"] == 1 and "tile-encoder" not in c  # unchanged inputs / shipped frozen encoder
     for model in ("volume-encoders", "spatial-encoder", "fusion", "ranking"):  # cohort models whose inputs changed
         assert c[model]["changed"] == 1, (model, c[model])
     after = artifact_mtimes(store)

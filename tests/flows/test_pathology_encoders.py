@@ -98,6 +98,7 @@ def test_the_run_keys_features_by_encoder_and_loads_weights_only_to_encode(tmp_p
     monkeypatch.setattr(pe, "load_encoder", no_loading)
     again = run_pipeline(site / "catalog.yaml", store, config_path=timm_cfg, verbosity="quiet")
     assert pathology(again)["reused"] == 1 and pathology(again)["new"] + pathology(again)["changed"] == 0
+    monkeypatch.undo()  # the shipped builtin encoder is loaded to encode the slide again
     builtin_cfg = tmp_path / "builtin.yaml"
     builtin_cfg.write_text("tile_encoder_epochs: 1\nencoder_tiles_per_slide: 8\n")
     other = run_pipeline(site / "catalog.yaml", store, config_path=builtin_cfg, verbosity="quiet")

@@ -103,3 +103,33 @@ def test_cox_loss_without_events_is_zero_and_differentiable():
     loss = cox_ph_loss(r, torch.tensor([1.0, 2.0, 3.0]), torch.zeros(3, dtype=torch.bool))
     loss.backward()
     assert loss.item() == 0.0 and r.grad is not None
+
+
+def test_rank_auc_and_balanced_accuracy_equal_scikit_learn_on_random_folds_with_ties():
+    """The engine's own AUC (Mann-Whitney on average ranks) and balanced accuracy give scikit-learn's values
+    exactly, binary and macro one-vs-rest, with heavy ties (scores rounded to one decimal)."""
+    from sklearn.metrics import balanced_accuracy_score, roc_auc_score
+
+    from fusion.metrics import balanced_accuracy
+
+    rng = np.random.default_rng(3)
+    for trial in range(200):
+        n = int(rng.integers(4, 40))
+        y = rng.integers(0, 2, n)
+        y[:2] = [0, 1]
+        s = np.round(rng.random(n), 1)
+        assert roc_auc(y, s) == pytest.approx(roc_auc_score(y, s), abs=1e-12)
+        k = 3
+        yk = rng.integers(0, k, n)
+        yk[:2] = [0, 2]
+        p = rng.dirichlet(np.ones(k), n).round(1)
+        present = np.unique(yk)
+        expected = np.mean([roc_auc_score(yk == c, p[:, c]) for c in present])
+        assert roc_auc(yk, p) == pytest.approx(expected, abs=1e-12)
+        pred = rng.integers(0, k, n)
+        with np.errstate(all="ignore"):
+            import warnings
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                assert balanced_accuracy(yk, pred) == pytest.approx(balanced_accuracy_score(yk, pred), abs=1e-12)

@@ -69,7 +69,7 @@ TIMM = {"kind": "timm", "model": "resnet18", "weights": "w.pth"}
 
 
 @pytest.mark.parametrize("value, expected", [
-    ("resnet50", "expected 'builtin' or a mapping"),
+    ("resnet50", "expected 'builtin', 'cohort' or a mapping"),
     ({"kind": "onnx"}, "tile_encoder.kind: expected one of"),
     ({**TIMM, "poolling": "cls"}, "unknown field(s) ['poolling']"),
     ({"kind": "timm", "weights": "w.pth"}, "tile_encoder.model: expected a timm model name"),
