@@ -7,6 +7,8 @@ config or code changed. A bad input file is reported and skipped, never fatal to
 
 from __future__ import annotations
 
+import contextlib
+
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -392,13 +394,31 @@ def finish_run(ctx: RunContext, ranking: dict[str, Any], fusion_out: dict) -> di
 
 
 # ------------------------------------------------------------------------------------------ flow
+@contextlib.contextmanager
+def threads_per_task(n: int):
+    """Torch intra-op and BLAS / OpenMP threads capped at ``n`` for the run (restored after): the run already
+    runs tasks side by side (two per-patient workers, two fusion processes), and nested thread pools on top
+    oversubscribe the cores: spinning threads then burn CPU while they wait (15x on a shared machine)."""
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(max(1, int(n)))
+    try:
+        with threadpool_limits(limits=max(1, int(n))):
+            yield
+    finally:
+        torch.set_num_threads(before)
+
+
 @flow(name="fusionrx-pipeline", task_runner=ThreadPoolTaskRunner(max_workers=2), log_prints=False)
 def fusionrx_pipeline(catalog_path: str, store_path: str, config_path: str | None = None,
                       verbosity: str = "normal") -> dict[str, Any]:
     """Run the whole pipeline over a catalog into a store (one run per store at a time); the run summary."""
     console = RunConsole(verbosity)
-    with run_lock(store_path):
+    with run_lock(store_path), contextlib.ExitStack() as threads:
         ctx = open_run(catalog_path, store_path, config_path, console)
+        threads.enter_context(threads_per_task(ctx.config.torch_cpu_threads))
         omics = submit_omics(ctx)  # single-threaded: overlaps the imaging stages
         frames = radiology_stage(ctx)
         features_h5 = pathology_stage(ctx)

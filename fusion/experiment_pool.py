@@ -19,8 +19,22 @@ Plan = tuple[str, list[str], "str | None", bool]
 
 
 def _init(data, splits, opts) -> None:
-    """Worker initialiser: the experiment's data, folds and options, sent once per worker."""
+    """Worker initialiser: the experiment's data, folds and options, sent once per worker; the worker's BLAS
+    threads capped like its torch threads (the pool is the parallelism: nested pools would oversubscribe)."""
+    from threadpoolctl import threadpool_limits
+
+    if opts.num_threads is not None:
+        threadpool_limits(limits=int(opts.num_threads))
     _STATE.update(data=data, splits=splits, opts=opts)
+
+
+def _cost(data, item: Plan) -> float:
+    """Rough relative cost of a model (for longest-first scheduling): inner-CV selection fits each candidate
+    subset on every inner fold; slide bags and more modalities make each fit dearer."""
+    strategy, mods, head, select = item
+    bags = set(getattr(data, "bags", None) or {})
+    per_fit = 1.0 + 0.5 * len(mods) + 3.0 * len(bags & set(mods))
+    return per_fit * (12.0 if select else 1.0)
 
 
 def _job(item: Plan):
@@ -41,10 +55,13 @@ def run_models(data, splits, opts, plan: Sequence[Plan], workers: int = 1,
             say(out[-1])
         return out
     ctx = multiprocessing.get_context("spawn")
+    # longest first, so that no worker is left alone with the dearest model at the end; results in plan order
+    order = sorted(range(len(plan)), key=lambda i: -_cost(data, plan[i]))
     with ProcessPoolExecutor(min(workers, len(plan)), mp_context=ctx, initializer=_init,
                              initargs=(data, splits, opts)) as pool:
+        futures = {i: pool.submit(_job, plan[i]) for i in order}
         out = []
-        for r in pool.map(_job, plan):
-            out.append(r)
-            say(r)
+        for i in range(len(plan)):
+            out.append(futures[i].result())
+            say(out[-1])
         return out
