@@ -7,6 +7,10 @@ one target's explanation and a Morgan/Tanimoto similarity search over all compou
 
     PYTHONPATH=$PWD python bench/targets_bench.py [--genes 20000] [--compounds 100000] [--repeats 30]
 
+Peer in the same run: DuckDB SQL doing the same ranking (the weighted harmonic sum over the per-type score
+columns of `targets`, ties by gene) on the same DB file, two ways (a list expression per row, and UNPIVOT +
+window); the top-N genes must be the same as ranked_targets' and the timing ratio is printed.
+
 Prints a table and writes bench/targets_bench.json.
 """
 
@@ -114,6 +118,87 @@ def timed(fn, repeats: int, before=None) -> dict[str, float]:
             "cpu_median_ms": statistics.median(cpu), "n": repeats}
 
 
+SQL_LIST = """
+SELECT gene, list_sum(list_transform(list_sort([{terms}], 'DESC'), lambda x, i: x / (i * i))) / $norm AS score
+FROM targets WHERE run_id = $run ORDER BY score DESC, gene LIMIT $top"""
+SQL_WINDOW = """
+WITH w AS (SELECT gene, {named} FROM targets WHERE run_id = $run),
+long AS (UNPIVOT w ON {cols} INTO NAME evidence_type VALUE ws),
+k AS (SELECT gene, ws, row_number() OVER (PARTITION BY gene ORDER BY ws DESC) AS i FROM long)
+SELECT gene, sum(ws / (i * i)) / $norm AS score FROM k GROUP BY gene ORDER BY score DESC, gene LIMIT $top"""
+
+
+def duckdb_ranking(con, sql: str, run_id: str, weights: dict[str, float], top: int) -> list[tuple[str, float]]:
+    """Top genes and scores by the weighted harmonic sum computed in DuckDB SQL (same formula as
+    flows.results.ranking.weighted_harmonic_sum: sorted w*s over types, / k^2, / the all-ones sum)."""
+    w = [float(weights.get(t, 0.0)) for t in EVIDENCE_TYPES]
+    decay = 1.0 / np.arange(1, len(w) + 1) ** 2
+    norm = float(np.sort(w)[::-1] @ decay)
+    terms = ", ".join(f"coalesce({t}, 0) * {wt!r}" for t, wt in zip(EVIDENCE_TYPES, w))
+    named = ", ".join(f"coalesce({t}, 0) * {wt!r} AS {t}" for t, wt in zip(EVIDENCE_TYPES, w))
+    query = sql.format(terms=terms, named=named, cols=", ".join(EVIDENCE_TYPES))
+    return [(str(g), float(v)) for g, v in con.execute(query, {"norm": norm, "run": run_id, "top": top}).fetchall()]
+
+
+def compare_duckdb(store: Path, repeats: int, top: int = 50, seed: int = 2) -> dict[str, dict]:
+    """ranked_targets against DuckDB SQL on the same DB: same top-N (genes in order, scores to 1e-12) for
+    every weight draw, and median times (ours warm = the matrix cached; SQL on an open connection)."""
+    import duckdb
+
+    from flows.results.db import db_path
+
+    rng = np.random.default_rng(seed)
+    draws = [dict(zip(EVIDENCE_TYPES, rng.uniform(0.1, 1.0, len(EVIDENCE_TYPES)).round(3))) for _ in range(repeats)]
+    con = duckdb.connect(str(db_path(store)), read_only=True)
+    out: dict[str, dict] = {}
+    try:
+        for name, sql in (("list expression", SQL_LIST), ("UNPIVOT + window", SQL_WINDOW)):
+            for w in draws[:3]:  # same answers first
+                ours = ranked_targets(store, top=top, weights=w, compounds_per_target=0)
+                peer = duckdb_ranking(con, sql, ours["run_id"], w, top)
+                assert [r["gene"] for r in ours["rows"]] == [g for g, _ in peer], f"{name}: top-{top} differ"
+                assert np.allclose([r["score"] for r in ours["rows"]], [v for _, v in peer], rtol=0, atol=1e-12)
+            mine, theirs, rid = iter(draws * 2), iter(draws * 2), ours["run_id"]
+            t_ours = timed(lambda it=mine: ranked_targets(store, top=top, weights=next(it), compounds_per_target=0),
+                           repeats)
+            t_sql = timed(lambda it=theirs, q=sql, r=rid: duckdb_ranking(con, q, r, next(it), top), repeats)
+            out[f"top-{top} ranking vs DuckDB SQL ({name})"] = {
+                "what": f"top-{top} targets, custom weights, same top-{top} as DuckDB SQL ({name})",
+                "ours": t_ours["median_ms"], "baseline": t_sql["median_ms"], "unit": "ms (median)",
+                "baseline_name": f"DuckDB {duckdb.__version__} SQL, {name}",
+                "ratio": t_sql["median_ms"] / t_ours["median_ms"], "same_top_n": True}
+        out.update(_cold(store, draws, top, repeats, ours["run_id"]))
+    finally:
+        con.close()
+    return out
+
+
+def _cold(store: Path, draws: list[dict], top: int, repeats: int, run_id: str) -> dict[str, dict]:
+    """Cold: ours with the matrix cache dropped before each call, SQL (list expression) on a connection
+    opened and closed per call."""
+    import duckdb
+
+    from flows.results.db import db_path
+
+    def sql_once(w):
+        con = duckdb.connect(str(db_path(store)), read_only=True)
+        try:
+            return duckdb_ranking(con, SQL_LIST, run_id, w, top)
+        finally:
+            con.close()
+
+    it = iter(draws * 2)
+    t_ours = timed(lambda: ranked_targets(store, top=top, weights=next(it), compounds_per_target=0), repeats,
+                   before=clear_cache)
+    it = iter(draws * 2)
+    t_sql = timed(lambda: sql_once(next(it)), repeats)
+    return {f"top-{top} ranking vs DuckDB SQL, cold (DB opened per call)": {
+        "what": f"top-{top} targets, custom weights, cold: ours re-reads the matrix, SQL opens the DB per call",
+        "ours": t_ours["median_ms"], "baseline": t_sql["median_ms"], "unit": "ms (median)",
+        "baseline_name": f"DuckDB {duckdb.__version__} SQL, list expression, connection per call",
+        "ratio": t_sql["median_ms"] / t_ours["median_ms"], "same_top_n": True}}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--genes", type=int, default=20000)
@@ -146,15 +231,19 @@ def main() -> None:
         }
         page = custom()
         assert len(page["rows"]) == 50 and page["total"] == args.genes
+        peers = compare_duckdb(store, args.repeats)
     print(f"store: {args.genes} genes x {args.compounds} compounds ({build['n_links']} links, "
           f"{build['n_evidence_rows']} evidence rows); build: molecules {build['molecules_s']:.1f} s, "
           f"fingerprints {build['fingerprints_s']:.1f} s, DB write {build['write_s']:.1f} s")
     print(f"{'query':<60} {'median ms':>10} {'p95 ms':>8} {'CPU ms':>8}")
     for name, r in rows.items():
         print(f"{name:<60} {r['median_ms']:>10.1f} {r['p95_ms']:>8.1f} {r['cpu_median_ms']:>8.1f}")
+    print(f"{'peer (ratio = DuckDB ms / ours ms; > 1: ours faster)':<60} {'ours ms':>10} {'DuckDB ms':>10} {'ratio':>6}")
+    for name, r in peers.items():
+        print(f"{name:<60} {r['ours']:>10.2f} {r['baseline']:>10.2f} {r['ratio']:>6.1f}")
     print(f"(host: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; wall > CPU means the host is busy)")
     args.out.write_text(json.dumps({"genes": args.genes, "compounds": args.compounds, "build": build,
-                                    "queries": rows, "cpus": os.cpu_count(), "load_average": os.getloadavg()[0]},
+                                    "queries": rows, "peers": peers, "cpus": os.cpu_count(), "load_average": os.getloadavg()[0]},
                                    indent=1))
     print(f"wrote {args.out}")
 

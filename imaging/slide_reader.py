@@ -181,11 +181,15 @@ class PlainTiffSlide:
 
     def read_region(self, location: tuple[int, int], level: int, size: tuple[int, int]) -> Image.Image:
         """RGBA PIL image of `size` (w, h) px at `level`, top-left `location` in level-0 px (as OpenSlide)."""
+        return Image.fromarray(self.read_region_rgba(location, level, size), mode="RGBA")
+
+    def read_region_rgba(self, location: tuple[int, int], level: int, size: tuple[int, int]) -> np.ndarray:
+        """read_region's pixels as RGBA uint8 [h,w,4] without a PIL image (the tile streamer's path)."""
         if not 0 <= level < self.level_count:
             raise SlideError(f"{self._filename}: level {level} outside 0..{self.level_count - 1}")
         down = self.level_downsamples[level]
         x, y = int(location[0] // down), int(location[1] // down)
-        return Image.fromarray(self._levels[level].read_rgba(x, y, int(size[0]), int(size[1])), mode="RGBA")
+        return self._levels[level].read_rgba(x, y, int(size[0]), int(size[1]))
 
     def strip_rows(self, level: int) -> int | None:
         """Rows per strip of a stripped level (None for tiled or memory-mapped levels)."""

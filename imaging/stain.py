@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -23,8 +24,20 @@ REFERENCE_MAX_CONCENTRATIONS = np.array([1.9705, 1.0308], dtype=np.float64)
 
 
 def rgb_to_od(rgb: np.ndarray, io: float = IO) -> np.ndarray:
-    """Optical density OD = -ln((I + 1) / io) per channel of RGB uint8 [...,3]; float64, same shape."""
+    """Optical density OD = -ln((I + 1) / io) per channel of RGB uint8 [...,3]; float64, same shape.
+    uint8 input is looked up in a 256-entry table of the same formula (a gather, not a log per value)."""
+    rgb = np.asarray(rgb)
+    if rgb.dtype == np.uint8:
+        return _od_table(float(io))[rgb]
     return -np.log((np.asarray(rgb, dtype=np.float64) + 1.0) / io)
+
+
+@lru_cache(maxsize=8)
+def _od_table(io: float) -> np.ndarray:
+    """OD of each uint8 value 0..255 (float64 [256], read-only): the formula of rgb_to_od."""
+    table = -np.log((np.arange(256, dtype=np.float64) + 1.0) / io)
+    table.flags.writeable = False
+    return table
 
 
 def od_to_rgb(od: np.ndarray, io: float = IO) -> np.ndarray:
@@ -64,6 +77,24 @@ def macenko_stain_matrix(
 def concentrations(od: np.ndarray, stain_matrix: np.ndarray) -> np.ndarray:
     """Least-squares stain concentrations [N,2] of optical densities [N,3] given a stain matrix [2,3]."""
     return od @ np.linalg.pinv(stain_matrix)
+
+
+def mean_concentrations(tiles: np.ndarray, stain_matrix: np.ndarray, io: float = IO) -> np.ndarray:
+    """Mean stain concentrations per tile [B,2] of RGB uint8 tiles [B,H,W,3]: the mean over each tile's
+    pixels of concentrations(rgb_to_od(pixel)), computed from per-tile channel histograms (concentrations are
+    linear in OD, so the mean OD of each channel is enough): equal to the per-pixel route up to float
+    rounding (~1e-15), without a float64 image of the batch."""
+    tiles = np.asarray(tiles)
+    if tiles.dtype != np.uint8 or tiles.ndim != 4 or tiles.shape[-1] != 3:
+        raise ValueError(f"expected RGB uint8 tiles [B,H,W,3], got {tiles.dtype} {tiles.shape}")
+    b = len(tiles)
+    pixels = tiles.reshape(b, -1, 3)
+    counts = np.empty((b, 3, 256), dtype=np.float64)
+    for i in range(b):
+        for c in range(3):
+            counts[i, c] = np.bincount(pixels[i, :, c], minlength=256)
+    mean_od = (counts @ _od_table(float(io))) / max(pixels.shape[1], 1)  # [B,3]
+    return mean_od @ np.linalg.pinv(stain_matrix)
 
 
 @dataclass

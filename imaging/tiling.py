@@ -1,16 +1,18 @@
-"""Tile grids over tissue and streaming tile reads: a slide is read tile by tile, never whole."""
+"""Tile grids over tissue and streaming tile reads: a slide is read a row strip of tiles at a time, never whole."""
 
 from __future__ import annotations
 
+import ctypes
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
+from functools import lru_cache
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from fusion.errors import SlideError
+from imaging.pixels import _area_weights, area_resize, rgba_to_rgb
 from imaging.slide import slide_mpp
-from imaging.pixels import area_resize, rgba_to_rgb  # noqa: F401 (area_resize re-exported)
 
 if TYPE_CHECKING:  # pragma: no cover
     import openslide
@@ -127,27 +129,188 @@ def tile_grid(
 def read_tile(slide: "openslide.OpenSlide", grid: TileGrid, x: int, y: int) -> np.ndarray:
     """One tile RGB uint8 [tile,tile,3] at level-0 (x, y): read at grid.level, area-resized to tile_size;
     SlideError naming the slide and the tile coordinates when the file cannot be decoded there."""
+    rgb = _read_raw_tile(slide, grid, int(x), int(y))
+    return rgb if rgb.shape[0] == grid.tile_size else area_resize(rgb, grid.tile_size, grid.tile_size)
+
+
+def _read_raw_tile(slide, grid: TileGrid, x: int, y: int) -> np.ndarray:
+    """The read_size px square at level-0 (x, y), grid.level, as RGB (transparent -> white); SlideError
+    naming the slide, the tile's level-0 coordinates and its level when it cannot be decoded."""
     read = grid.read_size or grid.tile_size
     try:
-        region = slide.read_region((int(x), int(y)), grid.level, (read, read))
+        region = slide.read_region((x, y), grid.level, (read, read))
     except Exception as exc:  # openslide.OpenSlideError or a codec error: a corrupt tile in the file
-        where = getattr(slide, "_filename", None) or "slide"
-        raise SlideError(f"{where}: cannot read the tile at level-0 ({x}, {y}), level {grid.level} "
+        raise SlideError(f"{_where(slide)}: cannot read the tile at level-0 ({x}, {y}), level {grid.level} "
                          f"({type(exc).__name__}: {exc})") from exc
-    rgb = rgba_to_rgb(np.asarray(region))
-    return rgb if read == grid.tile_size else area_resize(rgb, grid.tile_size, grid.tile_size)
+    return rgba_to_rgb(np.asarray(region))
+
+
+def _where(slide) -> str:
+    return str(getattr(slide, "_filename", None) or "slide")
+
+
+@lru_cache(maxsize=1)
+def _openslide_lowlevel():
+    """(lowlevel, _convert) of openslide-python when importable, else None (plain reads then); imported on
+    first read, not with this module."""
+    try:
+        from openslide import _convert, lowlevel
+    except (ImportError, OSError):
+        return None
+    return (lowlevel, _convert) if hasattr(lowlevel, "_read_region") and hasattr(_convert, "argb2rgba") else None
+
+
+def region_rgba(slide, x: int, y: int, level: int, w: int, h: int, buf: np.ndarray | None = None) -> np.ndarray:
+    """RGBA uint8 [h,w,4] of a region, pixel for pixel what slide.read_region gives, without building a PIL
+    image: an OpenSlide is read into `buf` (uint32, >= w*h; the result is a view of it, valid until the next
+    read), a PlainTiffSlide through read_region_rgba, anything else through read_region."""
+    native = getattr(slide, "read_region_rgba", None)
+    if native is not None:
+        return native((x, y), level, (w, h))
+    osr = getattr(slide, "_osr", None)
+    low = _openslide_lowlevel() if osr is not None else None
+    if osr is None or low is None:
+        return np.asarray(slide.read_region((x, y), level, (w, h)))
+    if buf is None or buf.size < w * h:
+        buf = np.empty(w * h, dtype=np.uint32)
+    out = buf[: w * h]
+    low[0]._read_region(osr, out.ctypes.data_as(ctypes.POINTER(ctypes.c_uint32)), x, y, level, w, h)
+    low[1].argb2rgba(out)  # premultiplied ARGB -> RGBA, in place, as openslide-python does
+    return out.view(np.uint8).reshape(h, w, 4)
+
+
+MAX_STRIP_PX = 2048  # widest region read at once, in px of the read level (a tile row is cut from it)
+RESIZE_CHUNK_BYTES = 2 * 2**20  # tiles area-resized together: about this much float32 input at a time
+
+
+def level_origins(slide, level: int, coords_level0: np.ndarray) -> np.ndarray | None:
+    """Integer top-left (x, y) at `level` [T,2] of level-0 coords as the reader maps them, or None when a
+    tile would start between two pixels of the level (OpenSlide then interpolates): such tiles are read one
+    by one, so the tiles cut from a strip are those read_region gives."""
+    down = float(slide.level_downsamples[level])
+    c = np.asarray(coords_level0, dtype=np.float64)
+    if hasattr(slide, "read_region_rgba"):  # PlainTiffSlide: int(x // down), as its read_region
+        return np.floor_divide(c, down).astype(np.int64)
+    lc = c / down  # OpenSlide: x / downsample in double precision
+    return lc.astype(np.int64) if np.array_equal(lc, np.rint(lc)) else None
+
+
+def strip_runs(origins: np.ndarray, read: int, max_px: int = MAX_STRIP_PX) -> list[tuple[int, int]]:
+    """[start, end) runs of consecutive tiles that one region read covers: same row, left to right, gaps of
+    at most one tile, at most max_px wide."""
+    runs, s = [], 0
+    x, y = origins[:, 0], origins[:, 1]
+    for i in range(1, len(origins)):
+        if y[i] != y[s] or not 0 < x[i] - x[i - 1] <= 2 * read or x[i] + read - x[s] > max_px:
+            runs.append((s, i))
+            s = i
+    if len(origins):
+        runs.append((s, len(origins)))
+    return runs
+
+
+def area_resize_batch(tiles: np.ndarray, size: int) -> np.ndarray:
+    """area_resize of every tile [B,h,w,c] to [B,size,size,c] in two sparse products for the batch: the same
+    weights summed in the same order, so value for value what area_resize gives tile by tile."""
+    n, h, w, c = tiles.shape
+    k = h // size
+    if h == w == size * k and k in (2, 4, 8):
+        # a power-of-two factor: every weight is 1/k, every partial sum exact in float32, so the block mean
+        # equals the sparse products value for value (tested)
+        blocks = tiles.reshape(n, size, k, size, k, c)
+        total = np.zeros((n, size, size, c), dtype=np.uint16)  # <= 64 * 255: no overflow
+        for dy in range(k):
+            for dx in range(k):
+                total += blocks[:, :, dy, :, dx]
+        return np.rint(total.astype(np.float32) * np.float32(1.0 / (k * k))).astype(np.uint8)
+    wy, wx = _area_weights(size, h), _area_weights(size, w)
+    out = np.empty((n, size, size, c), dtype=np.uint8)
+    step = max(1, RESIZE_CHUNK_BYTES // (h * w * c * 4))  # float32 temporaries stay near RESIZE_CHUNK_BYTES
+    for s in range(0, n, step):
+        part = tiles[s : s + step]
+        b = len(part)
+        x = wy @ part.transpose(1, 0, 2, 3).reshape(h, b * w * c).astype(np.float32)  # [size_y, (b, w, c)]
+        x = x.reshape(size, b, w, c).transpose(2, 1, 0, 3).reshape(w, b * size * c)  # [w, (b, size_y, c)]
+        y = (wx @ x).reshape(size, b, size, c).transpose(1, 2, 0, 3)  # [b, size_y, size_x, c]
+        out[s : s + b] = np.clip(np.rint(y), 0, 255)
+    return out
+
+
+class _TileReader:
+    """Reads a grid's tiles a row strip at a time; after a failed read it reopens the slide (OpenSlide refuses
+    every read after its first error) and reads the strip's tiles one by one to name the damaged tile."""
+
+    def __init__(self, slide, grid: TileGrid) -> None:
+        self.slide, self.grid = slide, grid
+        self.read = grid.read_size or grid.tile_size
+        native = getattr(slide, "_osr", None) is not None and _openslide_lowlevel() is not None
+        # the OpenSlide read buffer, reused by every read (other readers return their own arrays)
+        self.buf = np.empty(max(MAX_STRIP_PX, self.read) * self.read, dtype=np.uint32) if native else None
+        self.opened: list = []
+
+    def batch(self, coords: np.ndarray) -> np.ndarray:
+        """RGB uint8 [B,tile,tile,3] of the tiles at level-0 coords [B,2]."""
+        r = self.read
+        raw = np.empty((len(coords), r, r, 3), dtype=np.uint8)
+        origins = level_origins(self.slide, self.grid.level, coords)
+        if origins is None:
+            for i, (x, y) in enumerate(coords):
+                raw[i] = _read_raw_tile(self.slide, self.grid, int(x), int(y))
+        else:
+            for s, e in strip_runs(origins, r):
+                self._strip(coords[s:e], origins[s:e, 0] - origins[s, 0], raw[s:e])
+        return raw if r == self.grid.tile_size else area_resize_batch(raw, self.grid.tile_size)
+
+    def _strip(self, coords: np.ndarray, offsets: np.ndarray, out: np.ndarray) -> None:
+        """Read one strip covering tiles at level-0 coords (x offsets at the level) and cut them into out."""
+        r = self.read
+        try:
+            strip = region_rgba(self.slide, int(coords[0, 0]), int(coords[0, 1]), self.grid.level,
+                                int(offsets[-1]) + r, r, self.buf)
+        except Exception:  # a damaged tile somewhere in the strip: find which, tile by tile
+            self._locate(coords, out)
+            return
+        rgb, clear = strip[..., :3], strip[..., 3] == 0
+        any_clear = bool(clear.any())
+        for k, off in enumerate(offsets):
+            out[k] = rgb[:, off : off + r]
+            if any_clear:
+                out[k][clear[:, off : off + r]] = 255  # outside the scanned area: white, as rgba_to_rgb
+
+    def _locate(self, coords: np.ndarray, out: np.ndarray) -> None:
+        """Read the tiles one by one on a fresh handle: SlideError names the first that fails; when none
+        fails (the damage lay between them) the tiles are kept and reading goes on with the fresh handle."""
+        if getattr(self.slide, "_osr", None) is not None:
+            from imaging.slide import open_slide
+
+            self.slide = open_slide(_where(self.slide))
+            self.opened.append(self.slide)
+        for k, (x, y) in enumerate(coords):
+            out[k] = _read_raw_tile(self.slide, self.grid, int(x), int(y))
+
+    def close(self) -> None:
+        """Close the handles this reader opened (never the caller's)."""
+        for s in self.opened:
+            s.close()
+        self.opened = []
 
 
 def iter_tiles(
     slide: "openslide.OpenSlide", grid: TileGrid, batch_size: int = 64
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Stream the grid's tiles in batches: (coords_level0 int64 [B,2], RGB uint8 [B,tile,tile,3])."""
-    for start in range(0, len(grid), batch_size):
-        coords = grid.coords_level0[start : start + batch_size]
-        tiles = np.empty((len(coords), grid.tile_size, grid.tile_size, 3), dtype=np.uint8)
-        for i, (x, y) in enumerate(coords):
-            tiles[i] = read_tile(slide, grid, int(x), int(y))
-        yield coords, tiles
+    """Stream the grid's tiles in batches: (coords_level0 int64 [B,2], RGB uint8 [B,tile,tile,3]).
+
+    The tiles of one grid row are cut from one region read (numpy views, no PIL image per tile, one reused
+    buffer), value for value the tiles read_tile gives; a tile that cannot be decoded raises SlideError
+    naming the slide, the tile's level-0 coordinates and its level.
+    """
+    reader = _TileReader(slide, grid)
+    try:
+        for start in range(0, len(grid), batch_size):
+            coords = grid.coords_level0[start : start + batch_size]
+            yield coords, reader.batch(coords)
+    finally:
+        reader.close()
 
 
 def tile_index_at(points_level0: np.ndarray, grid: TileGrid) -> np.ndarray:
