@@ -1,15 +1,19 @@
 """DICOM series -> HU volume, slices/s: FusionRx's reader vs a plain pydicom loop vs SimpleITK's series reader.
 
-Usage: PYTHONPATH=. python bench/dicom_bench.py [--out bench/results_dicom.json] [--slices 120] [--repeats 5]
+Usage: PYTHONPATH=. python bench/dicom_bench.py [--out bench/results_dicom.json] [--slices 300] [--repeats 5]
+                                              [--sitk-threads 1]
 Series: the real STS_001 CT and GE whole-body PET in ../shared/realdata (when present) and a generated
 512x512xN CT. Every method's volume is checked against the others before timing. Repeats are interleaved
-(A, B, C, A, B, C, ...) and the best time of each kept, so a busy shared machine penalises all alike.
+(A, B, C, A, B, C, ...) and the best time of each kept, so a busy shared machine penalises all alike. The
+1-minute load average is recorded before and after: compare figures only at a similar load. SimpleITK runs
+on --sitk-threads threads (default 1, as FusionRx and the pydicom loop use one core; 0 keeps its default).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import tempfile
 import time
@@ -90,25 +94,36 @@ def bench_series(name: str, directory: Path, repeats: int) -> dict:
     if not all(agree.values()):
         raise RuntimeError(f"{name}: methods disagree on the HU volume: {agree}")
     best = {m: float("inf") for m in methods}
+    best_cpu = dict(best)  # process CPU seconds (all threads): on a loaded machine, what a quiet one would take
     for _ in range(repeats):
         for m, fn in methods.items():
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             fn(directory)
             best[m] = min(best[m], time.perf_counter() - t0)
+            best_cpu[m] = min(best_cpu[m], time.process_time() - c0)
     n = arrays["fusionrx"].shape[0]
     rate = {m: n / best[m] for m in methods}
     return {"series": name, "slices": n, "shape": list(arrays["fusionrx"].shape), "slices_per_s": rate,
-            "best_s": best, "ratio_vs_pydicom_loop": rate["fusionrx"] / rate["pydicom_loop"],
-            "ratio_vs_simpleitk": rate["fusionrx"] / rate["simpleitk"]}
+            "best_s": best, "best_cpu_s": best_cpu, "ratio_vs_pydicom_loop": rate["fusionrx"] / rate["pydicom_loop"],
+            "ratio_vs_simpleitk": rate["fusionrx"] / rate["simpleitk"],
+            "cpu_ratio_vs_simpleitk": best_cpu["simpleitk"] / best_cpu["fusionrx"]}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", default=str(ROOT / "bench" / "results_dicom.json"))
-    parser.add_argument("--slices", type=int, default=120, help="slices of the generated 512x512 series")
+    parser.add_argument("--slices", type=int, default=300, help="slices of the generated 512x512 series")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--sitk-threads", type=int, default=1, help="SimpleITK threads (0: its default)")
     args = parser.parse_args()
     import SimpleITK as sitk
+
+    if args.sitk_threads > 0:
+        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(args.sitk_threads)
+    load_before = os.getloadavg()
+    print(f"pydicom {pydicom.__version__}, SimpleITK {sitk.Version_VersionString()} "
+          f"({sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()} threads), numpy {np.__version__}; "
+          f"load average {load_before[0]:.2f} {load_before[1]:.2f} {load_before[2]:.2f}", flush=True)
 
     rows = []
     real = {"STS_001 CT (real, GE, 202x198)": REALDATA / "dicom" / "sts_cropped" / "STS_001" / "CT" / "image",
@@ -127,8 +142,15 @@ def main() -> None:
     for r in rows:
         s = r["slices_per_s"]
         print(f"{r['series']:44s} {r['slices']:6d} {s['fusionrx']:10.1f} {s['pydicom_loop']:10.1f} "
-              f"{s['simpleitk']:10.1f} {r['ratio_vs_pydicom_loop']:9.2f}x {r['ratio_vs_simpleitk']:7.2f}x")
+              f"{s['simpleitk']:10.1f} {r['ratio_vs_pydicom_loop']:9.2f}x {r['ratio_vs_simpleitk']:7.2f}x   "
+              f"CPU s: {r['best_cpu_s']['fusionrx']:.3f} / {r['best_cpu_s']['pydicom_loop']:.3f} / "
+              f"{r['best_cpu_s']['simpleitk']:.3f} ({r['cpu_ratio_vs_simpleitk']:.2f}x)")
+    load_after = os.getloadavg()
+    print(f"load average after: {load_after[0]:.2f} {load_after[1]:.2f} {load_after[2]:.2f}")
     result = {"benchmark": "dicom_series_to_hu", "unit": "slices/s", "repeats": args.repeats,
+              "load_avg_before": list(load_before), "load_avg_after": list(load_after),
+              "command": f"PYTHONPATH=. python bench/dicom_bench.py --slices {args.slices} --repeats {args.repeats} "
+                         f"--sitk-threads {args.sitk_threads}",
               "machine": platform.platform(), "python": platform.python_version(),
               "pydicom": pydicom.__version__, "simpleitk": sitk.Version_VersionString(),
               "simpleitk_threads": sitk.ProcessObject.GetGlobalDefaultNumberOfThreads(), "rows": rows}

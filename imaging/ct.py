@@ -25,11 +25,23 @@ def read_ct(directory: str | Path) -> Volume:
     return volume
 
 
-def _fill_holes_per_slice(mask: np.ndarray) -> np.ndarray:
-    """Fill 2D holes in every axial slice (a 3D fill misses cavities open at the scan ends)."""
+def _fill_holes_per_slice(mask: np.ndarray, slab: int = 16) -> np.ndarray:
+    """Fill 2D holes in every axial slice (a 3D fill misses cavities open at the scan ends): the background
+    components (4-connected within a slice) that do not reach the slice's edge. The same voxels as
+    ndimage.binary_fill_holes with in-plane connectivity, by one labelling per slab of slices instead of a
+    dilation iterated to convergence (seconds, not tens of seconds, on a 512x512x300 CT; small temporaries)."""
+    mask = np.asarray(mask, dtype=bool)
     structure = np.zeros((3, 3, 3), dtype=bool)
     structure[1] = ndimage.generate_binary_structure(2, 1)  # in-plane connectivity only
-    return ndimage.binary_fill_holes(mask, structure=structure)
+    out = np.empty(mask.shape, dtype=bool)
+    for k in range(0, mask.shape[0], slab):
+        labels, n = ndimage.label(~mask[k:k + slab], structure=structure)
+        reaches_edge = np.zeros(n + 1, dtype=bool)
+        for edge in (labels[:, 0, :], labels[:, -1, :], labels[:, :, 0], labels[:, :, -1]):
+            reaches_edge[edge] = True
+        reaches_edge[0] = False  # label 0: the mask itself
+        out[k:k + slab] = ~reaches_edge[labels]
+    return out
 
 
 def _largest_component(mask: np.ndarray) -> np.ndarray:
@@ -37,7 +49,8 @@ def _largest_component(mask: np.ndarray) -> np.ndarray:
     labels, n = ndimage.label(mask)
     if n == 0:
         return np.zeros_like(mask, dtype=bool)
-    sizes = np.bincount(labels.ravel())
+    flat = labels.reshape(-1)  # bincount by chunks: it copies int32 labels to int64, twice the grid at once
+    sizes = sum(np.bincount(flat[i:i + (1 << 22)], minlength=n + 1) for i in range(0, flat.size, 1 << 22))
     sizes[0] = 0
     return labels == int(np.argmax(sizes))
 

@@ -8,9 +8,9 @@ from scipy.spatial import ConvexHull
 from scipy.spatial.distance import pdist
 
 from fusion.errors import DicomSeriesError
-from imaging.ct import lung_field
+from imaging.ct import BODY_HU_THRESHOLD, lung_field
 from imaging.radiomics import intensity_peaks, mesh_volume_area, roi_mesh
-from imaging.volume import Volume
+from imaging.volume import Volume, bounding_box
 
 SOFT_TISSUE_HU = -300.0
 SUV_PEAK_VOLUME_ML = 1.0
@@ -18,27 +18,74 @@ PET_SEARCH_MARGIN_MM = 10.0
 _CONNECTIVITY = ndimage.generate_binary_structure(3, 1)
 
 
+def _above_box(array: np.ndarray, threshold: float, chunk: int = 16) -> tuple[slice, ...] | None:
+    """Bounding box (padded by 2) of the voxels above `threshold`, slab by slab: no full-grid mask."""
+    hits = [(k, bounding_box(array[k:k + chunk] > threshold)) for k in range(0, array.shape[0], chunk)]
+    hits = [(k, b) for k, b in hits if b is not None]
+    if not hits:
+        return None
+    lo = [hits[0][0] + hits[0][1][0].start, min(b[1].start for _, b in hits), min(b[2].start for _, b in hits)]
+    hi = [hits[-1][0] + hits[-1][1][0].stop, max(b[1].stop for _, b in hits), max(b[2].stop for _, b in hits)]
+    return tuple(slice(max(a - 2, 0), min(b + 2, n)) for a, b, n in zip(lo, hi, array.shape))
+
+
+def _label_sizes(labels: np.ndarray, n: int, chunk: int = 1 << 22) -> np.ndarray:
+    """Voxel count of each label 0..n; chunked, as np.bincount copies int32 labels to int64 (2x the grid)."""
+    flat = labels.reshape(-1)
+    sizes = np.zeros(n + 1, dtype=np.int64)
+    for start in range(0, flat.size, chunk):
+        sizes += np.bincount(flat[start:start + chunk], minlength=n + 1)
+    return sizes
+
+
+def _labels_touching(labels: np.ndarray, n: int, wall: np.ndarray) -> np.ndarray:
+    """Which of the `n` labels have a voxel 6-adjacent to a `wall` voxel (boolean per label, 0 included): the
+    labels under the wall's 6-connected dilation, by six shifted comparisons instead of a dilated grid."""
+    touching = np.zeros(n + 1, dtype=bool)
+    for axis in range(3):
+        size = labels.shape[axis]
+        head = tuple(slice(0, size - 1) if a == axis else slice(None) for a in range(3))
+        tail = tuple(slice(1, size) if a == axis else slice(None) for a in range(3))
+        touching[labels[head][wall[tail]]] = True
+        touching[labels[tail][wall[head]]] = True
+    return touching
+
+
 def segment_lung_tumour(ct: Volume, soft_tissue_hu: float = SOFT_TISSUE_HU, min_voxels: int = 5) -> np.ndarray:
-    """Largest soft-tissue (HU > `soft_tissue_hu`) component inside the lung field not touching the chest wall."""
+    """Largest soft-tissue (HU > `soft_tissue_hu`) component inside the lung field not touching the chest wall.
+
+    Computed on the body's bounding box (voxels above BODY_HU_THRESHOLD, padded by 2): outside it there is no
+    body, no lung field and no soft tissue, so every step (components, per-slice hole filling, the wall's
+    dilation) gives the same voxels as on the whole grid, at a fraction of the cost on a 512x512 CT."""
     if ct.units != "HU":
         raise ValueError(f"segment_lung_tumour needs a CT volume in HU, got units {ct.units}")
-    hu = ct.array
+    out = np.zeros(ct.shape, dtype=bool)
+    box = _above_box(ct.array, BODY_HU_THRESHOLD) if soft_tissue_hu >= BODY_HU_THRESHOLD else \
+        tuple(slice(0, n) for n in ct.shape)
+    if box is None:
+        return out
+    hu = ct.array[box]
     field = lung_field(hu)
     soft = hu > soft_tissue_hu
-    candidates = soft & field
-    labels, n = ndimage.label(candidates, structure=_CONNECTIVITY)
+    wall = soft & ~field  # outside the lung field: chest wall / mediastinum
+    soft &= field  # the candidates, in place: one grid less alive
+    del field
+    cbox = bounding_box(soft, pad=1)  # the candidates' box, reaching the wall voxels next to them
+    if cbox is None:
+        return out
+    labels, n = ndimage.label(soft[cbox], structure=_CONNECTIVITY)
+    wall, box = wall[cbox], tuple(slice(b.start + c.start, b.start + c.stop) for b, c in zip(box, cbox))
+    del soft
     if n == 0:
-        return np.zeros(hu.shape, dtype=bool)
-    # Soft tissue outside the lung field is chest wall / mediastinum; components next to it are pleural.
-    wall_nbhd = ndimage.binary_dilation(soft & ~field, structure=_CONNECTIVITY)
-    touching = np.unique(labels[wall_nbhd & candidates])
-    sizes = np.bincount(labels.ravel(), minlength=n + 1)
+        return out
+    # Components next to the wall are pleural, not a nodule.
+    sizes = _label_sizes(labels, n)
+    sizes[_labels_touching(labels, n, wall)] = 0
     sizes[0] = 0
-    sizes[touching] = 0
     best = int(np.argmax(sizes))
-    if sizes[best] < min_voxels:
-        return np.zeros(hu.shape, dtype=bool)
-    return labels == best
+    if sizes[best] >= min_voxels:
+        out[box] = labels == best
+    return out
 
 
 def pet_tumour_mask(suv: Volume, fraction: float = 0.4, search_mask: np.ndarray | None = None) -> np.ndarray:

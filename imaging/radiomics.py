@@ -14,7 +14,7 @@ from scipy.spatial import ConvexHull
 from scipy.spatial.distance import pdist
 from skimage.measure import marching_cubes
 
-from imaging.volume import Volume
+from imaging.volume import Volume, bounding_box
 
 PEAK_VOLUME_ML = 1.0  # IBSI local intensity peak: a 1 cm^3 sphere (radius 6.2035 mm)
 _MORAN_MAX_VOXELS = 4000  # Moran's I / Geary's C are O(n^2); skipped above this size
@@ -31,9 +31,13 @@ def _check(mask: np.ndarray, volume: Volume) -> np.ndarray:
 
 def roi_mesh(mask: np.ndarray, spacing_mm: tuple[float, float, float]) -> tuple[np.ndarray, np.ndarray]:
     """Marching-cubes surface of a mask (zero-padded, iso-level 0.5): vertices [n, 3] in mm and faces [m, 3]."""
-    padded = np.pad(np.asarray(mask, dtype=np.float32), 1)
-    verts, faces, _, _ = marching_cubes(padded, level=0.5, spacing=tuple(float(s) for s in spacing_mm))
-    return verts, faces
+    mask = np.asarray(mask, dtype=bool)
+    box = bounding_box(mask)  # marching cubes on the ROI's box only; vertices shifted back to the full grid
+    start = np.array([s.start for s in box]) if box is not None else np.zeros(3)
+    padded = np.pad(mask[box] if box is not None else mask, 1).astype(np.float32)
+    spacing = tuple(float(s) for s in spacing_mm)
+    verts, faces, _, _ = marching_cubes(padded, level=0.5, spacing=spacing)
+    return verts + start * np.asarray(spacing), faces
 
 
 def mesh_volume_area(verts: np.ndarray, faces: np.ndarray) -> tuple[float, float]:

@@ -33,7 +33,14 @@ from imaging.phenotypes import (
 )
 from imaging.resample import resample_to_reference
 from imaging.segmentation import RoiRef, roi_mask
-from imaging.volume import Volume
+from imaging.volume import (
+    AxisMap,
+    CompactMask,
+    Volume,
+    axis_map,
+    check_frame_of_reference,
+    resample_nearest,
+)
 
 MODALITIES = ("ct", "pet")
 FALLBACKS = ("auto", "none")
@@ -116,10 +123,37 @@ def match_rois(refs: Iterable[RoiRef], patterns: Iterable[str]) -> list[RoiRef]:
     return [ref for _, _, ref in sorted(ranked, key=lambda t: (t[0], t[1]))]
 
 
+def _target_box(amap: AxisMap, compact: CompactMask, target_shape: tuple[int, ...]) -> tuple[slice, ...] | None:
+    """The target-grid box whose nearest source voxels fall in the compact mask's box (None: none do)."""
+    box = []
+    for b, n in enumerate(target_shape):
+        a = amap.axes[b]
+        src = np.floor(amap.coords(b, np.arange(n)) + 0.5)
+        inside = np.flatnonzero((src >= compact.offset[a]) & (src < compact.offset[a] + compact.array.shape[a]))
+        if inside.size == 0:
+            return None
+        box.append(slice(int(inside[0]), int(inside[-1]) + 1))
+    return tuple(box)
+
+
 def mask_to_grid(mask: np.ndarray, source: Volume, target: Volume) -> np.ndarray:
-    """Nearest-neighbour copy of a boolean mask from `source`'s grid onto `target`'s, through the affines."""
-    moved = resample_to_reference(source.with_array(mask.astype(np.float32), units="mask"), target, order=0)
-    return moved.array > 0.5
+    """Nearest-neighbour copy of a boolean mask from `source`'s grid onto `target`'s, through the affines.
+
+    Axis-aligned grids (the usual CT/PET pair): only the mask's bounding box is mapped, by per-axis index
+    gathers on the compact (cropped) mask, equal to the general path; rotated grids take the general affine
+    resampling. DicomSeriesError when the frames of reference differ.
+    """
+    amap = axis_map(source, target)
+    if amap is None:
+        moved = resample_to_reference(source.with_array(mask.astype(np.float32), units="mask"), target, order=0)
+        return moved.array > 0.5
+    check_frame_of_reference(source, target)
+    out = np.zeros(target.shape, dtype=bool)
+    compact = CompactMask.from_mask(mask)
+    box = _target_box(amap, compact, target.shape) if compact is not None else None
+    if compact is not None and box is not None:
+        out[box] = resample_nearest(compact.array, amap, target.shape, False, box, compact.offset, source.shape)
+    return out
 
 
 def auto_lesion(ct: Volume | None, suv: Volume | None) -> tuple[str, np.ndarray | None, np.ndarray | None]:

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from scipy import ndimage
 from torch import nn
 
 from fusion.device import autocast
 from fusion.device import resolve_device as _device
-from imaging.volume import Volume
+from imaging.volume import Volume, crop_patch  # noqa: F401 (crop_patch re-exported: it lives without torch)
 
 
 class SEBlock3d(nn.Module):
@@ -96,27 +95,6 @@ class VolumeAutoencoder(nn.Module):
         z = self.encoder(x)
         h = self.project(z).view(z.shape[0], -1, self.base, self.base, self.base)
         return self.decoder(h), z
-
-
-def crop_patch(
-    volume: Volume, centre_mm: np.ndarray | tuple[float, float, float], size_vox: int = 32,
-    spacing_mm: float = 2.0, fill: float | None = None,
-) -> np.ndarray:
-    """Isotropic patch [size, size, size] (axes along world z, y, x) of `spacing_mm` mm voxels centred on an LPS point.
-
-    Sampled through the affine with trilinear interpolation; outside the volume `fill`
-    (default: the volume minimum, i.e. air for CT, zero uptake for PET).
-    """
-    centre = np.asarray(centre_mm, dtype=np.float64)
-    if centre.shape != (3,) or not np.all(np.isfinite(centre)):
-        raise ValueError(f"centre_mm must be 3 finite LPS coordinates, got {centre_mm!r}")
-    offsets = (np.arange(size_vox, dtype=np.float64) - (size_vox - 1) / 2.0) * spacing_mm
-    dz, dy, dx = np.meshgrid(offsets, offsets, offsets, indexing="ij")
-    points = centre + np.stack([dx, dy, dz], axis=-1)
-    index = volume.voxel_coords(points)  # [D, H, W, 3] in (k, j, i)
-    cval = float(volume.array.min()) if fill is None else float(fill)
-    patch = ndimage.map_coordinates(volume.array, np.moveaxis(index, -1, 0), order=1, mode="constant", cval=cval)
-    return patch.astype(np.float32)
 
 
 def fit_volume_autoencoder(

@@ -161,7 +161,7 @@ def ingest_radiology(patient_id: str, ct_dir: Path, pet_dir: Path | None, out_di
     ``pet_error`` and the CT part is kept.
     """
     from flows.stages.radiology_study import measure_study
-    from imaging.volume_encoder import crop_patch
+    from imaging.volume import crop_patch  # torch-free: an ingest worker never imports torch
 
     ct = read_ct(ct_dir)
     tag_pid = ct.meta.get("patient_id")

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 
-from flows.synthetic.dicom_writer import ct_geometry, lung_tumour_centre_mm, write_ct_series, write_pet_series
+from flows.synthetic.dicom_writer import (
+    ct_geometry,
+    lung_tumour_centre_mm,
+    write_ct_series,
+    write_pet_series,
+)
 from fusion.errors import DicomSeriesError
 from imaging.ct import read_ct
 from imaging.pet import read_pet_suv
@@ -145,3 +149,54 @@ def test_empty_ct_gives_no_tumour() -> None:
     ph = tumour_phenotypes(ct, None)
     assert ph["ct_tumour_volume_ml"] == 0.0 and np.isnan(ph["ct_tumour_mean_hu"])
     assert np.all(np.isnan(tumour_centroid_mm(np.zeros((10, 10, 10), dtype=bool), ct)))
+
+
+def _whole_grid_lung_tumour(ct: Volume) -> np.ndarray:
+    """The segmentation as first written: every step on the whole grid, the wall by a 6-connected dilation."""
+    from scipy import ndimage
+
+    from imaging.ct import lung_field
+
+    six = ndimage.generate_binary_structure(3, 1)
+    field = lung_field(ct.array)
+    soft = ct.array > -300.0
+    candidates = soft & field
+    labels, n = ndimage.label(candidates, structure=six)
+    touching = np.unique(labels[ndimage.binary_dilation(soft & ~field, structure=six) & candidates])
+    sizes = np.bincount(labels.ravel(), minlength=n + 1)
+    sizes[0] = 0
+    sizes[touching] = 0
+    return labels == int(np.argmax(sizes)) if n and sizes.max() >= 5 else np.zeros(ct.shape, bool)
+
+
+def test_boxed_segmentation_equals_the_whole_grid_one(patient: tuple[Volume, Volume, dict]) -> None:
+    """On the body's box, with the wall found by shifted comparisons: the same voxels, also with a nodule
+    touching the chest wall (left out) and soft tissue at the grid's edge."""
+    ct = patient[0]
+    reference = _whole_grid_lung_tumour(ct)
+    assert reference.sum() > 100 and np.array_equal(segment_lung_tumour(ct), reference)
+    hu = ct.array.copy()
+    body = hu > -500
+    k, j, i = (int(np.median(a)) for a in np.nonzero(body))
+    hu[:, 0, :] = 40.0  # a table-like slab along the grid's edge widens the body's box to the edge
+    hu[k - 1:k + 2, j - 2:j + 2, i - 2:i + 2] = 30.0  # a small blob in the middle of the chest
+    edited = ct.with_array(hu)
+    assert np.array_equal(segment_lung_tumour(edited), _whole_grid_lung_tumour(edited))
+
+
+def test_per_slice_hole_filling_equals_scipy_fill_holes() -> None:
+    """imaging.ct's per-slice hole filling (under the lung field) fills what ndimage.binary_fill_holes with
+    in-plane connectivity fills, on random masks of several slabs (holes open at an edge stay open)."""
+    from scipy import ndimage
+
+    from imaging.ct import _fill_holes_per_slice
+
+    structure = np.zeros((3, 3, 3), dtype=bool)
+    structure[1] = ndimage.generate_binary_structure(2, 1)
+    rng = np.random.default_rng(2)
+    for _ in range(20):
+        mask = rng.random((int(rng.integers(1, 40)), int(rng.integers(1, 30)), int(rng.integers(1, 30)))) < 0.55
+        assert np.array_equal(_fill_holes_per_slice(mask), ndimage.binary_fill_holes(mask, structure=structure))
+    ring = np.zeros((1, 5, 5), dtype=bool)
+    ring[0, 1:4, 1:4], ring[0, 2, 2] = True, False
+    assert _fill_holes_per_slice(ring)[0, 2, 2]

@@ -195,3 +195,27 @@ def test_roi_on_another_frame_of_reference_is_a_problem_not_a_crash(phantom: dic
     assert {p["path"] for p in m.problems} == {str(other)}
     assert any("1.2.3.999" in p["error"] for p in m.problems)
     assert any("does not intersect the CT or PET grid" in p["error"] for p in m.problems)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_compact_mask_to_grid_equals_the_general_resampling(seed: int) -> None:
+    """mask_to_grid's axis-aligned path (bounding box, per-axis gathers) gives the voxels of scipy's general
+    affine nearest-neighbour resampling, on random grids with permuted / flipped axes."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(seed)
+    affine = np.zeros((4, 4))
+    affine[3, 3] = 1.0
+    perm, signs = rng.permutation(3), rng.choice([-1.0, 1.0], 3)
+    for b in range(3):
+        affine[perm[b], b] = signs[b] * rng.uniform(1.0, 5.0)
+    affine[:3, 3] = rng.uniform(-20, 20, 3)
+    source = Volume(np.zeros(tuple(rng.integers(4, 14, 3))), affine, "SUVbw")
+    target_affine = np.diag([*rng.uniform(0.7, 3.0, 3), 1.0])
+    target_affine[:3, 3] = rng.uniform(-25, 5, 3)
+    target = Volume(np.zeros(tuple(rng.integers(6, 30, 3))), target_affine, "HU")
+    mask = rng.random(source.shape) < 0.1
+    m = np.linalg.inv(source.affine) @ target.affine
+    general = ndimage.affine_transform(mask.astype(np.float32), m[:3, :3], offset=m[:3, 3], output_shape=target.shape,
+                                       order=0, mode="constant", cval=0.0) > 0.5
+    assert np.array_equal(mask_to_grid(mask, source, target), general)
