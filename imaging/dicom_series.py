@@ -15,10 +15,12 @@ one-pass element scanner (`imaging.dicom_fastread`, pixels straight from the buf
 (compressed syntaxes through pydicom's pixel handlers pylibjpeg / pyjpegls, enhanced multi-frame, odd files) by
 pydicom. Non-DICOM files and non-image objects (RTSTRUCT, SEG, SR) in the folder are ignored; a second copy of
 one SOP instance is dropped (`meta["duplicate_files"]`). Irregular slice gaps are placed on a uniform grid (see
-`imaging.dicom_geometry`). `meta` also holds: n_source_slices, slice_gap_min_mm / _median_mm / _max_mm,
-slice_spacing_mm, slice_resampled, n_interpolated_slices and max_snap_shift_mm (when resampled), source_dir
-and files (relative to source_dir, in slice order). Errors are `DicomSeriesError`s naming the file, the tag,
-what was expected and what was found.
+`imaging.dicom_geometry`). `meta` holds patient_id (the PatientID tag), study_uid, series_uid,
+frame_of_reference_uid, modality, manufacturer, n_slices, n_source_slices, slice_gap_min_mm / _median_mm /
+_max_mm, slice_spacing_mm, slice_resampled, n_interpolated_slices and max_snap_shift_mm (when resampled),
+source_dir and files (relative to source_dir, in slice order), and never a name, birth date, address or other
+identifying attribute of the PS3.15 basic profile: a volume's meta is written to the store. Errors are
+`DicomSeriesError`s naming the file, the tag, what was expected and what was found.
 """
 
 from __future__ import annotations
@@ -41,8 +43,14 @@ from imaging.volume import Volume
 _UNITS_BY_MODALITY = {"CT": "HU", "MR": "MR"}
 _IMAGE_MODALITIES = {"CT", "PT", "MR"}
 _RESCALE_REQUIRED = {"CT", "PT"}  # Type 1 in the CT and PET image modules
-_ID_KEYWORDS = ("PatientID", "PatientName", "StudyInstanceUID", "SeriesDescription", "Manufacturer",
-                "FrameOfReferenceUID", "SliceThickness", "SpacingBetweenSlices")
+# The only header values a volume carries (its meta reaches the store's .npz files): identifiers that key and
+# join series (the PatientID, which the pipeline checks against the catalog's patient id, and UIDs), the scanner
+# maker and the slice spacing. Nothing of the PS3.15 basic profile's identity list (PatientName, birth date,
+# address, other names, physicians, institution, accession number, free-text descriptions) is ever read into it.
+_ID_KEYWORDS = ("PatientID", "StudyInstanceUID", "Manufacturer", "FrameOfReferenceUID", "SliceThickness",
+                "SpacingBetweenSlices")
+_META_FROM_TAGS = {"patient_id": "PatientID", "study_uid": "StudyInstanceUID", "manufacturer": "Manufacturer",
+                   "frame_of_reference_uid": "FrameOfReferenceUID"}
 
 Source = str | os.PathLike | Iterable[str | os.PathLike] | SeriesInfo
 
@@ -207,22 +215,14 @@ def _read(source: Source, series_uid: str | None, fast: bool) -> tuple[Volume, l
     images = [by_path[p] for p in file_order]
     common = Path(os.path.commonpath([str(p.absolute().parent) for p in file_order]))
     meta = {
-        **images[0].ids,
-        "patient_id": images[0].ids["PatientID"],
-        "patient_name": images[0].ids["PatientName"],
-        "study_uid": images[0].ids["StudyInstanceUID"],
+        **{key: images[0].ids[keyword] for key, keyword in _META_FROM_TAGS.items()},
         "series_uid": images[0].series_uid,
-        "series_description": images[0].ids["SeriesDescription"],
         "modality": images[0].modality,
-        "manufacturer": images[0].ids["Manufacturer"],
-        "frame_of_reference_uid": images[0].ids["FrameOfReferenceUID"],
         "n_slices": int(array.shape[0]),
         "source_dir": str(common),
         "files": [str(p.absolute().relative_to(common)) for p in file_order],
         **plan.meta,
     }
-    for keyword in _ID_KEYWORDS:
-        meta.pop(keyword, None)
     if duplicates:
         meta["duplicate_files"] = duplicates
     return Volume(array=array, affine=plan.affine, units=units, meta=meta), images

@@ -147,7 +147,7 @@ def _bqml_scale(headers: list[Dataset], info: dict[str, Any]) -> float:
     if correction == "START":
         uptake = uptake_time_s(headers)
         decayed = dose_bq * 2.0 ** (-uptake / half_life_s)
-        info.update(uptake_time_s=uptake, scan_start=scan_start(headers).isoformat())
+        info["uptake_time_s"] = uptake  # the scan's date-time itself stays out: it identifies the patient
     elif correction == "ADMIN":  # image already decay-corrected to the injection time
         decayed, info["uptake_time_s"] = dose_bq, None
     elif not correction:

@@ -9,12 +9,18 @@ from pathlib import Path
 
 def _cmd_pull(args: argparse.Namespace) -> int:
     from flows.pacs import pull_dicomweb, pull_dimse
+    from flows.pacs.deidentify import Deidentifier, PseudonymMap
 
+    deid = None
+    if args.deidentify:  # the map stays at the site: beside OUT, never inside it
+        site_map = args.pseudonym_map or args.out.parent / f"{args.out.name}.pseudonyms.json"
+        deid = Deidentifier(PseudonymMap.load(site_map))
     if args.dicomweb:
-        report = pull_dicomweb(args.dicomweb, args.out, args.patient, args.study)
+        report = pull_dicomweb(args.dicomweb, args.out, args.patient, args.study, deidentifier=deid)
     else:
         host, _, port = args.dimse.rpartition(":")
-        report = pull_dimse(host or "127.0.0.1", int(port), args.out, args.aet, args.calling_aet, args.patient, args.study)
+        report = pull_dimse(host or "127.0.0.1", int(port), args.out, args.aet, args.calling_aet, args.patient,
+                            args.study, deidentifier=deid)
     out = report.to_dict()
     if args.format == "json":
         print(json.dumps(out, indent=1))
@@ -39,4 +45,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--study", default=None)
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--format", choices=["table", "json"], default="table")
+    p.add_argument("--deidentify", action="store_true", help="write de-identified copies only (PS3.15 basic profile, "
+                   "patient characteristics kept, dates shifted per patient, UIDs replaced consistently)")
+    p.add_argument("--pseudonym-map", type=Path, default=None, help="the site's pseudonym map (default: "
+                   "OUT.pseudonyms.json beside OUT; keep it, never share it)")
     p.set_defaults(func=_cmd_pull)

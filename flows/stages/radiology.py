@@ -166,7 +166,8 @@ def ingest_radiology(patient_id: str, ct_dir: Path, pet_dir: Path | None, out_di
     ct = read_ct(ct_dir)
     tag_pid = ct.meta.get("patient_id")
     if tag_pid and tag_pid != patient_id:
-        raise DicomSeriesError(f"{ct_dir}: PatientID tag '{tag_pid}' does not match the catalogued patient "
+        # the header's PatientID (a hospital record number) stays out of the message and the run report
+        raise DicomSeriesError(f"{ct_dir}: the series' PatientID tag does not match the catalogued patient "
                                f"'{patient_id}'")
     suv: Volume | None = None
     pet_error = None
@@ -183,8 +184,9 @@ def ingest_radiology(patient_id: str, ct_dir: Path, pet_dir: Path | None, out_di
     phen = fusion_features(study.measurement.phenotypes)
     phen.update({f"tumour_centre_{a}_mm": float(c) for a, c in zip("xyz", centre)})
     out_dir.mkdir(parents=True, exist_ok=True)
-    ct_npz = ct.save_npz(out_dir / f"{patient_id}_ct_hu.npz")
-    suv_npz = suv_on_ct.save_npz(out_dir / f"{patient_id}_suv_on_ct.npz") if suv_on_ct is not None else None
+    ct_npz = _without_paths(ct).save_npz(out_dir / f"{patient_id}_ct_hu.npz")
+    suv_npz = (_without_paths(suv_on_ct).save_npz(out_dir / f"{patient_id}_suv_on_ct.npz")
+               if suv_on_ct is not None else None)
     ct_patch = crop_patch(ct, centre, size_vox=patch_vox, spacing_mm=patch_spacing_mm)
     suv_patch = (crop_patch(suv_on_ct, centre, size_vox=patch_vox, spacing_mm=patch_spacing_mm)
                  if suv_on_ct is not None else np.full_like(ct_patch, np.nan))
@@ -197,6 +199,14 @@ def ingest_radiology(patient_id: str, ct_dir: Path, pet_dir: Path | None, out_di
                            suv_npz=str(suv_npz) if suv_npz else None, patch_npz=str(patch_path),
                            pet_error=pet_error, roi_row=study.phenotype_row(patient_id),
                            lesions=study.lesion_rows(patient_id), problems=study.problems)
+
+
+def _without_paths(volume: Volume) -> Volume:
+    """The volume without the site's folder and file paths in its meta (hospital exports are often named after
+    the patient): what the store keeps."""
+    from dataclasses import replace
+
+    return replace(volume, meta={k: v for k, v in volume.meta.items() if k not in ("source_dir", "files")})
 
 
 def fusion_features(phenotypes: dict[str, Any]) -> dict[str, float]:

@@ -143,23 +143,26 @@ def _imaging_job(args: tuple) -> dict[str, Any]:
     (collection/patient/study/series/1-001.dcm); runs in a worker process."""
     from flows.synthetic import dicom_writer as dw
     from flows.synthetic import rtstruct_writer as rw
+    from flows.synthetic.identity import fake_identity
 
     out, pid, seed, s_ct, s_pet, with_pet, pet_units = args
     rng = np.random.default_rng(seed)
+    identity = fake_identity(pid, seed)  # made-up name, birth date, address ... in every header of the patient
     radius_mm = float(np.clip(11.0 + 3.0 * s_ct, 4.0, 18.0))
     centre_mm = dw.lung_tumour_centre_mm(rng, dw.ct_geometry(), radius_mm)
     study = rw.tcia_study_dir(Path(out) / "imaging" / IMAGING_COLLECTION, pid, dw.STUDY_DATE, "PET CT CHEST",
                               dw.study_uid_for(pid))
     ct_uid = dw.ct_series_uid(pid, seed)
     ct = dw.write_ct_series(rw.tcia_series_dir(study, 2, "CT CHEST", ct_uid), patient_id=pid,
-                            tumour_centre_mm=centre_mm, tumour_radius_mm=radius_mm, seed=seed, naming="tcia")
+                            tumour_centre_mm=centre_mm, tumour_radius_mm=radius_mm, seed=seed, naming="tcia",
+                            identity=identity)
     truth = {"tumour_radius_mm": radius_mm, "tumour_centre_mm": list(map(float, centre_mm)), "ct": ct}
     slice_z = ct["origin_mm"][2] + np.arange(ct["shape"][0]) * ct["slice_thickness_mm"]
     truth["rtstruct"] = rw.write_sphere_rtstruct(
         rw.tcia_series_dir(study, 4, "RTSTRUCT", rw.rtstruct_series_uid(pid, ct_uid)) / "1-1.dcm",
         patient_id=pid, study_uid=ct["study_uid"], frame_of_reference_uid=ct["frame_of_reference_uid"],
         ct_series_uid=ct_uid, ct_slice_uids=[dw.ct_slice_uid(pid, seed, k) for k in range(ct["shape"][0])],
-        slice_z_mm=slice_z, centre_mm=centre_mm, radius_mm=radius_mm)
+        slice_z_mm=slice_z, centre_mm=centre_mm, radius_mm=radius_mm, identity=identity)
     if with_pet:
         suv = float(np.clip(6.0 + 2.0 * s_pet, 2.5, 14.0))
         pet = dw.write_pet_series(rw.tcia_series_dir(study, 3, "PET AC", dw.pet_series_uid(pid, seed + 1)),
@@ -168,7 +171,7 @@ def _imaging_job(args: tuple) -> dict[str, Any]:
                                   weight_kg=float(rng.uniform(50, 95)), dose_bq=float(rng.uniform(250e6, 400e6)),
                                   injection_to_scan_s=float(rng.uniform(3300, 4200)), seed=seed + 1,
                                   frame_of_reference_uid=ct["frame_of_reference_uid"],
-                                  study_uid=ct["study_uid"], units=pet_units, naming="tcia")
+                                  study_uid=ct["study_uid"], units=pet_units, naming="tcia", identity=identity)
         truth.update({"tumour_suv": suv, "pet": pet})
     return _jsonable(truth)
 

@@ -17,6 +17,8 @@ from pydicom.uid import (
 )
 from pydicom.valuerep import format_number_as_ds
 
+from flows.synthetic.identity import FakeIdentity, fake_identity, write_identity
+
 AIR_HU = -1000.0
 TISSUE_HU = 40.0
 LUNG_HU = -850.0
@@ -172,20 +174,18 @@ def new_instance(sop_class_uid: str, sop_instance_uid: str) -> Dataset:
 
 def _base_dataset(
     sop_class_uid: str, sop_instance_uid: str, *, patient_id: str, modality: str, study_uid: str, series_uid: str,
-    frame_of_reference_uid: str, series_number: int, series_time: str,
+    frame_of_reference_uid: str, series_number: int, series_time: str, identity: FakeIdentity | None = None,
 ) -> Dataset:
-    """Patient / study / series / frame-of-reference modules shared by every slice."""
+    """Patient / study / series / frame-of-reference modules shared by every slice; the patient's made-up
+    name, birth date, address, ... (`identity`, default: the patient id's seed-0 identity) as a hospital's."""
     ds = new_instance(sop_class_uid, sop_instance_uid)
     ds.PatientID = patient_id
-    ds.PatientName = f"Synthetic^{patient_id}"
-    ds.PatientBirthDate = ""
+    write_identity(ds, identity or fake_identity(patient_id))
     ds.PatientSex = "O"
     ds.StudyInstanceUID = study_uid
     ds.StudyDate = STUDY_DATE
     ds.StudyTime = _time_tm(INJECTION_TIME_S)
     ds.StudyID = "1"
-    ds.AccessionNumber = ""
-    ds.ReferringPhysicianName = ""
     ds.Modality = modality
     ds.SeriesInstanceUID = series_uid
     ds.SeriesNumber = series_number
@@ -291,6 +291,7 @@ def write_ct_series(
     geometry: ChestGeometry | None = None,
     noise_hu: float = 10.0,
     naming: str = "modality",
+    identity: FakeIdentity | None = None,
 ) -> dict:
     """Write a chest CT phantom (air, soft tissue, two lungs, spherical tumour; HU) as one file per slice.
 
@@ -320,7 +321,7 @@ def write_ct_series(
         ds = _base_dataset(
             CTImageStorage, ct_slice_uid(patient_id, seed, k), patient_id=patient_id, modality="CT",
             study_uid=study_uid, series_uid=series_uid, frame_of_reference_uid=frame_uid, series_number=2,
-            series_time=_time_tm(INJECTION_TIME_S + 3000.0),
+            series_time=_time_tm(INJECTION_TIME_S + 3000.0), identity=identity,
         )
         ds.SeriesDescription = "Synthetic chest CT"
         ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
@@ -376,6 +377,7 @@ def write_pet_series(
     noise_fraction: float = 0.0,
     units: str = "BQML",
     naming: str = "modality",
+    identity: FakeIdentity | None = None,
 ) -> dict:
     """Write an FDG-PET phantom (DecayCorrection START, per-slice RescaleSlope) in vendor `units`:
     'BQML' (Bq/ml, GE/Siemens), 'GML' (already SUVbw, g/ml) or 'CNTS' (Philips counts with the
@@ -421,7 +423,7 @@ def write_pet_series(
         ds = _base_dataset(
             PositronEmissionTomographyImageStorage, _uid("fusionrx-pt-slice", patient_id, seed, k),
             patient_id=patient_id, modality="PT", study_uid=study_uid, series_uid=series_uid,
-            frame_of_reference_uid=frame_uid, series_number=3, series_time=series_time,
+            frame_of_reference_uid=frame_uid, series_number=3, series_time=series_time, identity=identity,
         )
         ds.SeriesDescription = "Synthetic FDG PET"
         ds.ImageType = ["ORIGINAL", "PRIMARY"]

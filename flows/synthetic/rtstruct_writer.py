@@ -16,6 +16,7 @@ from pydicom.sequence import Sequence
 from pydicom.uid import generate_uid
 
 from flows.synthetic.dicom_writer import new_instance
+from flows.synthetic.identity import FakeIdentity, fake_identity, write_identity
 
 RTSTRUCT_STORAGE = "1.2.840.10008.5.1.4.1.1.481.3"
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
@@ -56,13 +57,15 @@ def sphere_contours_mm(centre_mm: np.ndarray, radius_mm: float, slice_z_mm: np.n
 def write_sphere_rtstruct(path: str | Path, *, patient_id: str, study_uid: str, frame_of_reference_uid: str,
                           ct_series_uid: str, ct_slice_uids: list[str], slice_z_mm: np.ndarray,
                           centre_mm: np.ndarray, radius_mm: float, roi_name: str = "GTV",
-                          study_date: str = "20240115") -> dict:
-    """Write an RTSTRUCT with one ROI (the sphere's contours on the CT slices); returns its truth."""
+                          study_date: str = "20240115", identity: FakeIdentity | None = None) -> dict:
+    """Write an RTSTRUCT with one ROI (the sphere's contours on the CT slices); returns its truth. The patient's
+    made-up identity (`identity`, default: the patient id's seed-0 one) is written as the images carry it."""
     path = Path(path)
     sop_uid = generate_uid(entropy_srcs=[f"fusionrx-rtstruct|{patient_id}|{ct_series_uid}"])
     series_uid = rtstruct_series_uid(patient_id, ct_series_uid)
     ds = new_instance(RTSTRUCT_STORAGE, sop_uid)
-    ds.PatientID, ds.PatientName = patient_id, f"Synthetic^{patient_id}"
+    ds.PatientID = patient_id
+    write_identity(ds, identity or fake_identity(patient_id))
     ds.StudyInstanceUID, ds.StudyDate, ds.StudyTime, ds.StudyID = study_uid, study_date, "090000", "1"
     ds.Modality, ds.SeriesInstanceUID, ds.SeriesNumber = "RTSTRUCT", series_uid, 4
     ds.SeriesDescription = "Tumour contours"
