@@ -4,4 +4,5 @@ import sys
 
 from flows.cli import main
 
-sys.exit(main())
+if __name__ == "__main__":  # not when a spawn / forkserver worker re-imports the main module
+    sys.exit(main())

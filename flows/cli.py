@@ -1,15 +1,26 @@
-"""The `fusionrx` command line: demo-data, run, targets, experiments."""
+"""The `fusionrx` command line: demo-data, run, targets, experiments.
+
+Exit statuses: 0 done; 1 an unexpected error (a traceback); 2 a FusionRx error (one line naming the file or
+setting) or bad arguments; 3 (``EXIT_SKIPPED``) `run` completed but reported and skipped some inputs (listed
+in its summary); 130 interrupted (Ctrl-C); 143 stopped by SIGTERM (`schedule`: 0 when it stopped cleanly).
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
+import signal
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 from fusion.errors import FusionRxError
+
+EXIT_ERROR = 2  # a FusionRxError: bad input or state, one line on stderr
+EXIT_SKIPPED = 3  # `run` completed, some inputs reported and skipped
+EXIT_INTERRUPTED = 128 + signal.SIGINT  # 130: Ctrl-C
 
 
 def _cmd_demo_data(args: argparse.Namespace) -> int:
@@ -21,25 +32,59 @@ def _cmd_demo_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_exit_status(summary: dict) -> int:
+    """0 for a clean run; ``EXIT_SKIPPED`` when it completed but reported and skipped inputs."""
+    return EXIT_SKIPPED if summary.get("skipped") else 0
+
+
+@contextmanager
+def sigterm_unwinds() -> Iterator[None]:
+    """While inside, SIGTERM raises SystemExit(143) in the main thread, so that the run unwinds as on Ctrl-C:
+    Prefect marks the flow run crashed, the store lock is released and the Prefect server child stopped."""
+    def handler(signum: int, frame) -> None:
+        raise SystemExit(128 + signum)
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     verbosity = "quiet" if args.quiet else "verbose" if args.verbose else "normal"
     from flows.console import quiet_prefect_env
 
     quiet_prefect_env(verbosity)  # before Prefect is imported: no telemetry, no per-task log lines
-    from flows.pipeline import run_pipeline
+    from flows.catalog.schema import load_catalog
+    from flows.config import load_run_config
+    from flows.prefect_server import prefect_api
+    from flows.store.run_lock import run_lock
 
     t0 = time.perf_counter()
-    summary = run_pipeline(args.catalog, args.store, config_path=args.config, verbosity=verbosity,
-                           runner=args.runner, workers=args.workers, dask_address=args.dask_address)
+    load_catalog(args.catalog)  # bad input or a busy store: refused before a server starts
+    load_run_config(args.config)
+    with run_lock(args.store):
+        pass
+    with sigterm_unwinds(), prefect_api() as api_ready:  # a server child (when none is configured) boots now
+        from flows.pipeline import run_pipeline  # the slow imports overlap the server's start
+
+        api_ready()
+        summary = run_pipeline(args.catalog, args.store, config_path=args.config, verbosity=verbosity,
+                               runner=args.runner, workers=args.workers, dask_address=args.dask_address)
     print(f"[run] run {summary['run_id']} finished in {time.perf_counter() - t0:.1f} s; "
           f"results DB {Path(args.store) / 'results.duckdb'}; report {summary['report']}")
     if not args.quiet:
         print(_table(summary["counts"], ["stage", "seconds", "cpu_s", "new", "changed", "reused", "failed"]))
     if summary.get("skipped"):
-        print(f"[run] {len(summary['skipped'])} input(s) reported and skipped:")
+        print(f"[run] {len(summary['skipped'])} input(s) reported and skipped (exit status {EXIT_SKIPPED}):")
         for s in summary["skipped"]:
             print(f"  - {s['source']}: {s['error']}")
-    return 0
+    return run_exit_status(summary)
 
 
 def _table(rows: list[dict], columns: list[str]) -> str:
@@ -136,7 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point; FusionRx errors print one clear line and exit 2."""
+    """Entry point; FusionRx errors print one clear line and exit 2, Ctrl-C exits 130 (module docstring)."""
     from flows.console import quiet_prefect_env
 
     quiet_prefect_env()  # before anything imports Prefect: no telemetry, no per-task log lines
@@ -145,7 +190,10 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except FusionRxError as exc:
         print(f"fusionrx: error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("fusionrx: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

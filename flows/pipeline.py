@@ -459,5 +459,9 @@ def run_pipeline(catalog_path: str | Path, store_path: str | Path, config_path: 
     load_run_config(config_path)
     with run_lock(store_path):  # refuse now, before a server starts, if another run holds the store
         pass
+    from flows.prefect_server import prefect_api
+
     pipeline = fusionrx_pipeline.with_options(task_runner=make_task_runner(runner, workers, dask_address))
-    return pipeline(str(catalog_path), str(store_path), str(config_path) if config_path else None, verbosity)
+    with prefect_api() as api_ready:  # our own server, dying with this process, unless one is configured
+        api_ready()
+        return pipeline(str(catalog_path), str(store_path), str(config_path) if config_path else None, verbosity)

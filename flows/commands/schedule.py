@@ -1,22 +1,32 @@
 """`fusionrx schedule`: serve the pipeline as a Prefect deployment on a cron schedule.
 
-Default (embedded): when no PREFECT_API_URL is configured, a local Prefect server is started as a
-child process for as long as the command runs, and ``flow.serve`` runs the scheduled runs in this
-process. With ``--work-pool`` the deployment is registered on an existing server's work pool instead
-(a `prefect worker` then runs it; see README "Schedules").
+Default (embedded): when no Prefect API is configured (``PREFECT_API_URL`` unset), a local Prefect server
+(UI and API) is started as a child process bound to this one (`flows/prefect_server.py`: it dies with it,
+even on SIGKILL), and the scheduled runs are served from this process. With ``--work-pool`` the deployment
+is registered on an existing server's work pool instead (a `prefect worker` then runs it; see
+docs/operations.md "Schedules").
+
+SIGTERM (how service managers stop it) and SIGINT (Ctrl-C) stop it cleanly: the runner cancels a run in
+flight and pauses the schedule, the server is stopped last, no child process is left, exit status 0. If that
+has not finished within ``STOP_GRACE_S`` (or on a second signal), every child is killed and it exits
+128 + the signal's number (143 for SIGTERM, 130 for SIGINT).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
-import subprocess
+import signal
 import sys
-import time
-import urllib.request
+import threading
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, Iterator
 
 from fusion.errors import FusionRxError
+
+STOP_GRACE_S = 20.0
 
 
 def deployment_parameters(args: argparse.Namespace) -> dict:
@@ -33,24 +43,95 @@ def build_deployment(args: argparse.Namespace):
                                            description=f"FusionRx pipeline over {args.catalog} into {args.store}")
 
 
-def start_local_server(port: int, timeout_s: float = 180.0) -> subprocess.Popen:
-    """Start `prefect server start` on 127.0.0.1:port as a child process and wait until it is healthy."""
-    env = {**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
-                             "--port", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/api/health"
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise FusionRxError(f"the local Prefect server on port {port} exited with code {proc.returncode}")
+def _say(line: str) -> None:
+    """One line on stderr from a signal handler (os.write: no buffered stream to re-enter)."""
+    os.write(sys.stderr.fileno(), (line + "\n").encode())
+
+
+class StopRequested(KeyboardInterrupt):
+    """SIGTERM or SIGINT before the runner serves: unwinds like Ctrl-C (the server is stopped on the way)."""
+
+
+class Stopper:
+    """What SIGTERM and SIGINT do: the first asks the runner for a graceful stop (or unwinds, before it
+    serves) and arms a watchdog; the watchdog, or a second signal, kills every child and exits 128 + signal."""
+
+    def __init__(self, grace_s: float = STOP_GRACE_S):
+        self.grace_s = grace_s
+        self.signum: int | None = None
+        self.runner: Any = None  # the serving prefect Runner, once created
+
+    def request(self, signum: int, frame=None) -> None:
+        """The signal handler."""
+        if self.signum is not None:
+            self.force()
+        self.signum = signum
+        _say(f"[schedule] {signal.Signals(signum).name}: stopping")
+        timer = threading.Timer(self.grace_s, self.force)
+        timer.daemon = True
+        timer.start()
+        if self.runner is None:
+            raise StopRequested()
+        from prefect.runner import Runner
+
+        Runner.handle_sigterm(self.runner)  # cancels runs in flight, stops polling; not started: SystemExit(0)
+
+    def force(self) -> None:
+        """Kill every child (server, flow runs) and exit now."""
+        from flows.prefect_server import kill_descendants
+
+        signum = self.signum or signal.SIGTERM
+        _say(f"[schedule] not stopped within {self.grace_s:.0f} s: killing its processes")
+        kill_descendants()
+        os._exit(128 + signum)
+
+    @contextmanager
+    def installed(self) -> Iterator["Stopper"]:
+        """SIGTERM and SIGINT handled by ``request`` while inside (the previous handlers restored after)."""
+        previous = {s: signal.signal(s, self.request) for s in (signal.SIGTERM, signal.SIGINT)}
         try:
-            with urllib.request.urlopen(url, timeout=2) as r:
-                if r.status == 200:
-                    return proc
-        except OSError:
-            time.sleep(1.0)
-    proc.terminate()
-    raise FusionRxError(f"the local Prefect server did not answer {url} within {timeout_s:.0f} s")
+            yield self
+        finally:
+            for s, h in previous.items():
+                signal.signal(s, h)
+
+
+def serve_until_stopped(deployment, stopper: Stopper) -> None:
+    """Serve ``deployment`` (as ``prefect.serve`` does) until ``stopper`` is asked to stop."""
+    from prefect.runner import Runner
+
+    class StoppableRunner(Runner):
+        def handle_sigterm(self, *args: Any, **kwargs: Any) -> None:  # installed by Runner.start for SIGTERM
+            stopper.request(signal.SIGTERM)
+
+    runner = StoppableRunner(pause_on_shutdown=True)
+    runner.add_deployment(deployment)
+    stopper.runner = runner
+    asyncio.run(runner.start())
+
+
+def _embedded_server(port: int):
+    """Start the local Prefect server (UI and API) on ``port`` and point Prefect at it."""
+    from flows.prefect_server import LocalPrefectServer, point_prefect_at
+
+    server = LocalPrefectServer(port=port, ui=True).start()
+    try:
+        point_prefect_at(server.wait_ready())
+    except FusionRxError as exc:
+        server.stop()
+        raise FusionRxError(f"{exc} (is port {port} in use? choose another with --port)") from exc
+    print(f"[schedule] local Prefect server at http://127.0.0.1:{port} (UI and API)", flush=True)
+    return server
+
+
+def _deploy_to_pool(args: argparse.Namespace) -> None:
+    from flows.config import PROJECT_ROOT
+    from flows.pipeline import fusionrx_pipeline
+
+    flow = fusionrx_pipeline.from_source(source=str(PROJECT_ROOT), entrypoint="flows/pipeline.py:fusionrx_pipeline")
+    flow.deploy(name=args.name, work_pool_name=args.work_pool, cron=args.cron, parameters=deployment_parameters(args))
+    print(f"[schedule] deployment '{args.name}' on work pool '{args.work_pool}' with cron '{args.cron}'; "
+          f"run `prefect worker start --pool {args.work_pool}` to execute it")
 
 
 def _cmd_schedule(args: argparse.Namespace) -> int:
@@ -61,31 +142,31 @@ def _cmd_schedule(args: argparse.Namespace) -> int:
     load_catalog(args.catalog)
     load_run_config(args.config)
     quiet_prefect_env("normal")
+    from flows.prefect_server import configured_api_url, drain_prefect_workers, kill_descendants
+
     server = None
-    if not os.environ.get("PREFECT_API_URL"):
-        server = start_local_server(args.port)
-        os.environ["PREFECT_API_URL"] = f"http://127.0.0.1:{args.port}/api"
-        print(f"[schedule] local Prefect server at http://127.0.0.1:{args.port} (UI and API)")
-    try:
-        if args.work_pool:
-            from flows.config import PROJECT_ROOT
-            from flows.pipeline import fusionrx_pipeline
-
-            flow = fusionrx_pipeline.from_source(source=str(PROJECT_ROOT), entrypoint="flows/pipeline.py:fusionrx_pipeline")
-            flow.deploy(name=args.name, work_pool_name=args.work_pool, cron=args.cron,
-                        parameters=deployment_parameters(args))
-            print(f"[schedule] deployment '{args.name}' on work pool '{args.work_pool}' with cron '{args.cron}'; "
-                  f"run `prefect worker start --pool {args.work_pool}` to execute it")
-            return 0
-        from prefect import serve
-
-        print(f"[schedule] serving '{args.name}' with cron '{args.cron}' (Ctrl-C to stop)")
-        serve(build_deployment(args), print_starting_message=False)
-        return 0
-    finally:
-        if server is not None:
-            server.terminate()
-            server.wait(timeout=30)
+    with Stopper().installed() as stopper:
+        try:
+            server = None if configured_api_url() else _embedded_server(args.port)
+            if args.work_pool:
+                _deploy_to_pool(args)
+                return 0
+            print(f"[schedule] serving '{args.name}' with cron '{args.cron}' (Ctrl-C or SIGTERM to stop)", flush=True)
+            serve_until_stopped(build_deployment(args), stopper)
+        except StopRequested:
+            pass  # a stop asked for before the runner served
+        except SystemExit:
+            if stopper.signum is None:
+                raise
+            # Runner.handle_sigterm exits this way when the runner had not started yet
+        finally:
+            if server is not None:
+                drain_prefect_workers()
+                server.stop()
+            kill_descendants()  # a flow run the runner did not stop
+        if stopper.signum is not None:
+            print(f"[schedule] stopped ({signal.Signals(stopper.signum).name})", flush=True)
+    return 0
 
 
 def register(sub: argparse._SubParsersAction) -> None:

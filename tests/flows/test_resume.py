@@ -1,5 +1,6 @@
 """Resume: a run killed with SIGKILL mid-stage and started again completes with the results of an
-uninterrupted run and redoes nothing that had completed; the results DB survives a kill mid-write."""
+uninterrupted run and redoes nothing that had completed (and leaves no process behind: its Prefect server
+child dies with it); the results DB survives a kill mid-write."""
 
 from __future__ import annotations
 
@@ -13,15 +14,19 @@ from pathlib import Path
 
 import duckdb
 import pandas as pd
+import psutil
 
 from tests.flows.rankings import assert_same_ranking
+from tests.flows.test_process_cleanup import assert_all_gone, cmdline
 
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}  # its own ephemeral server
+def _env(home: Path | None = None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}  # its own server child
+    if home is not None:  # the child's Prefect database in the test's temp dir
+        env["PREFECT_HOME"] = str(home)
     return {**env, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
@@ -36,13 +41,17 @@ def _done_radiology(store: Path) -> set[str]:
 def test_sigkill_mid_stage_then_rerun_gives_identical_results(tiny_run, tiny_cohort, tiny_config, tmp_path):
     store = tmp_path / "store"
     proc = subprocess.Popen([sys.executable, "-m", "flows", "run", "--catalog", str(tiny_cohort["catalog"]),
-                             "--store", str(store), "--config", str(tiny_config), "--quiet"], env=_env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                             "--store", str(store), "--config", str(tiny_config), "--quiet"],
+                            env=_env(tmp_path / "prefect-home"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 300
     while len(_done_radiology(store)) < 3 and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.1)  # the marker: the radiology stage has recorded 3 of its 11 patients
+    children = psutil.Process(proc.pid).children(recursive=True) if proc.poll() is None else []
+    servers = [c for c in children if "uvicorn" in cmdline(c)]
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
+    assert servers, "the run had no Prefect server child"
+    assert_all_gone(children)  # the server (and any worker) died with the run
     done = _done_radiology(store)
     assert 3 <= len(done) < 11, f"the kill did not land mid-stage ({len(done)} patients recorded)"
     mtimes = {a: (store / a / "result.json").stat().st_mtime_ns for a in done}
