@@ -1,15 +1,30 @@
-"""Davis benchmark: the activity model vs GraphDTA / DeepDTA (published) vs a classical baseline.
+"""Davis benchmark: the activity model vs GraphDTA / DeepDTA (published) vs baselines in the same run.
 
-Splits: the standard DeepDTA setting-1 test fold (train = the five train folds), cold-drug and
-scaffold (20 % of the pairs, whole drugs / Bemis-Murcko scaffolds held out, seed 0) on all pairs.
-Prints a table and writes bench/results_davis.json. Device-agnostic (``--device cuda``).
+Splits: the standard DeepDTA setting-1 test fold (train = the five train folds), and random, cold-drug and
+scaffold splits (20 % of the pairs; whole drugs / Bemis-Murcko scaffolds held out), repeated over
+``--seeds`` seeds with paired 95 % confidence intervals (t over seeds) of ours minus each baseline.
 
-    PYTHONPATH=$PWD OMP_NUM_THREADS=2 python bench/davis_bench.py --threads 2
+Every model is fitted on 90 % of the split's training pairs; the other 10 % (random pairs for the standard
+and random splits, whole drugs for cold-drug and scaffold) calibrate split-conformal intervals
+(molecules.conformal), whose coverage of the test pairs is reported at ``--nominal``. Nothing is
+chosen on a test fold: epochs and sizes are fixed before the run (ActivityConfig defaults).
+
+Methods: ``gnn`` (molecule GNN x target encoder), ``gbt`` (gradient boosting on Morgan-256 + k-mers, the
+classical baseline), ``gbt+profile`` (the same with affinity-profile features,
+SimBoost-style: out-of-fold drug / target means and a matrix-completion estimate), ``ensemble``
+(weighted mean of gnn, gbt and gbt+profile, weights chosen on half of the calibration pairs, the other half
+calibrating its interval), ``additive``
+(drug mean + target mean). ``domain`` rows split the cold-drug test pairs by their nearest training
+compound's Tanimoto (molecules.domain threshold) and report each part's MSE and coverage.
+
+    OMP_NUM_THREADS=2 python bench/davis_bench.py            # the real configuration: 2 threads, < 30 min
+    OMP_NUM_THREADS=1 python bench/davis_bench.py --quick    # a smoke-sized run (few epochs, 1 seed, subset)
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import platform
 import sys
@@ -18,79 +33,205 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
-from molecules.activity import ActivityConfig, fit_activity, predict_table
-from molecules.dti_baseline import fit_predict_baseline
-from molecules.dti_data import read_davis, split_mask
-from molecules.dti_metrics import dti_metrics
+from scipy import stats
 
 ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from molecules.activity import ActivityConfig, fit_activity, predict_table  # noqa: E402
+from molecules.conformal import calibration_mask, calibration_scores, coverage, intervals  # noqa: E402
+from molecules.domain import DOMAIN_TANIMOTO, nearest_training_similarity  # noqa: E402
+from molecules.dti_baseline import GBTBaseline  # noqa: E402
+from molecules.dti_data import DTITable, read_davis, split_mask  # noqa: E402
+from molecules.dti_metrics import dti_metrics  # noqa: E402
+from molecules.model_card import additive_baseline  # noqa: E402
+
 DAVIS = ROOT / ".." / "shared" / "realdata" / "dti" / "davis"
 PUBLISHED = {"GraphDTA (GIN), published": {"ci": 0.893, "mse": 0.229},
              "DeepDTA, published": {"ci": 0.878, "mse": 0.261}}
+BASELINES = ("gbt", "additive")
 
 
-def _splits(table, which: list[str], seed: int):
-    for name in which:
-        if name == "standard":
-            yield "standard", table.split == "test"
-        else:
-            yield name, split_mask(table, name, 0.2, seed)
+def _split_masks(table: DTITable, split: str, seeds: list[int]):
+    """(seed, test mask) of one split: the standard fold once, the others once per seed."""
+    if split == "standard":
+        yield 0, table.split == "test"
+        return
+    for seed in seeds:
+        yield seed, split_mask(table, split, 0.2, seed)
 
 
-def main(argv: list[str] | None = None) -> int:
+def _fit_all(train: DTITable, cal_mask: np.ndarray, config: ActivityConfig, args) -> dict:
+    """Fit every method on train[~cal_mask]; returns name -> (predict function, train seconds)."""
+    proper = train.subset(~cal_mask)
+    out = {}
+    t0 = time.perf_counter()
+    gnn = fit_activity(proper, config, args.device)
+    out["gnn"] = ((lambda t, m=gnn: predict_table(m, t)), time.perf_counter() - t0)
+    for name, profile in (("gbt", False), ("gbt+profile", True)):
+        if name == "gbt+profile" and args.no_profile:
+            continue
+        t0 = time.perf_counter()
+        model = GBTBaseline(config.seed, args.gbt_iter, profile).fit(proper)
+        out[name] = (model.predict, time.perf_counter() - t0)
+    out["additive"] = ((lambda t, p=proper: additive_baseline(p, t)), 0.0)
+    return out
+
+
+def _ensemble(cal_pred: dict, test_pred: dict, cal_y: np.ndarray, seed: int):
+    """Weights (grid step 0.1 on the simplex) of gnn, gbt and gbt+profile, chosen by MSE on one random half of
+    the calibration pairs; returns (weights, calibration-half mask for the conformal scores, cal, test preds)."""
+    members = [m for m in ("gnn", "gbt", "gbt+profile") if m in cal_pred]
+    half = np.random.default_rng(seed + 1).permutation(len(cal_y)) < len(cal_y) // 2
+    grid = [w for w in itertools.product(range(11), repeat=len(members)) if sum(w) == 10]
+    mix = (lambda p, w, sel=slice(None): sum(wi / 10 * p[m][sel] for wi, m in zip(w, members)))
+    best = min(grid, key=lambda w: float(np.mean((mix(cal_pred, w, half) - cal_y[half]) ** 2)))
+    weights = {m: wi / 10 for wi, m in zip(best, members)}
+    return weights, ~half, mix(cal_pred, best), mix(test_pred, best)
+
+
+def _calibration(train: DTITable, split: str, seed: int) -> np.ndarray:
+    """10 % of the training pairs: random for warm splits, whole drugs for cold ones (so the calibration pairs
+    are exchangeable with test pairs of new drugs, and the ensemble weights are chosen on new drugs)."""
+    if split in ("cold-drug", "scaffold"):
+        return split_mask(train, "cold-drug", 0.1, seed + 100)
+    return calibration_mask(len(train), 0.1, seed)
+
+
+def _evaluate(table: DTITable, split: str, seed: int, test: np.ndarray, config: ActivityConfig, args) -> list[dict]:
+    """Rows (one per method, plus domain rows for cold-drug) of one split and seed."""
+    train, test_t = table.subset(~test), table.subset(test)
+    cal = _calibration(train, split, seed)
+    cal_t = train.subset(cal)
+    fitted = _fit_all(train, cal, config, args)
+    cal_pred = {k: f(cal_t) for k, (f, _) in fitted.items()}
+    test_pred = {k: f(test_t) for k, (f, _) in fitted.items()}
+    w, score_half, cal_pred["ensemble"], test_pred["ensemble"] = _ensemble(cal_pred, test_pred, cal_t.value, seed)
+    fitted["ensemble"] = (None, sum(fitted[m][1] for m in w))
+    rows = []
+    for name, (_, train_s) in fitted.items():
+        pred = test_pred[name]
+        use = score_half if name == "ensemble" else np.ones(len(cal_t), dtype=bool)
+        lo, hi = intervals(pred, calibration_scores(cal_t.value[use], cal_pred[name][use]), args.nominal)
+        rows.append({"split": split, "seed": seed, "method": name if name != "ensemble" else
+                     "ensemble " + ", ".join(f"{k} {v:g}" for k, v in w.items() if v),
+                     **dti_metrics(test_t.value, pred), "coverage": coverage(test_t.value, lo, hi),
+                     "nominal": args.nominal, "halfwidth": float(hi[0] - pred[0]) if len(pred) else None,
+                     "n_train": int(len(train) - cal.sum()), "n_calibration": int(use.sum()),
+                     "n_test": int(test.sum()), "train_s": round(train_s, 1), "key": name})
+        print(json.dumps(rows[-1]), flush=True)
+        if name == "ensemble" and split == "cold-drug":
+            rows += _domain_rows(table, train, test_t, pred, lo, hi, split, seed)
+    return rows
+
+
+def _domain_rows(table: DTITable, train: DTITable, test: DTITable, pred, lo, hi, split: str, seed: int) -> list[dict]:
+    """MSE and coverage of the test pairs in / out of the applicability domain (nearest training Tanimoto)."""
+    dom = nearest_training_similarity([table.smiles[i] for i in test.drug_idx], [str(i) for i in test.target_idx],
+                                      [table.smiles[i] for i in train.drug_idx], [str(i) for i in train.target_idx])
+    rows = []
+    for label, mask in (("in domain", dom["in_domain"].to_numpy()), ("out of domain", ~dom["in_domain"].to_numpy())):
+        if mask.any():
+            rows.append({"split": split, "seed": seed, "method": f"ensemble, {label} (Tanimoto >= {DOMAIN_TANIMOTO})"
+                         if label == "in domain" else f"ensemble, {label}", "n_test": int(mask.sum()),
+                         "mse": float(np.mean((test.value[mask] - pred[mask]) ** 2)),
+                         "coverage": coverage(test.value[mask], lo[mask], hi[mask]), "ci": None, "pearson": None})
+    return rows
+
+
+def paired_summary(rows: list[dict], ours: str = "ensemble") -> list[dict]:
+    """Per split and baseline: mean difference of ours minus the baseline in CI and MSE over the seeds, with a
+    95 % t interval (paired by seed; None with a single seed)."""
+    out = []
+    for split in dict.fromkeys(r["split"] for r in rows):
+        by = {(r["key"], r["seed"]): r for r in rows if r["split"] == split}
+        seeds = sorted({s for m, s in by if m == ours})
+        for base in BASELINES + ("gnn",):
+            if base == ours or not all((base, s) in by for s in seeds):
+                continue
+            rec = {"split": split, "ours": ours, "baseline": base, "n_seeds": len(seeds)}
+            for metric in ("ci", "mse"):
+                d = np.array([by[(ours, s)][metric] - by[(base, s)][metric] for s in seeds])
+                half = (float(stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d)))
+                        if len(d) > 1 else None)
+                rec[f"{metric}_diff"] = float(d.mean())
+                rec[f"{metric}_diff_ci95"] = None if half is None else [float(d.mean() - half), float(d.mean() + half)]
+            out.append(rec)
+    return out
+
+
+def _args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--davis", type=Path, default=DAVIS)
-    p.add_argument("--splits", default="standard,cold-drug,scaffold")
-    p.add_argument("--epochs", type=int, default=ActivityConfig.epochs)
+    p.add_argument("--splits", default="standard,cold-drug,scaffold",
+                   help="standard is a random pair split (DeepDTA setting 1); random adds seeded random splits")
+    p.add_argument("--seeds", type=int, default=3, help="repeats of the random / cold-drug / scaffold splits")
+    p.add_argument("--epochs", type=int, default=ActivityConfig.epochs, help="GNN epochs, standard fold")
+    p.add_argument("--split-epochs", type=int, default=30, help="GNN epochs on the repeated splits")
+    p.add_argument("--gbt-iter", type=int, default=200)
+    p.add_argument("--no-profile", action="store_true", help="no gbt+profile; the ensemble uses plain gbt")
     p.add_argument("--target-encoder", default="embedding,kmer")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--no-baseline", action="store_true")
+    p.add_argument("--nominal", type=float, default=0.9)
+    p.add_argument("--subset-targets", type=int, default=0, help="keep the first N targets (0: all)")
+    p.add_argument("--quick", action="store_true",
+                   help="smoke size: 100 targets, 8 / 5 epochs, 1 seed, 50 GBT iterations")
     p.add_argument("--config", default="{}", help="JSON overrides of ActivityConfig")
-    p.add_argument("--out", type=Path, default=ROOT / "bench" / "results_davis.json")
-    p.add_argument("--merge", action="store_true", help="keep the rows of other splits already in --out")
+    p.add_argument("--out", type=Path, default=None, help="default bench/results_davis[_quick].json")
     args = p.parse_args(argv)
+    if args.quick:
+        args.subset_targets, args.epochs, args.split_epochs = args.subset_targets or 100, 8, 5
+        args.seeds, args.gbt_iter = 1, 50
+    args.out = args.out or ROOT / "bench" / ("results_davis_quick.json" if args.quick else "results_davis.json")
+    return args
+
+
+def _table(args) -> DTITable:
+    table = read_davis(args.davis)
+    if args.subset_targets:
+        table = table.subset(table.target_idx < args.subset_targets)
+    return table
+
+
+def _print(rows: list[dict], summary: list[dict]) -> None:
+    fmt = (lambda v: f"{v:6.3f}" if isinstance(v, float) else f"{'-':>6}")
+    print(f"\n{'split':<10} {'seed':>4} {'method':<44} {'CI':>6} {'MSE':>6} {'cover':>6} {'n_test':>6} {'train s':>8}")
+    for r in rows:
+        print(f"{r['split']:<10} {r.get('seed', '-'):>4} {r['method']:<44} {fmt(r['ci'])} {fmt(r['mse'])} "
+              f"{fmt(r.get('coverage'))} {r['n_test']:>6} {r.get('train_s') if r.get('train_s') is not None else '-':>8}")
+    print("\npaired over seeds (ours - baseline; 95 % t interval):")
+    for s in summary:
+        print(f"  {s['split']:<10} {s['ours']} - {s['baseline']:<12} CI {s['ci_diff']:+.4f} {s['ci_diff_ci95']}  "
+              f"MSE {s['mse_diff']:+.4f} {s['mse_diff_ci95']}  (n={s['n_seeds']})")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _args(argv)
     torch.set_num_threads(args.threads)
     parts = tuple(s for s in args.target_encoder.split(",") if s)
-    config = ActivityConfig(epochs=args.epochs, target_parts=parts, seed=args.seed, **json.loads(args.config))
-    table = read_davis(args.davis)
+    overrides = json.loads(args.config)
+    table = _table(args)
     command = "python bench/davis_bench.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    rows = []
-    for split, test in _splits(table, args.splits.split(","), args.seed):
-        train_t, test_t = table.subset(~test), table.subset(test)
-        n = {"n_train": int((~test).sum()), "n_test": int(test.sum())}
-        t0 = time.perf_counter()
-        model = fit_activity(train_t, config, args.device)
-        train_s = time.perf_counter() - t0
-        m = dti_metrics(test_t.value, predict_table(model, test_t))
-        rows.append({"split": split, "method": "FusionRx GNN x target encoder", **m, **n, "train_s": round(train_s, 1),
-                     "epochs": config.epochs, "command": command})
-        print(json.dumps(rows[-1]), flush=True)
-        if not args.no_baseline:
-            t0 = time.perf_counter()
-            pred = fit_predict_baseline(train_t, test_t, seed=args.seed)
-            rows.append({"split": split, "method": "GBT on Morgan-256 bits + k-mer composition", **dti_metrics(test_t.value, pred),
-                         **n, "train_s": round(time.perf_counter() - t0, 1), "command": command})
-            print(json.dumps(rows[-1]), flush=True)
-        if split == "standard":
-            rows += [{"split": split, "method": k, **v, "pearson": None, **n, "train_s": None}
-                     for k, v in PUBLISHED.items()]
-    print(f"\n{'split':<10} {'method':<40} {'CI':>6} {'MSE':>6} {'r':>6} {'n_test':>6} {'train s':>8}")
-    for r in rows:
-        fmt = (lambda v: f"{v:6.3f}" if isinstance(v, float) else f"{'-':>6}")
-        print(f"{r['split']:<10} {r['method']:<40} {fmt(r['ci'])} {fmt(r['mse'])} {fmt(r['pearson'])} "
-              f"{r['n_test']:>6} {r['train_s'] if r['train_s'] is not None else '-':>8}")
+    rows: list[dict] = []
+    t_start = time.perf_counter()
+    for split in args.splits.split(","):
+        epochs = args.epochs if split == "standard" else args.split_epochs
+        for seed, test in _split_masks(table, split, list(range(args.seeds))):
+            config = ActivityConfig(**{"epochs": epochs, "target_parts": parts, "seed": seed, **overrides})
+            rows += _evaluate(table, split, seed, test, config, args)
+        if split == "standard" and not args.subset_targets:
+            rows += [{"split": split, "seed": 0, "method": k, **v, "pearson": None, "coverage": None,
+                      "n_test": int((table.split == "test").sum()), "train_s": None} for k, v in PUBLISHED.items()]
+    summary = paired_summary([r for r in rows if r.get("key") in ("ensemble", "gnn") + BASELINES])
+    _print(rows, summary)
     device = args.device if args.device == "cpu" else torch.cuda.get_device_name(torch.device(args.device))
-    done = {r["split"] for r in rows}
-    if args.merge and args.out.exists():
-        old = json.loads(args.out.read_text())
-        rows = [r for r in old["rows"] if r["split"] not in done] + rows
-    out = {"config": config.to_dict(), "device": device, "threads": args.threads, "cpu": platform.processor(),
-           "rows": rows}
+    out = {"command": command, "settings": {k: str(v) for k, v in vars(args).items()}, "device": device,
+           "threads": args.threads, "cpu": platform.processor(), "n_pairs": len(table),
+           "total_s": round(time.perf_counter() - t_start, 1), "rows": rows, "paired": summary}
     args.out.write_text(json.dumps(out, indent=1, default=lambda v: None if isinstance(v, float) and np.isnan(v) else v))
-    print(f"wrote {args.out}")
+    print(f"total {out['total_s']} s; wrote {args.out}")
     return 0
 
 

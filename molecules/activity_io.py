@@ -17,10 +17,15 @@ from rdkit import Chem, rdBase
 
 from fusion.errors import MoleculeError
 from molecules.activity import ActivityConfig, ActivityModel, fit_activity, predict_pairs, predict_table
+from molecules.conformal import (DEFAULT_NOMINAL, calibration_mask, calibration_scores, conformal_halfwidth,
+                                 coverage, intervals)
 from molecules.dti_data import DTITable, split_mask
 from molecules.dti_metrics import dti_metrics
 
-__all__ = ["model_version", "save_activity_model", "load_activity_model", "evaluate_activity", "score_compounds"]
+__all__ = ["model_version", "save_activity_model", "load_activity_model", "evaluate_activity", "score_compounds",
+           "fit_calibrated", "CALIBRATION_FRACTION"]
+
+CALIBRATION_FRACTION = 0.1  # share of the training pairs held out to calibrate the conformal intervals
 
 
 def model_version(model: ActivityModel) -> str:
@@ -31,7 +36,22 @@ def model_version(model: ActivityModel) -> str:
         t = tensor.detach().cpu().contiguous()
         h.update(str(t.dtype).encode())
         h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    if model.calibration is not None:  # the intervals are part of what the model says
+        h.update(np.ascontiguousarray(model.calibration, dtype=np.float64).tobytes())
+    if model.activity_types:
+        h.update(json.dumps(list(model.activity_types)).encode())
     return h.hexdigest()[:12]
+
+
+def fit_calibrated(table: DTITable, config: ActivityConfig = ActivityConfig(), device: str | torch.device | None = None,
+                   fraction: float = CALIBRATION_FRACTION, seed: int = 0, log_every: int = 0) -> ActivityModel:
+    """Fit on a random (1 - fraction) of the pairs and keep the held-out pairs' sorted absolute residuals
+    (``model.calibration``) for split-conformal intervals (molecules.conformal)."""
+    cal = calibration_mask(len(table), fraction, seed)
+    model = fit_activity(table.subset(~cal), config, device, log_every=log_every)
+    cal_table = table.subset(cal)
+    model.calibration = calibration_scores(cal_table.value, predict_table(model, cal_table))
+    return model
 
 
 def save_activity_model(model: ActivityModel, path: str | Path, extra: dict | None = None) -> str:
@@ -42,6 +62,8 @@ def save_activity_model(model: ActivityModel, path: str | Path, extra: dict | No
         "format": "fusionrx-activity-1", "version": model.version, "config": model.config.to_dict(),
         "drugs": model.drugs, "targets": model.targets, "sequences": model.sequences,
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}, "extra": extra or {},
+        "activity_types": list(model.activity_types),
+        "calibration": None if model.calibration is None else torch.as_tensor(model.calibration),
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -68,6 +90,9 @@ def load_activity_model(path: str | Path, device: str | torch.device = "cpu") ->
     model = ActivityModel(ActivityConfig.from_dict(payload["config"]), payload["drugs"], payload["targets"],
                           payload["sequences"])
     model.load_state_dict(payload["state_dict"])
+    model.activity_types = tuple(payload.get("activity_types") or ())
+    cal = payload.get("calibration")
+    model.calibration = None if cal is None else cal.numpy().astype(np.float64)
     model.version = payload["version"]
     if model_version(model) != model.version:
         raise MoleculeError(f"{path}: field 'version': recorded {model.version}, weights hash to {model_version(model)}")
@@ -75,10 +100,14 @@ def load_activity_model(path: str | Path, device: str | torch.device = "cpu") ->
 
 
 def evaluate_activity(table: DTITable, split: str | None = None, config: ActivityConfig = ActivityConfig(),
-                      device: str | None = None, seed: int = 0, test_fraction: float = 0.2) -> dict:
-    """Train on the train pairs, score the test pairs: {ci, mse, pearson, n_train, n_test, split, train_s}.
+                      device: str | None = None, seed: int = 0, test_fraction: float = 0.2,
+                      nominal: float = DEFAULT_NOMINAL, calibration_fraction: float = CALIBRATION_FRACTION) -> dict:
+    """Train on the train pairs (less a calibration share), score the test pairs.
 
-    ``split`` None uses the table's own train/test column when it has one, else 'random'.
+    Returns {ci, mse, pearson, n_train, n_test, split, train_s, nominal, coverage, interval_halfwidth,
+    n_calibration, activity_types}: ``coverage`` is the share of test pairs inside their split-conformal
+    interval at ``nominal``. ``split`` None uses the table's own train/test column when it has one, else
+    'random'.
     """
     if split is None and table.split is not None:
         test, split = table.split == "test", "given"
@@ -90,19 +119,26 @@ def evaluate_activity(table: DTITable, split: str | None = None, config: Activit
                             f"{int(test.sum())} test pairs; expected both > 0")
     train_table, test_table = table.subset(~test), table.subset(test)
     t0 = time.perf_counter()
-    model = fit_activity(train_table, config, device)
+    model = fit_calibrated(train_table, config, device, calibration_fraction, seed)
     train_s = time.perf_counter() - t0
     pred = predict_table(model, test_table)
-    return {**dti_metrics(test_table.value, pred), "n_train": int((~test).sum()), "n_test": int(test.sum()),
-            "split": split, "train_s": round(train_s, 1)}
+    lo, hi = intervals(pred, model.calibration, nominal)
+    return {**dti_metrics(test_table.value, pred), "n_train": int((~test).sum()) - len(model.calibration),
+            "n_test": int(test.sum()), "split": split, "train_s": round(train_s, 1), "nominal": nominal,
+            "coverage": coverage(test_table.value, lo, hi),
+            "interval_halfwidth": conformal_halfwidth(model.calibration, nominal),
+            "n_calibration": len(model.calibration), "activity_types": list(table.activity_types)}
 
 
 def score_compounds(model_path: str | Path, smiles: Sequence[str], targets: Sequence[str],
-                    sequences: dict[str, str] | None = None, device: str = "cpu") -> pd.DataFrame:
+                    sequences: dict[str, str] | None = None, device: str = "cpu",
+                    nominal: float = DEFAULT_NOMINAL) -> pd.DataFrame:
     """Predicted activity of every compound against every target (all pairs).
 
     Returns one row per (compound, target): ``smiles`` (as given), ``target``, ``predicted``
-    (pKd / pChEMBL units of the training table, -log10 M) and ``model_version``. SMILES that do
+    (pKd / pChEMBL units of the training table, -log10 M), ``lower`` / ``upper`` (the split-conformal
+    interval at ``nominal``; NaN for a model saved without calibration), ``activity_type`` (what the
+    model was trained on, ';'-joined) and ``model_version``. SMILES that do
     not parse are left out and listed in ``df.attrs['skipped']``. Targets unseen in training need
     a sequence (``sequences[target]``) when the model has a sequence encoder; else MoleculeError.
     """
@@ -119,6 +155,12 @@ def score_compounds(model_path: str | Path, smiles: Sequence[str], targets: Sequ
     pred = predict_pairs(model, good, targets, drug_idx, target_idx, sequences) if n_d and n_t else np.zeros(0)
     df = pd.DataFrame({"smiles": np.asarray(good, dtype=object)[drug_idx] if n_d else [],
                        "target": np.asarray(targets, dtype=object)[target_idx] if n_t else [],
-                       "predicted": pred, "model_version": model.version})
+                       "predicted": pred})
+    if model.calibration is not None:
+        df["lower"], df["upper"] = intervals(pred, model.calibration, nominal)
+    else:
+        df["lower"] = df["upper"] = np.nan
+    df["activity_type"] = ";".join(model.activity_types)
+    df["model_version"] = model.version
     df.attrs["skipped"] = skipped
     return df

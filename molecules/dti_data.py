@@ -37,6 +37,7 @@ class DTITable:
     value: np.ndarray  # (n_pairs,) float64, pKd / pChEMBL (-log10 molar)
     split: np.ndarray | None = None  # (n_pairs,) object: 'train' / 'test'
     source: str = ""
+    activity_types: tuple[str, ...] = ()  # measurement types of the values (Kd, Ki, IC50 ...); never pooled
 
     def __len__(self) -> int:
         return len(self.value)
@@ -44,7 +45,8 @@ class DTITable:
     def subset(self, mask: np.ndarray) -> "DTITable":
         """The pairs where ``mask`` is true (drugs and targets lists kept whole, so indices stay valid)."""
         return DTITable(self.smiles, self.targets, self.sequences, self.drug_idx[mask], self.target_idx[mask],
-                        self.value[mask], None if self.split is None else self.split[mask], self.source)
+                        self.value[mask], None if self.split is None else self.split[mask], self.source,
+                        self.activity_types)
 
     def to_frame(self) -> pd.DataFrame:
         """One row per pair: smiles, target, (sequence), value, (split)."""
@@ -99,12 +101,38 @@ def read_davis(folder: str | Path) -> DTITable:
     split[test] = "test"
     keep = split != None  # noqa: E711  (pairs in no fold are dropped, as GraphDTA does)
     table = DTITable(list(ligands.values()), list(proteins.keys()), list(proteins.values()),
-                     rows.astype(np.int64), cols.astype(np.int64), value, split, source=str(folder))
+                     rows.astype(np.int64), cols.astype(np.int64), value, split, source=str(folder),
+                     activity_types=("Kd",))
     return table.subset(keep)
 
 
-def read_dti_table(path: str | Path) -> DTITable:
-    """A CSV with columns smiles, target, value and optional sequence and split (train/test)."""
+def _activity_types(df: pd.DataFrame, path: Path, activity_type: str | None) -> tuple[pd.DataFrame, tuple[str, ...]]:
+    """Rows of the chosen activity type; with several types and none chosen, each (target, type) becomes
+    its own task ``target|type`` so Kd, Ki and IC50 values are never pooled into one target's values."""
+    if "activity_type" not in df.columns:
+        if activity_type not in (None, "all"):
+            raise MoleculeError(f"{path}: --activity-type {activity_type!r} given but the table has no "
+                                f"'activity_type' column (found {list(df.columns)})")
+        return df, ()
+    kinds = df["activity_type"].astype(str).str.strip()
+    if activity_type not in (None, "all"):
+        keep = kinds.str.lower() == activity_type.strip().lower()
+        if not keep.any():
+            raise MoleculeError(f"{path}: column 'activity_type' has no {activity_type!r} rows "
+                                f"(found {sorted(kinds.unique())})")
+        return df.loc[keep.to_numpy()].reset_index(drop=True), (str(kinds[keep].iloc[0]),)
+    types = tuple(sorted(kinds.unique()))
+    if len(types) > 1:
+        df = df.assign(target=df["target"].astype(str) + "|" + kinds)
+    return df, types
+
+
+def read_dti_table(path: str | Path, activity_type: str | None = None) -> DTITable:
+    """A CSV with columns smiles, target, value and optional sequence, split (train/test), activity_type.
+
+    With an ``activity_type`` column, ``activity_type`` picks one type (e.g. 'Kd'); when none is picked
+    and the column holds several types, each target is split into one task per type (``EGFR|IC50``).
+    """
     path = Path(path)
     try:
         df = pd.read_csv(path)
@@ -113,11 +141,13 @@ def read_dti_table(path: str | Path) -> DTITable:
     missing = [c for c in ("smiles", "target", "value") if c not in df.columns]
     if missing:
         raise MoleculeError(f"{path}: missing column(s) {missing}; expected smiles, target, value "
-                            f"[, sequence, split], found {list(df.columns)}")
+                            f"[, sequence, split, activity_type], found {list(df.columns)}")
     value = pd.to_numeric(df["value"], errors="coerce").to_numpy(np.float64)
     bad = np.flatnonzero(~np.isfinite(value))
     if bad.size:
         raise MoleculeError(f"{path}: column 'value' row {bad[0] + 2}: expected a number, found {df['value'].iloc[bad[0]]!r}")
+    df, types = _activity_types(df, path, activity_type)
+    value = pd.to_numeric(df["value"]).to_numpy(np.float64)
     smiles, drug_idx = np.unique(df["smiles"].astype(str).to_numpy(), return_inverse=True)
     targets, target_idx = np.unique(df["target"].astype(str).to_numpy(), return_inverse=True)
     sequences = None
@@ -132,7 +162,7 @@ def read_dti_table(path: str | Path) -> DTITable:
             raise MoleculeError(f"{path}: column 'split' row {wrong[0] + 2}: expected 'train' or 'test', "
                                 f"found {df['split'].iloc[wrong[0]]!r}")
     return DTITable(list(smiles), list(targets), sequences, drug_idx.astype(np.int64),
-                    target_idx.astype(np.int64), value, split, source=str(path))
+                    target_idx.astype(np.int64), value, split, source=str(path), activity_types=types)
 
 
 def murcko_scaffold(smiles: str) -> str:

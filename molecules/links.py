@@ -20,8 +20,13 @@ __all__ = [
 ACTIVE_PCHEMBL = 6.0  # 1 uM: the usual ChEMBL threshold for calling a compound active
 LINK_COLUMNS: tuple[str, ...] = (
     "target_gene", "compound_id", "name", "canonical_smiles", "pchembl", "activity_type",
-    "activity_value_nm", "n_measurements", "source",
+    "activity_value_nm", "n_measurements", "source", "target_hgnc_id", "target_ensembl_id",
 )
+# library columns naming a target's HGNC / Ensembl gene id (first one present wins; case-insensitive)
+TARGET_ID_COLUMNS: dict[str, tuple[str, ...]] = {
+    "target_hgnc_id": ("target_hgnc_id", "hgnc_id"),
+    "target_ensembl_id": ("target_ensembl_id", "ensembl_gene_id", "ensembl_id"),
+}
 
 
 def _require(df: pd.DataFrame, columns: Iterable[str], what: str) -> None:
@@ -32,6 +37,9 @@ def _require(df: pd.DataFrame, columns: Iterable[str], what: str) -> None:
 
 def target_compound_links(compounds: pd.DataFrame) -> pd.DataFrame:
     """One row per (target_gene, compound_id): best (highest) pchembl with its activity_type and nM value, n_measurements, source.
+
+    The link keeps the activity type of its best value (a Kd of 8 is never reported as an IC50); the
+    target's HGNC / Ensembl ids come from the library's id columns (TARGET_ID_COLUMNS) when it has them.
 
     ``compounds`` is a table from ``read_compound_table`` (needs target_gene, compound_id,
     pchembl, activity_type; uses name, canonical_smiles, activity_value_nm and source when
@@ -45,6 +53,7 @@ def target_compound_links(compounds: pd.DataFrame) -> pd.DataFrame:
         if col not in df.columns:
             df[col] = default
     df["source"] = df["source"].fillna("unknown").astype(str).replace("", "unknown")
+    df = _target_ids(df)
     keys = ["target_gene", "compound_id"]
     ordered = df.sort_values(keys + ["pchembl"], ascending=[True, True, False], kind="stable")
     best = ordered.drop_duplicates(subset=keys, keep="first").set_index(keys)
@@ -55,6 +64,20 @@ def target_compound_links(compounds: pd.DataFrame) -> pd.DataFrame:
     links["n_measurements"] = links["n_measurements"].astype(int)
     return links.sort_values(["target_gene", "pchembl", "compound_id"], ascending=[True, False, True],
                              kind="stable").reset_index(drop=True)
+
+
+def _target_ids(df: pd.DataFrame) -> pd.DataFrame:
+    """target_hgnc_id / target_ensembl_id columns: the gene's first non-empty id in the library, else None."""
+    lower = {c.lower(): c for c in df.columns}
+    for out, aliases in TARGET_ID_COLUMNS.items():
+        col = next((lower[a] for a in aliases if a in lower), None)
+        if col is None:
+            df[out] = None
+            continue
+        ids = df[col].astype(object).where(df[col].notna() & (df[col].astype(str).str.strip() != ""))
+        first = ids.groupby(df["target_gene"]).first()
+        df[out] = df["target_gene"].map(first).astype(object).where(lambda s: s.notna(), None)
+    return df
 
 
 def compounds_for_targets(

@@ -16,7 +16,9 @@ def _table(args: argparse.Namespace):
 
     if (args.table is None) == (args.davis is None):
         raise MoleculeError("activity: give exactly one of --table T.csv or --davis DIR")
-    return read_davis(args.davis) if args.davis is not None else read_dti_table(args.table)
+    if args.davis is not None:
+        return read_davis(args.davis)
+    return read_dti_table(args.table, activity_type=args.activity_type)
 
 
 def _config(args: argparse.Namespace, table):
@@ -44,29 +46,32 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
     _threads(args)
     table = _table(args)
-    result = evaluate_activity(table, args.split, _config(args, table), args.device, seed=args.seed)
+    result = evaluate_activity(table, args.split, _config(args, table), args.device, seed=args.seed,
+                               nominal=args.nominal)
     if args.format == "json":
         print(json.dumps(result))
     else:
         print("  ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in result.items()))
+        if len(result["activity_types"]) > 1:
+            print(f"activity types {result['activity_types']} modelled as separate tasks (target|type); "
+                  "pick one with --activity-type", file=sys.stderr)
     return 0
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from molecules.activity import fit_activity
-    from molecules.activity_io import save_activity_model
+    from molecules.activity_io import fit_calibrated, save_activity_model
 
     _threads(args)
     table = _table(args)
     if table.split is not None and not args.all_pairs:
         table = table.subset(table.split == "train")
     t0 = time.perf_counter()
-    model = fit_activity(table, _config(args, table), args.device, log_every=args.log_every)
+    model = fit_calibrated(table, _config(args, table), args.device, seed=args.seed, log_every=args.log_every)
     train_s = time.perf_counter() - t0
-    version = save_activity_model(model, args.out, extra={"source": table.source, "n_pairs": len(table),
-                                                          "train_s": round(train_s, 1)})
-    print(json.dumps({"model": str(args.out), "version": version, "n_pairs": len(table),
-                      "train_s": round(train_s, 1)}))
+    info = {"n_pairs": len(table), "n_calibration": len(model.calibration), "train_s": round(train_s, 1),
+            "activity_types": list(table.activity_types)}
+    version = save_activity_model(model, args.out, extra={"source": table.source, **info})
+    print(json.dumps({"model": str(args.out), "version": version, **info}))
     return 0
 
 
@@ -89,7 +94,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         seqs = {t: s for t, s in zip(df["target"].astype(str), df["sequence"]) if isinstance(s, str) and s}
     smiles = df["smiles"].astype(str).unique().tolist()
     scored = score_compounds(args.model, smiles, df["target"].astype(str).unique().tolist(), seqs,
-                             device=args.device or "cpu")
+                             device=args.device or "cpu", nominal=args.nominal)
     if not args.all_pairs:  # only the (smiles, target) rows of the table
         keys = set(zip(df["smiles"].astype(str), df["target"].astype(str)))
         scored = scored[[k in keys for k in zip(scored["smiles"], scored["target"])]].reset_index(drop=True)
@@ -118,6 +123,8 @@ def _common(p: argparse.ArgumentParser, table_required: bool = False) -> None:
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     p.add_argument("--no-amp", action="store_true", help="no bfloat16 autocast on CUDA")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--activity-type", default=None,
+                   help="model only rows of this activity_type (Kd, Ki, IC50 ...); default: each type its own task")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -130,6 +137,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--split", choices=["random", "scaffold", "cold-drug", "cold-target"], default=None,
                    help="default: the table's split column when present (Davis: the standard folds), else random")
     e.add_argument("--format", choices=["text", "json"], default="text")
+    e.add_argument("--nominal", type=float, default=0.9, help="conformal interval level (coverage is measured)")
     e.set_defaults(func=_cmd_evaluate)
 
     t = asub.add_parser("train", help="train on a table (its train rows when it has a split) and save the model")
@@ -146,4 +154,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--all-pairs", action="store_true", help="every SMILES x every target of the table")
     p.add_argument("--device", default=None)
     p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--nominal", type=float, default=0.9, help="level of the lower / upper interval columns")
     p.set_defaults(func=_cmd_predict)

@@ -36,6 +36,15 @@ CREATE TABLE IF NOT EXISTS compounds (
 CREATE TABLE IF NOT EXISTS target_compound_links (
     run_id VARCHAR, gene VARCHAR, compound_id VARCHAR, pchembl DOUBLE, activity_type VARCHAR,
     source VARCHAR, link_type VARCHAR, model_version VARCHAR);
+ALTER TABLE target_compound_links ADD COLUMN IF NOT EXISTS pchembl_lower DOUBLE;
+ALTER TABLE target_compound_links ADD COLUMN IF NOT EXISTS pchembl_upper DOUBLE;
+ALTER TABLE target_compound_links ADD COLUMN IF NOT EXISTS interval_nominal DOUBLE;
+ALTER TABLE target_compound_links ADD COLUMN IF NOT EXISTS nn_tanimoto_target DOUBLE;
+ALTER TABLE target_compound_links ADD COLUMN IF NOT EXISTS nn_tanimoto_any DOUBLE;
+ALTER TABLE target_compound_links ADD COLUMN IF NOT EXISTS in_domain BOOLEAN;
+ALTER TABLE target_compound_links ADD COLUMN IF NOT EXISTS target_hgnc_id VARCHAR;
+ALTER TABLE target_compound_links ADD COLUMN IF NOT EXISTS target_ensembl_id VARCHAR;
+CREATE TABLE IF NOT EXISTS activity_models (run_id VARCHAR, model_version VARCHAR, card_json VARCHAR);
 CREATE TABLE IF NOT EXISTS experiments (
     run_id VARCHAR, name VARCHAR, kind VARCHAR, strategy VARCHAR, modalities VARCHAR, task VARCHAR,
     metric VARCHAR, mean DOUBLE, std DOUBLE, n_folds INTEGER);
@@ -76,13 +85,16 @@ def _transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConn
 
 def write_run(store: str | Path, *, run: dict[str, Any], targets: pd.DataFrame, compounds: pd.DataFrame,
               links: pd.DataFrame, experiments: pd.DataFrame, evidence: pd.DataFrame | None = None,
-              scoring: dict[str, Any] | None = None) -> None:
+              scoring: dict[str, Any] | None = None, model_cards: list[dict[str, Any]] | None = None) -> None:
     """Write one run's results all or nothing: into a copy of the DB that replaces it by a rename, so a
     run killed during the write leaves the previous DB intact.
 
     ``targets``: gene, rank, score, one column per evidence type, tractability (flows.stages.evidence);
     ``evidence``: the rows behind the scores; ``links``: target_gene/gene, compound_id, pchembl,
-    activity_type, source, link_type (measured | predicted), model_version.
+    activity_type, source, link_type (measured | predicted), model_version and, for predicted links, the
+    interval (pchembl_lower / _upper at interval_nominal) and applicability domain (nn_tanimoto_target,
+    nn_tanimoto_any, in_domain); target_hgnc_id / target_ensembl_id where the library gives them.
+    ``model_cards``: the cards of the activity models behind predicted links (molecules.model_card).
     """
     from flows.store.artifacts import atomic_path
 
@@ -94,16 +106,17 @@ def write_run(store: str | Path, *, run: dict[str, Any], targets: pd.DataFrame, 
         con = duckdb.connect(str(tmp))
         con.execute(SCHEMA)
         _insert_run(con, run=run, targets=targets, compounds=compounds, links=links, experiments=experiments,
-                    evidence=evidence, scoring=scoring)
+                    evidence=evidence, scoring=scoring, model_cards=model_cards or [])
 
 
 def _insert_run(con: duckdb.DuckDBPyConnection, *, run: dict[str, Any], targets: pd.DataFrame,
                 compounds: pd.DataFrame, links: pd.DataFrame, experiments: pd.DataFrame,
-                evidence: pd.DataFrame | None, scoring: dict[str, Any] | None) -> None:
+                evidence: pd.DataFrame | None, scoring: dict[str, Any] | None,
+                model_cards: list[dict[str, Any]] = ()) -> None:
     """Insert (or replace) one run's rows in a single transaction, then close the connection."""
     with _transaction(con):
         run_id = run["run_id"]
-        for table in ("targets", "target_compound_links", "experiments", "evidence", "scoring"):
+        for table in ("targets", "target_compound_links", "experiments", "evidence", "scoring", "activity_models"):
             con.execute(f"DELETE FROM {table} WHERE run_id = ?", [run_id])
         con.execute("DELETE FROM runs WHERE run_id = ?", [run_id])
         con.execute("INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", [
@@ -131,7 +144,10 @@ def _insert_run(con: duckdb.DuckDBPyConnection, *, run: dict[str, Any], targets:
         if not links.empty:
             lk = _link_frame(links).assign(run_id=run_id)[list(LINK_DB_COLUMNS)]
             con.register("l_df", lk)
-            con.execute("INSERT INTO target_compound_links SELECT * FROM l_df")
+            con.execute("INSERT INTO target_compound_links BY NAME SELECT * FROM l_df")
+        for card in model_cards:
+            con.execute("INSERT INTO activity_models VALUES (?, ?, ?)",
+                        [run_id, str(card["model_version"]), json.dumps(card, sort_keys=True, default=float)])
         ex = experiments.assign(run_id=run_id)[["run_id", "name", "kind", "strategy", "modalities", "task",
                                                 "metric", "mean", "std", "n_folds"]]
         con.register("e_df", ex)
@@ -140,7 +156,9 @@ def _insert_run(con: duckdb.DuckDBPyConnection, *, run: dict[str, Any], targets:
 
 TYPE_COLUMNS = EVIDENCE_TYPES  # one DOUBLE column each in `targets` (stable names, see SCHEMA)
 LINK_DB_COLUMNS = ("run_id", "gene", "compound_id", "pchembl", "activity_type", "source", "link_type",
-                   "model_version")
+                   "model_version", "pchembl_lower", "pchembl_upper", "interval_nominal", "nn_tanimoto_target",
+                   "nn_tanimoto_any", "in_domain", "target_hgnc_id", "target_ensembl_id")
+_LINK_DOUBLES = ("pchembl_lower", "pchembl_upper", "interval_nominal", "nn_tanimoto_target", "nn_tanimoto_any")
 
 
 def _link_frame(links: pd.DataFrame) -> pd.DataFrame:
@@ -150,7 +168,14 @@ def _link_frame(links: pd.DataFrame) -> pd.DataFrame:
         lk = lk.assign(link_type="measured")
     if "model_version" not in lk.columns:
         lk = lk.assign(model_version="")
-    return lk
+    for col in LINK_DB_COLUMNS[1:]:
+        if col not in lk.columns:  # measured links have no interval / domain; libraries may lack target ids
+            lk = lk.assign(**{col: pd.Series(None, index=lk.index, dtype=_link_dtype(col))})
+    return lk.astype({c: "float64" for c in _LINK_DOUBLES}).astype({"in_domain": "boolean"})
+
+
+def _link_dtype(col: str) -> str:
+    return "float64" if col in _LINK_DOUBLES else ("boolean" if col == "in_domain" else "object")
 
 
 def _insert_targets(con: duckdb.DuckDBPyConnection, run: dict[str, Any], targets: pd.DataFrame,

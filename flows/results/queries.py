@@ -19,6 +19,7 @@ import numpy as np
 from flows.results.ranking import EVIDENCE_TYPES, validate_weights, weighted_harmonic_sum
 from flows.results.db import connect, db_path, latest_run_id
 from fusion.errors import QueryError
+from molecules.domain import DOMAIN_TANIMOTO
 
 MAX_PAGE = 1000          # rows per page at most
 MAX_SIMILAR = 500        # hits per similarity query at most
@@ -49,17 +50,35 @@ def run_scoring(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, Any]:
 
 
 _TOP_LINKS_SQL = (
-    "SELECT l.gene, l.compound_id, c.name, c.canonical_smiles, l.pchembl, l.activity_type, l.link_type, "
-    "l.model_version FROM (SELECT *, row_number() OVER (PARTITION BY gene ORDER BY pchembl DESC, compound_id) "
-    "AS k FROM target_compound_links WHERE run_id = ?) l JOIN compounds c USING (compound_id) WHERE l.k <= ?")
+    "SELECT l.*, c.name, c.canonical_smiles FROM (SELECT *, row_number() OVER (PARTITION BY gene ORDER BY "
+    "pchembl DESC, compound_id) AS k FROM target_compound_links WHERE run_id = ?) l JOIN compounds c "
+    "USING (compound_id) WHERE l.k <= ?")
 
 
-def _link_json(cid: Any, name: Any, smi: Any, pchembl: Any, atype: Any, link: Any, version: Any) -> dict[str, Any]:
-    p = None if pchembl is None or pchembl is np.ma.masked else float(pchembl)
-    return {"id": str(cid), "name": None if name is None or name is np.ma.masked else str(name),
-            "canonical_smiles": str(smi), "activity": {"type": None if atype is np.ma.masked else atype, "pchembl": p},
-            "pchembl": p, "link": str(link) if link and link is not np.ma.masked else "measured",
-            "model_version": str(version) if version and version is not np.ma.masked else None}
+def _val(x: Any) -> Any:
+    """A DB value as JSON: NULL (None, numpy masked, NaN) -> None, numpy scalars -> Python."""
+    if x is None or x is np.ma.masked or (isinstance(x, float) and x != x):
+        return None
+    return x.item() if isinstance(x, np.generic) else x
+
+
+def _link_json(r: dict[str, Any]) -> dict[str, Any]:
+    """One linked compound: its activity (type, pChEMBL), measured / predicted, and for predicted links the
+    model version, the conformal interval and the applicability domain (DB columns of older runs: None)."""
+    v = {k: _val(r.get(k)) for k in ("compound_id", "name", "canonical_smiles", "pchembl", "activity_type",
+                                      "link_type", "model_version", "pchembl_lower", "pchembl_upper",
+                                      "interval_nominal", "nn_tanimoto_target", "nn_tanimoto_any", "in_domain")}
+    p = None if v["pchembl"] is None else float(v["pchembl"])
+    out = {"id": str(v["compound_id"]), "name": None if v["name"] is None else str(v["name"]),
+           "canonical_smiles": str(v["canonical_smiles"]), "activity": {"type": v["activity_type"], "pchembl": p},
+           "pchembl": p, "link": str(v["link_type"]) if v["link_type"] else "measured",
+           "model_version": str(v["model_version"]) if v["model_version"] else None}
+    if out["link"] == "predicted":
+        out["interval"] = {"lower": v["pchembl_lower"], "upper": v["pchembl_upper"], "nominal": v["interval_nominal"]}
+        out["domain"] = {"nn_tanimoto_target": v["nn_tanimoto_target"], "nn_tanimoto_any": v["nn_tanimoto_any"],
+                         "in_domain": None if v["in_domain"] is None else bool(v["in_domain"]),
+                         "threshold": DOMAIN_TANIMOTO}
+    return out
 
 
 def _compounds(con: duckdb.DuckDBPyConnection, run_id: str, genes: list[str],
@@ -67,11 +86,13 @@ def _compounds(con: duckdb.DuckDBPyConnection, run_id: str, genes: list[str],
     """Linked compounds of the genes, most potent first (at most ``per_gene`` each)."""
     if not genes or per_gene <= 0:
         return {}
-    rows = con.execute(f"{_TOP_LINKS_SQL} AND l.gene IN (SELECT unnest(?)) ORDER BY l.gene, l.pchembl DESC, "
-                       "l.compound_id", [run_id, per_gene, genes]).fetchall()
+    cur = con.execute(f"{_TOP_LINKS_SQL} AND l.gene IN (SELECT unnest(?)) ORDER BY l.gene, l.pchembl DESC, "
+                      "l.compound_id", [run_id, per_gene, genes])
+    names = [d[0] for d in cur.description]
     out: dict[str, list[dict[str, Any]]] = {}
-    for gene, *rest in rows:
-        out.setdefault(gene, []).append(_link_json(*rest))
+    for row in cur.fetchall():
+        r = dict(zip(names, row))
+        out.setdefault(r["gene"], []).append(_link_json(r))
     return out
 
 
@@ -103,9 +124,7 @@ class _RankInputs:
         """The gene's n most potent linked compounds (JSON-ready), from the prefetched links."""
         lo, hi = (self.link_bounds or {}).get(gene, (0, 0))
         lk = self.links
-        return [_link_json(lk["compound_id"][i], lk["name"][i], lk["canonical_smiles"][i], lk["pchembl"][i],
-                           lk["activity_type"][i], lk["link_type"][i], lk["model_version"][i])
-                for i in range(lo, min(hi, lo + n))]
+        return [_link_json({k: col[i] for k, col in lk.items()}) for i in range(lo, min(hi, lo + n))]
 
 
 _CACHE: dict[tuple, _RankInputs] = {}
@@ -257,6 +276,8 @@ def explain_target(store: str | Path, gene: str, *, run_id: str | None = None,
                          "FROM evidence WHERE run_id = ? AND gene = ? ORDER BY evidence_type, score DESC, source",
                          [run_id, gene]).fetchall()
         compounds = _compounds(con, run_id, [gene], compounds_per_target).get(gene, [])
+        models = _model_cards(con, run_id, {c["model_version"] for c in compounds if c["model_version"]})
+        ids = _target_ids(con, run_id, gene)
     finally:
         con.close()
     rank, score = int(t[0]), float(t[1])
@@ -274,7 +295,32 @@ def explain_target(store: str | Path, gene: str, *, run_id: str | None = None,
             "score": score, "evidence": evidence,
             "tractability": {"score": float(tractability), "best_pchembl": None if best is None else float(best),
                              "n_active_compounds": int(n_active), "rows": by_type.get("tractability", [])},
-            "compounds": compounds}
+            "compounds": compounds, "ids": ids, "activity_models": models}
+
+
+def _has_column(con: duckdb.DuckDBPyConnection, table: str, column: str) -> bool:
+    return con.execute("SELECT count(*) FROM information_schema.columns WHERE table_name = ? AND column_name = ?",
+                       [table, column]).fetchone()[0] > 0
+
+
+def _model_cards(con: duckdb.DuckDBPyConnection, run_id: str, versions: set[str]) -> dict[str, Any]:
+    """The cards (molecules.model_card) of the activity models behind a target's predicted links."""
+    if not versions or not _has_column(con, "activity_models", "card_json"):
+        return {}
+    rows = con.execute("SELECT model_version, card_json FROM activity_models WHERE run_id = ? AND model_version "
+                       "IN (SELECT unnest(?))", [run_id, sorted(versions)]).fetchall()
+    return {v: json.loads(card) for v, card in rows}
+
+
+def _target_ids(con: duckdb.DuckDBPyConnection, run_id: str, gene: str) -> dict[str, Any]:
+    """HGNC symbol (the ranked gene) and the HGNC / Ensembl ids the compound library gives for it."""
+    out: dict[str, Any] = {"hgnc_symbol": gene, "hgnc_id": None, "ensembl_id": None}
+    if _has_column(con, "target_compound_links", "target_ensembl_id"):
+        row = con.execute("SELECT any_value(target_hgnc_id), any_value(target_ensembl_id) FROM target_compound_links "
+                          "WHERE run_id = ? AND gene = ? AND (target_hgnc_id IS NOT NULL OR target_ensembl_id IS NOT "
+                          "NULL)", [run_id, gene]).fetchone()
+        out["hgnc_id"], out["ensembl_id"] = (row or (None, None))
+    return out
 
 
 def similar_compounds(store: str | Path, smiles: str, *, top: int = 10, run_id: str | None = None) -> dict[str, Any]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
@@ -31,6 +31,7 @@ class CompoundInputs:
     errors: list[str]
     source_rows: dict[tuple[str, str], list[int]]
     path: Path | None
+    model_cards: list[dict[str, Any]] = field(default_factory=list)  # cards of the models behind predicted links
 
 
 def _specs(scoring: ScoringConfig, evidence_type: str) -> dict[str, Any]:
@@ -178,7 +179,8 @@ def _add_predicted_links(comp: CompoundInputs, rows: pd.DataFrame, ranked: pd.Da
     if pred.empty:
         return comp, rows, ranked
     rows = pd.concat([rows, er.tractability_rows(pred, scoring, {}, comp.path)], ignore_index=True)
-    comp = dataclasses.replace(comp, links=pd.concat([comp.links, pred], ignore_index=True))
+    comp = dataclasses.replace(comp, links=pd.concat([comp.links, pred], ignore_index=True),
+                               model_cards=[pred.attrs["model_card"]])
     return comp, rows, score_targets(rows, scoring, genes=genes)
 
 
@@ -208,7 +210,7 @@ def record_run(*, catalog: Catalog, store: ArtifactStore, config: RunConfig, ran
     with atomic_path(store.path(f"runs/{run_id}.json")) as tmp:
         tmp.write_text(json.dumps(run, indent=1, default=float))
     write_run(store.root, run=run, targets=ranked, compounds=comp.compounds, links=comp.links,
-              experiments=experiments, evidence=rows, scoring=scoring.to_dict())
+              experiments=experiments, evidence=rows, scoring=scoring.to_dict(), model_cards=comp.model_cards)
     for task, grp in experiments.groupby("task"):
         best_single = grp.loc[grp["kind"] == "single"].sort_values("mean").tail(1)
         best_fusion = grp.loc[grp["kind"] == "fusion"].sort_values("mean").tail(1)

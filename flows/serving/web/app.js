@@ -66,7 +66,56 @@ async function initSliders() {
   }));
 }
 
-async function showTarget(gene) {
+const fmt = (v, d = 2) => (v === null || v === undefined ? "-" : Number(v).toFixed(d));
+
+function domainBadge(d) {
+  if (!d || d.in_domain === null || d.in_domain === undefined) return "";
+  const title = `nearest training compound on this target: Tanimoto ${fmt(d.nn_tanimoto_target)}; ` +
+    `on any target: ${fmt(d.nn_tanimoto_any)} (in domain at >= ${d.threshold})`;
+  return `<span class="domain ${d.in_domain ? "in" : "out"}" title="${title}">${d.in_domain ? "in domain" : "out of domain"}</span>`;
+}
+
+function compoundCard(gene, c) {
+  const predicted = c.link === "predicted";
+  const badge = predicted && c.model_version
+    ? `<a class="badge predicted" title="model card" href="#/target/${encodeURIComponent(gene)}/model/${c.model_version}">predicted</a>`
+    : `<span class="badge ${c.link}">${c.link}</span>`;
+  const type = c.activity && c.activity.type ? ` (${c.activity.type})` : "";
+  const extra = predicted
+    ? `<br>${Math.round(100 * (c.interval?.nominal ?? 0.9))}% interval ${fmt(c.interval?.lower)}-${fmt(c.interval?.upper)}
+       ${domainBadge(c.domain)}<br>nearest training Tanimoto: target ${fmt(c.domain?.nn_tanimoto_target)},
+       any ${fmt(c.domain?.nn_tanimoto_any)}<br>model ${c.model_version}` : "";
+  return `<div class="compound"><img class="structure" alt="${c.id}" src="/api/compounds/depict.svg?smiles=${encodeURIComponent(c.canonical_smiles)}">
+    <div><b>${c.name || c.id}</b> ${badge} pChEMBL${type} ${c.pchembl.toFixed(2)}${extra}</div></div>`;
+}
+
+function metricRow(split, m) {
+  if (m.skipped) return `<tr><td>${split}</td><td colspan="5">not evaluated: ${m.skipped}</td></tr>`;
+  return `<tr><td>${split}</td><td>${m.n_train} / ${m.n_test}</td><td>${fmt(m.model.ci, 3)} / ${fmt(m.model.mse, 3)}</td>
+    <td>${fmt(m.baseline_drug_target_mean.ci, 3)} / ${fmt(m.baseline_drug_target_mean.mse, 3)}</td>
+    <td>${fmt(m.coverage, 3)} (nominal ${m.nominal})</td></tr>`;
+}
+
+function showModelCard(t, version) {
+  const card = version ? (t.activity_models || {})[version] : null;
+  $("model-card").hidden = !card;
+  if (!card) return;
+  const d = card.training_data;
+  $("model-card-title").textContent = `Activity model ${card.model_version}`;
+  $("model-card-body").innerHTML = `<p>${card.description}<br>${card.architecture}; trained on
+    ${card.activity_types.join(", ")}</p>
+    <p>training data: ${d.rows} measured pairs, ${d.targets} targets (${d.tasks} target x activity-type tasks),
+    ${d.compounds} compounds; sha256 <code>${d.sha256.slice(0, 16)}</code></p>
+    <table><thead><tr><th>held-out split</th><th>train / test pairs</th><th>model CI / MSE</th>
+    <th>drug + target mean baseline CI / MSE</th><th>interval coverage</th></tr></thead>
+    <tbody>${Object.entries(card.metrics).map(([k, m]) => metricRow(k, m)).join("")}</tbody></table>
+    <p>${Math.round(100 * card.interval.nominal)}% interval: prediction &plusmn; ${fmt(card.interval.halfwidth)}
+    (${card.interval.method}, ${card.splits.calibration.n} calibration pairs).
+    In domain: ${card.domain.measure} &ge; ${card.domain.in_domain_at_least}.</p>`;
+  $("model-card").scrollIntoView();
+}
+
+async function showTarget(gene, model) {
   showError(null);
   try {
     const t = await api(`/api/targets/${encodeURIComponent(gene)}`);
@@ -78,10 +127,9 @@ async function showTarget(gene) {
       `<div class="bar-row"><span class="bar-label">tractability (not in score)</span>
        <span class="bar-bg"><div class="bar" style="width:${Math.round(300 * t.tractability.score)}px;background:#888"></div></span>
        <span>${t.tractability.score.toFixed(3)}</span></div>`;
-    $("compounds").innerHTML = t.compounds.length ? t.compounds.map((c) =>
-      `<div class="compound"><img class="structure" alt="${c.id}" src="/api/compounds/depict.svg?smiles=${encodeURIComponent(c.canonical_smiles)}">
-       <div><b>${c.name || c.id}</b> <span class="badge ${c.link}">${c.link}</span> pChEMBL ${c.pchembl.toFixed(2)}
-       ${c.model_version ? `<br>model ${c.model_version}` : ""}</div></div>`).join("") : "<p>no linked compound</p>";
+    $("compounds").innerHTML = t.compounds.length ? t.compounds.map((c) => compoundCard(t.gene, c)).join("")
+      : "<p>no linked compound</p>";
+    showModelCard(t, model);
     const img = $("spatial-img");
     img.hidden = false;
     $("spatial-status").textContent = "";
@@ -101,11 +149,11 @@ async function showExperiments() {
 
 function route() {
   const h = location.hash || "#/";
-  const m = h.match(/^#\/target\/(.+)$/);
+  const m = h.match(/^#\/target\/([^/]+)(?:\/model\/([0-9a-f]+))?$/);
   $("ranking-view").hidden = !(h === "#/" || h === "#");
   $("target-view").hidden = !m;
   $("experiments-view").hidden = h !== "#/experiments";
-  if (m) showTarget(decodeURIComponent(m[1]));
+  if (m) showTarget(decodeURIComponent(m[1]), m[2]);
   if (h === "#/experiments") showExperiments();
 }
 
