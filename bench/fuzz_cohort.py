@@ -1,14 +1,29 @@
 """Fuzz every per-patient door: corrupt files of a generated cohort, scan and run it, check each is named.
 
-Usage: python bench/fuzz_cohort.py --patients 16 --files 24 --seed 0 [--out DIR] [--keep]
+Usage: python bench/fuzz_cohort.py --patients 16 --files 24 --seeds 0 1 2 [--victims 8] [--out DIR] [--json F]
 
-Generates a cohort with the synthetic generator, damages ``--files`` files chosen at random across the
-doors (DICOM slices, slides, MAF, copy number, STAR counts, spatial h5ad, Space Ranger matrices) with a
-random kind of damage, then runs ``fusionrx scan`` and ``fusionrx run`` as subprocesses (a segfault shows as
-a negative exit code). Each damaged file must be named (run record ``skipped``, scan ``problems`` /
-``unrecognised`` / catalog notes) or verified harmless: the door's reader, run in a child process on the
-damaged file and on a pristine copy, returns the same content. Anything else, or a run that does not exit
-0, is a finding: printed, and the exit status is 1.
+Generates a cohort once and runs it clean (``fusionrx scan`` + ``fusionrx run``, the baseline). Then, per
+seed, damages ``--files`` files of ``--victims`` patients drawn at random, across the doors (DICOM slices,
+slides, MAF, copy number, STAR counts, spatial h5ad, Space Ranger matrices), each with a random kind of
+damage (``KINDS``; the plain tables also ``cut_lines``: cut at a line boundary), and runs scan and run again
+as subprocesses (a segfault shows as a negative exit code). Each damaged file is judged:
+
+- NAMED: the run summary (``skipped``) names it with its reason, or else the scan (problems, unrecognised
+  files, catalog notes: the file never reaches the run); a DICOM slice may be named through its series.
+- HARMLESS: not named, but the door's reader returns exactly the same content as from the pristine file
+  (the damaged bytes are never read).
+- UNDETECTABLE: a stretch of random bytes wholly inside the uncompressed pixel data of a DICOM slice: DICOM
+  has no checksum, the slice reads as other valid pixel values (``fuzz_outputs.pixel_data_only``). Counted
+  apart, never as named; the patient's outputs are not compared.
+- MASKED: not named, and its reader fails on it alone, but a damaged input of the same door and patient
+  failed first and is named in the run summary (a patient's DICOM study stops at its first bad slice): it is
+  named once that one is replaced. Counted apart, not as named.
+- FINDING: anything else (not named and read differently, or the reader fails where the run said nothing).
+
+Run-level findings: scan or run exit status not in ``OK_EXITS`` (a crash is negative), a Python traceback
+in their output, and any output of an untouched patient (no damaged file) that differs from the clean run
+(``fuzz_outputs.untouched_changes``). Prints per seed and in total: tried, named, crashes, untouched
+outputs changed. Exit status 1 when there is any finding.
 """
 
 from __future__ import annotations
@@ -28,6 +43,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.fuzz_outputs import file_patients, isolated_digest, patient_of, pixel_data_only, untouched_changes
+
 # door -> glob patterns (relative to the cohort root) of the files it reads
 DOORS: dict[str, tuple[str, ...]] = {
     "dicom": ("imaging/**/*.dcm",),
@@ -39,127 +56,140 @@ DOORS: dict[str, tuple[str, ...]] = {
     "spaceranger": ("spatial/**/filtered_feature_bc_matrix.h5",),
 }
 KINDS = ("truncate", "zero_head", "empty", "html", "random_mid")
+TEXT_DOORS = ("copy_number", "star_counts")  # plain tables: also cut at a line boundary
+TEXT_KINDS = KINDS + ("cut_lines",)
 HTML_PAGE = (b"<!DOCTYPE html>\n<html><head><title>502 Bad Gateway</title></head>\n"
              b"<body><h1>502 Bad Gateway</h1><p>The proxy could not reach the file server.</p></body></html>\n")
-TINY_CONFIG = (Path(__file__).resolve().parents[1] / "flows" / "synthetic" / "tiny_run.yaml").read_text()
+TINY_CONFIG = (ROOT / "flows" / "synthetic" / "tiny_run.yaml").read_text()
+OK_EXITS = (0,)  # `fusionrx scan` / `run` exit 0 when they complete, bad inputs reported and skipped
+TRACEBACK = "Traceback (most recent call last)"
+
+
+def frozen_encoders_available() -> bool:
+    """True when the shipped frozen tile / volume encoders are installed (their manifest reads)."""
+    try:
+        from imaging.frozen_encoders import manifest
+
+        manifest()
+    except Exception:  # noqa: BLE001 - absent module, absent or bad manifest: not available
+        return False
+    return True
+
+
+def harness_config(text: str = TINY_CONFIG) -> str:
+    """The run config of every run of the harness: ``text`` plus, where the run config knows them and
+    ``text`` does not set them, ``verify_slides: true`` (every tile of every slide decoded at ingest) and,
+    without installed frozen encoders, cohort-trained ones (then only encoder-independent outputs of the
+    untouched patients can be compared: see bench/fuzz_outputs.py)."""
+    from flows.config import RunConfig
+
+    fields = RunConfig.__dataclass_fields__
+    extra = {"verify_slides": "true"}
+    if not frozen_encoders_available():
+        extra |= {"volume_encoder": "cohort", "tile_encoder": "cohort"}
+    keys = {line.split(":")[0].strip() for line in text.splitlines() if ":" in line and not line.startswith("#")}
+    return text + "".join(f"{k}: {v}\n" for k, v in extra.items() if k in fields and k not in keys)
+
+
+def ok_exits() -> tuple[int, ...]:
+    """Exit statuses of a completed run: 0, and the CLI's 'completed, inputs skipped' status if it has one."""
+    from flows import cli
+
+    extra = getattr(cli, "EXIT_SKIPPED", None)
+    return OK_EXITS + ((int(extra),) if extra is not None else ())
 
 
 @dataclass
 class Damage:
-    """One damaged file: its door, path relative to the cohort, the kind of damage and the bytes touched."""
+    """One damaged file: its door, path relative to the cohort, patient, the kind of damage, the bytes
+    touched (start, length; -1 when the file was replaced) and the verdict."""
 
     door: str
     file: str
     kind: str
     detail: str
-    named: str = ""     # where the run or the scan names it
-    harmless: str = ""  # why it is harmless when it is not named
+    patient: str = ""
+    start: int = -1
+    length: int = 0
+    named: str = ""         # where the run or the scan names it
+    named_by: str = ""      # "run" or "scan"
+    harmless: str = ""      # why it is harmless when it is not named
+    undetectable: str = ""  # why no reader can tell (DICOM pixel data)
+    masked: str = ""        # which damage of the same patient's input, named, stopped the read before this file
     finding: str = ""
 
 
-def candidates(root: Path) -> dict[str, list[str]]:
-    """Every file of each door in the cohort, relative to ``root``, sorted."""
+def candidates(root: Path, patients: set[str] | None = None) -> dict[str, list[str]]:
+    """Every file of each door in the cohort (relative to ``root``, sorted), only ``patients``' when given."""
+    gdc = file_patients(root) if patients is not None else {}
     out = {}
     for door, patterns in DOORS.items():
         files = sorted({str(p.relative_to(root)) for pat in patterns for p in root.glob(pat) if p.is_file()})
+        if patients is not None:
+            files = [f for f in files if patient_of(f, gdc) in patients]
         if files:
             out[door] = files
     return out
 
 
-def corrupt(path: Path, kind: str, rng: np.random.Generator) -> str:
-    """Damage ``path`` in place; a one-line description of what was done."""
+def corrupt(path: Path, kind: str, rng: np.random.Generator) -> tuple[str, int, int]:
+    """Damage ``path`` in place; (a one-line description, first byte changed, bytes changed; -1 / 0 when
+    the file was cut or replaced)."""
     data = path.read_bytes()
     n = len(data)
     if kind == "truncate":
         cut = int(rng.integers(1, max(2, n - 1)))
         path.write_bytes(data[:cut])
-        return f"truncated to {cut} of {n} bytes"
+        return f"truncated to {cut} of {n} bytes", -1, 0
+    if kind == "cut_lines":  # an interrupted copy that stopped between two rows
+        lines = data.splitlines(keepends=True)
+        keep = int(rng.integers(max(1, len(lines) // 2), max(2, len(lines) - 1)))
+        path.write_bytes(b"".join(lines[:keep]))
+        return f"cut at a line boundary: {keep} of {len(lines)} lines kept", -1, 0
     if kind == "zero_head":
         path.write_bytes(b"\0" * min(1024, n) + data[1024:])
-        return f"first {min(1024, n)} bytes zeroed"
+        return f"first {min(1024, n)} bytes zeroed", 0, min(1024, n)
     if kind == "empty":
         path.write_bytes(b"")
-        return f"emptied ({n} bytes)"
+        return f"emptied ({n} bytes)", -1, 0
     if kind == "html":
         path.write_bytes(HTML_PAGE)
-        return f"replaced by an HTML error page ({n} bytes)"
+        return f"replaced by an HTML error page ({n} bytes)", -1, 0
     if kind == "random_mid":
         length = int(min(max(64, n // 20), 4096))
         start = int(rng.integers(n // 4, max(n // 4 + 1, 3 * n // 4 - length)))
         junk = rng.integers(0, 256, size=min(length, n - start), dtype=np.uint8).tobytes()
         path.write_bytes(data[:start] + junk + data[start + len(junk):])
-        return f"{len(junk)} random bytes at offset {start} of {n}"
+        return f"{len(junk)} random bytes at offset {start} of {n}", start, len(junk)
     raise ValueError(f"unknown corruption kind {kind!r}")
 
 
-def choose(root: Path, n_files: int, rng: np.random.Generator,
-           plan: list[tuple[str, str]] | None = None) -> list[Damage]:
-    """Damage ``n_files`` files picked at random (door first, then file), or the given (door, kind) plan."""
-    files = candidates(root)
-    doors = sorted(files)
-    picks = plan or [(doors[int(rng.integers(len(doors)))], KINDS[int(rng.integers(len(KINDS)))])
-                     for _ in range(n_files)]
+def choose(root: Path, n_files: int, rng: np.random.Generator, plan: list[tuple[str, str]] | None = None,
+           patients: set[str] | None = None) -> list[Damage]:
+    """Damage ``n_files`` distinct files picked at random (a door with files left, then a kind it takes, then a
+    file), of ``patients`` only when given; or the given (door, kind) plan."""
+    files = candidates(root, patients)
+    gdc = file_patients(root)
     out: list[Damage] = []
-    for door, kind in picks:
-        left = [f for f in files.get(door, []) if f not in {d.file for d in out}]
+    picks = list(plan) if plan else []
+    while len(out) < (len(plan) if plan else n_files):
+        used = {d.file for d in out}
+        doors = sorted(d for d, fs in files.items() if set(fs) - used)
+        if not doors or (plan and not picks):
+            break
+        if picks:
+            door, kind = picks.pop(0)
+        else:
+            door = doors[int(rng.integers(len(doors)))]
+            kinds = TEXT_KINDS if door in TEXT_DOORS else KINDS
+            kind = kinds[int(rng.integers(len(kinds)))]
+        left = [f for f in files.get(door, []) if f not in used]
         if not left:
             continue
         rel = left[int(rng.integers(len(left)))]
-        out.append(Damage(door, rel, kind, corrupt(root / rel, kind, rng)))
+        detail, start, length = corrupt(root / rel, kind, rng)
+        out.append(Damage(door, rel, kind, detail, patient_of(rel, gdc) or "", start, length))
     return out
-
-
-# Each door's reader, run in a child process on one file: prints a SHA-256 of what it read.
-READ_CHILD = r"""
-import hashlib, sys, warnings
-import numpy as np
-warnings.filterwarnings("ignore")
-door, path = sys.argv[1], sys.argv[2]
-h = hashlib.sha256()
-def add(a):
-    a = np.ascontiguousarray(np.asarray(a))
-    h.update(str((a.dtype, a.shape)).encode()); h.update(a.tobytes() if a.dtype != object else repr(a.tolist()).encode())
-if door == "dicom":
-    from imaging.dicom_frames import read_image, stored_pixels
-    from pathlib import Path
-    ds = read_image(path, fast=False)
-    add(stored_pixels(ds, Path(path)))
-elif door == "slide":
-    from imaging.slide import open_slide
-    s = open_slide(path)
-    for lvl, (w, hh) in enumerate(s.level_dimensions):
-        add(np.asarray(s.read_region((0, 0), lvl, (w, hh))))
-elif door == "maf":
-    from omics.gdc import read_maf
-    add(read_maf(path).to_numpy())
-elif door == "copy_number":
-    from omics.gdc_download import read_gene_level_copy_number
-    add(read_gene_level_copy_number(path).to_numpy())
-elif door == "star_counts":
-    from omics.gdc import read_star_counts
-    add(read_star_counts(path).to_numpy())
-elif door == "h5ad":
-    from omics.spatial import read_spatial
-    a = read_spatial(path)
-    add(a.X.toarray() if hasattr(a.X, "toarray") else a.X); add(a.obsm["spatial"])
-elif door == "spaceranger":
-    from pathlib import Path
-    from omics.spaceranger import read_spaceranger
-    a = read_spaceranger(Path(path).parent)
-    add(a.X.toarray() if hasattr(a.X, "toarray") else a.X)
-print(h.hexdigest())
-"""
-
-
-def read_digest(door: str, path: Path) -> tuple[int, str]:
-    """(exit code, digest or the error's last line) of the door's reader on ``path``, in a child process."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-c", READ_CHILD, door, str(path)], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=300)
-    if proc.returncode != 0:
-        return proc.returncode, (proc.stderr.strip().splitlines() or ["(no message)"])[-1]
-    return 0, proc.stdout.strip()
 
 
 def fusionrx(*args: str, log: Path, timeout_s: float = 1800) -> int:
@@ -168,32 +198,39 @@ def fusionrx(*args: str, log: Path, timeout_s: float = 1800) -> int:
     cli = [sys.executable, "-c", "import sys; from flows.cli import main; sys.exit(main())"]
     with open(log, "w") as fh:
         return subprocess.run(cli + list(args), cwd=ROOT, env=env, stdout=fh, stderr=subprocess.STDOUT,
-                              timeout=timeout_s).returncode
+                              timeout=timeout_s, check=False).returncode
 
 
-def _mentions(records: list[tuple[str, str]], data: Path, rel: str) -> str:
-    """The first record (where, text) whose text names the file (absolute or relative path)."""
-    for where, text in records:
-        if str(data / rel) in text or rel in text:
-            return f"{where}: {text[:160]}"
-    return ""
-
-
-def scan_and_run(data: Path, work: Path, config: Path) -> dict:
-    """``fusionrx scan`` then ``fusionrx run`` over ``data``; exit codes, the scan result and the run record."""
+def scan_and_run(data: Path, work: Path, config: Path, reuse: bool = False) -> dict:
+    """``fusionrx scan`` then ``fusionrx run`` over ``data``; exit codes, the scan result and the run record.
+    With ``reuse``, a finished scan + run in ``work`` under the same config is read back, not repeated."""
+    work.mkdir(parents=True, exist_ok=True)
     catalog, store = work / "catalog.yaml", work / "store"
-    scan_json = work / "scan.json"
-    scan_rc = fusionrx("scan", str(data), "--out", str(catalog), "--format", "json", log=scan_json)
+    scan_json, done = work / "scan.json", work / "exit_codes.json"
+    key = {"config": config.read_text(), "data": str(data)}
+    if reuse and done.is_file() and json.loads(done.read_text())["key"] == key:
+        scan_rc, run_rc = json.loads(done.read_text())["codes"]
+    else:
+        done.unlink(missing_ok=True)
+        shutil.rmtree(store, ignore_errors=True)
+        scan_rc, run_rc = _scan_then_run(data, catalog, store, config, work)
+        done.write_text(json.dumps({"key": key, "codes": [scan_rc, run_rc]}))
     scan = {}
-    if scan_rc == 0:
+    if scan_rc in ok_exits():
         text = scan_json.read_text()
         scan = json.loads(text[text.index("{"):])
-    run_rc = fusionrx("run", "--catalog", str(catalog), "--store", str(store), "--config", str(config),
-                      log=work / "run.log") if scan_rc == 0 else None
     records = sorted(p for p in (store / "runs").glob("*.json") if p.name.count(".") == 1) if store.is_dir() else []
     run = json.loads(records[-1].read_text()) if records else {}
     return {"scan_rc": scan_rc, "run_rc": run_rc, "scan": scan, "run": run, "store": store,
             "run_log": work / "run.log", "scan_log": scan_json}
+
+
+def _scan_then_run(data: Path, catalog: Path, store: Path, config: Path, work: Path) -> tuple[int, int | None]:
+    """Exit codes of ``fusionrx scan`` and (when the scan completed) ``fusionrx run``."""
+    scan_rc = fusionrx("scan", str(data), "--out", str(catalog), "--format", "json", log=work / "scan.json")
+    run_rc = fusionrx("run", "--catalog", str(catalog), "--store", str(store), "--config", str(config),
+                      log=work / "run.log") if scan_rc in ok_exits() else None
+    return scan_rc, run_rc
 
 
 def named_records(result: dict) -> list[tuple[str, str]]:
@@ -208,91 +245,182 @@ def named_records(result: dict) -> list[tuple[str, str]]:
     return recs
 
 
+def _mentions(records: list[tuple[str, str]], data: Path, d: Damage) -> str:
+    """The first record (where: text) whose text names the damaged file (absolute or relative path), or, for
+    a DICOM slice, its series folder."""
+    names = [str(data / d.file), d.file]
+    if d.door == "dicom":
+        names += [str(data / Path(d.file).parent) + sep for sep in (" ", ":", "/")]
+    for where, text in records:
+        if any(n in text for n in names):
+            return f"{where}: {text[:600]}"
+    return ""
+
+
+def run_findings(result: dict) -> list[str]:
+    """Run-level findings: an exit status outside ``ok_exits()`` (a crash: negative) or a traceback."""
+    out = []
+    for step in ("scan", "run"):
+        rc, log = result[f"{step}_rc"], result[f"{step}_log"]
+        if rc is not None and rc not in ok_exits():
+            out.append(f"{step} exited {rc} (see {log})")
+        if rc is not None and log.is_file() and TRACEBACK in log.read_text(errors="replace"):
+            out.append(f"{step} printed a Python traceback (see {log})")
+    return out
+
+
 def judge(damages: list[Damage], data: Path, pristine: Path, result: dict) -> list[str]:
-    """Fill each damage's named / harmless / finding; the list of findings (run-level ones included)."""
-    findings = []
-    if result["scan_rc"] != 0:
-        findings.append(f"scan exited {result['scan_rc']} (see {result['scan_log']})")
-    elif result["run_rc"] != 0:
-        findings.append(f"run exited {result['run_rc']} (see {result['run_log']})")
+    """Fill each damage's verdict (named / harmless / undetectable / masked / finding); the list of
+    findings, the run-level ones included."""
+    findings = run_findings(result)
     recs = named_records(result)
     for d in damages:
-        d.named = _mentions(recs, data, d.file)
-        if d.named:
-            continue
-        rc_bad, got = read_digest(d.door, data / d.file)
-        rc_ok, want = read_digest(d.door, pristine / d.file)
-        if rc_bad == 0 and rc_ok == 0 and got == want:
+        d.named = _mentions(recs, data, d)
+        d.named_by = ("run" if d.named.startswith("run") else "scan") if d.named else ""
+    for d in (d for d in damages if not d.named):
+        ok_bad, got = isolated_digest(d.door, data / d.file)
+        ok_ref, want = isolated_digest(d.door, pristine / d.file)
+        first = next((o for o in damages if o.named_by == "run" and o.door == d.door and o.patient == d.patient
+                      and o is not d), None)
+        if ok_bad and ok_ref and got == want:
             d.harmless = "the reader returns the same content as from the undamaged file (damaged bytes not read)"
-        elif rc_bad == 0:
+        elif d.door == "dicom" and d.start >= 0 and pixel_data_only(pristine / d.file, d.start, d.length):
+            d.undetectable = "random bytes only inside uncompressed pixel data: valid other pixel values, no checksum"
+        elif not ok_bad and first is not None:
+            d.masked = (f"the reader fails on it alone ({got[:120]}); the patient's {first.file} failed first and "
+                        "is named: this one is named once that is replaced")
+        elif ok_bad:
             d.finding = "not named; the reader returns different content without an error (silent)"
         else:
-            d.finding = f"not named; the reader alone fails with exit {rc_bad}: {got[:200]}"
+            d.finding = f"not named; the reader alone fails: {got}"
         if d.finding:
             findings.append(f"{d.door} {d.file} [{d.kind}: {d.detail}]: {d.finding}")
     return findings
 
 
-def fuzz(out: Path, n_patients: int, n_files: int, seed: int,
-         plan: list[tuple[str, str]] | None = None, config_text: str = TINY_CONFIG) -> dict:
-    """Generate, damage, scan, run and judge under ``out``; the report as a dict."""
+def untouched_patients(damages: list[Damage], root: Path) -> list[str]:
+    """Patients of the cohort (those with a file of any door) that no damage touched."""
+    gdc = file_patients(root)
+    everyone = {patient_of(f, gdc) for fs in candidates(root).values() for f in fs}
+    return sorted(p for p in everyone - {d.patient for d in damages} if p)
+
+
+def prepare(out: Path, n_patients: int, cohort_seed: int, config_text: str | None = None) -> dict:
+    """The pristine cohort under ``out/pristine`` (generated once) and its clean scan + run (the baseline)."""
     from flows.synthetic.cohort import CohortConfig, generate_cohort
 
-    pristine, data, work = out / "pristine", out / "data", out / "work"
+    pristine = out / "pristine"
     if not pristine.is_dir():
-        generate_cohort(pristine, CohortConfig(n_patients=n_patients, seed=seed), progress=lambda m: None)
+        generate_cohort(pristine, CohortConfig(n_patients=n_patients, seed=cohort_seed, frac_spatial=0.6,
+                                               frac_spaceranger=0.5), progress=lambda m: None)
+        (pristine / "data_catalog.yaml").unlink(missing_ok=True)  # runs go through the catalog scan writes
+    config = out / "run_config.yaml"
+    config.write_text(config_text if config_text is not None else harness_config())
+    clean = scan_and_run(pristine, out / "clean", config, reuse=True)  # a rerun into the same --out reuses it
+    return {"pristine": pristine, "config": config, "clean": clean, "findings": run_findings(clean)}
+
+
+def fuzz_seed(out: Path, base: dict, n_files: int, seed: int, n_victims: int | None = None,
+              plan: list[tuple[str, str]] | None = None, keep: bool = False) -> dict:
+    """Damage a copy of the pristine cohort (seeded), scan + run it, judge every damage and compare the
+    untouched patients' outputs with the clean run's; the report as a dict."""
+    pristine = base["pristine"]
+    data, work = out / f"data-{seed}", out / f"work-{seed}"
     for d in (data, work):
         shutil.rmtree(d, ignore_errors=True)
     shutil.copytree(pristine, data)
-    (data / "data_catalog.yaml").unlink(missing_ok=True)  # the run goes through scan's catalog
-    work.mkdir(parents=True)
-    config = work / "tiny.yaml"
-    config.write_text(config_text)
-    damages = choose(data, n_files, np.random.default_rng(seed), plan)
-    result = scan_and_run(data, work, config)
+    rng = np.random.default_rng(seed)
+    gdc = file_patients(pristine)
+    patients = sorted({p for fs in candidates(pristine).values() for f in fs for p in [patient_of(f, gdc)] if p})
+    victims = set(rng.choice(patients, size=min(n_victims, len(patients)), replace=False)) if n_victims else None
+    damages = choose(data, n_files, rng, plan, patients=victims)
+    result = scan_and_run(data, work, base["config"])
     findings = judge(damages, data, pristine, result)
-    return {"seed": seed, "scan_rc": result["scan_rc"], "run_rc": result["run_rc"],
-            "damages": [asdict(d) for d in damages], "findings": findings,
-            "skipped": result["run"].get("skipped", []), "store": str(result["store"])}
+    untouched = untouched_patients(damages, pristine)
+    changes, notes = untouched_changes(base["clean"]["store"], result["store"], untouched) \
+        if result["run_rc"] in ok_exits() else ([], [])
+    findings += [f"untouched output changed: {c}" for c in changes]
+    report = {"seed": seed, "scan_rc": result["scan_rc"], "run_rc": result["run_rc"],
+              "damages": [asdict(d) for d in damages], "findings": findings, "untouched": untouched,
+              "untouched_changed": changes, "not_compared": notes, "skipped": result["run"].get("skipped", []),
+              "store": str(result["store"]), "counts": counts(damages, result, changes)}
+    if not keep and not findings:  # kept on a finding: the damaged cohort, its logs and store to look at
+        shutil.rmtree(data, ignore_errors=True)
+        shutil.rmtree(work, ignore_errors=True)
+    return report
+
+
+def counts(damages: list[Damage], result: dict, changes: list[str]) -> dict[str, int]:
+    """The figures of one damaged run: tried, named (by the run summary / by the scan only), harmless,
+    undetectable, findings, crashes (a negative exit status), untouched outputs changed."""
+    crashed = sum(1 for k in ("scan_rc", "run_rc") if result[k] is not None and result[k] < 0)
+    return {"tried": len(damages), "named_run": sum(d.named_by == "run" for d in damages),
+            "named_scan": sum(d.named_by == "scan" for d in damages),
+            "harmless": sum(bool(d.harmless) for d in damages),
+            "undetectable": sum(bool(d.undetectable) for d in damages),
+            "masked": sum(bool(d.masked) for d in damages),
+            "findings": sum(bool(d.finding) for d in damages), "crashes": crashed,
+            "untouched_changed": len(changes)}
 
 
 def _print(report: dict) -> None:
-    print(f"seed {report['seed']}: scan exit {report['scan_rc']}, run exit {report['run_rc']}, "
-          f"{len(report['damages'])} damaged file(s)")
+    c = report["counts"]
+    print(f"seed {report['seed']}: scan exit {report['scan_rc']}, run exit {report['run_rc']}; " +
+          ", ".join(f"{k} {v}" for k, v in c.items()) + f"; untouched patients {len(report['untouched'])}")
     for d in report["damages"]:
-        verdict = ("NAMED    " + d["named"]) if d["named"] else ("HARMLESS " + d["harmless"]) if d["harmless"] \
-            else ("FINDING  " + d["finding"])
+        verdict = next(f"{tag:<13}{d[key]}" for key, tag in (("named", "NAMED"), ("harmless", "HARMLESS"),
+                       ("undetectable", "UNDETECTABLE"), ("masked", "MASKED"), ("finding", "FINDING"), ("door", "?")) if d[key])
         print(f"  {d['door']:<12} {d['kind']:<10} {d['file']}\n      {d['detail']}\n      {verdict}")
-    print(f"{len(report['findings'])} finding(s)")
     for f in report["findings"]:
         print(f"  ! {f}")
+    for n in sorted(set(report["not_compared"])):
+        print(f"  (not compared: {n})")
+
+
+def totals(reports: list[dict]) -> dict[str, int]:
+    """The counts summed over seeds."""
+    keys = reports[0]["counts"].keys() if reports else []
+    return {k: sum(r["counts"][k] for r in reports) for k in keys}
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--patients", type=int, default=16)
-    ap.add_argument("--files", type=int, default=24)
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--files", type=int, default=24, help="damaged files per seed")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0], help="one damaged run per seed")
+    ap.add_argument("--victims", type=int, default=None,
+                    help="damage only this many patients (the others are compared with the clean run)")
+    ap.add_argument("--cohort-seed", type=int, default=0)
     ap.add_argument("--out", type=Path, help="working folder (kept); default a temporary one, removed")
+    ap.add_argument("--keep", action="store_true", help="keep each seed's damaged cohort and store")
     ap.add_argument("--json", type=Path, help="write the report as JSON here")
     args = ap.parse_args(argv)
     from flows.console import quiet_prefect_env
 
     quiet_prefect_env()
-    tmp = None
-    out = args.out
-    if out is None:
-        tmp = tempfile.TemporaryDirectory(prefix="fuzz_cohort_")
-        out = Path(tmp.name)
+    tmp = tempfile.TemporaryDirectory(prefix="fuzz_cohort_") if args.out is None else None
+    out = Path(tmp.name) if tmp else args.out
     try:
-        report = fuzz(out, args.patients, args.files, args.seed)
+        base = prepare(out, args.patients, args.cohort_seed)
+        for f in base["findings"]:
+            print(f"clean run: ! {f}")
+        reports = []
+        for seed in args.seeds:
+            reports.append(fuzz_seed(out, base, args.files, seed, args.victims, keep=args.keep))
+            _print(reports[-1])
     finally:
         if tmp is not None:
             tmp.cleanup()
-    _print(report)
+    total = totals(reports)
+    print("total over seeds " + " ".join(map(str, args.seeds)) + ": " + ", ".join(f"{k} {v}" for k, v in total.items()))
     if args.json:
-        args.json.write_text(json.dumps(report, indent=1, default=str))
-    return 1 if report["findings"] else 0
+        named = sum(total[k] for k in ("named_run", "named_scan", "harmless", "undetectable", "masked"))
+        summary = {"what": "damaged files named, harmless or undetectable", "ours": named,
+                   "baseline": total["tried"], "baseline_name": "damaged files tried",
+                   "ratio": named / max(1, total["tried"]), "unit": "files"}
+        args.json.write_text(json.dumps({"totals": total, "summary": summary, "seeds": reports}, indent=1,
+                                        default=str))
+    return 1 if base["findings"] or any(r["findings"] for r in reports) else 0
 
 
 if __name__ == "__main__":

@@ -228,36 +228,78 @@ def read_expression_cohort(
 ) -> tuple[ad.AnnData, list[str]]:
     """Read every STAR counts file of a sample sheet into samples x genes AnnData (X = unstranded reads, float32).
 
-    Returns ``(adata, errors)``: a file that is missing, unreadable, malformed or whose genes differ from
-    the first good file is skipped and described in ``errors`` (also copied to ``adata.uns['errors']``).
+    Returns ``(adata, errors)``: a file that is missing, unreadable, malformed or whose gene list differs from
+    the one most samples share (``majority_gene_list``: a file cut at a line boundary parses cleanly but
+    lists fewer genes) is skipped and described in ``errors`` (also copied to ``adata.uns['errors']``).
     ``gene_types=None`` keeps every gene type.
     """
     sample_sheet_path, files_dir = Path(sample_sheet_path), Path(files_dir)
     sheet = _expression_rows(sample_sheet_path)
     errors: list[str] = []
-    reference: pd.DataFrame | None = None
-    columns: list[np.ndarray] = []
-    obs_rows: list[dict[str, object]] = []
-    seen: set[str] = set()
+    read: list[tuple[Path, Barcode, object, str, pd.DataFrame]] = []
     wanted = sheet[["File ID", "File Name", "Sample ID", "Sample Type"]]
     for file_id, file_name, sample_id, sample_type in wanted.itertuples(index=False, name=None):
         path = locate_gdc_file(files_dir, str(file_id), str(file_name))
         try:
-            barcode, counts = _read_sample_counts(path, str(sample_id), seen, reference)
+            barcode = parse_barcode(str(sample_id).split(", ")[0])
+            counts = read_star_counts(path)
         except OmicsFormatError as exc:
-            message = f"skipped {path}: {exc}"
-            log.warning(message)
-            errors.append(message)
+            _skip(errors, path, exc)
             continue
-        reference = counts if reference is None else reference
-        seen.add(barcode.barcode)
-        columns.append(counts["unstranded"].to_numpy(dtype=np.float32))
-        obs_rows.append(_sample_obs(barcode, sample_type, str(file_name)))
-    if reference is None:
+        read.append((path, barcode, sample_type, str(file_name), counts[["gene_id", "gene_name", "gene_type", "unstranded"]]))
+    if not read:
         raise OmicsFormatError(
             f"{sample_sheet_path}: no counts file could be read from {files_dir}: " + "; ".join(errors)
         )
+    gene_lists = [r[4]["gene_id"].to_numpy() for r in read]
+    ref = majority_gene_list(gene_lists)
+    reference = read[ref][4]
+    columns: list[np.ndarray] = []
+    obs_rows: list[dict[str, object]] = []
+    seen: set[str] = set()
+    n_ref = sum(np.array_equal(g, gene_lists[ref]) for g in gene_lists)
+    for (path, barcode, sample_type, file_name, counts), genes in zip(read, gene_lists):
+        problem = gene_list_problem(genes, gene_lists[ref], n_ref, "column 'gene_id'")
+        if problem is not None:
+            _skip(errors, path, OmicsFormatError(f"{path}: STAR gene counts {problem}"))
+            continue
+        if barcode.barcode in seen:
+            _skip(errors, path, OmicsFormatError(f"sample {barcode.barcode} already read from another file"))
+            continue
+        seen.add(barcode.barcode)
+        columns.append(counts["unstranded"].to_numpy(dtype=np.float32))
+        obs_rows.append(_sample_obs(barcode, sample_type, file_name))
     return _cohort_anndata(reference, columns, obs_rows, gene_types, errors), errors
+
+
+def _skip(errors: list[str], path: Path, exc: Exception) -> None:
+    """Record (and log) one skipped counts file."""
+    message = f"skipped {path}: {exc}"
+    log.warning(message)
+    errors.append(message)
+
+
+def majority_gene_list(gene_lists: Sequence[np.ndarray]) -> int:
+    """Index of a gene list that the most samples share exactly (ties: the longest, then the first).
+
+    A per-sample table cut at a line boundary (an interrupted copy) parses as a valid, shorter table: only
+    the other samples of the cohort tell it apart, so the gene list they agree on is the reference.
+    """
+    keys = [hash(tuple(map(str, g))) for g in gene_lists]
+    counts = {k: keys.count(k) for k in keys}
+    return max(range(len(gene_lists)), key=lambda i: (counts[keys[i]], len(gene_lists[i]), -i))
+
+
+def gene_list_problem(genes: np.ndarray, reference: np.ndarray, n_reference: int, column: str) -> str | None:
+    """What is wrong with a sample's gene list against the cohort's ``reference`` (shared by ``n_reference``
+    samples), or None when they are equal; a strict prefix is named as a truncation at a line boundary."""
+    if np.array_equal(genes, reference):
+        return None
+    others = f"{n_reference} other sample(s)"
+    if len(genes) < len(reference) and np.array_equal(genes, reference[:len(genes)]):
+        return (f"truncated at a line boundary: {column} stops after {len(genes)} of the {len(reference)} genes "
+                f"that {others} list (last gene {genes[-1] if len(genes) else None!r})")
+    return f"{column} differs from the gene list of {others} ({len(genes)} vs {len(reference)} genes)"
 
 
 def _expression_rows(sample_sheet_path: Path) -> pd.DataFrame:
@@ -269,23 +311,6 @@ def _expression_rows(sample_sheet_path: Path) -> pd.DataFrame:
             f"{sample_sheet_path}: column 'Data Type' has no {EXPRESSION_DATA_TYPE!r} rows"
         )
     return sheet
-
-
-def _read_sample_counts(
-    path: Path, sample_id: str, seen: set[str], reference: pd.DataFrame | None
-) -> tuple[Barcode, pd.DataFrame]:
-    """One sample's (barcode, STAR counts); OmicsFormatError for a sample already read, an unreadable file
-    or genes that differ from ``reference`` (the first good file)."""
-    barcode = parse_barcode(sample_id.split(", ")[0])
-    if barcode.barcode in seen:
-        raise OmicsFormatError(f"sample {barcode.barcode} already read from another file")
-    counts = read_star_counts(path)
-    if reference is not None and not np.array_equal(counts["gene_id"].to_numpy(), reference["gene_id"].to_numpy()):
-        raise OmicsFormatError(
-            f"{path}: column 'gene_id' differs from the first file's gene list "
-            f"({len(counts)} vs {len(reference)} genes)"
-        )
-    return barcode, counts
 
 
 def _sample_obs(barcode: Barcode, sample_type: object, file_name: str) -> dict[str, object]:

@@ -16,7 +16,16 @@ import pandas as pd
 
 from fusion.errors import OmicsFormatError
 from omics.barcodes import parse_barcode
-from omics.gdc import _read_tsv, _require_columns, locate_gdc_file, read_maf, read_sample_sheet, require_line_end
+from omics.gdc import (
+    _read_tsv,
+    _require_columns,
+    gene_list_problem,
+    locate_gdc_file,
+    majority_gene_list,
+    read_maf,
+    read_sample_sheet,
+    require_line_end,
+)
 
 log = logging.getLogger(__name__)
 
@@ -113,25 +122,38 @@ def read_copy_number_download(sheet_path: str | Path, files_dir: str | Path) -> 
     """Per-sample gene-level copy-number files of a sample sheet -> genes x patients calls (-2..2).
 
     Each file is keyed by the tumour sample of its sheet row; per patient one pipeline is used
-    (``CN_PIPELINE_PREFERENCE``), the others are ignored. Returns ``(calls, errors)``.
+    (``CN_PIPELINE_PREFERENCE``), the others are ignored. A file whose gene list differs from the one most
+    files share (``omics.gdc.majority_gene_list``: a file cut at a line boundary parses as a shorter, valid
+    table) is skipped, named, instead of reading its missing genes as diploid. Returns ``(calls, errors)``.
     """
     sheet_path, files_dir = Path(sheet_path), Path(files_dir)
     rows = _sheet_rows(sheet_path, GENE_CN_DATA_TYPE)
     rows = rows.assign(_rank=[_pipeline_rank(str(n)) for n in rows["File Name"]]).sort_values("_rank", kind="stable")
-    columns: dict[str, pd.Series] = {}
+    read: dict[str, tuple[Path, pd.Series]] = {}
     errors: list[str] = []
     for file_id, file_name, samples in rows[["File ID", "File Name", "Sample ID"]].itertuples(index=False):
         path = locate_gdc_file(files_dir, str(file_id), str(file_name))
         try:
             patient = tumour_sample(samples, f"{sheet_path} row of {file_name}")[:12]
-            if patient in columns:
+            if patient in read:
                 continue
-            columns[patient] = read_gene_level_copy_number(path)
+            read[patient] = (path, read_gene_level_copy_number(path))
         except OmicsFormatError as exc:
             errors.append(f"skipped {path}: {exc}")
             log.warning(errors[-1])
-    if not columns:
+    if not read:
         raise OmicsFormatError(f"{sheet_path}: no gene-level copy-number file could be read: " + "; ".join(errors))
+    genes = [series.index.to_numpy() for _, series in read.values()]
+    ref = genes[majority_gene_list(genes)]
+    n_ref = sum(np.array_equal(g, ref) for g in genes)
+    columns: dict[str, pd.Series] = {}
+    for (patient, (path, series)), g in zip(read.items(), genes):
+        problem = gene_list_problem(g, ref, n_ref, "column 'gene_name'")
+        if problem is None:
+            columns[patient] = series
+        else:
+            errors.append(f"skipped {path}: {path}: gene-level copy number {problem}")
+            log.warning(errors[-1])
     copies = pd.DataFrame(columns)
     copies.columns.name = "patient_id"
     calls = copy_number_calls(copies).fillna(0).astype(np.int8)

@@ -11,6 +11,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from flows.stages.spatial_pseudobulk import CELLULARITY_KEY, TUMOUR_REGION_KEY, tumour_region
+from flows.store.isolate import run_isolated
 from fusion.errors import SpatialError
 from omics.spaceranger import SLIDE_TRANSFORM_KEY, check_slide_transform
 from omics.spatial import preprocess_spatial, read_spatial, spatial_region_enrichment
@@ -46,6 +47,13 @@ def link_spots_to_tiles(adata: ad.AnnData, features_h5: Path, transform: np.ndar
     return out
 
 
+def read_spatial_isolated(path: Path) -> ad.AnnData:
+    """``omics.spatial.read_spatial`` in a worker process (flows.store.isolate): HDF5 and scipy's sparse code
+    run on the file's bytes, and a native crash there (a segfault) becomes a SpatialError naming the file
+    instead of killing the run. The readers validate the sparse index arrays first; this catches the rest."""
+    return run_isolated(read_spatial, path, what=str(path), error=SpatialError, preload=("omics.spatial",))
+
+
 def process_spatial_sample(patient_id: str, path: Path, features_h5: Path | None, out_path: Path,
                            cfg: dict, slide_transform: object = None) -> dict[str, Any]:
     """Read (Space Ranger folder or h5ad) + preprocess one sample; with its slide's tile features and an
@@ -53,7 +61,7 @@ def process_spatial_sample(patient_id: str, path: Path, features_h5: Path | None
     region (flows.stages.spatial_pseudobulk.tumour_region, stored in obs['tumour_region'], the same spots the
     pseudo-bulk features use) and the per-gene enrichment in it. Without a transform the spots are not
     linked, and `slide_link` says so."""
-    adata = read_spatial(path)
+    adata = read_spatial_isolated(path)
     transform = resolve_slide_transform(adata, slide_transform, where=f"{patient_id}: slide_transform")
     adata.obs = adata.obs.drop(columns=[TUMOUR_REGION_KEY, CELLULARITY_KEY], errors="ignore")  # ours to write
     adata = preprocess_spatial(adata, seed=cfg["seed"])

@@ -1,0 +1,175 @@
+"""Crash containment: run one reader call in a worker process, so that native code dying on a damaged file
+(a segfault in HDF5, scipy's sparse routines, an image codec) fails only that file, named, and the run goes on.
+
+A reader that validates what it reads before handing it to native code is the first line; this is the
+second, for whatever validation misses. The worker is forked from a fork server started once per process
+(``multiprocessing`` 'forkserver' on POSIX, 'spawn' elsewhere), never from the caller itself: the caller is
+a thread pool (Prefect's task runner) and forking a threaded process is unsafe. Modules named in
+``preload`` are imported once in the fork server, so each call costs a fork, not the imports. Inside a
+daemonic process (a Dask worker), where multiprocessing refuses children, the call runs in a fresh
+interpreter through ``subprocess`` instead (slower: the imports are paid per call; the same containment).
+
+The value and any Python exception travel back by pickle: a reader error keeps its class and message; a
+worker that dies (killed by a signal, or exits without an answer) becomes ``error(f"{what}: ...")`` with the
+signal's name, an error class the caller chooses from ``fusion.errors`` (SpatialError for a spatial sample).
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import signal
+import threading
+from collections.abc import Callable, Iterable
+from multiprocessing.connection import Connection
+from typing import Any, TypeVar
+
+from fusion.errors import FusionRxError
+
+T = TypeVar("T")
+_START_LOCK = threading.Lock()
+_PRELOADED: set[str] = set()  # modules asked for; effective for those asked before the server started
+
+
+def _context(preload: Iterable[str]) -> mp.context.BaseContext:
+    """The fork-server context (its server started with ``preload`` imported the first time), else spawn."""
+    if "forkserver" not in mp.get_all_start_methods():
+        return mp.get_context("spawn")
+    ctx = mp.get_context("forkserver")
+    wanted = set(preload)
+    with _START_LOCK:
+        if not wanted <= _PRELOADED:  # the fork server reads this list once, when it starts (first use)
+            _PRELOADED.update(wanted)
+            ctx.set_forkserver_preload(sorted(_PRELOADED))
+    return ctx
+
+
+def _worker(conn: Connection, fn: Callable[..., Any], args: tuple, kwargs: dict) -> None:
+    """The worker's body: call ``fn`` and send back ("ok", value) or ("error", exception)."""
+    try:
+        outcome = ("ok", fn(*args, **kwargs))
+    except BaseException as exc:  # noqa: BLE001 - every failure goes back to the caller
+        outcome = ("error", exc)
+    try:
+        conn.send(outcome)
+    except Exception as exc:  # noqa: BLE001 - an unpicklable value or exception: its text still goes back
+        conn.send(("error", RuntimeError(f"{type(outcome[1]).__name__}: {outcome[1]} (could not be sent back: "
+                                         f"{type(exc).__name__}: {exc})")))
+    finally:
+        conn.close()
+
+
+def describe_exit(exitcode: int | None) -> str:
+    """How a worker ended, in words: 'killed by signal SIGSEGV (11)', 'exited with status 3', 'did not exit'."""
+    if exitcode is None:
+        return "did not exit"
+    if exitcode < 0:
+        try:
+            name = signal.Signals(-exitcode).name
+        except ValueError:
+            name = "an unknown signal"
+        return f"killed by signal {name} ({-exitcode})"
+    return f"exited with status {exitcode}"
+
+
+def _receive(proc: mp.process.BaseProcess, conn: Connection, timeout_s: float | None) -> tuple[tuple | None, bool]:
+    """(the worker's ("ok" | "error", value), or None when it died or ran past ``timeout_s``; whether it was
+    killed here for running past ``timeout_s``). The worker is always reaped."""
+    outcome, answered = None, False
+    try:
+        answered = conn.poll(timeout_s)
+        if answered:
+            outcome = conn.recv()
+    except (EOFError, OSError):  # the worker died: its end of the pipe closed without an answer
+        pass
+    finally:
+        if answered:  # it answered or died: it exits on its own
+            proc.join(5.0)
+        if proc.is_alive():  # ran past timeout_s, or hangs after answering
+            proc.kill()
+        proc.join()
+    return outcome, not answered and timeout_s is not None
+
+
+# the worker of _in_subprocess: unpickle (fn, args, kwargs) from argv[1], pickle the outcome to argv[2]
+_CHILD = """
+import pickle, sys
+with open(sys.argv[1], "rb") as fh:
+    fn, args, kwargs = pickle.load(fh)
+try:
+    outcome = ("ok", fn(*args, **kwargs))
+except BaseException as exc:
+    outcome = ("error", exc)
+with open(sys.argv[2], "wb") as fh:
+    try:
+        pickle.dump(outcome, fh)
+    except Exception as exc:
+        fh.seek(0)
+        pickle.dump(("error", RuntimeError(f"{outcome[1]!r} (could not be sent back: {exc})")), fh)
+"""
+
+
+def _in_subprocess(fn: Callable[..., Any], args: tuple, kwargs: dict,
+                   timeout_s: float | None) -> tuple[tuple | None, bool, int | None]:
+    """The same call in a fresh interpreter (``subprocess``, allowed where multiprocessing is not: inside a
+    daemonic worker such as Dask's); (outcome or None, timed out, exit code)."""
+    import os
+    import pickle
+    import subprocess
+    import sys
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="fusionrx-isolated-") as tmp:
+        call, answer = os.path.join(tmp, "call.pkl"), os.path.join(tmp, "answer.pkl")
+        with open(call, "wb") as fh:
+            pickle.dump((fn, args, kwargs), fh)
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+        try:
+            rc = subprocess.run([sys.executable, "-c", _CHILD, call, answer], env=env, timeout=timeout_s,
+                                check=False).returncode
+        except subprocess.TimeoutExpired:  # subprocess.run has killed it
+            return None, True, None
+        if rc != 0 or not os.path.exists(answer):
+            return None, False, rc
+        with open(answer, "rb") as fh:
+            return pickle.load(fh), False, rc
+
+
+def run_isolated(fn: Callable[..., T], *args: Any, what: str, error: type[FusionRxError],
+                 timeout_s: float | None = None, preload: Iterable[str] = (), **kwargs: Any) -> T:
+    """``fn(*args, **kwargs)`` in a worker process; its value, or its exception re-raised here.
+
+    Args:
+        fn: a module-level function (the worker imports it by name).
+        what: the item the call reads (a file or folder path), first in the error message.
+        error: the FusionRxError subclass raised when the worker dies or times out.
+        timeout_s: seconds before a hung worker is killed and named (None: wait for ever).
+        preload: modules the fork server imports once (the reader's heavy imports).
+
+    Raises:
+        ``error``: "<what>: the reader died in native code (killed by signal SIGSEGV (11)) ..." or "... did not
+        answer within N s"; any exception ``fn`` raised, as it was.
+    """
+    if mp.current_process().daemon:  # a Dask worker process: multiprocessing refuses children there
+        outcome, timed_out, exitcode = _in_subprocess(fn, args, kwargs, timeout_s)
+    else:
+        ctx = _context(preload)
+        parent, child = ctx.Pipe(duplex=False)
+        proc = ctx.Process(target=_worker, args=(child, fn, args, kwargs), daemon=True,
+                           name=f"isolated:{getattr(fn, '__qualname__', fn)}")
+        proc.start()
+        child.close()  # the parent keeps only its end: EOF as soon as the worker dies
+        try:
+            outcome, timed_out = _receive(proc, parent, timeout_s)
+        finally:
+            parent.close()
+        exitcode = proc.exitcode
+    if outcome is None:
+        how = describe_exit(exitcode)
+        if timed_out:
+            raise error(f"{what}: the reader did not answer within {timeout_s:g} s (worker killed); skipped")
+        raise error(f"{what}: the reader died in native code ({how}) while reading it: the file is damaged "
+                    f"or unreadable by {getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', fn)}; skipped")
+    status, value = outcome
+    if status == "error":
+        raise value
+    return value
