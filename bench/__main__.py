@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-HELPERS = {"__init__", "__main__", "childproc"}
+HELPERS = {"__init__", "__main__", "childproc", "fuzz_outputs"}
 # scripts without run(): arguments for a quick and a full pass; None = needs inputs, not run unattended
 SCRIPT_ARGS: dict[str, tuple[list[str], list[str]] | None] = {
     "run_benchmarks": ([], []),
@@ -31,10 +31,13 @@ SCRIPT_ARGS: dict[str, tuple[list[str], list[str]] | None] = {
     "experiment_bench": None,  # needs the real cohorts (--cohorts); run it by hand
     "federated_bench": None,  # needs --catalog and --store
     "davis_bench": None,  # needs the DAVIS data set
+    "fuzz_cohort": (["--patients", "12", "--files", "24", "--victims", "6"],
+                    ["--patients", "16", "--victims", "8", "--files", "40", "--seeds", "0", "1", "2", "3", "4"]),
+    "demo_run": (["--patients", "24"], ["--commits", "6abebe9", "HEAD", "--rerun"]),
 }
 COLUMNS = ("what", "ours", "baseline", "baseline_name", "ratio", "unit", "command")
 # scripts whose run() is long: only with --all or --only (scaling reruns the pipeline 2-4 times)
-SLOW = {"scaling", "fullsize"}
+SLOW = {"scaling", "fullsize", "fuzz_cohort", "demo_run"}
 
 
 def discover() -> list[str]:

@@ -104,6 +104,17 @@ def print_table(results: dict[str, dict]) -> None:
         print(f"{n}: planted ranks {results[n]['planted_ranks']}; best {results[n]['best']}")
 
 
+def ratio_rows(results: dict[str, dict]) -> list[dict]:
+    """Rows of the last tree against the first (before -> after): wall and CPU seconds of the run."""
+    names = list(results)
+    if len(names) < 2:
+        return []
+    before, after = results[names[0]]["first"], results[names[-1]]["first"]
+    return [{"what": f"demo run {key}", "ours": after[key], "baseline": before[key], "baseline_name": names[0],
+             "ratio": round(before[key] / after[key], 2) if after[key] else None, "unit": "s",
+             "command": "python bench/demo_run.py --commits " + " ".join(names)} for key in ("wall_s", "cpu_s")]
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--commits", nargs="*", default=[], help="commits to compare (none: the working tree)")
@@ -111,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--background", type=int, default=0, help="busy processes beside each run")
     p.add_argument("--rerun", action="store_true", help="also time a rerun with nothing new")
-    p.add_argument("--json", type=Path, help="write the results here")
+    p.add_argument("--out", type=Path, help="write the results (and before/after ratio rows) here as JSON")
     args = p.parse_args(argv)
     results: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(prefix="fusionrx-demo-bench-") as tmp_s:
@@ -132,9 +143,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"demo run: {args.patients} patients, seed {args.seed}, background load {args.background} busy "
           f"process(es), {os.cpu_count()} CPUs; load average before: {os.getloadavg()[0]:.2f}")
     print_table(results)
-    if args.json:
-        args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "results": results},
-                                        indent=2))
+    if args.out:
+        args.out.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "results": results,
+                                        "rows": ratio_rows(results)}, indent=2))
     return 0
 
 

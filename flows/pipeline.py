@@ -27,6 +27,7 @@ from flows.console import RunConsole
 from flows.skipped import Skipped
 from flows.store.input_hashes import InputHasher, config_sha256
 from flows.store.run_lock import run_lock
+from fusion.errors import FusionDataError
 from flows.store.artifacts import FAILED, REUSED, ArtifactStore, load_pickle, save_pickle
 
 FUSION_MODALITIES = ("ct", "pet", "wsi", "expression", "spatial")
@@ -317,7 +318,9 @@ def fusion_stage(ctx: RunContext, frames: dict[str, pd.DataFrame], features_h5: 
         ctx.skip_stage(f"experiments: survival skipped ({n_surv} patient(s) with time and event; "
                        f"min_patients {need})")
         survival = None
-    frames = cv_ready(ctx, frames, (labels if len(labels) else survival).index)
+    patients = (labels if len(labels) else survival).index
+    frames = cv_ready(ctx, frames, patients)
+    features_h5 = cv_ready(ctx, {"wsi": features_h5}, patients).get("wsi", {}) if features_h5 else features_h5
     inputs = {"omics": ctx.store.key("omics/bulk_omics.pkl"),
               **{f"wsi:{pid}": ctx.store.key(f"wsi/{pid}.h5") for pid in sorted(features_h5)},
               **{k: config_sha256([list(map(str, v.columns)), pd.util.hash_pandas_object(v).tolist()])
@@ -325,19 +328,32 @@ def fusion_stage(ctx: RunContext, frames: dict[str, pd.DataFrame], features_h5: 
     with ctx.console.stage("fusion", 1) as bar:
         bags = (feat_bags or slide_bags(features_h5)) if not ctx.store.is_fresh(
             "fusion/experiments.pkl", inputs, _fusion_key(ctx)) else {}
-        res = T.fusion_task.submit(frames, bags, labels, survival, inputs, ctx.root, ctx.cfg, ctx.run_id).result()
+        try:
+            res = T.fusion_task.submit(frames, bags, labels, survival, inputs, ctx.root, ctx.cfg,
+                                       ctx.run_id).result()
+        except FusionDataError as exc:  # e.g. a fold with too few patients having a modality: the run goes on
+            bar.advance(FAILED)
+            ctx.skip_stage(f"experiments: skipped, the cohort's data do not allow them: {exc}")
+            from flows.stages.run_specs import no_experiments
+
+            return no_experiments()
         bar.advance(res.status)
     return res.value
 
 
 def cv_ready(ctx: RunContext, frames: dict[str, pd.DataFrame], patients: pd.Index) -> dict[str, pd.DataFrame]:
-    """The modalities present in more labelled patients than a CV test fold holds (so that every fold
-    trains on some); the others are left out of the fusion experiments and reported."""
+    """The modalities present in at least 2 more labelled patients than a CV test fold holds (so that every
+    fold trains on 2 or more); the others are left out of the fusion experiments and reported. A modality is a
+    patient-indexed frame or a {patient: slide feature file} mapping."""
     fold = -(-len(patients) // ctx.config.cv_splits)
-    keep = {k: v for k, v in frames.items() if v.index.isin(patients).sum() > fold}
+
+    def n_labelled(v) -> int:
+        return int(pd.Index(list(v.index if isinstance(v, pd.DataFrame) else v)).isin(patients).sum())
+
+    keep = {k: v for k, v in frames.items() if n_labelled(v) >= fold + 2}
     for k in sorted(set(frames) - set(keep)):
-        ctx.console.log(f"[fusion] '{k}' left out: {int(frames[k].index.isin(patients).sum())} labelled patients, "
-                        f"a CV test fold holds up to {fold}")
+        ctx.console.log(f"[fusion] '{k}' left out: {n_labelled(frames[k])} labelled patients, a CV test fold "
+                        f"holds up to {fold} and training needs 2")
     return keep
 
 
