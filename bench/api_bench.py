@@ -1,19 +1,26 @@
-"""HTTP API latency under concurrent clients: 20 threads querying `fusionrx serve` (uvicorn, one process)
-on a generated results DB, beside the same queries called in-process (the baseline without HTTP).
+"""HTTP API under load: 20 concurrent clients (a bounded asyncio/aiohttp load client on loopback) against
+`fusionrx serve --workers N` in its own process group, beside the in-process single-worker figure (uvicorn in
+a thread of the client's process, as the API was measured before) and the query functions called directly,
+all in the same run on a generated results DB.
 
-    PYTHONPATH=$PWD python bench/api_bench.py [--genes 20000] [--compounds 10000] [--clients 20] [--requests 25]
+    PYTHONPATH=$PWD python bench/api_bench.py [--genes 20000] [--compounds 2000] [--clients 20] [--requests 100]
+                                              [--workers 2,3]
 
-Each client sends a mix: top-50 with random custom weights (70%), one target's explanation (20%), a
-similarity search (10%). Prints p50 / p95 / p99 latency and throughput; writes bench/api_bench.json.
+Each client sends its requests one after another (closed loop): top-50 with random custom weights (70%), one
+target's explanation (20%), a similarity search (10%). Prints requests/s, p50 / p95 / p99 latency and errors
+per server layout, the machine's load (`uptime`) before and after; writes bench/api_bench.json. The server
+processes are stopped (their process group) at the end, also on an error, Ctrl-C or SIGTERM.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
-import socket
+import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -29,11 +36,15 @@ sys.path.insert(0, str(ROOT / "bench"))
 from targets_bench import build_store  # noqa: E402
 
 from flows.results.ranking import EVIDENCE_TYPES  # noqa: E402
+from flows.serving.serve import ServerProcess, free_port  # noqa: E402
+from flows.serving.security import ApiSettings  # noqa: E402
 
 GEFITINIB = "COc1cc2ncnc(Nc3ccc(F)c(Cl)c3)c2cc1OCCCN1CCOCC1"
+GOALS = {"rps": 200.0, "p95_ms": 150.0}
 
 
 def _requests(rng: np.random.Generator, n: int, n_genes: int) -> list[tuple[str, dict]]:
+    """One client's mix: 70% top-50 with random weights, 20% one target, 10% a similarity search."""
     out = []
     for _ in range(n):
         r = rng.random()
@@ -47,91 +58,134 @@ def _requests(rng: np.random.Generator, n: int, n_genes: int) -> list[tuple[str,
     return out
 
 
-def _serve(store: Path):
-    import uvicorn
+async def _load(base: str, plan: list[list[tuple[str, dict]]]) -> dict:
+    """Run every client's plan concurrently (one connection each); latency per request, statuses, wall time."""
+    import aiohttp
 
-    from flows.serving.api import create_app
+    lat: list[float] = []
+    errors: list[str] = []
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(store), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.05)
-    return server, thread, f"http://127.0.0.1:{port}"
+    async def client(session: aiohttp.ClientSession, reqs: list[tuple[str, dict]]) -> None:
+        for path, params in reqs:
+            t = time.perf_counter()
+            try:
+                async with session.get(base + path, params=params) as r:
+                    await r.read()
+                    status = r.status
+            except aiohttp.ClientError as exc:
+                status = f"{type(exc).__name__}"
+            lat.append((time.perf_counter() - t) * 1e3)
+            if status != 200:
+                errors.append(f"{path}: {status}")
+
+    connector = aiohttp.TCPConnector(limit=len(plan))
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=120)) as session:
+        t0 = time.perf_counter()
+        await asyncio.gather(*(client(session, reqs) for reqs in plan))
+        wall = time.perf_counter() - t0
+    return {"requests": len(lat), "n_errors": len(errors), "errors": errors[:10], "wall_s": wall,
+            "rps": len(lat) / wall, "p50_ms": _pct(lat, 50), "p95_ms": _pct(lat, 95), "p99_ms": _pct(lat, 99)}
 
 
 def _pct(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else float("nan")
 
 
+def _uptime() -> str:
+    return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+
+
+def _direct(store: Path, plan: list[tuple[str, dict]]) -> list[float]:
+    """The same queries called in-process one after another (no HTTP, no concurrency): ms each."""
+    from flows.results.queries import explain_target, ranked_targets, similar_compounds
+
+    out = []
+    for path, params in plan:
+        t = time.perf_counter()
+        if path == "/api/targets":
+            ranked_targets(store, top=50, weights={k: float(v) for k, v in
+                                                   (x.split(":") for x in params["weights"].split(","))})
+        elif path.startswith("/api/targets/"):
+            explain_target(store, path.rsplit("/", 1)[1])
+        else:
+            similar_compounds(store, params["smiles"], top=10)
+        out.append((time.perf_counter() - t) * 1e3)
+    return out
+
+
+def _in_thread(store: Path, plan: list[list[tuple[str, dict]]], warm: list[list[tuple[str, dict]]]) -> dict:
+    """The baseline: uvicorn, one worker, in a thread of this (the client's) process."""
+    import uvicorn
+
+    from flows.serving.api import create_app
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(store, ApiSettings()), host="127.0.0.1", port=port,
+                                           log_level="warning", access_log=False))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        while not server.started:
+            time.sleep(0.05)
+        asyncio.run(_load(f"http://127.0.0.1:{port}", warm))
+        return asyncio.run(_load(f"http://127.0.0.1:{port}", plan))
+    finally:
+        server.should_exit = True
+        thread.join(timeout=15)
+
+
+def _processes(store: Path, workers: int, plan: list[list[tuple[str, dict]]], warm: list[list[tuple[str, dict]]],
+               log: Path) -> dict:
+    """`fusionrx serve --workers N` in its own process group; stopped (the group) on the way out."""
+    with ServerProcess(store, workers=workers, access_log=log) as srv:
+        asyncio.run(_load(srv.url, warm))
+        return asyncio.run(_load(srv.url, plan))
+
+
+def _row(name: str, r: dict, base: dict | None) -> str:
+    ratio = f"{r['rps'] / base['rps']:.2f}x" if base else "1.00x"
+    return (f"{name:<34} {r['requests']:>8} {r['rps']:>9.1f} {ratio:>7} {r['p50_ms']:>8.1f} {r['p95_ms']:>8.1f} "
+            f"{r['p99_ms']:>8.1f} {r['n_errors']:>6}")
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--genes", type=int, default=20000)
-    p.add_argument("--compounds", type=int, default=10000)
+    p.add_argument("--compounds", type=int, default=2000)
     p.add_argument("--clients", type=int, default=20)
-    p.add_argument("--requests", type=int, default=25, help="per client")
+    p.add_argument("--requests", type=int, default=100, help="per client")
+    p.add_argument("--workers", default="2,3", help="comma-separated worker counts to measure")
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "api_bench.json")
     args = p.parse_args()
-    import httpx
-
-    from flows.results.queries import explain_target, ranked_targets, similar_compounds
-
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM unwinds like Ctrl-C: servers stopped
+    load_before = _uptime()
     with tempfile.TemporaryDirectory() as tmp:
-        store = Path(tmp)
+        store = Path(tmp) / "store"
         build_store(store, args.genes, args.compounds)
         plan = [_requests(np.random.default_rng(i), args.requests, args.genes) for i in range(args.clients)]
-        # baseline: the same query functions in-process, one after another (no HTTP, no concurrency)
-        direct = []
-        for path, params in plan[0]:
-            t = time.perf_counter()
-            if path == "/api/targets":
-                w = {k: float(v) for k, v in (x.split(":") for x in params["weights"].split(","))}
-                ranked_targets(store, top=50, weights=w)
-            elif path.startswith("/api/targets/"):
-                explain_target(store, path.rsplit("/", 1)[1])
-            else:
-                similar_compounds(store, params["smiles"], top=10)
-            direct.append((time.perf_counter() - t) * 1e3)
-        server, thread, base = _serve(store)
-        lat: list[float] = []
-        errors: list[str] = []
-        lock = threading.Lock()
-
-        def client(reqs):
-            with httpx.Client(base_url=base, timeout=60) as c:
-                for path, params in reqs:
-                    t = time.perf_counter()
-                    r = c.get(path, params=params)
-                    ms = (time.perf_counter() - t) * 1e3
-                    with lock:
-                        lat.append(ms)
-                        if r.status_code != 200:
-                            errors.append(f"{path}: {r.status_code}")
-
-        t0 = time.perf_counter()
-        threads = [threading.Thread(target=client, args=(reqs,)) for reqs in plan]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        wall = time.perf_counter() - t0
-        server.should_exit = True
-        thread.join(timeout=10)
+        warm = [_requests(np.random.default_rng(1000 + i), 10, args.genes) for i in range(args.clients)]
+        direct = _direct(store, plan[0])
+        results = {"in_process_1_worker": _in_thread(store, plan, warm)}
+        for n in (int(x) for x in args.workers.split(",")):
+            results[f"serve_{n}_workers"] = _processes(store, n, plan, warm, Path(tmp) / f"access{n}.log")
+    load_after = _uptime()
+    base = results["in_process_1_worker"]
+    print(f"{args.clients} clients x {args.requests} requests on {args.genes} genes x {args.compounds} compounds "
+          f"(after {args.clients} x 10 warm-up requests per server); goal >= {GOALS['rps']:.0f} requests/s, "
+          f"p95 <= {GOALS['p95_ms']:.0f} ms, 0 errors")
+    print(f"{'server':<34} {'requests':>8} {'req/s':>9} {'ratio':>7} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} "
+          f"{'errors':>6}")
+    for name, r in results.items():
+        print(_row(name, r, None if r is base else base))
+    print(f"direct (query functions in-process, one at a time): median {statistics.median(direct):.1f} ms, "
+          f"p95 {_pct(direct, 95):.1f} ms")
+    print(f"load before: {load_before}\nload after:  {load_after}")
     out = {"genes": args.genes, "compounds": args.compounds, "clients": args.clients,
-           "requests": len(lat), "errors": errors[:10], "n_errors": len(errors),
-           "http_p50_ms": _pct(lat, 50), "http_p95_ms": _pct(lat, 95), "http_p99_ms": _pct(lat, 99),
-           "throughput_rps": len(lat) / wall, "direct_median_ms": statistics.median(direct),
-           "direct_p95_ms": _pct(direct, 95), "cpus": os.cpu_count(), "load_average": os.getloadavg()[0]}
-    print(f"{args.clients} clients x {args.requests} requests on {args.genes} genes x {args.compounds} compounds: "
-          f"p50 {out['http_p50_ms']:.1f} ms, p95 {out['http_p95_ms']:.1f} ms, p99 {out['http_p99_ms']:.1f} ms, "
-          f"{out['throughput_rps']:.1f} requests/s, {len(errors)} errors")
-    print(f"baseline, the same queries in-process one at a time: median {out['direct_median_ms']:.1f} ms, "
-          f"p95 {out['direct_p95_ms']:.1f} ms (load average {out['load_average']:.1f})")
+           "requests_per_client": args.requests, "results": results, "direct_median_ms": statistics.median(direct),
+           "direct_p95_ms": _pct(direct, 95), "cpus": os.cpu_count(), "uptime_before": load_before,
+           "uptime_after": load_after, "goals": GOALS}
     args.out.write_text(json.dumps(out, indent=1))
-    return 0 if not errors else 1
+    return 0 if all(r["n_errors"] == 0 for r in results.values()) else 1
 
 
 if __name__ == "__main__":

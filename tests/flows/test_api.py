@@ -68,6 +68,8 @@ def test_target_page_and_compounds(client):
 
 @pytest.mark.parametrize("path,params,status,words", [
     ("/api/targets/NOPE", {}, 404, "NOPE"),                                   # unknown gene
+    ("/api/targets/no results DB", {}, 404, "not among"),  # words of another error in a gene: still a 404, not a 503
+    ("/api/targets/is not measured/spatial.png", {}, 404, "not among"),
     ("/api/targets/G2/spatial.png", {}, 404, "not measured"),                 # gene not in any spatial sample
     ("/api/compounds/similar", {"smiles": "C1CC("}, 400, "SMILES"),            # malformed SMILES
     ("/api/compounds/depict.svg", {"smiles": "not-a-smiles"}, 400, "SMILES"),
