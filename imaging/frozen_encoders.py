@@ -85,15 +85,11 @@ def save_volume_encoder(encoder: torch.nn.Module, path: str | os.PathLike) -> No
 def load_volume_encoder(path: str | os.PathLike, embed_dim: int | None = None) -> torch.nn.Module:
     """A SECNN3d from a checkpoint of ``save_volume_encoder`` in eval mode (FusionRxError naming the file when
     it is not one, or when its embedding size is not ``embed_dim``)."""
+    from imaging.checkpoints import read_checkpoint
     from imaging.volume_encoder import SECNN3d
 
     path = Path(path)
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise FusionRxError(f"{path}: cannot read volume-encoder checkpoint ({exc})") from exc
-    if not isinstance(ckpt, dict) or ckpt.get("format") != VOLUME_FORMAT:
-        raise FusionRxError(f"{path}: field 'format' is not {VOLUME_FORMAT!r}; not a FusionRx volume encoder")
+    ckpt = read_checkpoint(path, VOLUME_FORMAT, "volume-encoder")
     if embed_dim is not None and int(ckpt["embed_dim"]) != int(embed_dim):
         raise FusionRxError(f"{path}: embed_dim={ckpt['embed_dim']} in the checkpoint, the run asks for "
                             f"volume_embed_dim={embed_dim} (use volume_encoder: cohort for another size)")

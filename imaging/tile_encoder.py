@@ -199,15 +199,10 @@ def train_epoch(
 
 def load_tile_encoder(checkpoint: str | os.PathLike, feature_dim: int | None = None) -> TileEncoder:
     """Load a TileEncoder from a local checkpoint written by save_tile_encoder (nothing is downloaded)."""
+    from imaging.checkpoints import read_checkpoint
+
     path = Path(checkpoint)
-    if not path.is_file():
-        raise FusionRxError(f"{path}: tile-encoder checkpoint does not exist (only local files are used)")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise FusionRxError(f"{path}: cannot read tile-encoder checkpoint ({exc})") from exc
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise FusionRxError(f"{path}: field 'format' is not {CHECKPOINT_FORMAT!r}; not a FusionRx tile encoder")
+    ckpt = read_checkpoint(path, CHECKPOINT_FORMAT, "tile-encoder")
     if feature_dim is not None and int(ckpt["feature_dim"]) != int(feature_dim):
         raise FusionRxError(f"{path}: feature_dim={ckpt['feature_dim']} in checkpoint, expected {feature_dim}")
     encoder = TileEncoder(int(ckpt["feature_dim"]), tuple(ckpt["widths"]), int(ckpt["input_size"]))

@@ -158,28 +158,12 @@ def test_a_db_written_before_the_new_columns_is_migrated(predicted, tmp_path):
 @pytest.fixture()
 def served_predictions(predicted, tmp_path):
     """The API and web page over a store with A4's predicted links and their model card."""
-    import socket
-    import threading
-    import time
-
-    import uvicorn
-
-    from flows.serving.api import create_app
+    from tests.flows.served import serve_store
 
     comp, links, kind, pred = predicted
     _db(tmp_path, comp, pred, links.loc[links["target_gene"] == "A1"].assign(activity_type="IC50"))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(tmp_path), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    t_end = time.time() + 30
-    while not server.started and time.time() < t_end:
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+    with serve_store(tmp_path) as url:
+        yield url
 
 
 def test_target_page_marks_the_domain_and_links_the_badge_to_the_model_card(predicted, served_predictions):

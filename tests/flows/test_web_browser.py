@@ -6,9 +6,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import threading
-import time
 
 import anndata as ad
 import numpy as np
@@ -50,22 +47,10 @@ def run_spatial_sample(store):  # noqa: F811
 
 @pytest.fixture(scope="module")
 def served(store, run_spatial_sample):  # noqa: F811
-    import uvicorn
+    from tests.flows.served import serve_store
 
-    from flows.serving.api import create_app
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(store["root"]), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    t_end = time.time() + 30
-    while not server.started and time.time() < t_end:
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+    with serve_store(store["root"]) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
