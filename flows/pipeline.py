@@ -26,6 +26,7 @@ from flows.config import RunConfig, load_run_config, stage_key_config
 from flows.console import RunConsole
 from flows.skipped import Skipped
 from flows.store.input_hashes import InputHasher, config_sha256
+from flows.store.atomic import atomic_path
 from flows.store.run_lock import run_lock
 from fusion.errors import FusionDataError
 from flows.store.artifacts import FAILED, REUSED, ArtifactStore, load_pickle, save_pickle
@@ -100,8 +101,6 @@ def open_run(catalog_path: str, store_path: str, config_path: str | None, consol
 # ---------------------------------------------------------------------------------------- stages
 def radiology_stage(ctx: RunContext) -> dict[str, pd.DataFrame]:
     """CT/PET series per patient -> phenotypes and patches; cohort volume autoencoders -> ct/pet tables."""
-    from flows.stages.radiology import discover_radiology
-
     ct_src, pet_src = ctx.catalog.by_modality("ct"), ctx.catalog.by_modality("pet")
     if ct_src is None:
         if pet_src is not None:
@@ -109,7 +108,7 @@ def radiology_stage(ctx: RunContext) -> dict[str, pd.DataFrame]:
                                        "DicomSeriesError: PET source without a CT source (radiology needs a CT)"))
         ctx.skip_stage("radiology: no CT source, skipped")
         return {}
-    cts, pets, rad_skipped, segs = discover_radiology(ct_src, pet_src)  # header index; PET without CT reported
+    cts, pets, rad_skipped, segs = discovered_radiology(ctx, ct_src, pet_src)
     ctx.skipped += rad_skipped
     with ctx.console.stage("radiology", len(cts)) as bar:
         futures = []
@@ -133,6 +132,28 @@ def radiology_stage(ctx: RunContext) -> dict[str, pd.DataFrame]:
         enc = T.encode_radiology_task.submit(ok, inputs, ctx.root, ctx.cfg, ctx.run_id).result()
     ctx.console.count("volume-encoders", enc.status, seconds=time.perf_counter() - t0)
     return {k: v for k, v in enc.value.items() if k in ("ct", "pet")}
+
+
+DISCOVERY = "imaging/discovery.pkl"
+
+
+def discovered_radiology(ctx: RunContext, ct_src, pet_src):
+    """The CT / PET series and segmentations per patient (``discover_radiology``: a header index of every
+    DICOM file), kept in the store and reused while the source folders are unchanged (their size+mtime hashes):
+    a rerun reads no header."""
+    from flows.config import code_version
+    from flows.stages.radiology import discover_radiology
+
+    inputs = {"ct": ctx.hasher(ct_src.path), "pet": ctx.hasher(pet_src.path) if pet_src is not None else ""}
+    key = {"formats": [ct_src.format, pet_src.format if pet_src is not None else None],
+           "id_map": ct_src.id_map, "code": code_version("radiology")}
+    if ctx.store.is_fresh(DISCOVERY, inputs, key):
+        return load_pickle(ctx.store.path(DISCOVERY))
+    found = discover_radiology(ct_src, pet_src)  # header index; PET without CT reported
+    with atomic_path(ctx.store.path(DISCOVERY)) as tmp:
+        save_pickle(found, tmp)
+    ctx.store.record(DISCOVERY, "radiology", inputs, key, ctx.run_id)
+    return found
 
 
 def write_phenotypes(ctx: RunContext, results: list[dict[str, Any]]) -> None:
@@ -415,16 +436,28 @@ def threads_per_task(n: int):
     """Torch intra-op and BLAS / OpenMP threads capped at ``n`` for the run (restored after): the run already
     runs tasks side by side (two per-patient workers, two fusion processes), and nested thread pools on top
     oversubscribe the cores: spinning threads then burn CPU while they wait (15x on a shared machine)."""
-    import torch
+    import os
+    import sys
+
     from threadpoolctl import threadpool_limits
 
-    before = torch.get_num_threads()
-    torch.set_num_threads(max(1, int(n)))
+    n = max(1, int(n))
+    torch = sys.modules.get("torch")  # not imported yet (a rerun may never need it): its OpenMP reads the env
+    before = (torch.get_num_threads() if torch else None, os.environ.get("OMP_NUM_THREADS"))
+    if torch:
+        torch.set_num_threads(n)
+    os.environ["OMP_NUM_THREADS"] = str(n)
     try:
-        with threadpool_limits(limits=max(1, int(n))):
+        with threadpool_limits(limits=n):
             yield
     finally:
-        torch.set_num_threads(before)
+        if before[1] is None:
+            os.environ.pop("OMP_NUM_THREADS", None)
+        else:
+            os.environ["OMP_NUM_THREADS"] = before[1]
+        torch = sys.modules.get("torch")
+        if torch and before[0] is not None:
+            torch.set_num_threads(before[0])
 
 
 @flow(name="fusionrx-pipeline", task_runner=ThreadPoolTaskRunner(max_workers=2), log_prints=False)

@@ -23,6 +23,7 @@ from flows.store.atomic import atomic_dir, atomic_path  # noqa: F401 (re-exporte
 from flows.store.input_hashes import config_sha256, file_sha256, path_sha256  # noqa: F401 (re-exported)
 
 MANIFEST = "manifest.parquet"
+_MANIFEST_CACHE: dict[str, tuple[tuple[int, int, int], dict[str, dict[str, Any]]]] = {}  # path -> (stat, rows)
 MANIFEST_COLUMNS = ["artifact", "stage", "inputs_sha256", "config_sha256", "artifact_bytes", "run_id",
                     "created_utc"]
 NEW, CHANGED, REUSED, FAILED = "new", "changed", "reused", "failed"
@@ -110,11 +111,20 @@ class ArtifactStore:
 
     # ------------------------------------------------------------------ manifest
     def _load_manifest(self) -> dict[str, dict[str, Any]]:
+        """The manifest rows by artifact; parsed again only when the file changed (it is renamed into place on
+        every write, so inode, size and mtime say so): a rerun asks for it hundreds of times."""
         f = self.root / MANIFEST
-        if not f.exists():
+        try:
+            st = f.stat()
+        except FileNotFoundError:
             return {}
-        df = pd.read_parquet(f)
-        return {r["artifact"]: dict(r) for r in df.to_dict("records")}
+        sig = (st.st_ino, st.st_size, st.st_mtime_ns)
+        hit = _MANIFEST_CACHE.get(str(f))
+        if hit is None or hit[0] != sig:
+            df = pd.read_parquet(f)
+            hit = (sig, {r["artifact"]: dict(r) for r in df.to_dict("records")})
+            _MANIFEST_CACHE[str(f)] = hit
+        return dict(hit[1])
 
     def _save_manifest(self) -> None:
         df = pd.DataFrame(list(self._manifest.values()), columns=MANIFEST_COLUMNS)
