@@ -95,7 +95,9 @@ def open_run(catalog_path: str, store_path: str, config_path: str | None, consol
     run_id = f"{started.strftime('%Y%m%dT%H%M%SZ')}-{config_sha256([inputs, config.to_dict()])[:8]}"
     console.log(f"[run {run_id}] cohort {catalog.cohort}: {len(catalog.sources)} sources, store {store.root} "
                 f"({hasher.files_read} input files read for hashing)")
-    return RunContext(catalog, config, store, hasher, console, run_id, started, inputs, list(pull_skipped))
+    scanned = [Skipped("scan", path, error) for path, error in catalog.scan_problems]  # damaged files `scan` named
+    return RunContext(catalog, config, store, hasher, console, run_id, started, inputs,
+                      list(pull_skipped) + scanned)
 
 
 # ---------------------------------------------------------------------------------------- stages

@@ -55,6 +55,9 @@ class Catalog:
     cohort: str
     file: Path
     sources: dict[str, Source]
+    # files `fusionrx scan` found damaged or unreadable (absolute path, reason): never catalogued, so the run
+    # would not see them; it reports them among its skipped inputs
+    scan_problems: tuple[tuple[str, str], ...] = ()
 
     def by_modality(self, modality: str) -> Source | None:
         """The (first) source of a modality, or None when the cohort has none."""
@@ -162,7 +165,7 @@ def load_catalog(path: str | Path) -> Catalog:
         raise CatalogError(f"{file}: unsupported catalog version {raw['version']!r}; expected 1")
     if not isinstance(raw["sources"], dict) or not raw["sources"]:
         raise CatalogError(f"{file}: 'sources' must be a non-empty mapping of name -> entry")
-    unknown_top = sorted(set(raw) - {"version", "cohort", "root", "sources", "description"})
+    unknown_top = sorted(set(raw) - {"version", "cohort", "root", "sources", "description", "scan_problems"})
     if unknown_top:
         raise CatalogError(f"{file}: unknown top-level field(s) {unknown_top}")
     root = (file.parent / str(raw.get("root", "."))).resolve()
@@ -174,10 +177,23 @@ def load_catalog(path: str | Path) -> Catalog:
     if tile_feats and slides:
         raise CatalogError(f"{file}: source(s) {tile_feats} (tile_features_h5) and {slides} (wsi) both give the "
                            "slide bags; keep one")
-    return Catalog(cohort=str(raw["cohort"]), file=file, sources=sources)
+    return Catalog(cohort=str(raw["cohort"]), file=file, sources=sources,
+                   scan_problems=_scan_problems(file, root, raw.get("scan_problems")))
 
 
-def catalog_yaml(cohort: str, root: str, sources: dict[str, dict[str, Any]]) -> str:
-    """Render a catalog as YAML text (used by the synthetic cohort generator)."""
+def _scan_problems(file: Path, root: Path, raw: Any) -> tuple[tuple[str, str], ...]:
+    """``scan_problems: [{path, error}]`` (paths relative to the root) as (absolute path, error) pairs."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, list) or not all(isinstance(p, dict) and {"path", "error"} <= set(p) for p in raw):
+        raise CatalogError(f"{file}: 'scan_problems' must be a list of {{path, error}} entries")
+    return tuple((str((root / str(p["path"])).resolve()), str(p["error"])) for p in raw)
+
+
+def catalog_yaml(cohort: str, root: str, sources: dict[str, dict[str, Any]],
+                 scan_problems: list[dict[str, str]] | None = None) -> str:
+    """Render a catalog as YAML text (used by the synthetic cohort generator and `fusionrx scan`)."""
     doc = {"version": 1, "cohort": cohort, "root": root, "sources": sources}
+    if scan_problems:
+        doc["scan_problems"] = scan_problems
     return yaml.safe_dump(doc, sort_keys=False)

@@ -86,7 +86,9 @@ def write_scan_catalog(result: dict[str, Any], out: str | Path, cohort: str | No
     out = Path(out).resolve()
     sources, notes = catalog_sources(result)
     root = os.path.relpath(result["root"], out.parent)
-    text = catalog_yaml(cohort or Path(result["root"]).name, Path(root).as_posix(), sources)
+    problems = [{"path": _rel(p["path"], Path(result["root"])), "error": str(p["error"])}
+                for p in result.get("problems", [])]  # the run reports them among its skipped inputs
+    text = catalog_yaml(cohort or Path(result["root"]).name, Path(root).as_posix(), sources, problems)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
     tmp.write_text("# written by `fusionrx scan`; edit freely\n" + text)

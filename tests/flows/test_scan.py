@@ -81,6 +81,14 @@ def test_broken_copies_are_problems_never_crashes(tmp_path, capsys):
     assert "compressed" in problems["broken.maf.gz"]
     assert main(["scan", str(tmp_path), "--format", "json"]) == 0
     assert json.loads(capsys.readouterr().out)["problems"] == result["problems"]
+    # the written catalog keeps the problems, and a run over it reports them among its skipped inputs
+    from flows.catalog.schema import load_catalog
+    from flows.catalog.write import write_scan_catalog
+
+    path, _ = write_scan_catalog(result, tmp_path / "out" / "catalog.yaml")
+    catalog = load_catalog(path)
+    assert {(Path(f).name, e) for f, e in catalog.scan_problems} == set(problems.items())
+    assert all(Path(f).is_absolute() and Path(f).exists() for f, _ in catalog.scan_problems)
 
 
 def _gdc_download(root: Path) -> dict:
@@ -235,3 +243,22 @@ def test_scan_and_the_slide_reader_agree_on_tiffs(tmp_path):
     assert len(wsi) == 1 and wsi[0]["mpp"] == pytest.approx(0.5) and wsi[0]["dimensions"] == [640, 512]
     problems = {Path(p["path"]).name: p["error"] for p in result["problems"]}
     assert "P02-photo" not in result["patients"] and "72" in problems[photo.name]
+
+
+def test_a_run_reports_the_files_its_catalog_scan_found_damaged(small_cohort, tmp_path):
+    """Files `scan` named as problems never enter the catalog's sources; the run still names them among its
+    skipped inputs (the catalog's scan_problems), so a run summary lists every damaged file."""
+    import yaml
+
+    from flows.console import RunConsole
+    from flows.pipeline import open_run
+
+    raw = yaml.safe_load((small_cohort / "data_catalog.yaml").read_text())
+    raw["root"] = str(small_cohort)
+    bad = tmp_path / "photo.svs"
+    bad.write_bytes(b"<html>404</html>")
+    raw["scan_problems"] = [{"path": str(bad), "error": "not recognised as a slide by OpenSlide"}]
+    catalog = tmp_path / "catalog.yaml"
+    catalog.write_text(yaml.safe_dump(raw))
+    ctx = open_run(str(catalog), str(tmp_path / "store"), None, RunConsole("quiet"))
+    assert any(s.source == "scan" and s.file == str(bad) and "OpenSlide" in s.error for s in ctx.skipped)
