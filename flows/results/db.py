@@ -62,14 +62,7 @@ def connect(store: str | Path, read_only: bool = False) -> duckdb.DuckDBPyConnec
     if read_only:
         if not path.exists():
             raise FusionRxError(f"{path}: no results DB; run `fusionrx run` on this store first")
-        # an in-memory session that ATTACHes the file read-only: a plain connect(path) would be handed the
-        # database instance of a connection still open in this process, i.e. the file a run has since
-        # replaced (write_run swaps it), and answer the previous run
-        con = duckdb.connect(":memory:", config={"threads": 1})  # readers run side by side: one thread each
-        quoted = str(path).replace("'", "''")
-        con.execute(f"ATTACH '{quoted}' AS results (READ_ONLY)")
-        con.execute("USE results")
-        return con
+        return duckdb.connect(str(path), read_only=True)
     path.parent.mkdir(parents=True, exist_ok=True)
     con = duckdb.connect(str(path))
     con.execute(SCHEMA)

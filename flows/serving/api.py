@@ -11,6 +11,7 @@ the URL's size, one log line per request with the route template and never the q
 from __future__ import annotations
 
 import re
+import threading
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 from urllib.parse import quote
@@ -33,10 +34,19 @@ MAX_SPEC_CHARS = 1000     # a weights / evidence_min string (TYPE:X pairs)
 MAX_SMILES_CHARS = 2000
 WEIGHTS_EXAMPLE = "rna_expression:1,copy_number:0.5"
 
+# One results-DB query at a time per process. DuckDB hands a new connection to a path the database instance of
+# a connection still open in the process: opened after a run swapped the DB file (flows.results.db.write_run),
+# it would read the replaced file, and flows.results.queries would cache those rows under the new file's
+# state, answering the previous run until the next swap. With no connection open, a new one opens the new
+# file. The queries hold the GIL for most of their time, so this costs little; the workers of
+# `fusionrx serve --workers N` give the concurrency.
+_DB_LOCK = threading.Lock()
+
+
 def _query(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """Call a query function of flows.results. Each opens its read-only session on the current DB file
-    (flows.results.db.connect ATTACHes it), so queries run side by side and a run's DB swap is seen at once."""
-    return fn(*args, **kwargs)
+    """Call a query function of flows.results under the process's DB lock."""
+    with _DB_LOCK:
+        return fn(*args, **kwargs)
 
 
 def _floats(text: str | None, what: str) -> dict[str, float] | None:
