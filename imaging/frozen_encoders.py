@@ -46,9 +46,9 @@ def manifest() -> dict[str, Any]:
     return json.loads(MANIFEST.read_text())
 
 
-def weights_path(name: str) -> Path:
-    """Path of a shipped weights file after checking its SHA-256 against the manifest (FusionRxError naming
-    the file when it is missing or altered)."""
+def weights_path(name: str) -> tuple[Path, str]:
+    """Path and SHA-256 of a shipped weights file, checked against the manifest (FusionRxError naming the
+    file when it is missing or altered)."""
     path = WEIGHTS_DIR / name
     expected = manifest()["files"].get(name, {}).get("sha256")
     if not path.is_file() or expected is None:
@@ -57,7 +57,7 @@ def weights_path(name: str) -> Path:
     if found != expected:
         raise FusionRxError(f"{path}: SHA-256 {found[:12]}... differs from the manifest's {expected[:12]}...; "
                             f"the shipped weights were altered")
-    return path
+    return path, found
 
 
 def weights_sha256(name: str) -> str:
@@ -105,4 +105,4 @@ def builtin_volume_encoder(kind: str, cfg: dict[str, Any]) -> torch.nn.Module:
         if float(train[key]) != float(cfg[key]):
             raise FusionRxError(f"{WEIGHTS_DIR / VOLUME[kind]}: trained on {key}={train[key]}, the run asks for "
                                 f"{cfg[key]} (use volume_encoder: cohort for another patch geometry)")
-    return load_volume_encoder(weights_path(VOLUME[kind]), cfg["volume_embed_dim"])
+    return load_volume_encoder(weights_path(VOLUME[kind])[0], cfg["volume_embed_dim"])

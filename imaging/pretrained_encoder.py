@@ -30,6 +30,7 @@ from torch import nn
 
 from fusion.device import resolve_device
 from fusion.errors import FeatureFileError, TileEncoderError
+from imaging.frozen_encoders import file_sha256
 
 KINDS = ("builtin", "timm", "callable")
 POOLINGS = ("avg", "cls", "mean", "cls+mean")
@@ -159,11 +160,7 @@ def weights_sha256(path: str | os.PathLike) -> str:
         for p in sorted(q for q in path.rglob("*") if q.is_file()):
             h.update(p.relative_to(path).as_posix().encode() + b"\0" + weights_sha256(p).encode() + b"\n")
         return h.hexdigest()
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    return file_sha256(path)
 
 
 class TileEmbedder:
@@ -458,10 +455,11 @@ def _build_builtin(spec: TileEncoderSpec, device: str | torch.device) -> TileEmb
                                f"network with TileEmbedder.from_builtin")
     from imaging.frozen_encoders import TILE, WEIGHTS_DIR, weights_path
 
-    if spec.weights.resolve() == (WEIGHTS_DIR / TILE).resolve():
-        weights_path(TILE)  # the shipped weights: refused when they differ from the manifest
+    shipped = spec.weights.resolve() == (WEIGHTS_DIR / TILE).resolve()
+    # the shipped weights: refused when their hash differs from the manifest's (hashed once, here)
+    sha = weights_path(TILE)[1] if shipped else weights_sha256(spec.weights)
     encoder = load_tile_encoder(spec.weights)
-    return TileEmbedder.from_builtin(encoder, weights_sha256(spec.weights), spec.mpp, device)
+    return TileEmbedder.from_builtin(encoder, sha, spec.mpp, device)
 
 
 BUILDERS: dict[str, Callable[[TileEncoderSpec, str | torch.device], TileEmbedder]] = {

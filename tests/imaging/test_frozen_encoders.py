@@ -26,7 +26,7 @@ def test_altered_weights_are_refused_naming_the_file(tmp_path, monkeypatch):
     shutil.copytree(fe.WEIGHTS_DIR, tmp_path / "weights")
     monkeypatch.setattr(fe, "WEIGHTS_DIR", tmp_path / "weights")
     monkeypatch.setattr(fe, "MANIFEST", tmp_path / "weights" / "MANIFEST.json")
-    assert fe.weights_path(fe.TILE) == tmp_path / "weights" / fe.TILE
+    assert fe.weights_path(fe.TILE) == (tmp_path / "weights" / fe.TILE, fe.weights_sha256(fe.TILE))
     target = tmp_path / "weights" / fe.VOLUME["ct"]
     raw = bytearray(target.read_bytes())
     raw[-10] ^= 0xFF
