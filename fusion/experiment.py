@@ -10,10 +10,9 @@ from typing import Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from fusion.baselines import coxnet_fit_predict, logistic_fit_predict, ridge_fit_predict
+from fusion.baseline_runs import run_baseline  # noqa: F401 (re-exported)
 from fusion.errors import FusionConfigError, FusionDataError
 from fusion.strategies import get_strategy
-from fusion.survival_functions import cox_survival_fn
 from fusion.task_metrics import PRIMARY_METRIC
 from fusion.experiment_data import (  # noqa: F401 (re-exported: the engine's public names)
     EXPERTS,
@@ -24,50 +23,11 @@ from fusion.experiment_data import (  # noqa: F401 (re-exported: the engine's pu
     ModelResult,
     Split,
 )
-from fusion.experiment_pool import run_models
+from fusion.experiment_pool import run_models, run_pool
+from fusion.nested import best_rows, inner_scores
 from fusion.experts import run_experts
 from fusion.folds import _oof_frame, fit_predict_fold, fold_dataset, score_fold, survival_fn_of  # noqa: F401
 from fusion.neural_runs import run_neural  # noqa: F401 (re-exported)
-
-
-def run_baseline(data: ExperimentData, splits: Sequence[Split], opts: ExperimentOptions,
-                 modalities: Sequence[str]) -> ModelResult:
-    """The classical baseline on all ``modalities`` + covariates: CoxNet, logistic or ridge (nested CV).
-
-    A bag modality enters as its per-patient mean instance (NaN where absent; imputed inside the baseline).
-    """
-    frames = [data.bag_means(m) if m in (data.bags or {}) else data.features[m] for m in modalities]
-    frames += [data.covariates] if data.covariates is not None else []
-    x_all = pd.concat(frames, axis=1).to_numpy(dtype=np.float64)
-    pidx = pd.Index(data.patients)
-    fold_metrics, oofs, infos = [], [], []
-    for k, (tr, va) in enumerate(splits):
-        a, b = pidx.get_indexer(tr), pidx.get_indexer(va)
-        t = data.target
-        surv_fn = None
-        if data.task == "survival":
-            time_a, event_a = t["time"].to_numpy()[a], t["event"].to_numpy(bool)[a]
-            # linear predictor of the training rows too: their Breslow baseline hazard gives S(t | x) for the IBS
-            eta, info = coxnet_fit_predict(x_all[a], time_a, event_a, np.concatenate([x_all[a], x_all[b]]),
-                                           max_features=None, seed=opts.seed, inner_folds=opts.coxnet_inner_folds,
-                                           n_alphas=opts.coxnet_n_alphas, alpha_min_ratio=opts.coxnet_alpha_min_ratio)
-            pred = eta[len(a):]
-            surv_fn = cox_survival_fn(eta[:len(a)], time_a, event_a, pred)
-        elif data.task == "classification":
-            pred, info = logistic_fit_predict(x_all[a], t["label"].to_numpy(int)[a], x_all[b], len(data.classes or []),
-                                              seed=opts.seed)
-            if len(data.classes or []) == 2:
-                pred = pred[:, 1]
-        else:
-            pred, info = ridge_fit_predict(x_all[a], t["value"].to_numpy(float)[a], x_all[b], seed=opts.seed)
-        fold_metrics.append(score_fold(data, tr, va, pred, surv_fn))
-        oofs.append(_oof_frame(va, k, pred))
-        infos.append(info)
-    name = {"survival": "coxnet", "classification": "logistic", "regression": "ridge"}[data.task]
-    metric = PRIMARY_METRIC[data.task]
-    return ModelResult(f"baseline:{name}", "baseline", list(modalities), None, metric,
-                       [m[metric] for m in fold_metrics], fold_metrics, pd.concat(oofs, ignore_index=True),
-                       {"tuned": infos, "model": name})
 
 
 def model_plan(data: ExperimentData, opts: ExperimentOptions) -> list[tuple[str, list[str], str | None, bool]]:
@@ -99,7 +59,8 @@ def check_instance_strategies(data: ExperimentData, opts: ExperimentOptions) -> 
 def run_experiment(data: ExperimentData, splits: Sequence[Split], opts: ExperimentOptions | None = None,
                    progress: Callable[[str], None] | None = None, workers: int = 1) -> list[ModelResult]:
     """Every model of the experiment on the same ``splits``: baseline, experts (when in ``opts.strategies``
-    and there are at least 2 modalities), singles, neural fusions (per head).
+    and there are at least 2 modalities), singles, neural fusions (per head), then with ``opts.best`` the
+    nested-selection rows ``best`` and ``best:single`` (fusion.nested).
 
     ``workers`` > 1 trains the neural models on that many spawned processes (same results).
     """
@@ -120,7 +81,21 @@ def run_experiment(data: ExperimentData, splits: Sequence[Split], opts: Experime
     if EXPERTS in opts.strategies and len(mods) > 1:
         results.append(run_experts(data, splits, opts, mods))
         report(results[-1])
-    return results + run_models(data, splits, opts, model_plan(data, opts), workers, report)
+    results += run_models(data, splits, opts, model_plan(data, opts), workers, report)
+    if opts.best:
+        rows = best_rows(data, splits, opts, results, lambda cands: run_pool(
+            data, splits, opts, inner_scores, cands, workers, lambda c: _inner_cost(data, c)), opts.best_candidates)
+        for r in rows:
+            report(r)
+        results += rows
+    return results
+
+
+def _inner_cost(data: ExperimentData, cand) -> float:
+    """Relative cost of a candidate's inner CV (longest-first scheduling): neural fits with slide bags dearest."""
+    if cand.kind != "neural":
+        return 1.0
+    return 2.0 + 0.5 * len(cand.modalities) + 3.0 * len(set(data.bags or {}) & set(cand.modalities))
 
 
 def paired_gain(result: ModelResult | Sequence[float], best_single: ModelResult | Sequence[float]) -> tuple[float, float]:

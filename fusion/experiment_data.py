@@ -111,6 +111,8 @@ class ExperimentOptions:
     bag_train_instances: int | None = None  # instances per bag at each training step (random); None: every one
     experts_components: int | None = 10  # PCA components per expert of the experts strategy; None: no PCA
     encoder_factories: dict[str, Callable[[int], torch.nn.Module]] | None = None  # modality -> in_dim -> encoder
+    best: bool = False  # add the nested-selection rows 'best' and 'best:single' (fusion.nested)
+    best_candidates: Sequence[str] | None = None  # row names 'best' picks among; None: every single/fusion/experts/baseline row
 
     def __post_init__(self) -> None:
         if EXPERTS in self.select:
@@ -164,4 +166,4 @@ class ModelResult:
                 "metric": self.metric, "mean": self.mean, "std": self.std, "folds": [float(v) for v in self.folds],
                 "other_metrics": {k: float(v[ok[k]].mean()) if ok[k].any() else float("nan") for k, v in vals.items()},
                 "other_metrics_folds": {k: int(ok[k].sum()) for k in others},
-                **{k: v for k, v in self.extra.items() if k in ("robustness", "contributions", "tuned")}}
+                **{k: v for k, v in self.extra.items() if k in ("robustness", "contributions", "tuned", "chosen")}}

@@ -37,31 +37,40 @@ def _cost(data, item: Plan) -> float:
     return per_fit * (12.0 if select else 1.0)
 
 
-def _job(item: Plan):
+def _neural_job(data, splits, opts, item: Plan):
     strategy, mods, head, select = item
-    return run_neural(_STATE["data"], _STATE["splits"], _STATE["opts"], strategy, mods, head, select)
+    return run_neural(data, splits, opts, strategy, mods, head, select)
+
+
+def _job(fn, item):
+    return fn(_STATE["data"], _STATE["splits"], _STATE["opts"], item)
+
+
+def run_pool(data, splits, opts, fn: Callable, items: Sequence, workers: int = 1,
+             cost: Callable[[object], float] | None = None, progress: Callable[[object], None] | None = None) -> list:
+    """``fn(data, splits, opts, item)`` for every item (a module-level function: workers import it), in item
+    order; on ``workers`` spawned processes when > 1 (dearest ``cost`` first), else here."""
+    say = progress or (lambda r: None)
+    if workers <= 1 or len(items) < 2:
+        out = []
+        for item in items:
+            out.append(fn(data, splits, opts, item))
+            say(out[-1])
+        return out
+    ctx = multiprocessing.get_context("spawn")
+    # longest first, so that no worker is left alone with the dearest job at the end; results in item order
+    order = sorted(range(len(items)), key=lambda i: -(cost(items[i]) if cost else 1.0))
+    with ProcessPoolExecutor(min(workers, len(items)), mp_context=ctx, initializer=_init,
+                             initargs=(data, splits, opts)) as pool:
+        futures = {i: pool.submit(_job, fn, items[i]) for i in order}
+        out = []
+        for i in range(len(items)):
+            out.append(futures[i].result())
+            say(out[-1])
+        return out
 
 
 def run_models(data, splits, opts, plan: Sequence[Plan], workers: int = 1,
                progress: Callable[[object], None] | None = None) -> list:
     """``run_neural`` for every (strategy, modalities, head, select) of ``plan``, in plan order."""
-
-
-    say = progress or (lambda r: None)
-    if workers <= 1 or len(plan) < 2:
-        out = []
-        for strategy, mods, head, select in plan:
-            out.append(run_neural(data, splits, opts, strategy, mods, head, select))
-            say(out[-1])
-        return out
-    ctx = multiprocessing.get_context("spawn")
-    # longest first, so that no worker is left alone with the dearest model at the end; results in plan order
-    order = sorted(range(len(plan)), key=lambda i: -_cost(data, plan[i]))
-    with ProcessPoolExecutor(min(workers, len(plan)), mp_context=ctx, initializer=_init,
-                             initargs=(data, splits, opts)) as pool:
-        futures = {i: pool.submit(_job, plan[i]) for i in order}
-        out = []
-        for i in range(len(plan)):
-            out.append(futures[i].result())
-            say(out[-1])
-        return out
+    return run_pool(data, splits, opts, _neural_job, plan, workers, lambda it: _cost(data, it), progress)

@@ -38,12 +38,17 @@ def _fmt_other(row: dict, key: str, n_folds: int) -> str:
     return f"{v:.3f}" + (f" [{n}/{n_folds}]" if n < n_folds else "")
 
 
-NOT_FUSION = ("single", "baseline", "published")
+NOT_FUSION = ("single", "baseline", "published", "best")
 
 
 def _best_single(row: dict, rows: list[dict]) -> dict | None:
     """The single-modality row with the highest mean on the same folds: among those of ``row``'s head when
-    any has it (a fusion/nll row faces single/nll rows), else among all single rows."""
+    any has it (a fusion/nll row faces single/nll rows), else among all single rows. The nested-selection
+    row ``best`` faces ``best:single`` (the best single modality chosen by nested CV, fusion.nested)."""
+    if row["name"] == "best":
+        nested = [r for r in rows if r["name"] == "best:single" and len(r["folds"]) == len(row["folds"])]
+        if nested:
+            return nested[0]
     singles = [r for r in rows if r["strategy"] == "single" and len(r["folds"]) == len(row["folds"])]
     same_head = [r for r in singles if r.get("head") == row.get("head")]
     return max(same_head or singles, key=lambda r: r["mean"], default=None)
@@ -54,7 +59,7 @@ def gain_column(rows: list[dict]) -> list[str]:
     (fusion.experiment.paired_gain); '' for other rows and where no single row shares the folds."""
     out = []
     for r in rows:
-        best = _best_single(r, rows) if r["strategy"] not in NOT_FUSION and r["folds"] else None
+        best = _best_single(r, rows) if (r["strategy"] not in NOT_FUSION or r["name"] == "best") and r["folds"] else None
         if best is None:
             out.append("")
             continue
@@ -171,6 +176,12 @@ def write_report(path: Path, title: str, results: list[ModelResult], reference: 
         parts.append("<p>gain_vs_best_single: mean &plusmn; standard error (sd/&radic;folds) of the per-fold "
                      "difference between a fusion model and the best single modality on the same folds; a gain "
                      "within about two standard errors of 0 is not evidence that fusion helps.</p>")
+    nested = [r for r in results if r.strategy == "best"]
+    if nested:
+        parts.append("<h2>Nested selection (what 'best' chose in each outer fold, by inner CV on its training "
+                     "patients)</h2>")
+        parts.append(pd.DataFrame({r.name: r.extra["chosen"] for r in nested},
+                                  index=[f"fold {k}" for k in range(len(nested[0].folds))]).to_html())
     if data.task == "survival":
         parts.append("<p>td_auc: mean cumulative/dynamic AUC (higher is better); ibs: integrated Brier score of "
                      "the model's survival functions, ibs_km: of the training-fold Kaplan-Meier curve (lower is "
