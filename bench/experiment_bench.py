@@ -28,6 +28,8 @@ def main() -> None:
     ap.add_argument("--cohorts", nargs="+", default=["blca", "ucec"])
     ap.add_argument("--out", default="bench/experiment_results.json")
     ap.add_argument("--add-strategies", nargs="*", default=[], help="strategies added to the spec's (e.g. experts)")
+    ap.add_argument("--workers", type=int, default=1, help="processes for the neural models and the nested selection")
+    ap.add_argument("--no-best", action="store_true", help="leave out the nested-selection rows (options.best)")
     args = ap.parse_args()
     from dataclasses import replace
 
@@ -41,10 +43,12 @@ def main() -> None:
         spec = Path("experiments") / f"{cohort}_survival.yaml"
         opts = load_spec(spec).experiment_options()
         opts = replace(opts, strategies=list(opts.strategies) + [s for s in args.add_strategies
-                                                                  if s not in opts.strategies])
+                                                                  if s not in opts.strategies],
+                       best=opts.best and not args.no_best)
         with tempfile.TemporaryDirectory() as store:
             t0, c0 = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
-            res = run_spec(spec, store, options=opts, progress=lambda s: print(f"  [{cohort}] {s}", flush=True))
+            res = run_spec(spec, store, options=opts, progress=lambda s: print(f"  [{cohort}] {s}", flush=True),
+                          workers=args.workers)
             wall = time.perf_counter() - t0
             c1 = resource.getrusage(resource.RUSAGE_SELF)
         cpu = (c1.ru_utime - c0.ru_utime) + (c1.ru_stime - c0.ru_stime)
@@ -60,6 +64,9 @@ def main() -> None:
             short = {k: f"{k}:{n}/{len(r['folds'])}" for k, n in n_ok.items() if n < len(r["folds"])}
             print(f"{r['name']:28s} {r['mean']:8.3f} {r['std']:6.3f} {extra}  {folds}"
                   + (f"  ({', '.join(short.values())} folds)" if short else "") + (f"  gain {gain}" if gain else ""))
+        for r in rows:
+            if r.get("chosen"):
+                print(f"{r['name']} chose, per fold: {', '.join(r['chosen'])}")
         out["cohorts"][cohort] = {"wall_s": wall, "cpu_s": cpu, "rows": rows, "strategies": list(opts.strategies),
                                   "load_avg_end": os.getloadavg()}
     Path(args.out).write_text(json.dumps(out, indent=1, default=float))

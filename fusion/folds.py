@@ -116,7 +116,7 @@ def fit_predict_fold(data: ExperimentData, tr: Sequence[str], va: Sequence[str],
     cfg = TrainConfig(epochs=opts.epochs, lr=lr, weight_decay=opts.weight_decay, seed=seed,
                       modality_dropout=opts.modality_dropout if len(modalities) > 1 else 0.0,
                       num_threads=opts.num_threads, batch_size=opts.bag_batch_size if has_bag else None,
-                      max_instances=opts.bag_train_instances)
+                      max_instances=opts.bag_train_instances, early_stopping=opts.early_stopping)
     factories = {m: f for m, f in (opts.encoder_factories or {}).items() if m in modalities}
     with seeded(seed):
         model = FusionModel.for_dataset(ds, list(modalities), strategy, n_out, task=torch_task,

@@ -28,6 +28,9 @@ class TrainConfig:
     ``max_instances``: at each training step every slide bag is cut to that many of its instances, drawn at
     random (random instance sampling, a usual MIL regulariser: the attention pooling sees varied subsets;
     predictions always use every instance); None keeps whole bags.
+    ``early_stopping``: hold out that fraction of the training patients (random, from ``seed``; stratified by
+    class for classification), train on the rest and keep the weights of the epoch with the lowest loss on the
+    held-out part (checked after every epoch); None trains on every patient for ``epochs`` epochs.
     """
 
     epochs: int = 150
@@ -41,8 +44,11 @@ class TrainConfig:
     grad_clip: float | None = 5.0
     num_threads: int | None = None
     max_instances: int | None = None
+    early_stopping: float | None = None
 
     def __post_init__(self) -> None:
+        if self.early_stopping is not None and not 0.0 < self.early_stopping < 0.5:
+            raise FusionConfigError(f"TrainConfig: early_stopping must be None or in (0, 0.5), got {self.early_stopping}")
         if self.max_instances is not None and self.max_instances < 1:
             raise FusionConfigError(f"TrainConfig: max_instances must be None or >= 1, got {self.max_instances}")
         if self.epochs < 1 or self.lr <= 0 or (self.batch_size is not None and self.batch_size < 1):
@@ -132,10 +138,37 @@ def fit(
         model.modality_dropout = float(config.modality_dropout)
     if model.task == "regression":
         y_rows = _standardise_targets(model, y_rows, device)
-    _optimise(model, dataset, rows, y_rows, config, device, extra_loss)
+    held = _early_stopping_rows(model.task, y_rows, config) if config.early_stopping else None
+    if held is not None:
+        keep = np.setdiff1d(np.arange(len(rows)), held)
+        val = (rows[held], _slice_labels(y_rows, torch.from_numpy(held)))
+        rows, y_rows = rows[keep], _slice_labels(y_rows, torch.from_numpy(keep))
+    else:
+        val = None
+    _optimise(model, dataset, rows, y_rows, config, device, extra_loss, val)
     model.eval()
     _set_fallback(model, dataset, idx, rows, y_all, config, device)
     return model
+
+
+def _early_stopping_rows(task: str, y: torch.Tensor | tuple, config: TrainConfig) -> np.ndarray | None:
+    """Positions (into the training rows) of the held-out early-stopping part: ``config.early_stopping`` of
+    them at random, per class for classification, by event status for survival; None when too few rows."""
+    labels = y[1].numpy().astype(int) if isinstance(y, tuple) else (
+        y.numpy().astype(int) if task in ("binary", "multiclass") else np.zeros(len(y), dtype=int))
+    if len(labels) < 10:
+        return None
+    rng = np.random.default_rng(config.seed + 7919)
+    held = []
+    for c in np.unique(labels):
+        pos = np.flatnonzero(labels == c)
+        k = int(round(config.early_stopping * len(pos)))
+        if 0 < k < len(pos):
+            held.append(rng.choice(pos, size=k, replace=False))
+    out = np.sort(np.concatenate(held)) if held else np.zeros(0, dtype=np.int64)
+    if task == "survival" and isinstance(y, tuple) and int(y[1][out].sum()) < 2:
+        return None  # a held-out part without two events cannot rank anything
+    return out if out.size >= 2 else None
 
 
 def _standardise_targets(model: FusionModel, y: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -156,8 +189,10 @@ def _optimise(
     config: TrainConfig,
     device: torch.device,
     extra_loss: Callable[[FusionModel], torch.Tensor] | None,
+    val: tuple[np.ndarray, torch.Tensor | tuple] | None = None,
 ) -> None:
-    """AdamW for ``config.epochs`` passes over patients ``rows``, inside an RNG fork seeded with ``config.seed``."""
+    """AdamW for ``config.epochs`` passes over patients ``rows``, inside an RNG fork seeded with ``config.seed``;
+    with ``val`` (held-out rows, labels) the weights of the epoch with the lowest held-out loss are kept."""
     n = len(rows)
     step = n if config.batch_size is None else int(config.batch_size)
     ragged = any(dataset.modalities[m].is_ragged for m in model.modalities)
@@ -172,11 +207,31 @@ def _optimise(
         opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         model.train()
         bags = [m for m in model.modalities if dataset.modalities[m].is_ragged]
+        best, best_state = float("inf"), None
         for _ in range(config.epochs):
             for sub, y_sub in _epoch_batches(model, dataset, rows, batch, y_dev, step, order_gen, device):
                 if config.max_instances is not None and bags:
                     sub = sample_instances(sub, bags, config.max_instances, order_gen)
                 _train_step(model, opt, sub, y_sub, config, device, extra_loss)
+            if val is not None:
+                loss = _held_out_loss(model, dataset, val, device)
+                if loss < best - 1e-6:
+                    best, best_state = loss, {k: v.detach().clone() for k, v in model.state_dict().items()}
+                model.train()
+        if best_state is not None:
+            model.load_state_dict(best_state)
+
+
+@torch.no_grad()
+def _held_out_loss(model: FusionModel, dataset: MultimodalDataset, val: tuple, device: torch.device) -> float:
+    """The task loss of the held-out early-stopping rows (eval mode, every instance, in chunks for bags)."""
+    model.eval()
+    rows, y = val
+    out = []
+    for start in range(0, len(rows), RAGGED_PREDICT_BATCH):
+        out.append(model(dataset.to_batch(rows[start:start + RAGGED_PREDICT_BATCH], model.modalities, device=device)))
+    y_dev = tuple(t.to(device) for t in y) if isinstance(y, tuple) else y.to(device)
+    return float(task_loss(model.task, torch.cat(out).float(), y_dev))
 
 
 def sample_instances(batch: dict, bags: Sequence[str], k: int, gen: torch.Generator) -> dict:

@@ -27,7 +27,7 @@ def test_best_genomic_model_beats_published_snn(cohort, monkeypatch):
     assert snn["mean"] == pytest.approx({"blca": 0.541, "ucec": 0.493}[cohort], abs=5e-4)
 
     opts = spec.experiment_options()
-    opts.strategies, opts.heads, opts.robustness = (), ("cox",), False  # single genomic models + CoxNet only
+    opts.strategies, opts.heads, opts.robustness, opts.best = (), ("cox",), False, False  # singles + CoxNet only
     results = run_experiment(data, splits, opts)
     coxnet = next(r for r in results if r.strategy == "baseline")
     ours = [r for r in results if r.strategy == "single"]
