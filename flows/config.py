@@ -63,7 +63,7 @@ class RunConfig:
     spatial_pseudobulk_pcs: int = 2  # principal components of that pseudo-bulk in the spatial features
     spatial_graph_features: bool = False  # add the DGI spot-graph embedding to the spatial features
     # fusion experiments
-    strategies: tuple[str, ...] = ("early", "late", "attention", "kronecker")
+    strategies: tuple[str, ...] = ("early", "late", "attention", "kronecker", "experts")
     single_modalities: tuple[str, ...] = ("ct", "pet", "wsi", "expression", "spatial")
     cv_splits: int = 5
     # one 5-fold CV by default (half the fusion stage of two repeats; set 2+ for tighter estimates)
@@ -85,6 +85,12 @@ class RunConfig:
     # survival fusion strategies also run with inner-CV modality selection (survival signal often sits in one
     # modality: fusion then keeps to it instead of diluting it with the others)
     survival_select: tuple[str, ...] = ("late",)
+    # nested selection across every model of an experiment (fusion/nested.py): the rows best and best:single;
+    # the deployed model is the configuration best chooses
+    fusion_best: bool = True
+    # after the experiments, each task's chosen configuration is refit on every labelled patient, calibrated on
+    # its out-of-fold predictions and saved to STORE/models/<task>/ (flows/stages/deployed_model.py)
+    deploy_models: bool = True
     fusion_mlflow: bool = True  # the run's experiment specs are logged to MLflow (file store STORE/mlruns)
     # target ranking
     ranking_weights: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_WEIGHTS))
@@ -128,7 +134,7 @@ STAGE_CONFIG_KEYS: dict[str, tuple[str, ...]] = {
     "fusion": ("seed", "min_patients", "strategies", "single_modalities", "cv_splits", "cv_repeats", "fusion_epochs",
                "fusion_lr", "fusion_weight_decay", "fusion_hidden", "fusion_dropout", "torch_cpu_threads",
                "modality_dropout", "embed_dim", "survival_experiments", "fusion_batch_size", "survival_select",
-               "fusion_bag_instances"),
+               "fusion_bag_instances", "fusion_best", "deploy_models"),
     "ranking": ("ranking_weights", "compounds_per_target", "predicted_links_top", "activity_steps", "seed"),
 }
 
@@ -144,7 +150,8 @@ STAGE_CODE: dict[str, tuple[str, ...]] = {
     "spatial-encoder": ("omics", "flows/stages/spatial.py", "flows/stages/spatial_pseudobulk.py"),
     "fusion": ("fusion", "imaging/mil.py", "omics/encoders.py", "flows/stages/fusion_experiments.py",
                "flows/stages/run_specs.py", "flows/experiments/inputs.py", "flows/experiments/store.py",
-               "flows/experiments/spec.py", "flows/experiments/runner.py", "flows/experiments/bags.py"),
+               "flows/experiments/spec.py", "flows/experiments/runner.py", "flows/experiments/bags.py",
+               "flows/stages/deployed_model.py"),
     "ranking": ("omics", "molecules", "flows/results/ranking.py", "flows/results/evidence_weights.yaml", "flows/stages/evidence.py",
                 "flows/stages/evidence_rows.py", "flows/stages/activity_links.py", "flows/stages/bulk_omics.py"),
 }

@@ -361,6 +361,10 @@ def fusion_stage(ctx: RunContext, frames: dict[str, pd.DataFrame], features_h5: 
 
             return no_experiments()
         bar.advance(res.status)
+    from flows.stages.deployed_model import deployed_lines
+
+    for line in deployed_lines(res.value.get("models") or {}):
+        ctx.console.log(line)
     return res.value
 
 

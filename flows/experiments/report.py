@@ -5,7 +5,8 @@ the best single modality (mean +- standard error), secondary metrics (survival: 
 integrated Brier score and its Kaplan-Meier reference) and published numbers beside ours;
 Kaplan-Meier curves of predicted risk groups (lifelines; out-of-fold risk split at each fold's
 median) or ROC curves (classification) or predicted-vs-observed (regression); the missing-modality
-robustness curve; modality contributions (drop-one change of the metric).
+robustness curve; modality contributions (drop-one change of the metric); classification: calibration
+(reliability diagram, ECE before and after temperature scaling; flows.experiments.calibration_section).
 """
 
 from __future__ import annotations
@@ -196,6 +197,9 @@ def write_report(path: Path, title: str, results: list[ModelResult], reference: 
         parts.append("<h2>ROC curves (out-of-fold)</h2>")
         for r in [best] + baseline[:1]:
             parts.append(_png(_roc_plot(r, data)))
+        from flows.experiments.calibration_section import calibration_section
+
+        parts.append(calibration_section(results, data))
     robust = [r for r in results if "robustness" in r.extra]
     if robust:
         parts += ["<h2>Missing-modality robustness</h2>", _png(_robustness_plot(robust)),

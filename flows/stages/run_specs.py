@@ -30,6 +30,7 @@ def run_options(cfg: dict) -> dict[str, Any]:
     # models with slide bags: mini-batches of fusion_batch_size patients, or full batch (None: bags padded to
     # the longest of the cohort's; 1.5x faster than batches of 32 on the 64-patient demo)
     opts["bag_batch_size"] = int(cfg["fusion_batch_size"]) if cfg.get("fusion_batch_size") else None
+    opts["best"] = bool(cfg.get("fusion_best", False))
     if cfg.get("fusion_bag_instances"):
         opts["bag_train_instances"] = int(cfg["fusion_bag_instances"])
     return opts
@@ -82,7 +83,7 @@ def rows_table(rows: list[dict[str, Any]], task: str) -> pd.DataFrame:
     for r in rows:
         if not r.get("folds"):
             continue
-        kind = {"single": "single", "baseline": "baseline"}.get(r["strategy"], "fusion")
+        kind = {"single": "single", "baseline": "baseline", "best": "best"}.get(r["strategy"], "fusion")
         present = r.get("other_metrics", {}).get(f"{r['metric']}_present", float("nan"))
         out.append({"name": r["name"], "kind": kind, "strategy": r["strategy"],
                     "modalities": "+".join(r["modalities"]), "task": task, "metric": r["metric"],
@@ -95,7 +96,7 @@ def rows_table(rows: list[dict[str, Any]], task: str) -> pd.DataFrame:
 def no_experiments() -> dict[str, Any]:
     """The fusion stage's output when the run has no experiment to run (no labels, too few patients)."""
     return {"experiments": rows_table([], ""), "oof": {}, "classes": [], "n_patients": 0, "modality_counts": {},
-            "specs": [], "experiment_runs": [], "model_evidence": None}
+            "specs": [], "experiment_runs": [], "model_evidence": None, "models": {}}
 
 
 def modality_counts(data) -> dict[str, int]:
@@ -108,14 +109,20 @@ def modality_counts(data) -> dict[str, int]:
 def run_store_experiments(store: Path, cfg: dict, flat: list[str], bags: list[str], with_survival: bool,
                           workers: int = 1, mlflow: bool = True, with_diagnosis: bool = True) -> dict[str, Any]:
     """Write and run the run's specs over ``store``; the experiments table, OOF predictions, classes,
-    patient and modality counts, spec paths and experiment run ids."""
+    patient and modality counts, spec paths, experiment run ids and (``deploy_models``) the deployed models
+    saved to ``STORE/models/<task>/`` ({task: summary}, flows.stages.deployed_model)."""
     from flows.experiments.runner import run_spec
+    from flows.stages.deployed_model import deploy_spec_model
 
-    tables, oof, runs, specs_out = [], {}, [], []
+    tables, oof, runs, specs_out, models = [], {}, [], [], {}
     classes, n_patients, counts = [], 0, {}
     for name, spec in run_spec_dicts(store, cfg, flat, bags, with_survival, with_diagnosis).items():
         path = write_spec(store, spec)
         out = run_spec(path, store, mlflow=mlflow, workers=workers)
+        if cfg.get("deploy_models", True):
+            model = deploy_spec_model(store, path, out)
+            if model is not None:
+                models[model["task"]] = model
         data = out["data"]
         if spec["task"]["kind"] == "classification" or not counts:
             classes = list(data.classes or [])
@@ -126,4 +133,5 @@ def run_store_experiments(store: Path, cfg: dict, flat: list[str], bags: list[st
         runs.append(out["run"]["run_id"])
         specs_out.append(str(path))
     return {"experiments": pd.concat(tables, ignore_index=True), "oof": oof, "classes": classes,
-            "n_patients": n_patients, "modality_counts": counts, "specs": specs_out, "experiment_runs": runs}
+            "n_patients": n_patients, "modality_counts": counts, "specs": specs_out, "experiment_runs": runs,
+            "models": models}
