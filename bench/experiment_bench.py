@@ -64,6 +64,9 @@ def main() -> None:
             short = {k: f"{k}:{n}/{len(r['folds'])}" for k, n in n_ok.items() if n < len(r["folds"])}
             print(f"{r['name']:28s} {r['mean']:8.3f} {r['std']:6.3f} {extra}  {folds}"
                   + (f"  ({', '.join(short.values())} folds)" if short else "") + (f"  gain {gain}" if gain else ""))
+        if any(r["strategy"] == "published" for r in rows):
+            print("published rows: MCAT (Chen et al. 2021) models see slides + genomics (MCAT, AMIL) or genomics (SNN);"
+                  " ours here see genomics only: MCAT/AMIL are not like for like")
         for r in rows:
             if r.get("chosen"):
                 print(f"{r['name']} chose, per fold: {', '.join(r['chosen'])}")
