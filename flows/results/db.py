@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
@@ -67,6 +68,26 @@ def connect(store: str | Path, read_only: bool = False) -> duckdb.DuckDBPyConnec
     con = duckdb.connect(str(path))
     con.execute(SCHEMA)
     return con
+
+
+# Every read-only connection this module and flows.results.queries open is opened and closed under this lock,
+# one at a time per process. DuckDB hands a new connect(path) the database instance of a connection still open
+# in the process: opened after a run swapped the DB file (write_run), it would read the replaced file. With no
+# other connection open, a new one opens the file now at the path. The API answers from per-file-state
+# snapshots (flows.results.queries), so it reads the DB once per state, not once per request.
+_READ_LOCK = threading.RLock()
+
+
+@contextmanager
+def reading(store: str | Path) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A read-only connection to the store's results DB, the only one open in the process while the block runs
+    (others wait); closed on exit. Raises FusionRxError when there is no results DB."""
+    with _READ_LOCK:
+        con = connect(store, read_only=True)
+        try:
+            yield con
+        finally:
+            con.close()
 
 
 @contextmanager
@@ -207,14 +228,16 @@ def latest_run_id(con: duckdb.DuckDBPyConnection) -> str:
 
 
 def query_experiments(store: str | Path, run_id: str | None = None) -> list[dict[str, Any]]:
-    """Per fusion strategy and single modality: the CV metric mean and std of a run."""
-    con = connect(store, read_only=True)
-    try:
-        run_id = run_id or latest_run_id(con)
-        df = con.execute("SELECT name, kind, strategy, modalities, task, metric, mean, std, n_folds "
-                         "FROM experiments WHERE run_id = ? ORDER BY task, kind, mean DESC", [run_id]).df()
-    finally:
-        con.close()
+    """Per fusion strategy and single modality: the CV metric mean and std of a run (latest by default)."""
+    with reading(store) as con:
+        return experiment_rows(con, run_id or latest_run_id(con))
+
+
+def experiment_rows(con: duckdb.DuckDBPyConnection, run_id: str) -> list[dict[str, Any]]:
+    """A run's experiment rows (name, kind, strategy, modalities, task, metric, mean, std, n_folds, run_id),
+    by task, kind and mean (highest first)."""
+    df = con.execute("SELECT name, kind, strategy, modalities, task, metric, mean, std, n_folds "
+                     "FROM experiments WHERE run_id = ? ORDER BY task, kind, mean DESC", [run_id]).df()
     df["run_id"] = run_id
     return df.to_dict("records")
 
@@ -253,8 +276,7 @@ def write_experiment_run(store: str | Path, run: dict[str, Any], rows: list[dict
 
 def query_experiment_results(store: str | Path, run_id: str | None = None) -> list[dict[str, Any]]:
     """Model rows of an experiment run (latest by default), with the run's name and spec path."""
-    con = connect(store, read_only=True)
-    try:
+    with reading(store) as con:
         if run_id is None:
             row = con.execute("SELECT run_id FROM experiment_runs ORDER BY finished_utc DESC LIMIT 1").fetchone()
             if row is None:
@@ -263,8 +285,6 @@ def query_experiment_results(store: str | Path, run_id: str | None = None) -> li
         df = con.execute("SELECT r.run_id, e.name AS experiment, r.model, r.strategy, r.modalities_json, r.head, "
                          "r.metric, r.mean, r.std, r.folds_json FROM experiment_results r JOIN experiment_runs e "
                          "USING (run_id) WHERE run_id = ?", [run_id]).df()
-    finally:
-        con.close()
     df["modalities"] = df.pop("modalities_json").map(json.loads)
     df["folds"] = df.pop("folds_json").map(json.loads)
     return df.to_dict("records")

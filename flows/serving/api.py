@@ -2,8 +2,10 @@
 target's explanation, similar compounds, structure drawings, spatial pictures and experiments.
 
 Every endpoint calls the same query functions as the CLI (flows.results.queries); the results DB is only ever
-opened read-only. Bad input is a 4xx with a message, never a 500; every answer (status, content type, body) is
-documented in the OpenAPI schema (flows.serving.schemas). Guards and the access log wrap the app
+opened read-only, and read once per state of its file (the queries answer from a snapshot in memory, so
+requests run side by side; a run's swap of the file is seen by the next request). Bad input is a 4xx with a
+message, never a 500; every answer (status, content type, body) is documented in the OpenAPI schema
+(flows.serving.schemas). Guards and the access log wrap the app
 (flows.serving.security, flows.serving.access_log): optional bearer token, CORS only when configured, caps on
 the URL's size, one log line per request with the route template and never the query.
 """
@@ -11,16 +13,15 @@ the URL's size, one log line per request with the route template and never the q
 from __future__ import annotations
 
 import re
-import threading
 from pathlib import Path
-from typing import Any, Callable, TypeVar
 from urllib.parse import quote
 
 from fastapi import FastAPI, HTTPException, Path as PathParam, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 
 from flows.results.db import db_path
-from flows.results.queries import MAX_PAGE, MAX_SIMILAR, explain_target, ranked_targets, similar_compounds
+from flows.results.queries import (MAX_PAGE, MAX_SIMILAR, explain_target, ranked_targets, run_experiments,
+                                   similar_compounds)
 from flows.results.ranking import EVIDENCE_TYPES, ScoringError, parse_weights
 from flows.serving import schemas as sc
 from flows.serving.access_log import AccessLogMiddleware
@@ -28,26 +29,10 @@ from flows.serving.security import ApiSettings, BearerTokenMiddleware, RequestSi
 from fusion.errors import FusionRxError, MoleculeError, QueryError
 
 WEB = Path(__file__).with_name("web")
-T = TypeVar("T")
 MAX_GENE_CHARS = 64       # a gene symbol in a path
 MAX_SPEC_CHARS = 1000     # a weights / evidence_min string (TYPE:X pairs)
 MAX_SMILES_CHARS = 2000
 WEIGHTS_EXAMPLE = "rna_expression:1,copy_number:0.5"
-
-# One results-DB query at a time per process. DuckDB hands a new connection to a path the database instance of
-# a connection still open in the process: opened after a run swapped the DB file (flows.results.db.write_run),
-# it would read the replaced file, and flows.results.queries would cache those rows under the new file's
-# state, answering the previous run until the next swap. With no connection open, a new one opens the new
-# file. The queries hold the GIL for most of their time, so this costs little; the workers of
-# `fusionrx serve --workers N` give the concurrency.
-_DB_LOCK = threading.Lock()
-
-
-def _query(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """Call a query function of flows.results under the process's DB lock."""
-    with _DB_LOCK:
-        return fn(*args, **kwargs)
-
 
 def _floats(text: str | None, what: str) -> dict[str, float] | None:
     """'TYPE:X,TYPE=X' -> {TYPE: X} (either separator); 400 on anything malformed."""
@@ -167,21 +152,21 @@ def _register_target_routes(app: FastAPI, store: Path) -> None:
                 w = parse_weights(weights.replace(":", "="))
             except ScoringError as exc:
                 raise HTTPException(400, str(exc)) from None
-        return sc.FastJSON(_query(ranked_targets, store, top=top, offset=offset, weights=w, min_score=min_score,
+        return sc.FastJSON(ranked_targets(store, top=top, offset=offset, weights=w, min_score=min_score,
                                           has_compound=has_compound,
                                           evidence_min=_floats(evidence_min, "evidence_min")))
 
     @app.get("/api/evidence-types", summary="The evidence types and the configured weights",
              **sc.json_route(sc.EvidenceTypes))
     def evidence_types() -> Response:
-        page = _query(ranked_targets, store, top=1)
+        page = ranked_targets(store, top=1)
         return sc.FastJSON({"types": list(EVIDENCE_TYPES), "weights": page["weights"],
                             "scoring_version": page["scoring_version"]})
 
     @app.get("/api/targets/{gene}", summary="One target: every evidence row behind its score, its compounds",
              **sc.json_route(sc.TargetExplanation, 400, 404))
     def target(gene: str = _gene_param()) -> Response:
-        return sc.FastJSON(_query(explain_target, store, gene))
+        return sc.FastJSON(explain_target(store, gene))
 
     samples_header = {"X-Spatial-Samples": {"description": "the samples drawn, URL-quoted, comma-separated",
                                             "schema": {"type": "string"}}}
@@ -192,7 +177,7 @@ def _register_target_routes(app: FastAPI, store: Path) -> None:
     def target_spatial(gene: str = _gene_param()) -> Response:
         from flows.serving.spatial_figure import draw_spatial_panels, gene_spatial_panels
 
-        _query(explain_target, store, gene, compounds_per_target=0)  # 404 for a gene that is not ranked
+        explain_target(store, gene, compounds_per_target=0)  # 404 for a gene that is not ranked
         panels = gene_spatial_panels(store, gene)
         return sc.PNGResponse(draw_spatial_panels(panels, gene),
                               headers={"X-Spatial-Samples": quote(",".join(p.sample for p in panels), safe=",")})
@@ -206,7 +191,7 @@ def _register_compound_routes(app: FastAPI, store: Path) -> None:
     @app.get("/api/compounds/similar", summary="Nearest compounds by Morgan/Tanimoto and their targets",
              **sc.json_route(sc.SimilarCompounds, 400))
     def similar(smiles: str = smiles_param, top: int = Query(10, ge=1, le=MAX_SIMILAR)) -> Response:
-        return sc.FastJSON(_query(similar_compounds, store, smiles, top=top))
+        return sc.FastJSON(similar_compounds(store, smiles, top=top))
 
     @app.get("/api/compounds/depict.svg", summary="A 2D structure drawing (SVG) of a SMILES",
              **sc.binary_route("image/svg+xml", "the drawing (SVG)", 400))
@@ -223,9 +208,7 @@ def _register_experiment_routes(app: FastAPI, store: Path) -> None:
     @app.get("/api/experiments", summary="Fusion experiments of the latest run (CV metric per model)",
              **sc.json_route(list[sc.Experiment]))
     def experiments() -> Response:
-        from flows.results.db import query_experiments
-
-        rows = _query(query_experiments, store)
+        rows = run_experiments(store)
         return sc.FastJSON([{k: (None if isinstance(v, float) and v != v else v) for k, v in r.items()} for r in rows])
 
 

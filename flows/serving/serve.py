@@ -80,8 +80,11 @@ class ServerProcess:
 
     def __init__(self, store: str | Path, *, workers: int = 1, host: str = "127.0.0.1", port: int | None = None,
                  access_log: str | Path | None = None, env: dict[str, str] | None = None,
-                 startup_timeout_s: float = 120.0, grace_s: float = 10.0) -> None:
+                 startup_timeout_s: float = 120.0, grace_s: float = 10.0, code_root: str | Path | None = None) -> None:
+        """``code_root``: the source tree whose FusionRx runs the server (default: this one), e.g. a git
+        worktree of another commit, for a before/after benchmark in one run."""
         self.store, self.workers, self.host = Path(store), workers, host
+        self.code_root = Path(code_root).resolve() if code_root else Path(__file__).resolve().parents[2]
         self.port = port or free_port(host)
         self.access_log, self.env = access_log, env
         self.startup_timeout_s, self.grace_s = startup_timeout_s, grace_s
@@ -99,7 +102,7 @@ class ServerProcess:
             cmd += ["--access-log", str(Path(self.access_log).resolve())]
         self._out = tempfile.TemporaryFile()
         self.proc = subprocess.Popen(cmd, stdout=self._out, stderr=subprocess.STDOUT, start_new_session=True,
-                                     env={**os.environ, **(self.env or {})}, cwd=Path(__file__).resolve().parents[2])
+                                     env={**os.environ, **(self.env or {})}, cwd=self.code_root)
         try:
             self._wait_ready()
         except BaseException:

@@ -20,13 +20,16 @@ from flows.serving.serve import ServerProcess
 from tests.flows.test_queries import GEFITINIB, store  # noqa: F401 - the hand-built store fixture
 
 SWAPS = 12
+SEEN_WAIT_S = 5.0
 PATIENT = "TCGA-AB-1234"
 ROUTES = ["/api/targets?top=3", "/api/targets/G1", "/api/evidence-types", "/api/experiments",
           f"/api/compounds/similar?smiles={GEFITINIB}&top=2", "/api/targets?top=2&weights=copy_number:1"]
 
 
-def _swap_runs(root, rows, scoring, n: int, done: threading.Event, errors: list) -> None:
-    """n runs written one after another with write_run, the pipeline's atomic swap of the results DB."""
+def _swap_runs(root, rows, scoring, n: int, done: threading.Event, errors: list, seen: Counter) -> None:
+    """n runs written one after another with write_run, the pipeline's atomic swap of the results DB; after
+    each, up to SEEN_WAIT_S for a client to be answered from it (requests and swaps interleave however loaded
+    the machine; a server that kept answering an older run shows as runs never seen)."""
     from flows.stages.evidence import score_targets
 
     try:
@@ -40,15 +43,19 @@ def _swap_runs(root, rows, scoring, n: int, done: threading.Event, errors: list)
                                 "n_folds": [5]})
             write_run(root, run=run, targets=ranked, compounds=pd.DataFrame(), links=pd.DataFrame(),
                       experiments=exp, evidence=rows, scoring=scoring.to_dict())
-            time.sleep(0.05)
+            t_end = time.monotonic() + SEEN_WAIT_S
+            while not seen[run["run_id"]] and time.monotonic() < t_end:
+                time.sleep(0.01)
     except BaseException as exc:  # reported by the test, not lost in the thread
         errors.append(exc)
     finally:
         done.set()
 
 
-def _request_loop(url: str, done: threading.Event, seen: Counter, statuses: Counter, max_s: float) -> None:
-    """GET the routes round-robin until the swaps are done (bounded by max_s); every answer must be JSON."""
+def _request_loop(url: str, done: threading.Event, seen: Counter, statuses: Counter, max_s: float,
+                  order: list) -> None:
+    """GET the routes round-robin until the swaps are done (bounded by max_s); every answer must be JSON.
+    ``order``: the run ids this client was answered from, in the order of its requests."""
     t_end = time.monotonic() + max_s
     with httpx.Client(base_url=url, timeout=30) as c:
         i = 0
@@ -57,6 +64,7 @@ def _request_loop(url: str, done: threading.Event, seen: Counter, statuses: Coun
             statuses[r.status_code] += 1
             if r.status_code == 200 and isinstance(r.json(), dict) and "run_id" in r.json():
                 seen[r.json()["run_id"]] += 1
+                order.append(r.json()["run_id"])
             i += 1
 
 
@@ -65,12 +73,13 @@ def test_zero_5xx_while_runs_swap_the_db_underneath(store, tmp_path):  # noqa: F
     root.mkdir()
     shutil.copyfile(db_path(store["root"]), db_path(root))
     done, errors, seen, statuses = threading.Event(), [], Counter(), Counter()
+    orders: list[list[str]] = [[] for _ in range(4)]
     with ServerProcess(root, workers=2, access_log=tmp_path / "access.log") as srv:
-        clients = [threading.Thread(target=_request_loop, args=(srv.url, done, seen, statuses, 120))
-                   for _ in range(4)]
+        clients = [threading.Thread(target=_request_loop, args=(srv.url, done, seen, statuses, 120, order))
+                   for order in orders]
         for t in clients:
             t.start()
-        _swap_runs(root, store["rows"], store["scoring"], SWAPS, done, errors)
+        _swap_runs(root, store["rows"], store["scoring"], SWAPS, done, errors, seen)
         for t in clients:
             t.join()
         final = httpx.get(srv.url + "/api/targets", params={"top": 1}).json()
@@ -78,6 +87,8 @@ def test_zero_5xx_while_runs_swap_the_db_underneath(store, tmp_path):  # noqa: F
     assert sum(statuses.values()) >= 50 and set(statuses) == {200}, statuses  # no 5xx, no 4xx either
     assert final["run_id"] == f"swap{SWAPS - 1:02d}"       # the last run is what the server answers after
     assert len(seen) >= 3, seen                           # and runs in between were answered while swapping
+    for order in orders:  # a client never goes back to an older run, whichever worker answers it
+        assert order == sorted(order), order                # 'r1' (the copied DB) sorts before 'swapNN'
     log = [json.loads(x) for x in (tmp_path / "access.log").read_text().splitlines()]
     api = [x for x in log if x["route"].startswith("/api/")]  # the rest: the start-up probe of /openapi.json
     assert len(api) == sum(statuses.values()) + 1 and {x["status"] for x in log} == {200}  # + the final request

@@ -196,3 +196,76 @@ def test_cached_and_uncached_queries_agree(store):
         one_off = ranked_targets(store["root"], top=4, weights=weights)  # page compounds read from the DB
         again = ranked_targets(store["root"], top=4, weights=weights)    # second use: every gene's links cached
         assert one_off == again == ranked_targets(store["root"], top=4, weights=weights)
+    for gene in ("G1", "g2"):
+        clear_cache()
+        one_off = explain_target(store["root"], gene)  # this gene's rows read from the DB
+        again = explain_target(store["root"], gene)    # second use: every gene's rows read once, then from memory
+        assert one_off == again == explain_target(store["root"], gene) and one_off["compounds"]
+    clear_cache()
+    assert similar_compounds(store["root"], ERLOTINIB, top=4) == similar_compounds(store["root"], ERLOTINIB, top=4)
+
+
+def test_fast_scores_and_pages_equal_the_full_sort():
+    """The API's scoring (a sorting network over the type columns) is weighted_harmonic_sum bit for bit, and a
+    page picked after a partition is the page and the ranks of a full lexsort, with ties, filters and deep
+    offsets."""
+    from flows.results.queries import _harmonic_scores, _page
+
+    rng = np.random.default_rng(7)
+    n, t = 3000, len(EVIDENCE_TYPES)
+    m = np.round(rng.beta(0.6, 3.0, size=(n, t)), 2)  # rounded: many exact ties
+    m[rng.random(m.shape) < 0.4] = 0.0
+    m[rng.random(m.shape) < 0.01] = np.nan
+    alpha = rng.permutation(n)
+    for w in (rng.uniform(0, 1, t), np.r_[1.0, np.zeros(t - 1)], np.ones(t), np.r_[np.zeros(t - 1), 0.3]):
+        score = _harmonic_scores(np.ascontiguousarray(np.nan_to_num(m).T), w)
+        assert np.array_equal(score, weighted_harmonic_sum(m, w))
+        order = np.lexsort((alpha, -score))
+        rank = np.empty(n, dtype=np.int64)
+        rank[order] = np.arange(1, n + 1)
+        for keep in (None, score >= 0.2, m[:, 0] > 0.3, np.zeros(n, dtype=bool)):
+            kept = order if keep is None else order[keep[order]]
+            for offset, top in ((0, 1), (0, 50), (7, 20), (len(kept) - 5, 50), (n + 10, 5), (0, 1000)):
+                page, ranks, total = _page(score, alpha, keep, offset, top)
+                assert total == len(kept)
+                assert page.tolist() == kept[offset: offset + top].tolist()
+                assert ranks.tolist() == rank[kept[offset: offset + top]].tolist()
+    with pytest.raises(ScoringError, match="at least one must be > 0"):
+        _harmonic_scores(np.nan_to_num(m).T, np.zeros(t))
+
+
+def test_a_db_swap_in_the_process_is_seen_and_never_mixed(store, tmp_path):
+    """A run written (the atomic swap) after queries read the DB is what the next query answers, though the
+    previous file's snapshot is cached; a part not yet read of that snapshot is never read from the new file."""
+    import shutil
+
+    from flows.results import queries
+    from flows.results.db import db_path
+
+    root = tmp_path / "store"
+    root.mkdir()
+    shutil.copyfile(db_path(store["root"]), db_path(root))
+    before = ranked_targets(root, top=4)
+    old = queries._on_snapshot(root, None, ("rank",), lambda snap, con: snap)
+    assert before["run_id"] == old.run_id == "r1" and "evidence" not in old.parts
+    rows = store["rows"].copy()
+    rows.loc[(rows["gene"] == "G1") & (rows["evidence_type"] != "tractability"), "score"] = 0.05  # G1 falls
+    ranked = score_targets(rows, store["scoring"])
+    top2 = ranked["gene"].iloc[0]
+    assert top2 != "G1" and int(ranked.loc[ranked["gene"] == "G1", "rank"].iloc[0]) > 1
+    run = {"run_id": "r2", "cohort": "test", "started_utc": "2026-01-02T00:00:00",
+           "finished_utc": "2026-01-02T00:01:00", "catalog": "c.yaml", "config": {}, "inputs_sha256": {},
+           "metrics": {}}
+    write_run(root, run=run, targets=ranked, compounds=pd.DataFrame(),
+              links=pd.DataFrame(), experiments=pd.DataFrame(columns=["name", "kind", "strategy", "modalities",
+                                                                      "task", "metric", "mean", "std", "n_folds"]),
+              evidence=rows, scoring=store["scoring"].to_dict())
+    with pytest.raises(queries._Stale):
+        old.parts_of(None, "evidence")
+    assert "evidence" not in old.parts
+    after = ranked_targets(root, top=4)
+    assert after["run_id"] == "r2" and after["rows"][0]["gene"] == top2
+    g1 = explain_target(root, "G1")
+    assert g1["run_id"] == "r2" and g1["rank"] == int(ranked.loc[ranked["gene"] == "G1", "rank"].iloc[0])
+    assert {r["score"] for e in g1["evidence"] for r in e["rows"]} == {0.05}
+    assert ranked_targets(root, top=4, run_id="r1") == before  # the earlier run, from the new file
