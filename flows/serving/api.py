@@ -25,6 +25,7 @@ from flows.results.queries import (MAX_PAGE, MAX_SIMILAR, explain_target, ranked
 from flows.results.ranking import EVIDENCE_TYPES, ScoringError, parse_weights
 from flows.serving import schemas as sc
 from flows.serving.access_log import AccessLogMiddleware
+from flows.serving.patients_api import patients_router
 from flows.serving.security import ApiSettings, BearerTokenMiddleware, RequestSizeMiddleware
 from fusion.errors import FusionRxError, MoleculeError, QueryError
 
@@ -61,6 +62,7 @@ def create_app(store: str | Path, settings: ApiSettings | None = None) -> FastAP
     _register_target_routes(app, store)
     _register_compound_routes(app, store)
     _register_experiment_routes(app, store)
+    app.include_router(patients_router(store))
     _register_web_routes(app)
     _guard(app, settings)
     return app

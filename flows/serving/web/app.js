@@ -1,4 +1,4 @@
-// FusionRx web page: ranking with weight sliders (sortable), target pages, experiments. Plain JS over /api.
+// FusionRx web page: ranking with weight sliders (sortable), target pages, experiments, patients. Plain JS over /api.
 "use strict";
 const state = { types: [], weights: {}, rows: [], sortKey: "rank", sortAsc: true };
 const $ = (id) => document.getElementById(id);
@@ -147,14 +147,80 @@ async function showExperiments() {
   } catch (e) { showError(e); }
 }
 
+const esc = (v) => String(v ?? "-").replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+// the report part each figure draws (flows.patients.render.FIGURES), and its caption
+const PATIENT_FIGURES = [
+  ["probabilities", "diagnosis", "Calibrated class probabilities"],
+  ["contributions", "modality_contributions", "Modality contributions (exact Shapley values)"],
+  ["slide_attention", "slide", "Slide: MIL attention and the top tiles"],
+  ["pet_ct", "radiology", "PET/CT through the ROI centre, ROI contour"],
+  ["spatial", "spatial", "Spatial sample: tumour-region spots and genes"],
+];
+
+async function showPatients(gene) {
+  showError(null);
+  try {
+    const rows = await api("/api/patients");
+    const q = gene ? `?gene=${encodeURIComponent(gene)}` : "";
+    $("patients").querySelector("tbody").innerHTML = rows.map((r) =>
+      `<tr><td><a class="patient-link" href="#/patient/${encodeURIComponent(r.patient_id)}${q}">${esc(r.patient_id)}</a></td>
+       <td>${esc(r.diagnosis)}</td><td>${esc(r.modalities.join(", "))}</td></tr>`).join("");
+  } catch (e) { showError(e); }
+}
+
+function patientSummary(p) {
+  const out = [];
+  if (p.diagnosis) out.push(`diagnosis <b>${esc(p.diagnosis.predicted)}</b> (p = ${fmt(p.diagnosis.probabilities[p.diagnosis.predicted], 3)};
+    recorded: ${esc(p.diagnosis.recorded)}) by ${esc(p.diagnosis.model)}, version ${esc(p.diagnosis.version)}`);
+  if (p.survival) out.push(`survival risk ${fmt(p.survival.risk, 3)} (percentile ${fmt(p.survival.risk_percentile, 1)})`);
+  if (p.radiology && p.radiology.roi) out.push(`ROI ${esc(p.radiology.roi.label)} (${esc(p.radiology.roi.source)}), ${fmt(p.radiology.roi.volume_ml)} ml`);
+  if (p.slide) out.push(`slide ${esc(p.slide.path.split("/").pop())}: ${p.slide.tiles.length} tiles`);
+  if (p.spatial) out.push(`${p.spatial.tumour_spots.length} tumour-region spots`);
+  return out.length ? `<p>${out.join("<br>")}</p>` : "<p>no model output for this patient</p>";
+}
+
+async function showPatient(pid, gene) {
+  showError(null);
+  $("patient-title").textContent = `Patient ${pid}`;
+  $("patient-figures").innerHTML = "";
+  try {
+    const p = await api(`/api/patients/${encodeURIComponent(pid)}`);
+    const base = `/api/patients/${encodeURIComponent(p.patient_id)}`;
+    $("patient-report-link").href = `${base}/report`;
+    $("patient-summary").innerHTML = patientSummary(p);
+    $("patient-figures").innerHTML = PATIENT_FIGURES.filter(([, part]) => p[part]).map(([name, , caption]) =>
+      `<figure><img class="patient-figure" data-figure="${name}" alt="${caption}" src="${base}/figures/${name}.png">
+       <figcaption>${caption}</figcaption></figure>`).join("");
+    $("patient-neighbours").querySelector("tbody").innerHTML = (p.neighbours || []).map((n) =>
+      `<tr><td><a href="#/patient/${encodeURIComponent(n.patient_id)}">${esc(n.patient_id)}</a></td><td>${fmt(n.distance, 3)}</td>
+       <td>${esc(n.diagnosis)}</td></tr>`).join("");
+    $("patient-targets").querySelector("tbody").innerHTML = (p.targets || []).map((t) => {
+      const e = t.evidence || {};
+      const mut = Array.isArray(e.mutation) ? (e.mutation.join("; ") || "none") : e.mutation;
+      return `<tr class="${t.gene === gene ? "hl" : ""}"><td>${t.rank}</td><td class="gene"><a href="#/target/${encodeURIComponent(t.gene)}">${esc(t.gene)}</a></td>
+        <td>${fmt(t.score, 3)}</td><td>${fmt(e.expression_z)}</td><td>${esc(e.copy_number)}</td><td>${esc(mut)}</td>
+        <td>${fmt(e.spatial_enrichment)}</td></tr>`;
+    }).join("");
+  } catch (e) { showError(e); }
+}
+
 function route() {
   const h = location.hash || "#/";
   const m = h.match(/^#\/target\/([^/]+)(?:\/model\/([0-9a-f]+))?$/);
+  const pl = h.match(/^#\/patients(?:\?gene=([^&]*))?$/);
+  const pv = h.match(/^#\/patient\/([^/?]+)(?:\?gene=([^&]*))?$/);
   $("ranking-view").hidden = !(h === "#/" || h === "#");
   $("target-view").hidden = !m;
   $("experiments-view").hidden = h !== "#/experiments";
-  if (m) showTarget(decodeURIComponent(m[1]), m[2]);
+  $("patients-view").hidden = !pl;
+  $("patient-view").hidden = !pv;
+  if (m) {
+    $("target-patients").href = `#/patients?gene=${m[1]}`;
+    showTarget(decodeURIComponent(m[1]), m[2]);
+  }
   if (h === "#/experiments") showExperiments();
+  if (pl) showPatients(pl[1] ? decodeURIComponent(pl[1]) : null);
+  if (pv) showPatient(decodeURIComponent(pv[1]), pv[2] ? decodeURIComponent(pv[2]) : null);
 }
 
 window.addEventListener("hashchange", route);
