@@ -36,7 +36,7 @@ SCRIPT_ARGS: dict[str, tuple[list[str], list[str]] | None] = {
 }
 COLUMNS = ("what", "ours", "baseline", "baseline_name", "ratio", "unit", "command")
 # scripts whose run() is long: only with --all or --only (scaling reruns the pipeline 2-4 times)
-SLOW = {"scaling", "fullsize", "demo_run"}
+SLOW = {"scaling", "fullsize", "demo_run", "explain_faithfulness"}
 
 
 def discover() -> list[str]:

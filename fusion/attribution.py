@@ -1,4 +1,5 @@
-"""Model evidence: per-feature gradient x input attribution and drop-one-modality contributions."""
+"""Model evidence: per-feature gradient x input attribution (Captum's InputXGradient) and drop-one-modality
+contributions."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 import torch
+from captum.attr import InputXGradient
 
 from fusion.data import MultimodalDataset
 from fusion.errors import FusionDataError
@@ -43,22 +45,36 @@ def feature_attribution(
     total = None
     for start in range(0, len(rows), chunk):  # chunks: bags are padded per chunk, not to the cohort's largest
         batch = dataset.to_batch(rows[start : start + chunk], model.modalities, device=device)
-        x = batch[modality]["values"].clone().requires_grad_(True)
-        batch[modality]["values"] = x
-        out = model(batch).float()
-        if out.shape[1] == 1:
-            selected = out[:, 0]
-        else:
-            cls = out.argmax(dim=1) if target is None else torch.full((out.shape[0],), int(target), device=device)
-            selected = out.gather(1, cls[:, None])[:, 0]
-        (grad,) = torch.autograd.grad(selected.sum(), x)
-        gxi = (grad * x).abs()
+        gxi = input_x_gradient(model, batch, modality, target).abs()
         if gxi.dim() == 3:
             mask = batch[modality]["mask"]
             gxi = (gxi * mask.unsqueeze(-1).to(gxi.dtype)).sum(dim=1)
         part = gxi.sum(dim=0).detach().cpu().double()
         total = part if total is None else total + part
     return (total / len(rows)).numpy()
+
+
+def input_x_gradient(model: FusionModel, batch: dict, modality: str, target: int | None = None) -> torch.Tensor:
+    """Captum InputXGradient of the model output w.r.t. ``batch[modality]['values']``: signed gradient x input,
+    the shape of the values ([B, d] or [B, T, d]; padded instances included, callers mask them).
+
+    The output is the logit / log-hazard / standardised target (one output), or for multiclass the logit of
+    class ``target`` (default: each sample's predicted class). Model in eval mode.
+    """
+    others = {m: parts for m, parts in batch.items() if m != modality}
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        return model({**others, modality: {**batch[modality], "values": x}}).float()
+
+    x = batch[modality]["values"]
+    if model.n_outputs == 1:
+        cls = 0
+    elif target is None:
+        with torch.no_grad():
+            cls = forward(x).argmax(dim=1)
+    else:
+        cls = int(target)
+    return InputXGradient(forward).attribute(x.detach().clone().requires_grad_(True), target=cls)
 
 
 @torch.no_grad()
