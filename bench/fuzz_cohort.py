@@ -1,6 +1,7 @@
 """Fuzz every per-patient door: corrupt files of a generated cohort, scan and run it, check each is named.
 
-Usage: python bench/fuzz_cohort.py --patients 16 --files 24 --seeds 0 1 2 [--victims 8] [--out DIR] [--json F]
+Usage: python bench/fuzz_cohort.py --patients 16 --files 24 --seeds 0 1 2 [--victims 8] [--imaging-only]
+       [--out DIR] [--json F]
 
 Generates a cohort once and runs it clean (``fusionrx scan`` + ``fusionrx run``, the baseline). Then, per
 seed, damages ``--files`` files of ``--victims`` patients drawn at random, across the doors (DICOM slices,
@@ -21,9 +22,13 @@ as subprocesses (a segfault shows as a negative exit code). Each damaged file is
 - FINDING: anything else (not named and read differently, or the reader fails where the run said nothing).
 
 Run-level findings: scan or run exit status not in ``OK_EXITS`` (a crash is negative), a Python traceback
-in their output, and any output of an untouched patient (no damaged file) that differs from the clean run
-(``fuzz_outputs.untouched_changes``). Prints per seed and in total: tried, named, crashes, untouched
-outputs changed. Exit status 1 when there is any finding.
+in their output, any output of an untouched patient (no damaged file) that differs from the clean run
+(``fuzz_outputs.untouched_changes``), and, when only imaging inputs were damaged (DICOM slices, and slides
+of patients without a spatial sample: ``imaging_only``), any difference between the run's target ranking
+and the clean run's (``ranking_changes``: genes, ranks, scores and every evidence type's score). With
+``--imaging-only`` every seed damages imaging inputs only, so every seed checks the ranking. Prints per
+seed and in total: tried, named, crashes, untouched outputs changed, rankings compared and changed. Exit
+status 1 when there is any finding.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -55,6 +61,8 @@ DOORS: dict[str, tuple[str, ...]] = {
     "h5ad": ("spatial/*.h5ad",),
     "spaceranger": ("spatial/**/filtered_feature_bc_matrix.h5",),
 }
+IMAGING_DOORS = ("dicom", "slide")  # neither feeds an expression-derived evidence type ...
+SPATIAL_DOORS = ("h5ad", "spaceranger")  # ... except the slide of a spatial sample: it places its tumour region
 KINDS = ("truncate", "zero_head", "empty", "html", "random_mid")
 TEXT_DOORS = ("copy_number", "star_counts")  # plain tables: also cut at a line boundary
 TEXT_KINDS = KINDS + ("cut_lines",)
@@ -119,9 +127,10 @@ class Damage:
     finding: str = ""
 
 
-def candidates(root: Path, patients: set[str] | None = None) -> dict[str, list[str]]:
-    """Every file of each door in the cohort (relative to ``root``, sorted), only ``patients``' when given."""
-    gdc = file_patients(root) if patients is not None else {}
+def candidates(root: Path, patients: set[str] | None = None, imaging: bool = False) -> dict[str, list[str]]:
+    """Every file of each door in the cohort (relative to ``root``, sorted), only ``patients``' when given;
+    with ``imaging``, only the imaging inputs that no evidence type of the ranking reads (``imaging_only``)."""
+    gdc = file_patients(root) if patients is not None or imaging else {}
     out = {}
     for door, patterns in DOORS.items():
         files = sorted({str(p.relative_to(root)) for pat in patterns for p in root.glob(pat) if p.is_file()})
@@ -129,7 +138,28 @@ def candidates(root: Path, patients: set[str] | None = None) -> dict[str, list[s
             files = [f for f in files if patient_of(f, gdc) in patients]
         if files:
             out[door] = files
+    if imaging:
+        spatial = spatial_patients(root)
+        out = {door: [f for f in files if door == "dicom" or patient_of(f, gdc) not in spatial]
+               for door, files in out.items() if door in IMAGING_DOORS}
+        out = {door: files for door, files in out.items() if files}
     return out
+
+
+def spatial_patients(root: Path) -> set[str]:
+    """Patients with a spatial sample (h5ad or Space Ranger folder) in the cohort at ``root``."""
+    return {p for door in SPATIAL_DOORS for pat in DOORS[door] for f in root.glob(pat)
+            for p in [patient_of(str(f.relative_to(root)), {})] if p}
+
+
+def imaging_only(damages: list[Damage], root: Path) -> bool:
+    """True when every damaged file is an imaging input that no evidence type of the target ranking reads: a
+    DICOM slice (radiology feeds only the fusion experiments), or the slide of a patient without a spatial
+    sample (a spatial sample's slide places its tumour region, spatial evidence). The ranking of such a run
+    must equal the clean run's (issue 18): its model evidence comes from an expression-only model."""
+    spatial = spatial_patients(root)
+    return bool(damages) and all(d.door == "dicom" or (d.door == "slide" and d.patient not in spatial)
+                                 for d in damages)
 
 
 def corrupt(path: Path, kind: str, rng: np.random.Generator) -> tuple[str, int, int]:
@@ -165,10 +195,11 @@ def corrupt(path: Path, kind: str, rng: np.random.Generator) -> tuple[str, int, 
 
 
 def choose(root: Path, n_files: int, rng: np.random.Generator, plan: list[tuple[str, str]] | None = None,
-           patients: set[str] | None = None) -> list[Damage]:
+           patients: set[str] | None = None, imaging: bool = False) -> list[Damage]:
     """Damage ``n_files`` distinct files picked at random (a door with files left, then a kind it takes, then a
-    file), of ``patients`` only when given; or the given (door, kind) plan."""
-    files = candidates(root, patients)
+    file), of ``patients`` only when given, imaging inputs only with ``imaging`` (see ``candidates``); or the
+    given (door, kind) plan."""
+    files = candidates(root, patients, imaging)
     gdc = file_patients(root)
     out: list[Damage] = []
     picks = list(plan) if plan else []
@@ -298,6 +329,42 @@ def judge(damages: list[Damage], data: Path, pristine: Path, result: dict) -> li
     return findings
 
 
+RANKING_COLUMNS = ("gene", "rank", "score", "rna_expression", "copy_number", "survival_association",
+                   "spatial_tumour_region", "somatic_mutation", "model_attribution")
+
+
+def ranking(store: Path) -> pd.DataFrame:
+    """The target ranking of the store's latest run (results DB, read-only): ``RANKING_COLUMNS`` by rank."""
+    from flows.results.db import connect
+
+    con = connect(store, read_only=True)
+    try:
+        cols = ", ".join(RANKING_COLUMNS)
+        return con.execute(f"SELECT {cols} FROM targets WHERE run_id = (SELECT run_id FROM runs ORDER BY "
+                           "finished_utc DESC LIMIT 1) ORDER BY rank, gene").df()
+    finally:
+        con.close()
+
+
+def ranking_changes(clean: Path, run: Path, top: int = 10) -> list[str]:
+    """How the run's target ranking differs from the clean run's (empty: identical genes in the same order,
+    identical scores and per-type evidence scores); at most ``top`` genes are listed per difference."""
+    a, b = ranking(clean), ranking(run)
+    if a.empty:
+        return ["the clean run has no ranking to compare"]
+    if list(a["gene"]) != list(b["gene"]):
+        moved = [f"{g} {r}->{dict(zip(b['gene'], b['rank'])).get(g, 'absent')}"
+                 for g, r in zip(a["gene"], a["rank"]) if dict(zip(b["gene"], b["rank"])).get(g) != r]
+        return [f"ranking: {len(moved)} of {len(a)} genes moved ({', '.join(moved[:top])})"]
+    out = []
+    for col in RANKING_COLUMNS[2:]:
+        differ = ~np.isclose(a[col].to_numpy(float), b[col].to_numpy(float), rtol=0.0, atol=0.0, equal_nan=True)
+        if differ.any():
+            genes = a.loc[differ, "gene"].tolist()
+            out.append(f"ranking: {col} differs for {len(genes)} genes ({', '.join(genes[:top])})")
+    return out
+
+
 def untouched_patients(damages: list[Damage], root: Path) -> list[str]:
     """Patients of the cohort (those with a file of any door) that no damage touched."""
     gdc = file_patients(root)
@@ -321,9 +388,10 @@ def prepare(out: Path, n_patients: int, cohort_seed: int, config_text: str | Non
 
 
 def fuzz_seed(out: Path, base: dict, n_files: int, seed: int, n_victims: int | None = None,
-              plan: list[tuple[str, str]] | None = None, keep: bool = False) -> dict:
-    """Damage a copy of the pristine cohort (seeded), scan + run it, judge every damage and compare the
-    untouched patients' outputs with the clean run's; the report as a dict."""
+              plan: list[tuple[str, str]] | None = None, keep: bool = False, imaging: bool = False) -> dict:
+    """Damage a copy of the pristine cohort (seeded; imaging inputs only with ``imaging``), scan + run it,
+    judge every damage, compare the untouched patients' outputs with the clean run's and, when only imaging
+    inputs were damaged (``imaging_only``), the target ranking too; the report as a dict."""
     pristine = base["pristine"]
     data, work = out / f"data-{seed}", out / f"work-{seed}"
     for d in (data, work):
@@ -333,26 +401,32 @@ def fuzz_seed(out: Path, base: dict, n_files: int, seed: int, n_victims: int | N
     gdc = file_patients(pristine)
     patients = sorted({p for fs in candidates(pristine).values() for f in fs for p in [patient_of(f, gdc)] if p})
     victims = set(rng.choice(patients, size=min(n_victims, len(patients)), replace=False)) if n_victims else None
-    damages = choose(data, n_files, rng, plan, patients=victims)
+    damages = choose(data, n_files, rng, plan, patients=victims, imaging=imaging)
     result = scan_and_run(data, work, base["config"])
     findings = judge(damages, data, pristine, result)
     untouched = untouched_patients(damages, pristine)
-    changes, notes = untouched_changes(base["clean"]["store"], result["store"], untouched) \
-        if result["run_rc"] in ok_exits() else ([], [])
+    completed = result["run_rc"] in ok_exits()
+    changes, notes = untouched_changes(base["clean"]["store"], result["store"], untouched) if completed else ([], [])
     findings += [f"untouched output changed: {c}" for c in changes]
+    compare = completed and imaging_only(damages, pristine)
+    rank_changes = ranking_changes(base["clean"]["store"], result["store"]) if compare else []
+    findings += [f"imaging-only damage changed the {c}" for c in rank_changes]
     report = {"seed": seed, "scan_rc": result["scan_rc"], "run_rc": result["run_rc"],
               "damages": [asdict(d) for d in damages], "findings": findings, "untouched": untouched,
               "untouched_changed": changes, "not_compared": notes, "skipped": result["run"].get("skipped", []),
-              "store": str(result["store"]), "counts": counts(damages, result, changes)}
+              "ranking_compared": compare, "ranking_changed": rank_changes,
+              "store": str(result["store"]), "counts": counts(damages, result, changes, compare, rank_changes)}
     if not keep and not findings:  # kept on a finding: the damaged cohort, its logs and store to look at
         shutil.rmtree(data, ignore_errors=True)
         shutil.rmtree(work, ignore_errors=True)
     return report
 
 
-def counts(damages: list[Damage], result: dict, changes: list[str]) -> dict[str, int]:
+def counts(damages: list[Damage], result: dict, changes: list[str], ranking_compared: bool = False,
+           ranking_changed: list[str] = ()) -> dict[str, int]:
     """The figures of one damaged run: tried, named (by the run summary / by the scan only), harmless,
-    undetectable, findings, crashes (a negative exit status), untouched outputs changed."""
+    undetectable, findings, crashes (a negative exit status), untouched outputs changed, ranking compared
+    (1 when only imaging inputs were damaged) and ranking changed (1 when it then differs)."""
     crashed = sum(1 for k in ("scan_rc", "run_rc") if result[k] is not None and result[k] < 0)
     return {"tried": len(damages), "named_run": sum(d.named_by == "run" for d in damages),
             "named_scan": sum(d.named_by == "scan" for d in damages),
@@ -360,7 +434,8 @@ def counts(damages: list[Damage], result: dict, changes: list[str]) -> dict[str,
             "undetectable": sum(bool(d.undetectable) for d in damages),
             "masked": sum(bool(d.masked) for d in damages),
             "findings": sum(bool(d.finding) for d in damages), "crashes": crashed,
-            "untouched_changed": len(changes)}
+            "untouched_changed": len(changes), "ranking_compared": int(ranking_compared),
+            "ranking_changed": int(bool(ranking_changed))}
 
 
 def _print(report: dict) -> None:
@@ -393,6 +468,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cohort-seed", type=int, default=0)
     ap.add_argument("--out", type=Path, help="working folder (kept); default a temporary one, removed")
     ap.add_argument("--keep", action="store_true", help="keep each seed's damaged cohort and store")
+    ap.add_argument("--imaging-only", action="store_true",
+                    help="damage only imaging inputs (DICOM slices; slides of patients without a spatial sample) "
+                         "and check that the target ranking is identical to the clean run's")
     ap.add_argument("--json", type=Path, help="write the report as JSON here")
     args = ap.parse_args(argv)
     from flows.console import quiet_prefect_env
@@ -406,7 +484,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"clean run: ! {f}")
         reports = []
         for seed in args.seeds:
-            reports.append(fuzz_seed(out, base, args.files, seed, args.victims, keep=args.keep))
+            reports.append(fuzz_seed(out, base, args.files, seed, args.victims, keep=args.keep,
+                                     imaging=args.imaging_only))
             _print(reports[-1])
     finally:
         if tmp is not None:

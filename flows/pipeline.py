@@ -466,6 +466,17 @@ def threads_per_task(n: int):
             torch.set_num_threads(before[0])
 
 
+def start_reader_workers() -> None:
+    """Start the fork server of the isolated readers (flows.store.isolate) with the modules of every stage
+    that reads a patient's files in a worker: radiology, slides, spatial samples. Whichever stage forks
+    first, the others find their modules imported there (the server's modules are fixed when it starts)."""
+    from flows.stages.pathology import SLIDE_PRELOAD
+    from flows.stages.radiology import RADIOLOGY_PRELOAD
+    from flows.store.isolate import start_fork_server
+
+    start_fork_server((*RADIOLOGY_PRELOAD, *SLIDE_PRELOAD, "omics.spatial"))
+
+
 @flow(name="fusionrx-pipeline", task_runner=ThreadPoolTaskRunner(max_workers=2), log_prints=False)
 def fusionrx_pipeline(catalog_path: str, store_path: str, config_path: str | None = None,
                       verbosity: str = "normal") -> dict[str, Any]:
@@ -474,6 +485,7 @@ def fusionrx_pipeline(catalog_path: str, store_path: str, config_path: str | Non
     with run_lock(store_path), contextlib.ExitStack() as threads:
         ctx = open_run(catalog_path, store_path, config_path, console)
         threads.enter_context(threads_per_task(ctx.config.torch_cpu_threads))
+        start_reader_workers()  # after the thread caps: the workers inherit the fork server's environment
         omics = submit_omics(ctx)  # single-threaded: overlaps the imaging stages
         frames = radiology_stage(ctx)
         features_h5 = pathology_stage(ctx)

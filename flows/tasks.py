@@ -109,11 +109,10 @@ def plan_slide_task(pid: str, path: str, inputs: dict[str, str], store_root: str
     def build(tmp: Path):
         from flows.stages.pathology import plan_slide
 
-        if cfg.get("verify_slides"):  # every tile of every level decoded first: a damaged tile skips the slide
-            from imaging.slide_summary import require_intact_slide
-
-            require_intact_slide(Path(path))
-        plan = plan_slide(pid, Path(path), cfg["tile_size"], cfg["target_mpp"], cfg["min_tissue"], cfg["seed"])
+        # verify_slides: every tile of every level decoded first, in the slide's worker process (a damaged tile
+        # skips the slide, named; a decoder that dies in native code fails only this slide)
+        plan = plan_slide(pid, Path(path), cfg["tile_size"], cfg["target_mpp"], cfg["min_tissue"], cfg["seed"],
+                          verify=bool(cfg.get("verify_slides")))
         save_pickle(plan, tmp)
         return plan
 

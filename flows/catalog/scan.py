@@ -14,6 +14,13 @@ Result: ``{"patients": {PATIENT_ID: {MODALITY: [ITEM, ...]}}, "cohort": {KIND: [
   GISTIC, clinical.tsv, sample sheets, compound and feature tables) go under ``cohort``: splitting
   them per patient would copy one file's path into hundreds of entries and say nothing new.
 A file that looks like a known format but cannot be read is a ``problems`` entry; nothing raises.
+
+Every file other than DICOM is recognised in a worker process (``flows.store.isolate``), a batch of
+``SNIFF_BATCH`` files per worker: HDF5, OpenSlide, libtiff and Arrow open files in native code, and a
+damaged file that kills its reader (a segfault, an abort, the memory killer) becomes a ``problems`` entry
+naming it and how the reader died, never the end of the scan. A batch whose worker dies is read again one
+file per worker to find the file. DICOM files are only told apart by their first bytes here (their headers
+are indexed after the walk, in Python).
 """
 
 from __future__ import annotations
@@ -33,6 +40,10 @@ DICOM_MODALITY_KEYS = {"CT": "ct", "PT": "pet", "MR": "mr", "RTSTRUCT": "seg", "
 _PROMISING_SUFFIXES = (".dcm", ".svs", ".ndpi", ".mrxs", ".scn", ".tif", ".tiff", ".h5ad", ".h5",
                        ".maf", ".maf.gz", ".parquet")
 _TCGA = re.compile(r"^TCGA-[A-Z0-9]{2}-[A-Z0-9]{4}", re.IGNORECASE)
+SNIFF_BATCH = 64  # non-DICOM files recognised per worker process
+# the modules a sniffing worker needs, imported once in the fork server
+SNIFF_PRELOAD = ("flows.catalog.scan", "imaging.slide", "tifffile", "openslide", "h5py", "pyarrow.parquet", "pandas",
+                 "omics.clinical")
 
 
 _SLIDE_SUFFIX = re.compile(r"[-_.](DX|TS|BS|MS)\d*$", re.IGNORECASE)
@@ -141,12 +152,34 @@ class _Scan:
         self.patients[pid][modality].append(item)
 
     # ----------------------------------------------------------------------------- per file
-    def file(self, path: Path) -> None:
+    def _head(self, path: Path) -> bytes | None:
+        """The first 64 KiB of a file (None, with a problem entry, when it cannot be read)."""
         try:
             with open(path, "rb") as f:
-                head = f.read(65536)
+                return f.read(65536)
         except OSError as exc:
             self.problem(path, f"cannot read: {exc}")
+            return None
+
+    def is_dicom(self, path: Path) -> bool | None:
+        """True (and listed for the header index) for a DICOM file, told by its first bytes only; None
+        when the file cannot be read (a problem entry)."""
+        head = self._head(path)
+        if head is None:
+            return None
+        try:
+            dicom = head[128:132] == b"DICM" or looks_like_dicom(path)
+        except Exception as exc:  # noqa: BLE001 - one unreadable file is a problem entry, never a crash
+            self.problem(path, f"{type(exc).__name__}: {exc}")
+            return None
+        if dicom:
+            self.dicom.append(path)  # grouped into series by header index once every file is seen
+        return dicom
+
+    def file(self, path: Path) -> None:
+        """Recognise one file by content (any format, DICOM included) and record what it is."""
+        head = self._head(path)
+        if head is None:
             return
         name = path.name.lower()
         try:
@@ -243,6 +276,49 @@ class _Scan:
             for pid in read_clinical_table(path).patients:
                 self.add(str(pid), "clinical", {"path": str(path), "format": fmt})
 
+    def fragment(self) -> dict[str, Any]:
+        """What this scan found, as plain picklable data (a worker's answer to ``merge``)."""
+        return {"patients": {p: dict(m) for p, m in self.patients.items()}, "cohort": dict(self.cohort),
+                "problems": self.problems, "unrecognised": self.unrecognised, "dicom": self.dicom,
+                "gdc_files": self.gdc_files}
+
+    def merge(self, part: dict[str, Any]) -> None:
+        """Add a worker's ``fragment`` to this scan, after what is already here."""
+        for pid, mods in part["patients"].items():
+            for modality, items in mods.items():
+                self.patients[pid][modality].extend(items)
+        for kind, items in part["cohort"].items():
+            self.cohort[kind].extend(items)
+        self.problems += part["problems"]
+        self.unrecognised += part["unrecognised"]
+        self.dicom += part["dicom"]
+        self.gdc_files += part["gdc_files"]
+
+    def sniff(self, paths: list[Path], isolate: bool = True) -> None:
+        """Recognise ``paths`` (in order), ``SNIFF_BATCH`` per worker process with ``isolate``; a batch whose
+        worker dies is read again one file per worker, and a file that kills its own worker is a problem."""
+        if not isolate:
+            for path in paths:
+                self.file(path)
+            return
+        from flows.store.isolate import run_isolated
+        from fusion.errors import CatalogError
+
+        for start in range(0, len(paths), SNIFF_BATCH):
+            batch = [str(p) for p in paths[start:start + SNIFF_BATCH]]
+            try:
+                self.merge(run_isolated(sniff_files, str(self.root), batch, what=f"{len(batch)} files from "
+                                        f"{batch[0]}", error=CatalogError, preload=SNIFF_PRELOAD))
+                continue
+            except CatalogError:  # a reader died: find the file, one worker each
+                pass
+            for path in batch:
+                try:
+                    self.merge(run_isolated(sniff_files, str(self.root), [path], what=path, error=CatalogError,
+                                            preload=SNIFF_PRELOAD))
+                except CatalogError as exc:
+                    self.problem(Path(path), f"CatalogError: {exc}")
+
     # ------------------------------------------------------------------------- cross-file
     def group_dicom(self) -> None:
         index = index_dicom(self.dicom) if self.dicom else []
@@ -280,17 +356,30 @@ class _Scan:
             self.add(hit[0], modality[fmt], {**item, "sample_id": hit[1]})
 
 
-def scan(root: str | Path) -> dict[str, Any]:
-    """Recognise every file under ``root`` by content; see the module docstring for the result."""
+def sniff_files(root: str, paths: list[str]) -> dict[str, Any]:
+    """What the scan finds in ``paths`` under ``root``, as a ``_Scan.fragment`` (the body of a sniffing
+    worker: module-level so that the worker imports it by name)."""
+    s = _Scan(Path(root))
+    for path in paths:
+        s.file(Path(path))
+    return s.fragment()
+
+
+def scan(root: str | Path, isolate: bool = True) -> dict[str, Any]:
+    """Recognise every file under ``root`` by content; see the module docstring for the result. With
+    ``isolate`` (the default) every file but DICOM is read in a worker process (``SNIFF_BATCH`` a worker)."""
     root = Path(root).resolve()
     s = _Scan(root)
     if not root.is_dir():
         s.problem(root, "not a folder")
+    pending: list[Path] = []  # non-DICOM files in walk order, recognised in batches
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))  # .git, .cache, partial downloads
         here = Path(dirpath)
         sr = _is_spaceranger(here)
         if sr is not None:
+            s.sniff(pending, isolate)  # what came before keeps its place in the patient's lists
+            pending = []
             name = here.parent.name if here.name == "outs" else here.name  # Space Ranger writes <sample>/outs
             s.add(_patient_from_name(name), "spatial", {"path": str(here), "format": "spaceranger", **sr})
             dirnames[:] = []  # the folder is one item; its matrix and images are not separate finds
@@ -298,7 +387,9 @@ def scan(root: str | Path) -> dict[str, Any]:
         for name in sorted(filenames):
             if name.startswith(".") or name.endswith((".partial", ".parcel")):
                 continue
-            s.file(here / name)
+            if s.is_dicom(here / name) is False:
+                pending.append(here / name)
+    s.sniff(pending, isolate)
     s.group_dicom()
     s.link_gdc()
     for mods in s.patients.values():

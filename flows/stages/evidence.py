@@ -40,7 +40,7 @@ def _specs(scoring: ScoringConfig, evidence_type: str) -> dict[str, Any]:
 
 def cohort_evidence_rows(catalog: Catalog, bulk: BulkOmics, spatial_samples: list[dict[str, Any]],
                          model_evidence: pd.Series | None, scoring: ScoringConfig,
-                         model_ref: str = "fusion:attention diagnosis model") -> pd.DataFrame:
+                         model_ref: str = "expression-only diagnosis model") -> pd.DataFrame:
     """Every association evidence row of the cohort (omics, survival, copy number, mutations, spatial, model)."""
     from omics.de import differential_expression
     from omics.survival import cox_univariate
@@ -138,12 +138,12 @@ def run_scoring(config: RunConfig) -> ScoringConfig:
 
 
 def rank_and_link(*, catalog: Catalog, config: RunConfig, bulk: BulkOmics, spatial_samples: list[dict[str, Any]],
-                  fusion_out: dict[str, Any], model_ref: str = "metrics/experiments.parquet") -> dict[str, Any]:
+                  fusion_out: dict[str, Any], model_ref: str = "fusion/experiments.pkl") -> dict[str, Any]:
     """Evidence rows -> Open Targets-style scores -> ranked targets, with the compound inputs behind the
     tractability: {'ranked', 'rows', 'comp', 'scoring'}."""
     scoring = run_scoring(config)
     rows = cohort_evidence_rows(catalog, bulk, spatial_samples, fusion_out.get("model_evidence"), scoring,
-                                model_ref=f"{model_ref}: fusion:attention diagnosis")
+                                model_ref=f"{model_ref}: model_evidence, expression-only diagnosis model")
     comp = compound_inputs(catalog)
     rows = pd.concat([rows, er.tractability_rows(comp.links, scoring, comp.source_rows, comp.path)],
                      ignore_index=True)

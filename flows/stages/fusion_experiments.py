@@ -1,4 +1,5 @@
-"""Stage: the multimodal dataset of the cohort and the model evidence (gradient x input of a fusion model)."""
+"""Stage: the multimodal dataset of the cohort and the model evidence (gradient x input of an expression-only
+diagnosis model)."""
 
 from __future__ import annotations
 
@@ -61,27 +62,36 @@ def encoder_factories(cfg: dict) -> dict[str, Any]:
 
 def model_evidence(frames: dict[str, pd.DataFrame], bags: dict[str, np.ndarray], labels: pd.Series,
                    cfg: dict) -> pd.Series:
-    """Model evidence for target ranking: an attention-fusion diagnosis model trained on every labelled
-    patient, then |gradient x input| per expression gene (empty without expression). Not a CV experiment:
-    the run's CV experiments are specs over the store (flows/stages/run_specs.py)."""
+    """Model evidence for target ranking: |gradient x input| per gene of a diagnosis model that sees only the
+    expression it attributes (an expression encoder and head, strategy 'single', trained on every labelled
+    patient with expression); empty without expression. Not a CV experiment: the run's CV experiments are
+    specs over the store (flows/stages/run_specs.py).
+
+    Only ``frames['expression']`` and ``labels`` are read: ``bags`` and the other frames (imaging, slides,
+    spatial) are ignored, so a gene's evidence never moves when a CT, a PET or a slide is damaged, missing or
+    re-encoded (a fusion model's attributions would: its expression weights are trained beside the other
+    modalities). Patients without expression are left out of the training. Seeded by the caller
+    (``fusion.train.seeded``): the same expression and labels give the same series."""
     if "expression" not in frames:
         return pd.Series(dtype=float)
+    expression = frames["expression"]
+    labels = labels[labels.index.isin(expression.index)]
     classes = sorted(labels.unique())
-    ds = build_dataset(frames, bags, list(labels.index),
+    if len(classes) < 2:
+        return pd.Series(dtype=float)
+    ds = build_dataset({"expression": expression}, {}, list(labels.index),
                        labels.map({c: i for i, c in enumerate(classes)}).to_numpy(np.int64))
     task = "binary" if len(classes) == 2 else "multiclass"
     tc = TrainConfig(epochs=cfg["fusion_epochs"], lr=cfg["fusion_lr"], weight_decay=cfg["fusion_weight_decay"],
-                     batch_size=cfg.get("fusion_batch_size"),
-                     modality_dropout=cfg["modality_dropout"], seed=cfg["seed"],
-                     max_instances=cfg.get("fusion_bag_instances"),
+                     batch_size=cfg.get("fusion_batch_size"), modality_dropout=0.0, seed=cfg["seed"],
                      num_threads=None if torch.cuda.is_available() else cfg["torch_cpu_threads"])
-    factories = {k: v for k, v in encoder_factories(cfg).items() if k in ds.modality_names}
     all_idx = np.arange(ds.n_patients)
     std = ds.standardise(all_idx)
-    model = FusionModel.for_dataset(std, ds.modality_names, "attention", 1 if task == "binary" else len(classes),
-                                    embed_dim=cfg["embed_dim"], encoder_factories=factories,
-                                    modality_dropout=cfg["modality_dropout"], task=task,
-                                    hidden=cfg["fusion_hidden"], dropout=cfg["fusion_dropout"])
+    model = FusionModel.for_dataset(std, ["expression"], "single", 1 if task == "binary" else len(classes),
+                                    embed_dim=cfg["embed_dim"],
+                                    encoder_factories={"expression": encoder_factories(cfg)["expression"]},
+                                    modality_dropout=0.0, task=task, hidden=cfg["fusion_hidden"],
+                                    dropout=cfg["fusion_dropout"])
     fit(model, std, all_idx, tc)
     attr = feature_attribution(model, std, "expression", all_idx)
     return pd.Series(attr, index=std.modalities["expression"].feature_names, name="model")

@@ -35,9 +35,35 @@ def discover_slides(root: Path, pattern: str | None, id_map: dict[str, str] | No
     return out
 
 
+# the modules a slide worker needs, imported once in the fork server (flows.store.isolate)
+SLIDE_PRELOAD = ("flows.stages.pathology", "imaging.slide_summary", "tifffile", "openslide", "imagecodecs")
+
+
 def plan_slide(patient_id: str, path: Path, tile_size: int, target_mpp: float, min_tissue: float,
-               seed: int) -> SlidePlan:
-    """Open a slide, detect tissue, lay the tile grid and fit its Macenko normaliser (SlideError if unusable)."""
+               seed: int, verify: bool = False, isolate: bool = True) -> SlidePlan:
+    """Open a slide, detect tissue, lay the tile grid and fit its Macenko normaliser (SlideError if unusable);
+    with ``verify`` first decode every tile of every level (``imaging.slide_summary.require_intact_slide``:
+    SlideError naming the damaged tiles).
+
+    With ``isolate`` (the default) the slide is read in a worker process (``flows.store.isolate``): a
+    reader that dies in native code (libtiff, OpenSlide, an image codec) or runs out of memory fails this
+    slide with a SlideError naming it ("<path>: the reader died in native code (killed by signal ...)"),
+    and the run goes on. One fork per slide; only the plan (grid and stain normaliser) comes back."""
+    args = (patient_id, Path(path), tile_size, target_mpp, min_tissue, seed, verify)
+    if not isolate:
+        return read_slide_plan(*args)
+    from flows.store.isolate import run_isolated
+
+    return run_isolated(read_slide_plan, *args, what=str(path), error=SlideError, preload=SLIDE_PRELOAD)
+
+
+def read_slide_plan(patient_id: str, path: Path, tile_size: int, target_mpp: float, min_tissue: float,
+                    seed: int, verify: bool = False) -> SlidePlan:
+    """``plan_slide`` in the calling process (what its worker runs): the same arguments and result."""
+    if verify:
+        from imaging.slide_summary import require_intact_slide
+
+        require_intact_slide(path)
     with open_slide(path) as slide:
         mask, down = tissue_mask(slide)
         grid = tile_grid(slide, mask, down, tile_size=tile_size, target_mpp=target_mpp, min_tissue=min_tissue)

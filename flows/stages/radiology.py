@@ -149,17 +149,41 @@ def discover_radiology(ct_src: Source, pet_src: Source | None) -> RadiologySerie
     return RadiologySeries(cts, {k: v for k, v in pets.items() if k in cts}, orphans, {})
 
 
+# the modules a radiology worker needs, imported once in the fork server (flows.store.isolate)
+RADIOLOGY_PRELOAD = ("flows.stages.radiology", "flows.stages.radiology_study", "imaging.volume", "numcodecs")
+
+
 def ingest_radiology(patient_id: str, ct_dir: Path, pet_dir: Path | None, out_dir: Path,
                      patch_vox: int, patch_spacing_mm: float, seg_files: list[Path] = (),
                      roi_spec: RoiSpec | None = None, radiomics: bool = False,
-                     texture: bool = False) -> RadiologyResult:
+                     texture: bool = False, isolate: bool = True) -> RadiologyResult:
     """Read CT (HU) and PET (SUVbw), measure the patient's ROI (segmentations matching ``roi_spec``, else its
     fallback: the automatic lesion, as ``fusionrx radiology`` does), resample PET onto CT, write the
     volumes and the ROI-centred patches.
 
-    A bad CT raises DicomSeriesError (the patient's radiology is skipped); a bad PET is reported in
-    ``pet_error`` and the CT part is kept.
+    With ``isolate`` (the default) the whole patient (every series and segmentation file it reads, and the
+    measurement) runs in one worker process (``flows.store.isolate``): a reader that dies in native code
+    (a DICOM codec, a segfault, the memory killer) fails this patient's radiology, named, and the run goes
+    on. One fork per patient, not per file: the volumes stay in the worker, only the small result comes back.
+
+    A bad CT raises DicomSeriesError (the patient's radiology is skipped), so does a worker that dies
+    ("<ct_dir>: the reader died in native code (killed by signal SIGABRT (6)) ..."); a bad PET is reported
+    in ``pet_error`` and the CT part is kept.
     """
+    args = (patient_id, Path(ct_dir), Path(pet_dir) if pet_dir is not None else None, Path(out_dir), patch_vox,
+            patch_spacing_mm, [Path(f) for f in seg_files], roi_spec, radiomics, texture)
+    if not isolate:
+        return measure_radiology(*args)
+    from flows.store.isolate import run_isolated
+
+    return run_isolated(measure_radiology, *args, what=str(ct_dir), error=DicomSeriesError,
+                        preload=RADIOLOGY_PRELOAD)
+
+
+def measure_radiology(patient_id: str, ct_dir: Path, pet_dir: Path | None, out_dir: Path, patch_vox: int,
+                      patch_spacing_mm: float, seg_files: list[Path] = (), roi_spec: RoiSpec | None = None,
+                      radiomics: bool = False, texture: bool = False) -> RadiologyResult:
+    """``ingest_radiology`` in the calling process (what its worker runs): the same arguments and result."""
     from flows.stages.radiology_study import measure_study
     from imaging.volume import crop_patch  # torch-free: an ingest worker never imports torch
 

@@ -2,7 +2,10 @@
 (a segfault in HDF5, scipy's sparse routines, an image codec) fails only that file, named, and the run goes on.
 
 A reader that validates what it reads before handing it to native code is the first line; this is the
-second, for whatever validation misses. The worker is forked from a fork server started once per process
+second, for whatever validation misses. The run's readers use it one worker per input, never per file: a
+patient's whole radiology ingest (flows.stages.radiology.ingest_radiology), a slide's plan and tile check
+(flows.stages.pathology.plan_slide), a spatial sample (flows.stages.spatial), and the scan's non-DICOM files
+in batches (flows.catalog.scan). The worker is forked from a fork server started once per process
 (``multiprocessing`` 'forkserver' on POSIX, 'spawn' elsewhere), never from the caller itself: the caller is
 a thread pool (Prefect's task runner) and forking a threaded process is unsafe. Modules named in
 ``preload`` are imported once in the fork server, so each call costs a fork, not the imports. Inside a
@@ -41,6 +44,20 @@ def _context(preload: Iterable[str]) -> mp.context.BaseContext:
             _PRELOADED.update(wanted)
             ctx.set_forkserver_preload(sorted(_PRELOADED))
     return ctx
+
+
+def start_fork_server(preload: Iterable[str]) -> None:
+    """Start the fork server now, with ``preload`` imported in it, so that every later ``run_isolated`` call
+    of this process (whatever stage makes it first) forks from a server that already holds its readers'
+    modules; the server imports them while the caller goes on. Workers inherit the server's environment as
+    it was when it started (thread caps included: start it after setting them). A no-op where there is no
+    fork server (spawn platforms, daemonic workers) or once it runs (its modules are fixed when it starts)."""
+    if mp.current_process().daemon or "forkserver" not in mp.get_all_start_methods():
+        return
+    _context(preload)
+    from multiprocessing import forkserver
+
+    forkserver.ensure_running()
 
 
 def _worker(conn: Connection, fn: Callable[..., Any], args: tuple, kwargs: dict) -> None:

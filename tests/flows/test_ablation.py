@@ -2,8 +2,9 @@
 the default combination does (recall at k = number of planted targets).
 
 Cheapest honest path: the generator writes only the evidence inputs (GDC omics, compounds and three
-spatial samples with their slides); the stage functions compute every evidence row from those files.
-Model attribution needs the fusion experiments (the whole pipeline) and is left out here.
+spatial samples with their slides); the stage functions compute every evidence row from those files. Model
+attribution comes from the run's expression-only diagnosis model (flows.stages.fusion_experiments.
+model_evidence, with the run config's defaults), which needs nothing but the expression and the diagnoses.
 """
 
 from __future__ import annotations
@@ -15,13 +16,16 @@ import pandas as pd
 import pytest
 
 from flows.catalog.schema import load_catalog
+from flows.config import RunConfig
 from flows.results.ranking import EVIDENCE_TYPES, TRACTABILITY, load_scoring_config, rank_targets
 from flows.stages import evidence_rows as er
-from flows.stages.bulk_omics import read_bulk_omics
+from flows.stages.bulk_omics import expression_features, read_bulk_omics
 from flows.stages.evidence import cohort_evidence_rows, compound_inputs, type_score_matrix
+from flows.stages.fusion_experiments import model_evidence
 from flows.synthetic.cohort import CohortConfig
 from flows.synthetic.decoys import arm, cytobands_for
 from flows.synthetic.evidence_cohort import generate_evidence_cohort
+from fusion.train import seeded
 
 
 class MeanColourEncoder:
@@ -51,7 +55,11 @@ def cohort(tmp_path_factory):
         samples.append(process_spatial_sample(pid, h5ad, features, work / f"{pid}.h5ad", {"seed": 0}))
     scoring = load_scoring_config()
     bulk = read_bulk_omics(catalog)
-    rows = cohort_evidence_rows(catalog, bulk, samples, None, scoring)
+    cfg = RunConfig().to_dict()
+    with seeded(cfg["seed"]):  # as flows.tasks.fusion_task calls it
+        model = model_evidence({"expression": expression_features(bulk, cfg["n_hvg"])}, {},
+                               bulk.clinical["primary_diagnosis"].dropna(), cfg)
+    rows = cohort_evidence_rows(catalog, bulk, samples, model, scoring)
     comp = compound_inputs(catalog)
     rows = pd.concat([rows, er.tractability_rows(comp.links, scoring, comp.source_rows, comp.path)],
                      ignore_index=True)
@@ -91,7 +99,7 @@ def test_no_single_evidence_type_recovers_the_planted_targets_but_the_combinatio
     print(f"\nablation (k = {len(planted)} planted: {', '.join(planted)}; 48 patients, "
           f"{cohort['n_spatial']} spatial samples)\n" + table.to_string(index=False))
     single = table.iloc[:-1].dropna(subset=["recall_at_k"])
-    assert len(single) == len(EVIDENCE_TYPES)  # every cohort type but model attribution, plus tractability
+    assert len(single) == len(EVIDENCE_TYPES) + 1  # every evidence type, plus tractability
     assert (single["recall_at_k"] < 1.0).all(), table
     assert table.iloc[-1]["recall_at_k"] == 1.0, table
 
@@ -135,7 +143,7 @@ def test_some_planted_targets_have_only_moderately_potent_compounds(cohort):
 
 def test_every_evidence_row_is_traceable(cohort):
     rows = cohort["rows"]
-    assert set(rows["evidence_type"]) == {*EVIDENCE_TYPES, TRACTABILITY} - {"model_attribution"}
+    assert set(rows["evidence_type"]) == {*EVIDENCE_TYPES, TRACTABILITY}
     assert rows["score"].between(0.0, 1.0).all()
     assert rows["row_ref"].str.len().gt(0).all()
     planted = cohort["truth"]["targets"][0]

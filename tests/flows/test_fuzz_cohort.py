@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench.fuzz_cohort import DOORS, KINDS, fuzz_seed, ok_exits, prepare
+from bench.fuzz_cohort import DOORS, KINDS, fuzz_seed, ok_exits, prepare, ranking, ranking_changes, spatial_patients
 
 # a 16-patient cohort (seed 0), damage seed 2: every door and every kind drawn over 4 patients, twelve untouched
 # patients with slides, CT and spatial samples among them. (On 12 patients, 4 slides lost of 10 once left a
@@ -20,12 +20,26 @@ from bench.fuzz_cohort import DOORS, KINDS, fuzz_seed, ok_exits, prepare
 N_PATIENTS, N_FILES, COHORT_SEED, SEED, VICTIMS = 16, 30, 0, 2, 4
 
 
+# imaging-only damage (DICOM slices, slides of patients without a spatial sample) over 4 patients, seed 5
+IMAGING_FILES, IMAGING_SEED = 8, 5
+
+
 @pytest.fixture(scope="module")
-def fuzzed(tmp_path_factory):
+def clean(tmp_path_factory):
     out = tmp_path_factory.mktemp("fuzz")
-    base = prepare(out, n_patients=N_PATIENTS, cohort_seed=COHORT_SEED)
-    report = fuzz_seed(out, base, N_FILES, SEED, n_victims=VICTIMS)
-    return base, report
+    return out, prepare(out, n_patients=N_PATIENTS, cohort_seed=COHORT_SEED)
+
+
+@pytest.fixture(scope="module")
+def fuzzed(clean):
+    out, base = clean
+    return base, fuzz_seed(out, base, N_FILES, SEED, n_victims=VICTIMS)
+
+
+@pytest.fixture(scope="module")
+def imaging_fuzzed(clean):
+    out, base = clean
+    return base, fuzz_seed(out, base, IMAGING_FILES, IMAGING_SEED, n_victims=VICTIMS, imaging=True)
 
 
 def test_the_clean_run_completes(fuzzed):
@@ -72,3 +86,46 @@ def test_untouched_patients_lose_nothing(fuzzed):
     assert any((store / "wsi" / f"{p}.h5").is_file() for p in report["untouched"])
     assert any((store / "spatial" / p).is_dir() for p in report["untouched"])
     assert any((store / "imaging" / "radiology" / p).is_dir() for p in report["untouched"])
+
+
+def test_imaging_only_damage_leaves_the_ranking_identical(imaging_fuzzed):
+    """Issue 18: the ranking of a cohort whose expression inputs were not touched is identical. CTs and slides
+    damaged and skipped change the fusion experiments' inputs, not the target ranking: its model evidence
+    comes from an expression-only model."""
+    base, report = imaging_fuzzed
+    damages, c = report["damages"], report["counts"]
+    spatial = spatial_patients(base["pristine"])
+    assert c["tried"] == IMAGING_FILES and {d["door"] for d in damages} == {"dicom", "slide"}
+    assert not any(d["door"] == "slide" and d["patient"] in spatial for d in damages)
+    assert report["findings"] == [], "\n".join(report["findings"])
+    # not vacuous: damaged CT series and slides were skipped (a slide the scan cannot open is named by the
+    # scan and never reaches the run), so the fusion experiments lost inputs
+    skipped = report["skipped"]
+    assert any(s["source"] == "ct" for s in skipped), skipped
+    assert any(s["file"].endswith(".tiff") for s in skipped), skipped
+    assert c["ranking_compared"] == 1 and report["ranking_changed"] == [] and c["ranking_changed"] == 0
+    ranked = ranking(base["clean"]["store"])
+    assert len(ranked) > 50 and (ranked["model_attribution"] > 0).sum() >= 10
+
+
+def test_a_changed_ranking_is_reported(clean, tmp_path):
+    """The ranking comparison can fail: one gene's model evidence changed in a copy of the clean store."""
+    import shutil
+
+    from flows.results.db import connect
+
+    _, base = clean
+    store = base["clean"]["store"]
+    assert ranking_changes(store, store) == []
+    copy = tmp_path / "store"
+    copy.mkdir()
+    shutil.copy(store / "results.duckdb", copy / "results.duckdb")
+    gene = ranking(store)["gene"].iloc[7]
+    con = connect(copy)
+    con.execute("UPDATE targets SET model_attribution = model_attribution + 0.01 WHERE gene = ?", [gene])
+    con.close()
+    assert ranking_changes(store, copy) == [f"ranking: model_attribution differs for 1 genes ({gene})"]
+    con = connect(copy)
+    con.execute("UPDATE targets SET rank = 1 - rank WHERE rank <= 2")  # the first two swap places
+    con.close()
+    assert ranking_changes(store, copy)[0].startswith("ranking: 2 of ")
