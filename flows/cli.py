@@ -27,7 +27,8 @@ def _cmd_demo_data(args: argparse.Namespace) -> int:
     from flows.synthetic.cohort import CohortConfig, generate_cohort
 
     t0 = time.perf_counter()
-    generate_cohort(args.out, CohortConfig(n_patients=args.patients, seed=args.seed))
+    extra = {"signal": "interaction", "n_diagnoses": 2} if args.signal == "interaction" else {}
+    generate_cohort(args.out, CohortConfig(n_patients=args.patients, seed=args.seed, **extra))
     print(f"[demo-data] wall time {time.perf_counter() - t0:.1f} s")
     return 0
 
@@ -139,6 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--out", required=True, type=Path)
     d.add_argument("--patients", type=int, default=60)
     d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--signal", choices=["linear", "interaction"], default="linear",
+                   help="linear: every modality shifts with the 3-class diagnosis; interaction: a 2-class "
+                        "diagnosis partly planted as expression subtype XOR PET phenotype (truth.json names it)")
     d.set_defaults(func=_cmd_demo_data)
 
     r = sub.add_parser("run", help="run the whole pipeline (Prefect flow) on a catalog")

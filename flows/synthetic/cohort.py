@@ -11,6 +11,8 @@ The latent model (all driven by one seed):
 - a few planted target genes are over-expressed in tumour vs normal, amplified, high in the tumour
   region of the spatial samples, drive survival risk and have potent compounds; decoys carry only one
   of those kinds of evidence.
+``signal="interaction"`` (two diagnoses) plants part of the diagnosis in a PET x expression interaction
+instead (``flows.synthetic.interaction``): only a fusion that combines modalities non-additively reads it.
 The truth goes to ``truth.json``, which the pipeline never reads.
 """
 
@@ -30,6 +32,7 @@ from flows.store.artifacts import atomic_path
 from flows.synthetic.decoys import (OVER_EXPRESSED_SHIFT, add_copy_number, add_spatial_tumour_expression,
                                     add_tumour_expression, arm, cytobands_for, mutated_long_genes,
                                     plant_decoys)
+from flows.synthetic.interaction import check_signal, interaction_truth, plant_interaction
 
 DIAGNOSES = ("Adenocarcinoma, NOS", "Squamous cell carcinoma, NOS", "Large cell carcinoma, NOS")
 MODALITY_SIGNALS = ("ct", "pet", "wsi", "expression", "spatial")
@@ -63,6 +66,10 @@ class CohortConfig:
     slide_mpp: float = 0.5
     spot_pitch_px: int = 96
     workers: int = 2
+    # "linear": every modality's signal shifts with the diagnosis; "interaction" (n_diagnoses 2): the diagnosis
+    # is expression subtype XOR PET phenotype, each apart by 2 * interaction_shift SD (CT, slides stay linear)
+    signal: str = "linear"
+    interaction_shift: float = 1.5
 
 
 def patient_ids(n: int) -> list[str]:
@@ -101,6 +108,7 @@ def plan_cohort(config: CohortConfig) -> dict[str, Any]:
     k = config.n_diagnoses
     if not 2 <= k <= len(DIAGNOSES):
         raise ValueError(f"CohortConfig.n_diagnoses: expected 2..{len(DIAGNOSES)}, found {k}")
+    check_signal(config.signal, k)
     y = rng.permutation(np.arange(n) % k)
     signals = {m: (2 * y - (k - 1)) * config.signal_shift + rng.normal(size=n) for m in MODALITY_SIGNALS}
     genes = gene_universe()
@@ -131,7 +139,10 @@ def plan_cohort(config: CohortConfig) -> dict[str, Any]:
         "amplified": amplified, "event_time": event_time, "censor_time": censor_time,
         "base_log_mean": rng.normal(np.log(40.0), 1.3, size=len(genes)),
     }
-    return plant_decoys(plan, config.seed, candidates)
+    plan = plant_decoys(plan, config.seed, candidates)
+    if config.signal == "interaction":  # own generator: every draw above is the linear cohort's
+        plan = plant_interaction(plan, config.seed, config.interaction_shift)
+    return plan
 
 
 # ------------------------------------------------------------------------------------ per patient
@@ -442,6 +453,8 @@ def generate_cohort(out: str | Path, config: CohortConfig = CohortConfig(), prog
                     "spaceranger": sorted(patients[i] for i, v in as_spaceranger.items() if v),
                     "imaging_collection": f"imaging/{IMAGING_COLLECTION}"},
     }
+    if "interaction" in plan:
+        truth["interaction"] = interaction_truth(plan, DIAGNOSES, config.interaction_shift)
     with atomic_path(out / "truth.json") as tmp:
         tmp.write_text(json.dumps(_jsonable(truth), indent=1))
     progress(f"[demo-data] done: catalog {out / 'data_catalog.yaml'}, truth {out / 'truth.json'}")

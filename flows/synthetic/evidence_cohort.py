@@ -14,8 +14,9 @@ from typing import Any
 import numpy as np
 
 from flows.store.artifacts import atomic_path
-from flows.synthetic.cohort import (CohortConfig, _jsonable, _slide_job, plan_cohort, write_omics,
+from flows.synthetic.cohort import (DIAGNOSES, CohortConfig, _jsonable, _slide_job, plan_cohort, write_omics,
                                     write_spatial)
+from flows.synthetic.interaction import interaction_truth
 
 
 def generate_evidence_cohort(out: str | Path, config: CohortConfig = CohortConfig(),
@@ -55,6 +56,8 @@ def generate_evidence_cohort(out: str | Path, config: CohortConfig = CohortConfi
              "y": {pid: int(v) for pid, v in zip(patients, plan["y"])},
              "signals": {m: dict(zip(patients, map(float, v))) for m, v in plan["signals"].items()},
              "slides": slides}
+    if "interaction" in plan:
+        truth["interaction"] = interaction_truth(plan, DIAGNOSES, config.interaction_shift)
     with atomic_path(out / "truth.json") as tmp:
         tmp.write_text(json.dumps(_jsonable(truth), indent=1))
     return truth
