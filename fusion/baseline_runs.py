@@ -10,9 +10,8 @@ import pandas as pd
 
 from fusion.baselines import coxnet_fit_predict, logistic_fit_predict, ridge_fit_predict
 from fusion.experiment_data import ExperimentData, ExperimentOptions, ModelResult, Split
-from fusion.folds import _oof_frame, score_fold
+from fusion.folds import cross_validated
 from fusion.survival_functions import SurvivalFn, cox_survival_fn
-from fusion.task_metrics import PRIMARY_METRIC
 
 BASELINE_MODEL = {"survival": "coxnet", "classification": "logistic", "regression": "ridge"}
 
@@ -53,14 +52,6 @@ def run_baseline(data: ExperimentData, splits: Sequence[Split], opts: Experiment
                  modalities: Sequence[str]) -> ModelResult:
     """The classical baseline on all ``modalities`` + covariates, cross-validated on ``splits``."""
     x_all = baseline_matrix(data, modalities)
-    fold_metrics, oofs, infos = [], [], []
-    for k, (tr, va) in enumerate(splits):
-        pred, surv_fn, info = baseline_fold(data, tr, va, opts, x_all)
-        fold_metrics.append(score_fold(data, tr, va, pred, surv_fn))
-        oofs.append(_oof_frame(va, k, pred))
-        infos.append(info)
     name = BASELINE_MODEL[data.task]
-    metric = PRIMARY_METRIC[data.task]
-    return ModelResult(f"baseline:{name}", "baseline", list(modalities), None, metric,
-                       [m[metric] for m in fold_metrics], fold_metrics, pd.concat(oofs, ignore_index=True),
-                       {"tuned": infos, "model": name})
+    return cross_validated(f"baseline:{name}", "baseline", modalities, data, splits,
+                           lambda tr, va: baseline_fold(data, tr, va, opts, x_all), name)

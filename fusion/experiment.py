@@ -8,12 +8,10 @@ from __future__ import annotations
 from typing import Callable, Sequence
 
 import numpy as np
-import pandas as pd
 
 from fusion.baseline_runs import run_baseline  # noqa: F401 (re-exported)
 from fusion.errors import FusionConfigError, FusionDataError
 from fusion.strategies import get_strategy
-from fusion.task_metrics import PRIMARY_METRIC
 from fusion.experiment_data import (  # noqa: F401 (re-exported: the engine's public names)
     EXPERTS,
     HEADS,

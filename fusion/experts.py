@@ -39,10 +39,9 @@ from fusion.experiment_data import (
     ModelResult,
     Split,
 )
-from fusion.folds import _oof_frame, score_fold
+from fusion.folds import cross_validated
 from fusion.preprocess import FoldPreprocessor
 from fusion.survival_functions import SurvivalFn, cox_survival_fn
-from fusion.task_metrics import PRIMARY_METRIC
 
 MIN_TRAIN_ROWS = 10  # an expert needs this many training patients having its modality
 
@@ -166,13 +165,5 @@ def run_experts(data: ExperimentData, splits: Sequence[Split], opts: ExperimentO
 
     ``extra['tuned']``: per fold, {expert: {alpha or C, n_components, n_train, ...}}.
     """
-    metric = PRIMARY_METRIC[data.task]
-    fold_metrics, oofs, tuned = [], [], []
-    for k, (tr, va) in enumerate(splits):
-        pred, surv_fn, settings = experts_fold(data, tr, va, opts, modalities)
-        fold_metrics.append(score_fold(data, tr, va, pred, surv_fn))
-        oofs.append(_oof_frame(va, k, pred))
-        tuned.append(settings)
-    return ModelResult(f"fusion:{EXPERTS}", EXPERTS, list(modalities), None, metric,
-                       [m[metric] for m in fold_metrics], fold_metrics, pd.concat(oofs, ignore_index=True),
-                       {"tuned": tuned, "model": EXPERTS})
+    return cross_validated(f"fusion:{EXPERTS}", EXPERTS, modalities, data, splits,
+                           lambda tr, va: experts_fold(data, tr, va, opts, modalities), EXPERTS)

@@ -101,6 +101,24 @@ def _oof_frame(val: Sequence[str], fold: int, pred: np.ndarray) -> pd.DataFrame:
     return df
 
 
+def cross_validated(name: str, strategy: str, modalities: Sequence[str], data: ExperimentData,
+                    splits: Sequence[tuple[list[str], list[str]]], fold_fn, model: str):
+    """A classical model's ModelResult over ``splits``: ``fold_fn(train, val) -> (predictions for val, survival
+    function or None, tuned settings)`` per fold, scored with ``score_fold``; ``extra``: {'tuned': per fold, 'model'}."""
+    from fusion.experiment_data import ModelResult
+    from fusion.task_metrics import PRIMARY_METRIC
+
+    metric = PRIMARY_METRIC[data.task]
+    fold_metrics, oofs, tuned = [], [], []
+    for k, (tr, va) in enumerate(splits):
+        pred, surv_fn, info = fold_fn(tr, va)
+        fold_metrics.append(score_fold(data, tr, va, pred, surv_fn))
+        oofs.append(_oof_frame(va, k, pred))
+        tuned.append(info)
+    return ModelResult(name, strategy, list(modalities), None, metric, [m[metric] for m in fold_metrics],
+                       fold_metrics, pd.concat(oofs, ignore_index=True), {"tuned": tuned, "model": model})
+
+
 def fit_predict_fold(data: ExperimentData, tr: Sequence[str], va: Sequence[str], opts: ExperimentOptions,
                      strategy: str, modalities: Sequence[str], head: str | None, seed: int):
     """Train one FusionModel on ``tr`` (preprocessing fitted there) and predict ``va``.
