@@ -1,8 +1,11 @@
 """Davis benchmark: the activity model vs GraphDTA / DeepDTA (published) vs baselines in the same run.
 
-Splits: the standard DeepDTA setting-1 test fold (train = the five train folds), and random, cold-drug and
-scaffold splits (20 % of the pairs; whole drugs / Bemis-Murcko scaffolds held out), repeated over
-``--seeds`` seeds with paired 95 % confidence intervals (t over seeds) of ours minus each baseline.
+Splits: the standard DeepDTA setting-1 test fold (train = the five train folds; GraphDTA's split), and random,
+cold-drug and scaffold splits (20 % of the pairs; whole drugs / Bemis-Murcko scaffolds held out). Every split
+is repeated over ``--seeds`` seeds (the standard fold keeps its test pairs; the seed draws the calibration
+pairs, the profile folds and the network's initialisation and order) with paired 95 % confidence intervals
+of ours minus each baseline: t over seeds, and on the standard fold also a paired bootstrap of the test pairs
+(``--bootstrap`` resamples, each scoring every method on the same pairs, differences averaged over seeds).
 
 Every model is fitted on 90 % of the split's training pairs; the other 10 % (random pairs for the standard
 and random splits, whole drugs for cold-drug and scaffold) calibrate split-conformal intervals
@@ -10,14 +13,15 @@ and random splits, whole drugs for cold-drug and scaffold) calibrate split-confo
 chosen on a test fold: epochs and sizes are fixed before the run (ActivityConfig defaults).
 
 Methods: ``gnn`` (molecule GNN x target encoder), ``gbt`` (gradient boosting on Morgan-256 + k-mers, the
-classical baseline), ``gbt+profile`` (the same with affinity-profile features,
-SimBoost-style: out-of-fold drug / target means and a matrix-completion estimate), ``ensemble``
-(weighted mean of gnn, gbt and gbt+profile, weights chosen on half of the calibration pairs, the other half
-calibrating its interval), ``additive``
+classical baseline), ``profile`` (gradient boosting on affinity-profile features, molecules.dti_profile:
+out-of-fold drug / target statistics, matrix-completion estimates, profile / chemical / sequence
+neighbours), ``ensemble`` (weighted mean of gnn, gbt and profile, weights chosen on half of the calibration
+pairs, the other half calibrating its interval), ``additive``
 (drug mean + target mean). ``domain`` rows split the cold-drug test pairs by their nearest training
 compound's Tanimoto (molecules.domain threshold) and report each part's MSE and coverage.
 
-    OMP_NUM_THREADS=2 python bench/davis_bench.py            # the real configuration: 2 threads, < 30 min
+    OMP_NUM_THREADS=1 python bench/davis_bench.py --splits standard --seeds 3 --jobs 3 --threads 1
+    OMP_NUM_THREADS=2 python bench/davis_bench.py            # every split
     OMP_NUM_THREADS=1 python bench/davis_bench.py --quick    # a smoke-sized run (few epochs, 1 seed, subset)
 """
 
@@ -26,9 +30,12 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import multiprocessing
+import os
 import platform
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -44,7 +51,8 @@ from molecules.conformal import calibration_mask, calibration_scores, coverage, 
 from molecules.domain import DOMAIN_TANIMOTO, nearest_training_similarity  # noqa: E402
 from molecules.dti_baseline import GBTBaseline  # noqa: E402
 from molecules.dti_data import DTITable, read_davis, split_mask  # noqa: E402
-from molecules.dti_metrics import dti_metrics  # noqa: E402
+from molecules.dti_metrics import bootstrap_metrics, dti_metrics  # noqa: E402
+from molecules.dti_profile import ProfileGBT  # noqa: E402
 from molecules.model_card import additive_baseline  # noqa: E402
 
 DAVIS = ROOT / ".." / "shared" / "realdata" / "dti" / "davis"
@@ -54,11 +62,11 @@ BASELINES = ("gbt", "additive")
 
 
 def _split_masks(table: DTITable, split: str, seeds: list[int]):
-    """(seed, test mask) of one split: the standard fold once, the others once per seed."""
-    if split == "standard":
-        yield 0, table.split == "test"
-        return
+    """(seed, test mask) of one split: the standard fold's test pairs for every seed, the others drawn per seed."""
     for seed in seeds:
+        if split == "standard":
+            yield seed, table.split == "test"
+            continue
         yield seed, split_mask(table, split, 0.2, seed)
 
 
@@ -66,23 +74,24 @@ def _fit_all(train: DTITable, cal_mask: np.ndarray, config: ActivityConfig, args
     """Fit every method on train[~cal_mask]; returns name -> (predict function, train seconds)."""
     proper = train.subset(~cal_mask)
     out = {}
-    t0 = time.perf_counter()
-    gnn = fit_activity(proper, config, args.device)
-    out["gnn"] = ((lambda t, m=gnn: predict_table(m, t)), time.perf_counter() - t0)
-    for name, profile in (("gbt", False), ("gbt+profile", True)):
-        if name == "gbt+profile" and args.no_profile:
-            continue
+    if not args.no_gnn:
         t0 = time.perf_counter()
-        model = GBTBaseline(config.seed, args.gbt_iter, profile).fit(proper)
-        out[name] = (model.predict, time.perf_counter() - t0)
+        gnn = fit_activity(proper, config, args.device)
+        out["gnn"] = ((lambda t, m=gnn: predict_table(m, t)), time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    out["gbt"] = (GBTBaseline(config.seed, args.gbt_iter).fit(proper).predict, time.perf_counter() - t0)
+    if not args.no_profile:
+        t0 = time.perf_counter()
+        model = ProfileGBT(config.seed, args.profile_iter).fit(proper)
+        out["profile"] = (model.predict, time.perf_counter() - t0)
     out["additive"] = ((lambda t, p=proper: additive_baseline(p, t)), 0.0)
     return out
 
 
 def _ensemble(cal_pred: dict, test_pred: dict, cal_y: np.ndarray, seed: int):
-    """Weights (grid step 0.1 on the simplex) of gnn, gbt and gbt+profile, chosen by MSE on one random half of
+    """Weights (grid step 0.1 on the simplex) of gnn, gbt and profile, chosen by MSE on one random half of
     the calibration pairs; returns (weights, calibration-half mask for the conformal scores, cal, test preds)."""
-    members = [m for m in ("gnn", "gbt", "gbt+profile") if m in cal_pred]
+    members = [m for m in ("gnn", "gbt", "profile") if m in cal_pred]
     half = np.random.default_rng(seed + 1).permutation(len(cal_y)) < len(cal_y) // 2
     grid = [w for w in itertools.product(range(11), repeat=len(members)) if sum(w) == 10]
     mix = (lambda p, w, sel=slice(None): sum(wi / 10 * p[m][sel] for wi, m in zip(w, members)))
@@ -99,8 +108,10 @@ def _calibration(train: DTITable, split: str, seed: int) -> np.ndarray:
     return calibration_mask(len(train), 0.1, seed)
 
 
-def _evaluate(table: DTITable, split: str, seed: int, test: np.ndarray, config: ActivityConfig, args) -> list[dict]:
-    """Rows (one per method, plus domain rows for cold-drug) of one split and seed."""
+def _evaluate(table: DTITable, split: str, seed: int, test: np.ndarray, config: ActivityConfig,
+              args) -> tuple[list[dict], dict]:
+    """Rows (one per method, plus domain rows for cold-drug) of one split and seed, and the test predictions."""
+    torch.set_num_threads(args.threads)
     train, test_t = table.subset(~test), table.subset(test)
     cal = _calibration(train, split, seed)
     cal_t = train.subset(cal)
@@ -123,7 +134,7 @@ def _evaluate(table: DTITable, split: str, seed: int, test: np.ndarray, config: 
         print(json.dumps(rows[-1]), flush=True)
         if name == "ensemble" and split == "cold-drug":
             rows += _domain_rows(table, train, test_t, pred, lo, hi, split, seed)
-    return rows
+    return rows, test_pred
 
 
 def _domain_rows(table: DTITable, train: DTITable, test: DTITable, pred, lo, hi, split: str, seed: int) -> list[dict]:
@@ -147,7 +158,7 @@ def paired_summary(rows: list[dict], ours: str = "ensemble") -> list[dict]:
     for split in dict.fromkeys(r["split"] for r in rows):
         by = {(r["key"], r["seed"]): r for r in rows if r["split"] == split}
         seeds = sorted({s for m, s in by if m == ours})
-        for base in BASELINES + ("gnn",):
+        for base in BASELINES + ("gnn", "profile"):
             if base == ours or not all((base, s) in by for s in seeds):
                 continue
             rec = {"split": split, "ours": ours, "baseline": base, "n_seeds": len(seeds)}
@@ -161,6 +172,41 @@ def paired_summary(rows: list[dict], ours: str = "ensemble") -> list[dict]:
     return out
 
 
+def bootstrap_summary(y: np.ndarray, preds: dict[int, dict[str, np.ndarray]], n_boot: int,
+                      ours: str = "ensemble") -> list[dict]:
+    """Standard fold: ours minus each baseline on paired bootstrap resamples of the test pairs (the same
+    resamples for every seed and method), averaged over seeds; mean and 2.5 / 97.5 percentiles."""
+    per_seed = {seed: bootstrap_metrics(y, p, n_boot, seed=12345) for seed, p in preds.items()}
+    out = []
+    for base in BASELINES + ("gnn", "profile"):
+        if not all(base in b for b in per_seed.values()):
+            continue
+        rec = {"split": "standard", "ours": ours, "baseline": base, "n_seeds": len(per_seed), "n_boot": n_boot,
+               "interval": "paired bootstrap of the test pairs, 95 % percentile"}
+        for metric in ("ci", "mse"):
+            d = np.mean([b[ours][metric] - b[base][metric] for b in per_seed.values()], axis=0)
+            rec[f"{metric}_diff"] = float(d.mean())
+            rec[f"{metric}_diff_ci95"] = [float(np.percentile(d, 2.5)), float(np.percentile(d, 97.5))]
+        out.append(rec)
+    return out
+
+
+def seed_means(rows: list[dict]) -> list[dict]:
+    """Per split and method: mean CI / MSE over the seeds with a 95 % t interval of each."""
+    out = []
+    keyed = [r for r in rows if r.get("key")]
+    for split, key in dict.fromkeys((r["split"], r["key"]) for r in keyed):
+        sel = [r for r in keyed if r["split"] == split and r["key"] == key]
+        rec = {"split": split, "key": key, "n_seeds": len(sel)}
+        for metric in ("ci", "mse"):
+            v = np.array([r[metric] for r in sel], dtype=float)
+            half = float(stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v))) if len(v) > 1 else None
+            rec[metric] = float(v.mean())
+            rec[f"{metric}_ci95"] = None if half is None else [float(v.mean() - half), float(v.mean() + half)]
+        out.append(rec)
+    return out
+
+
 def _args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--davis", type=Path, default=DAVIS)
@@ -170,20 +216,25 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--epochs", type=int, default=ActivityConfig.epochs, help="GNN epochs, standard fold")
     p.add_argument("--split-epochs", type=int, default=30, help="GNN epochs on the repeated splits")
     p.add_argument("--gbt-iter", type=int, default=200)
-    p.add_argument("--no-profile", action="store_true", help="no gbt+profile; the ensemble uses plain gbt")
+    p.add_argument("--profile-iter", type=int, default=1000, help="boosting rounds of the profile model")
+    p.add_argument("--no-profile", action="store_true", help="no profile model; the ensemble uses gnn and gbt")
+    p.add_argument("--no-gnn", action="store_true", help="no molecule GNN member (CPU-starved runs); the ensemble "
+                   "uses gbt and profile")
+    p.add_argument("--bootstrap", type=int, default=500, help="paired bootstrap resamples, standard fold (0: none)")
+    p.add_argument("--jobs", type=int, default=1, help="split-seed runs in parallel processes (each --threads)")
     p.add_argument("--target-encoder", default="embedding,kmer")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--nominal", type=float, default=0.9)
     p.add_argument("--subset-targets", type=int, default=0, help="keep the first N targets (0: all)")
     p.add_argument("--quick", action="store_true",
-                   help="smoke size: 100 targets, 8 / 5 epochs, 1 seed, 50 GBT iterations")
+                   help="smoke size: 100 targets, 8 / 5 epochs, 1 seed, 50 GBT / 200 profile iterations")
     p.add_argument("--config", default="{}", help="JSON overrides of ActivityConfig")
     p.add_argument("--out", type=Path, default=None, help="default bench/results_davis[_quick].json")
     args = p.parse_args(argv)
     if args.quick:
         args.subset_targets, args.epochs, args.split_epochs = args.subset_targets or 100, 8, 5
-        args.seeds, args.gbt_iter = 1, 50
+        args.seeds, args.gbt_iter, args.profile_iter, args.bootstrap = 1, 50, 200, min(args.bootstrap, 100)
     args.out = args.out or ROOT / "bench" / ("results_davis_quick.json" if args.quick else "results_davis.json")
     return args
 
@@ -195,16 +246,24 @@ def _table(args) -> DTITable:
     return table
 
 
-def _print(rows: list[dict], summary: list[dict]) -> None:
+def _print(rows: list[dict], means: list[dict], summary: list[dict]) -> None:
     fmt = (lambda v: f"{v:6.3f}" if isinstance(v, float) else f"{'-':>6}")
+    span = (lambda v: "[-]" if v is None else f"[{v[0]:+.4f}, {v[1]:+.4f}]")
     print(f"\n{'split':<10} {'seed':>4} {'method':<44} {'CI':>6} {'MSE':>6} {'cover':>6} {'n_test':>6} {'train s':>8}")
     for r in rows:
-        print(f"{r['split']:<10} {r.get('seed', '-'):>4} {r['method']:<44} {fmt(r['ci'])} {fmt(r['mse'])} "
+        seed = "-" if r.get("seed") is None else r["seed"]
+        print(f"{r['split']:<10} {seed:>4} {r['method']:<44} {fmt(r['ci'])} {fmt(r['mse'])} "
               f"{fmt(r.get('coverage'))} {r['n_test']:>6} {r.get('train_s') if r.get('train_s') is not None else '-':>8}")
-    print("\npaired over seeds (ours - baseline; 95 % t interval):")
+    print("\nmean over seeds (95 % t interval):")
+    for m in means:
+        print(f"  {m['split']:<10} {m['key']:<10} CI {m['ci']:.4f} {span(m['ci_ci95'])}  MSE {m['mse']:.4f} "
+              f"{span(m['mse_ci95'])}"
+              f"  (n={m['n_seeds']})")
+    print("\npaired differences, ours - baseline (95 % interval):")
     for s in summary:
-        print(f"  {s['split']:<10} {s['ours']} - {s['baseline']:<12} CI {s['ci_diff']:+.4f} {s['ci_diff_ci95']}  "
-              f"MSE {s['mse_diff']:+.4f} {s['mse_diff_ci95']}  (n={s['n_seeds']})")
+        print(f"  {s['split']:<10} {s['ours']} - {s['baseline']:<9} CI {s['ci_diff']:+.4f} {span(s['ci_diff_ci95'])}  "
+              f"MSE {s['mse_diff']:+.4f} {span(s['mse_diff_ci95'])}  ({s.get('interval', 't over seeds')}, "
+              f"n={s['n_seeds']})")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -216,22 +275,40 @@ def main(argv: list[str] | None = None) -> int:
     command = "python bench/davis_bench.py " + " ".join(argv if argv is not None else sys.argv[1:])
     rows: list[dict] = []
     t_start = time.perf_counter()
+    runs = []
     for split in args.splits.split(","):
         epochs = args.epochs if split == "standard" else args.split_epochs
         for seed, test in _split_masks(table, split, list(range(args.seeds))):
             config = ActivityConfig(**{"epochs": epochs, "target_parts": parts, "seed": seed, **overrides})
-            rows += _evaluate(table, split, seed, test, config, args)
-        if split == "standard" and not args.subset_targets:
-            rows += [{"split": split, "seed": 0, "method": k, **v, "pearson": None, "coverage": None,
-                      "n_test": int((table.split == "test").sum()), "train_s": None} for k, v in PUBLISHED.items()]
-    summary = paired_summary([r for r in rows if r.get("key") in ("ensemble", "gnn") + BASELINES])
-    _print(rows, summary)
+            runs.append((split, seed, test, config))
+    if args.jobs > 1:
+        with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+            results = list(pool.map(_evaluate, *zip(*[(table, sp, sd, te, cf, args) for sp, sd, te, cf in runs])))
+    else:
+        results = [_evaluate(table, sp, sd, te, cf, args) for sp, sd, te, cf in runs]
+    standard_preds = {}
+    for (split, seed, _, _), (split_rows, test_pred) in zip(runs, results):
+        rows += split_rows
+        if split == "standard":
+            standard_preds[seed] = test_pred
+    if standard_preds:  # the test predictions, for paired comparisons after the run
+        np.savez_compressed(args.out.with_suffix(".preds.npz"), y=table.value[table.split == "test"],
+                            **{f"seed{sd}_{k}": v for sd, p in standard_preds.items() for k, v in p.items()})
+    if "standard" in args.splits.split(",") and not args.subset_targets:
+        rows += [{"split": "standard", "seed": None, "method": k, **v, "pearson": None, "coverage": None,
+                  "n_test": int((table.split == "test").sum()), "train_s": None} for k, v in PUBLISHED.items()]
+    summary = paired_summary([r for r in rows if r.get("key") in ("ensemble", "gnn", "profile") + BASELINES])
+    if standard_preds and args.bootstrap:
+        summary += bootstrap_summary(table.value[table.split == "test"], standard_preds, args.bootstrap)
+    means = seed_means(rows)
+    _print(rows, means, summary)
     device = args.device if args.device == "cpu" else torch.cuda.get_device_name(torch.device(args.device))
     out = {"command": command, "settings": {k: str(v) for k, v in vars(args).items()}, "device": device,
-           "threads": args.threads, "cpu": platform.processor(), "n_pairs": len(table),
-           "total_s": round(time.perf_counter() - t_start, 1), "rows": rows, "paired": summary}
+           "threads": args.threads, "jobs": args.jobs, "cpu": platform.processor(), "n_pairs": len(table),
+           "load_average": list(os.getloadavg()), "total_s": round(time.perf_counter() - t_start, 1),
+           "rows": rows, "means": means, "paired": summary}
     args.out.write_text(json.dumps(out, indent=1, default=lambda v: None if isinstance(v, float) and np.isnan(v) else v))
-    print(f"total {out['total_s']} s; wrote {args.out}")
+    print(f"total {out['total_s']} s (load average at the end {out['load_average']}); wrote {args.out}")
     return 0
 
 

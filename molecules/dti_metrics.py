@@ -10,9 +10,9 @@ from __future__ import annotations
 import numpy as np
 
 from fusion.errors import MoleculeError
-from fusion.metrics import c_index
+from fusion.metrics import TIED_TOL, c_index
 
-__all__ = ["affinity_ci", "dti_metrics", "mse", "pearson"]
+__all__ = ["affinity_ci", "bootstrap_metrics", "dti_metrics", "mse", "pearson"]
 
 
 def _pair(y_true, y_pred) -> tuple[np.ndarray, np.ndarray]:
@@ -48,3 +48,36 @@ def pearson(y_true, y_pred) -> float:
 def dti_metrics(y_true, y_pred) -> dict[str, float]:
     """{'ci', 'mse', 'pearson'} of one set of predictions."""
     return {"ci": affinity_ci(y_true, y_pred), "mse": mse(y_true, y_pred), "pearson": pearson(y_true, y_pred)}
+
+
+def bootstrap_metrics(y_true, preds: dict[str, np.ndarray], n_boot: int = 500, seed: int = 0,
+                      batch: int = 50) -> dict[str, dict[str, np.ndarray]]:
+    """CI and MSE of every prediction in ``preds`` on the same ``n_boot`` bootstrap resamples of the pairs.
+
+    Paired: resample b draws one multiset of pairs and every method is scored on it, so differences between
+    methods per resample carry their pairing. A resample's CI is DeepDTA's over the resampled pairs with their
+    multiplicities (pair (i, j) counts w_i * w_j times), computed from the n x n comparable / concordant
+    matrices (memory 4 n^2 bytes per method; 100 MB for Davis' 5,010 test pairs). With every w_i = 1 it is
+    ``affinity_ci``. Returns name -> {'ci': (n_boot,), 'mse': (n_boot,)}.
+    """
+    y = np.asarray(y_true, dtype=np.float64).ravel()
+    if any(np.asarray(p).shape != y.shape for p in preds.values()) or y.size < 2:
+        raise MoleculeError(f"bootstrap: every prediction needs {y.size} (>= 2) values, got "
+                            f"{ {k: np.asarray(p).size for k, p in preds.items()} }")
+    comparable = (y[:, None] > y[None, :]).astype(np.float32)
+    rng = np.random.default_rng(seed)
+    weights = np.stack([np.bincount(rng.integers(0, y.size, y.size), minlength=y.size)
+                        for _ in range(n_boot)], axis=1).astype(np.float32)  # (n, n_boot) multiplicities
+    norm = np.concatenate([np.einsum("ib,ib->b", weights[:, s:s + batch], comparable @ weights[:, s:s + batch])
+                           for s in range(0, n_boot, batch)])
+    out = {}
+    for name, pred in preds.items():
+        p = np.asarray(pred, dtype=np.float64).ravel()
+        diff = p[:, None] - p[None, :]
+        score = comparable * ((diff > TIED_TOL) + 0.5 * (np.abs(diff) <= TIED_TOL)).astype(np.float32)
+        del diff
+        hits = np.concatenate([np.einsum("ib,ib->b", weights[:, s:s + batch], score @ weights[:, s:s + batch])
+                               for s in range(0, n_boot, batch)])
+        sq = (y - p) ** 2
+        out[name] = {"ci": hits.astype(np.float64) / norm, "mse": (sq @ weights) / weights.sum(0)}
+    return out

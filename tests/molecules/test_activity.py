@@ -202,3 +202,16 @@ def test_kd_and_ic50_are_separate_tasks_never_pooled(tmp_path, capsys):
     scored = score_compounds(out, [RINGS[0].format(ACID)], ["T1"])
     assert scored["activity_type"].tolist() == ["Kd"] and load_activity_model(out).activity_types == ("Kd",)
     assert (scored["lower"] < scored["predicted"]).all() and (scored["predicted"] < scored["upper"]).all()
+
+
+def test_grad_clip_bounds_every_step(planted):
+    """A clip far below the gradient norm leaves AdamW's steps eps-dominated: the weights barely move."""
+    table = read_dti_table(planted)
+    table = table.subset(np.arange(len(table)) < 64)
+    tiny = dataclasses.replace(FAST, epochs=2, batch_size=16, weight_decay=0.0, id_dropout=0.0)
+    start = fit_activity(table, dataclasses.replace(tiny, lr=0.0), "cpu").state_dict()  # the initial weights
+    moved = {}
+    for clip in (0.0, 1e-12):
+        state = fit_activity(table, dataclasses.replace(tiny, grad_clip=clip), "cpu").state_dict()
+        moved[clip] = max(float((state[k].float() - start[k].float()).abs().max()) for k in start)
+    assert moved[1e-12] < 0.01 * moved[0.0]

@@ -1,12 +1,10 @@
-"""DTI baselines: the additive drug + target mean by hand, and the GBT's profile features computed out of
-fold (a pair's own value never enters its features) and from all training pairs for new pairs."""
+"""DTI baselines: the additive drug + target mean by hand, matrix completion of a rank-one matrix, the table hash."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from molecules.dti_baseline import GBTBaseline
 from molecules.dti_data import DTITable
 from molecules.model_card import additive_baseline, table_sha256
 
@@ -23,29 +21,6 @@ def test_additive_baseline_by_hand():
     test = _table([0, 1, 2, 1], [1, 0, 0, 2], [0.0] * 4)
     # mu = 6.5; target offsets T0 -1, T1 +1; drug offsets (after targets) d0 -0.5, d1 +0.5; unseen: 0
     assert additive_baseline(train, test) == pytest.approx([7.0, 6.0, 5.5, 7.0])
-
-
-def test_profile_features_are_out_of_fold_for_training_pairs():
-    rng = np.random.default_rng(0)
-    d = rng.integers(0, 3, 300)
-    t = rng.integers(0, 3, 300)
-    y = 5.0 + d + rng.normal(0, 0.3, 300)
-    train = _table(d, t, y)
-    gbt = GBTBaseline(max_iter=5, profile=True)
-    feats = gbt._train_profile(train)
-    fold = np.random.default_rng(0).integers(0, 5, 300)
-    for i in (0, 17, 250):
-        other = (fold != fold[i]) & (d == d[i])
-        assert feats[i, 0] == pytest.approx(y[other].mean(), rel=1e-5)  # drug mean of the other folds only
-    gbt.fit(train)
-    new = _table([2], [1], [0.0])
-    full = gbt._profile(new, gbt._stats)
-    assert full[0, 0] == pytest.approx(y[d == 2].mean(), rel=1e-5) and full[0, 3] == 1.0
-    cold = DTITable(SMILES + ["CCN"], train.targets, None, np.array([3]), np.array([0]), np.array([0.0]))
-    cold_gbt = GBTBaseline(max_iter=5, profile=True)
-    cold_gbt._stats = GBTBaseline._stats_of(DTITable(SMILES + ["CCN"], train.targets, None, d, t, y))
-    assert cold_gbt._profile(cold, cold_gbt._stats)[0, [0, 2]] == pytest.approx([y.mean(), 0.0])  # unseen drug
-    assert np.corrcoef(gbt.predict(train), y)[0, 1] > 0.9
 
 
 def test_matrix_completion_recovers_a_rank_one_matrix():
