@@ -92,6 +92,8 @@ class RunConfig:
     # its out-of-fold predictions and saved to STORE/models/<task>/ (flows/stages/deployed_model.py)
     deploy_models: bool = True
     fusion_mlflow: bool = True  # the run's experiment specs are logged to MLflow (file store STORE/mlruns)
+    # every patient's report (flows/patients) under STORE/reports/patients/, linked from the run report
+    patient_reports: bool = False
     # target ranking
     ranking_weights: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_WEIGHTS))
     compounds_per_target: int = 5

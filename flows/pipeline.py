@@ -432,6 +432,13 @@ def finish_run(ctx: RunContext, ranking: dict[str, Any], fusion_out: dict) -> di
     summary["counts"] = ctx.console.summary_rows()
     summary["input_files_hashed"] = ctx.hasher.files_read
     summary["wall_s"] = round((datetime.now(timezone.utc) - ctx.started).total_seconds(), 1)
+    if ctx.config.patient_reports:  # after record_run: the reports read the run record and the ranking
+        from flows.patients.cohort_reports import write_cohort_reports
+
+        t0 = time.perf_counter()
+        summary["patient_reports"] = str(write_cohort_reports(ctx.store.root, ctx.store.path("reports/patients"),
+                                                              log=ctx.console.detail))
+        ctx.console.detail(f"[report] patient reports in {time.perf_counter() - t0:.1f} s")
     summary["report"] = str(write_run_report(ctx.store, ctx.run_id, summary))
     return summary
 

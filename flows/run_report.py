@@ -44,7 +44,8 @@ def report_record(run_id: str, summary: dict[str, Any]) -> dict[str, Any]:
     return {"run_id": run_id, "finished_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "wall_s": summary.get("wall_s"), "counts": summary.get("counts", []), "skipped": summary.get("skipped", []),
             "n_patients_fusion": metrics.get("n_patients_fusion"), "modality_counts": metrics.get("modality_counts"),
-            "best_experiments": best, "top_targets": metrics.get("top_targets", [])}
+            "best_experiments": best, "top_targets": metrics.get("top_targets", []),
+            "patient_reports": summary.get("patient_reports")}
 
 
 def render_html(rec: dict[str, Any]) -> str:
@@ -62,6 +63,8 @@ def render_html(rec: dict[str, Any]) -> str:
         f"<p>patients in the fusion experiments: {rec.get('n_patients_fusion')}</p>",
         _table(mods, ["modality", "patients"]),
         "<h2>Top targets</h2><ol>" + "".join(f"<li>{html.escape(g)}</li>" for g in rec["top_targets"]) + "</ol>",
+        (f"<h2>Patients</h2><p><a href='../reports/patients/index.html'>every patient's report</a> "
+         f"({html.escape(str(rec['patient_reports']))})</p>" if rec.get("patient_reports") else ""),
         "</body></html>",
     ]
     return "\n".join(parts)

@@ -1,0 +1,7 @@
+"""Patient reports: one patient's prediction, its measured explanations and its own target evidence.
+
+``build.build_report(store, patient_id)`` assembles the report JSON from a run's store (the deployed models,
+embeddings, slide features, radiology, spatial and omics artifacts, the ranking); ``new_patient`` reads a
+patient who is not in the cohort through the store's frozen encoders into the same report;
+``cohort_reports`` writes every patient's report and an index page.
+"""
