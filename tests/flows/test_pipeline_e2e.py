@@ -114,7 +114,7 @@ def test_run_is_recorded_with_input_hashes_and_config(e2e_run):
     assert set(inputs) == {"ct", "pet", "wsi", "spatial", "expression", "mutations", "copy_number",
                            "clinical", "compounds"}
     assert all(len(h) == 64 for h in inputs.values())
-    assert json.loads(config)["min_patients"] == 21
+    assert json.loads(config)["fusion_best"] is True
     assert "fusion:attention" in json.loads(metrics)["experiments"]["diagnosis (3 classes)"]
     manifest = (e2e_run["store"] / "manifest.parquet")
     assert manifest.exists()
