@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fusion.errors import FusionDataError, QueryError
+from fusion.errors import DicomSeriesError, FusionDataError, QueryError
 
 TOP_TARGETS = 10        # ranked targets listed with the patient's evidence
 TOP_SPATIAL_GENES = 10  # genes most enriched in the patient's spatial tumour region
@@ -368,16 +368,15 @@ def _series(path: Path | None) -> dict[str, Any] | None:
     """A DICOM series folder as the report names it: path, SeriesInstanceUID, number of files."""
     if path is None:
         return None
-    import pydicom
+    from imaging.dicom_frames import read_header
 
     files = sorted(p for p in Path(path).iterdir() if p.is_file())
     uid = None
     for f in files:
         try:
-            uid = str(pydicom.dcmread(f, stop_before_pixels=True, specific_tags=["SeriesInstanceUID"])
-                      .SeriesInstanceUID)
+            uid = str(read_header(f, ["SeriesInstanceUID"]).SeriesInstanceUID)
             break
-        except Exception:  # a damaged file of the series: try the next one
+        except (DicomSeriesError, AttributeError):  # a damaged file of the series: try the next one
             continue
     return {"path": str(path), "series_uid": uid, "n_files": len(files)}
 
