@@ -70,7 +70,7 @@ def e2e_run(tmp_path_factory, prefect_harness) -> dict:
     bad_slide = slides[2]
     bad_slide.write_bytes(b"this is not a pyramidal TIFF" * 100)
     config = root / "run_config.yaml"
-    config.write_text("fusion_best: true\n")  # the nested best rows (off by default); recorded with the run
+    config.write_text("min_patients: 21\n")  # a non-default override the run must record (see test_pipeline_e2e)
     summary = run_pipeline(data / "data_catalog.yaml", store, config_path=config)
     return {"data": data, "store": store, "truth": json.loads((data / "truth.json").read_text()),
             "summary": summary, "bad_ct_file": bad_ct_file, "bad_ct_patient": bad_ct_patient,

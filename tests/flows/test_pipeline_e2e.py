@@ -58,8 +58,7 @@ def test_three_class_diagnosis_fusion_beats_every_single_modality(e2e_run, capsy
     single = {r["modalities"]: r["mean"] for r in rows if r["kind"] == "single"}
     assert set(fusion) == {"early", "late", "attention", "kronecker", "experts"}
     assert {"ct", "pet", "wsi", "expression", "spatial"} == set(single)
-    nested = {r["name"]: r for r in rows if r["kind"] == "best"}
-    assert set(nested) == {"best", "best:single"}
+
     assert [r["name"] for r in rows if r["kind"] == "baseline"] == ["baseline:logistic"]
     assert all(r["metric"] == "auc" and r["n_folds"] == 5 for r in rows)
     # every modality alone beats chance (macro one-vs-rest AUC 0.5) on the patients that have it: the planted
@@ -77,12 +76,10 @@ def test_three_class_diagnosis_fusion_beats_every_single_modality(e2e_run, capsy
     best_single = max(single.values())
     assert max(fusion.values()) > best_single, (fusion, single)
     assert sum(v > best_single for v in fusion.values()) >= 3, (fusion, single)
-    # issue 14: the best fusion is at or above the linear baseline on all features, and the nested 'best' model
-    # is not below the nested best single modality by more than one standard error
+    # issue 14: the best fusion is at or above the linear baseline on all features (the nested 'best' rows are
+    # off in the run by default: tests/fusion/test_nested_best.py and bench/experiment_bench.py measure them)
     baseline = next(r["mean"] for r in rows if r["kind"] == "baseline")
     assert max(fusion.values()) >= baseline, (fusion, baseline)
-    bs = nested["best:single"]
-    assert nested["best"]["mean"] >= bs["mean"] - bs["std"] / bs["n_folds"] ** 0.5, nested
 
 
 def test_run_experiments_are_specs_over_the_store(e2e_run):
@@ -114,7 +111,7 @@ def test_run_is_recorded_with_input_hashes_and_config(e2e_run):
     assert set(inputs) == {"ct", "pet", "wsi", "spatial", "expression", "mutations", "copy_number",
                            "clinical", "compounds"}
     assert all(len(h) == 64 for h in inputs.values())
-    assert json.loads(config)["fusion_best"] is True
+    assert json.loads(config)["min_patients"] == 21
     assert "fusion:attention" in json.loads(metrics)["experiments"]["diagnosis (3 classes)"]
     manifest = (e2e_run["store"] / "manifest.parquet")
     assert manifest.exists()
@@ -132,9 +129,6 @@ def test_survival_fusion_is_not_below_its_best_member(e2e_run, capsys):
     best_fusion = max(r["mean"] for r in surv if r["kind"] == "fusion")
     standard_error = best_single["std"] / best_single["n_folds"] ** 0.5
     assert best_fusion >= best_single["mean"] - standard_error, (best_fusion, best_single)
-    nested = {r["name"]: r for r in surv if r["kind"] == "best"}
-    bs = nested["best:single"]
-    assert nested["best"]["mean"] >= bs["mean"] - bs["std"] / bs["n_folds"] ** 0.5, nested
 
 
 def test_imaging_phenotype_regression_from_a_spec_over_the_store(e2e_run, capsys, tmp_path):
