@@ -210,3 +210,28 @@ def test_page_escapes_what_the_data_says():
     assert "P&lt;script&gt;alert(1)&lt;/script&gt;" in page and "&lt;i&gt;EGFR&lt;/i&gt;" in page
     assert "<td>2.500</td>" in page and "<td>Missense_Mutation p.L858R</td>" in page
     assert len(re.findall(r"<img ", page)) == 2
+
+
+@pytest.mark.parametrize("patient", ["STS_001", "STS_002"])
+def test_seg_over_a_real_tcia_ct_decodes_back_to_its_rtstruct_gtv(patient, tmp_path):
+    """Real data: the report's SEG writer over a TCIA soft-tissue sarcoma CT with its RTSTRUCT GTV (the rasteriser
+    checked against skimage in tests/imaging/test_roi_real.py) decodes back to the same voxels on every CT slice."""
+    import highdicom as hd
+
+    from flows.patients.render import RoiOnCt, write_roi_seg
+    from imaging.dicom_series import read_dicom_series_headers
+    from imaging.segmentation import read_roi_mask
+    from tests.realdata import realdata_dir
+
+    root = realdata_dir("dicom", "sts_cropped", patient)
+    ct, headers = read_dicom_series_headers(root / "CT" / "image")
+    mask = read_roi_mask(root / "CT" / "mask" / "RS.dcm", "GTV_Mass_CT", ct)
+    assert mask.sum() > 1000
+    seg = hd.seg.segread(write_roi_seg(RoiOnCt(ct, headers, None, mask, "GTV_Mass_CT", "rtstruct"),
+                                       tmp_path / "roi_seg.dcm"))
+    uids = [h.SOPInstanceUID for h in headers]
+    assert {r.ReferencedSOPInstanceUID for r in seg.ReferencedSeriesSequence[0].ReferencedInstanceSequence} <= set(uids)
+    pixels = seg.get_pixels_by_source_instance(source_sop_instance_uids=uids, segment_numbers=[1],
+                                               ignore_spatial_locations=True)[..., 0] > 0
+    assert np.array_equal(pixels, mask)
+    assert seg.SegmentSequence[0].SegmentLabel == "GTV_Mass_CT"
