@@ -48,7 +48,7 @@ def candidates_of(results: Sequence[ModelResult], names: Sequence[str] | None = 
     inner CV), experts and baseline row, or only the rows named in ``names`` (FusionDataError naming an unknown one)."""
     out = []
     for r in results:
-        if r.strategy in ("best",) or r.name.split("/")[0].endswith("+select"):
+        if r.strategy == "best" or r.name.split("/")[0].endswith("+select"):
             continue
         kind = "baseline" if r.strategy == "baseline" else (EXPERTS if r.strategy == EXPERTS else "neural")
         out.append(Candidate(r.name, kind, r.strategy, tuple(r.modalities), r.head))
