@@ -8,7 +8,8 @@ patient's whole radiology ingest (flows.stages.radiology.ingest_radiology), a sl
 in batches (flows.catalog.scan). The worker is forked from a fork server started once per process
 (``multiprocessing`` 'forkserver' on POSIX, 'spawn' elsewhere), never from the caller itself: the caller is
 a thread pool (Prefect's task runner) and forking a threaded process is unsafe. Modules named in
-``preload`` are imported once in the fork server, so each call costs a fork, not the imports. Inside a
+``preload`` are imported once in the fork server, so each call costs a fork, not the imports (a call naming
+modules the running server lacks restarts it with them). Inside a
 daemonic process (a Dask worker), where multiprocessing refuses children, the call runs in a fresh
 interpreter through ``subprocess`` instead (slower: the imports are paid per call; the same containment).
 
@@ -30,20 +31,50 @@ from fusion.errors import FusionRxError
 
 T = TypeVar("T")
 _START_LOCK = threading.Lock()
-_PRELOADED: set[str] = set()  # modules asked for; effective for those asked before the server started
+_PRELOADED: set[str] = set()  # modules asked for so far: the fork server (re)starts with all of them
+_IN_FLIGHT = 0  # isolated calls between _context() and _release(): the server is never stopped under them
 
 
 def _context(preload: Iterable[str]) -> mp.context.BaseContext:
-    """The fork-server context (its server started with ``preload`` imported the first time), else spawn."""
+    """The fork-server context, its server holding every module ``preload`` has named so far in this process.
+
+    The fork server reads its preload list once, when it starts. A call that names modules the running server
+    lacks (a scan's sniffers started it, then a patient's radiology ingest asks for pydicom and SimpleITK)
+    would otherwise pay those imports in every worker, each call (about 1 s for scanpy, 10 s on a busy
+    machine): the server is stopped then, when no isolated call is in flight, and the next call starts it
+    again with the union. Returns with the caller counted in flight; ``_release()`` must follow."""
+    global _IN_FLIGHT
     if "forkserver" not in mp.get_all_start_methods():
-        return mp.get_context("spawn")
-    ctx = mp.get_context("forkserver")
+        ctx = mp.get_context("spawn")
+    else:
+        ctx = mp.get_context("forkserver")
     wanted = set(preload)
     with _START_LOCK:
-        if not wanted <= _PRELOADED:  # the fork server reads this list once, when it starts (first use)
+        if ctx.get_start_method() == "forkserver" and not wanted <= _PRELOADED:
             _PRELOADED.update(wanted)
             ctx.set_forkserver_preload(sorted(_PRELOADED))
+            if _IN_FLIGHT == 0:
+                _stop_fork_server()
+        _IN_FLIGHT += 1
     return ctx
+
+
+def _release() -> None:
+    """One isolated call (or server start) less in flight (see ``_context``)."""
+    global _IN_FLIGHT
+    with _START_LOCK:
+        _IN_FLIGHT -= 1
+
+
+def _stop_fork_server() -> None:
+    """Stop this process's fork server if one runs (the next fork starts a new one with the current preload
+    list). Workers already forked run on: they answer through their own pipes. Uses the standard library's
+    ForkServer._stop (the method its own tests use); where a Python lacks it the old server simply stays."""
+    from multiprocessing import forkserver
+
+    server = forkserver._forkserver
+    if getattr(server, "_forkserver_pid", None) is not None and hasattr(server, "_stop"):
+        server._stop()
 
 
 def start_fork_server(preload: Iterable[str]) -> None:
@@ -55,9 +86,12 @@ def start_fork_server(preload: Iterable[str]) -> None:
     if mp.current_process().daemon or "forkserver" not in mp.get_all_start_methods():
         return
     _context(preload)
-    from multiprocessing import forkserver
+    try:
+        from multiprocessing import forkserver
 
-    forkserver.ensure_running()
+        forkserver.ensure_running()
+    finally:
+        _release()
 
 
 def _worker(conn: Connection, fn: Callable[..., Any], args: tuple, kwargs: dict) -> None:
@@ -170,10 +204,13 @@ def run_isolated(fn: Callable[..., T], *args: Any, what: str, error: type[Fusion
         outcome, timed_out, exitcode = _in_subprocess(fn, args, kwargs, timeout_s)
     else:
         ctx = _context(preload)
-        parent, child = ctx.Pipe(duplex=False)
-        proc = ctx.Process(target=_worker, args=(child, fn, args, kwargs), daemon=True,
-                           name=f"isolated:{getattr(fn, '__qualname__', fn)}")
-        proc.start()
+        try:
+            parent, child = ctx.Pipe(duplex=False)
+            proc = ctx.Process(target=_worker, args=(child, fn, args, kwargs), daemon=True,
+                               name=f"isolated:{getattr(fn, '__qualname__', fn)}")
+            proc.start()
+        finally:
+            _release()  # forked: a server restart no longer concerns this call
         child.close()  # the parent keeps only its end: EOF as soon as the worker dies
         try:
             outcome, timed_out = _receive(proc, parent, timeout_s)

@@ -7,6 +7,8 @@ from __future__ import annotations
 import ctypes
 import os
 import shutil
+import sys
+import threading
 import time
 
 import h5py
@@ -37,6 +39,19 @@ def checked_read(path: str) -> dict:
     if path.endswith(".bad"):
         raise OmicsFormatError(f"{path}: column 'x' holds 'y'")
     return {"path": path, "values": np.arange(5) * 2}
+
+
+def modules_loaded(names: list[str]) -> dict[str, bool]:
+    """Which of ``names`` this worker holds: stdlib modules nothing here imports, so only the fork server's
+    preload puts them there."""
+    return {n: n in sys.modules for n in names}
+
+
+def answer_after(started: str, seconds: float, value: int) -> int:
+    """Touch ``started``, wait ``seconds``, answer ``value``."""
+    open(started, "w").close()
+    time.sleep(seconds)
+    return value
 
 
 def read_10x_unchecked(path: str):
@@ -116,3 +131,23 @@ def test_a_corrupt_10x_matrix_that_segfaults_scanpy_is_contained(tmp_path):
 
     with pytest.raises(SpatialError, match=r"corrupt 10x feature-barcode matrix: matrix/indices hold values outside"):
         read_spaceranger(bad)
+
+
+def test_a_call_naming_new_preload_modules_restarts_the_fork_server_without_losing_a_running_worker(tmp_path):
+    """The fork server reads its preload list once; a later call that names more modules (the run's radiology
+    after the scan's sniffers) gets a server restarted with them, instead of paying the imports in every worker,
+    and a worker forked from the old server still answers."""
+    first = run_isolated(modules_loaded, ["wave", "colorsys"], what="first", error=SpatialError, preload=("wave",))
+    assert first["wave"] is True
+    answers = {}
+    slow = threading.Thread(target=lambda: answers.setdefault("slow", run_isolated(
+        answer_after, str(tmp_path / "started"), 1.5, 42, what="slow", error=SpatialError, preload=("wave",))))
+    slow.start()
+    deadline = time.monotonic() + 60
+    while not (tmp_path / "started").exists() and time.monotonic() < deadline:  # forked from the old server
+        time.sleep(0.05)
+    second = run_isolated(modules_loaded, ["wave", "colorsys"], what="second", error=SpatialError,
+                          preload=("colorsys",))
+    slow.join(30)
+    assert second == {"wave": True, "colorsys": True}  # the new server holds both lists
+    assert answers == {"slow": 42}
