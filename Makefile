@@ -6,6 +6,8 @@ DEMO_DATA ?= demo_data
 DEMO_STORE ?= demo_store
 PATIENTS ?= 60
 SEED ?= 7
+# the test suite runs on this many pytest-xdist workers (tests/conftest.py groups the tests that share a fixture)
+PYTEST_WORKERS ?= 2
 
 .PHONY: setup system-deps demo test bench clean
 
@@ -38,7 +40,7 @@ demo: setup
 	$(BIN)/fusionrx targets --store $(DEMO_STORE) --top 10
 
 test: setup
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadgroup
 
 bench: setup
 	$(BIN)/python bench/run_benchmarks.py

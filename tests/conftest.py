@@ -1,4 +1,11 @@
-"""Shared fixtures: one Prefect test harness per session, one generated cohort + pipeline run."""
+"""Shared fixtures: one Prefect test harness per session, one generated cohort + pipeline run.
+
+The README's test command runs the suite on two pytest-xdist workers (``-n 2 --dist loadgroup``, the Makefile's
+``PYTEST_WORKERS``). Each worker is a session of its own: ``pytest_collection_modifyitems`` below keeps every test of
+a costly session fixture (the e2e run, the tiny run) on one worker and every module's tests together, so that no
+fixture is built twice for nothing; and each worker's native thread pools are held to one thread, so two workers
+on two cores do not oversubscribe them.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +14,14 @@ import os
 import shutil
 from pathlib import Path
 
-import pytest
-import yaml
+if os.environ.get("PYTEST_XDIST_WORKER"):  # before numpy / torch are imported
+    for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ.setdefault(_var, "1")
 
-from flows.console import quiet_prefect_env
+import pytest  # noqa: E402
+import yaml  # noqa: E402
+
+from flows.console import quiet_prefect_env  # noqa: E402
 
 # Before Prefect is imported: analytics and telemetry off (nothing tries the network), task logs quiet.
 quiet_prefect_env()
@@ -20,6 +31,21 @@ quiet_prefect_env()
 import flows.pipeline  # noqa: F401,E402
 
 E2E_PATIENTS = int(os.environ.get("FUSIONRX_E2E_PATIENTS", "64"))
+
+# Session fixtures that take a minute or more: under xdist, all their tests go to the worker that builds them.
+SHARED_SESSION_FIXTURES = ("e2e_run", "tiny_run")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    """An ``xdist_group`` per test (unless it names one): the first shared session fixture it uses, else its
+    module. With ``--dist loadgroup`` a group is one unit of work, so a module's or a session fixture's tests
+    share one worker and the fixture is built once; without xdist the marks change nothing."""
+    for item in items:
+        if item.get_closest_marker("xdist_group") is not None:
+            continue
+        group = next((f for f in SHARED_SESSION_FIXTURES if f in item.fixturenames), item.nodeid.split("::")[0])
+        item.add_marker(pytest.mark.xdist_group(group))
 
 
 @pytest.fixture(scope="module")
