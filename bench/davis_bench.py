@@ -7,20 +7,33 @@ pairs, the profile folds and the network's initialisation and order) with paired
 of ours minus each baseline: t over seeds, and on the standard fold also a paired bootstrap of the test pairs
 (``--bootstrap`` resamples, each scoring every method on the same pairs, differences averaged over seeds).
 
-Every model is fitted on 90 % of the split's training pairs; the other 10 % (random pairs for the standard
-and random splits, whole drugs for cold-drug and scaffold) calibrate split-conformal intervals
-(molecules.conformal), whose coverage of the test pairs is reported at ``--nominal``. Nothing is
-chosen on a test fold: epochs and sizes are fixed before the run (ActivityConfig defaults).
+Every model is fitted on 90 % of the split's training pairs; the other 10 %, held out the way the test pairs
+are (random pairs for the standard and random splits, whole drugs for cold-drug, whole scaffolds for scaffold:
+an inner split of the same kind), choose the ensemble weights and calibrate split-conformal intervals
+(molecules.conformal), whose coverage of the test pairs is reported at ``--nominal``. Nothing is chosen on a
+test fold: epochs and sizes are fixed before the run (ActivityConfig defaults), the per-split settings below
+were chosen on exploration splits seeded 100-104, which the bench's seeds (0, 1, ...) do not draw.
 
 Methods: ``gnn`` (molecule GNN x target encoder), ``gbt`` (gradient boosting on Morgan-256 + k-mers, the
 classical baseline), ``profile`` (gradient boosting on affinity-profile features, molecules.dti_profile:
 out-of-fold drug / target statistics, matrix-completion estimates, profile / chemical / sequence
-neighbours), ``ensemble`` (weighted mean of gnn, gbt and profile, weights chosen on half of the calibration
-pairs, the other half calibrating its interval), ``additive``
-(drug mean + target mean). ``domain`` rows split the cold-drug test pairs by their nearest training
-compound's Tanimoto (molecules.domain threshold) and report each part's MSE and coverage.
+neighbours; on cold-drug and scaffold splits with folds of whole drugs / scaffolds and the chemistry
+features, ``PROFILE``), ``ensemble`` (weighted mean of the split's ``MEMBERS``: gnn, gbt and profile, plus
+the additive model on cold-drug and scaffold; weights chosen on half of the calibration pairs, the other half
+calibrating its interval), ``additive`` (target mean + drug offset; 0 for a new drug). ``--ablation`` adds
+the profile model without the cold-split changes (``profile-pairs``: random folds, no chemistry, the model
+before; ``profile-grouped``: folds of whole drugs, no chemistry) and the ensemble without its additive
+member; a run with the GNN adds the ensemble without it (``ensemble-no-gnn``). ``domain`` rows split the
+cold-drug test pairs by their nearest training compound's Tanimoto (molecules.domain threshold) and report
+each part's MSE and coverage.
+Published rows exist for the standard fold only (papers' cold splits are drawn differently).
 
-    OMP_NUM_THREADS=1 python bench/davis_bench.py --splits standard --seeds 3 --jobs 3 --threads 1
+Results go to ``--out``; the rows of splits a run does not cover are kept from the file already there
+(``runs`` records each contributing command), so the standard fold and the cold splits can be run apart.
+
+    OMP_NUM_THREADS=1 python bench/davis_bench.py --splits standard --seeds 3 --jobs 3 --threads 1 --no-gnn
+    OMP_NUM_THREADS=1 python bench/davis_bench.py --splits cold-drug,scaffold --seeds 5 --jobs 2 --threads 1 \
+        --no-gnn --ablation
     OMP_NUM_THREADS=2 python bench/davis_bench.py            # every split
     OMP_NUM_THREADS=1 python bench/davis_bench.py --quick    # a smoke-sized run (few epochs, 1 seed, subset)
 """
@@ -70,7 +83,24 @@ def _split_masks(table: DTITable, split: str, seeds: list[int]):
         yield seed, split_mask(table, split, 0.2, seed)
 
 
-def _fit_all(train: DTITable, cal_mask: np.ndarray, config: ActivityConfig, args) -> dict:
+# Profile model per split (ProfileGBT group_by, chemistry): new drugs get out-of-fold folds of whole drugs
+# (cold-drug) or whole scaffolds (scaffold) and the chemistry features. Chosen on exploration splits seeded
+# 100-104, not the bench's seeds (300 boosting rounds, lr 0.1): CI minus the additive model,
+# cold-drug +0.007, +0.020, +0.062, -0.019, +0.053 (random folds without chemistry, seeds
+# 100-102: -0.069, -0.010, -0.012); scaffold -0.033, +0.078, +0.052, +0.024, +0.045.
+PROFILE = {"standard": (None, False), "random": (None, False), "cold-drug": ("drug", True),
+           "scaffold": ("scaffold", True)}
+# Ensemble members per split: on new drugs the additive model (target mean; a new drug's offset is 0) is a member
+# too, so the weights can shrink the members' extrapolated drug offsets towards it. On the exploration splits
+# (seeds 100-104) the half-and-half mean of the cold profile model and the additive model beat the additive model
+# by CI +0.028, +0.039, +0.073, +0.021, +0.053 (cold-drug) and +0.006, +0.069, +0.067, +0.049, +0.058 (scaffold).
+MEMBERS = {"cold-drug": ("gnn", "gbt", "profile", "additive"), "scaffold": ("gnn", "gbt", "profile", "additive")}
+# Ablation rows (--ablation): the profile model before the cold-split changes (random folds, no chemistry) and
+# with folds of whole drugs but no chemistry (on scaffold splits too), where the split's settings differ.
+ABLATIONS = {"profile-pairs": (None, False), "profile-grouped": ("drug", False)}
+
+
+def _fit_all(train: DTITable, cal_mask: np.ndarray, config: ActivityConfig, args, split: str) -> dict:
     """Fit every method on train[~cal_mask]; returns name -> (predict function, train seconds)."""
     proper = train.subset(~cal_mask)
     out = {}
@@ -78,20 +108,27 @@ def _fit_all(train: DTITable, cal_mask: np.ndarray, config: ActivityConfig, args
         t0 = time.perf_counter()
         gnn = fit_activity(proper, config, args.device)
         out["gnn"] = ((lambda t, m=gnn: predict_table(m, t)), time.perf_counter() - t0)
-    t0 = time.perf_counter()
-    out["gbt"] = (GBTBaseline(config.seed, args.gbt_iter).fit(proper).predict, time.perf_counter() - t0)
-    if not args.no_profile:
+    if not args.no_gbt:
         t0 = time.perf_counter()
-        model = ProfileGBT(config.seed, args.profile_iter).fit(proper)
-        out["profile"] = (model.predict, time.perf_counter() - t0)
+        out["gbt"] = (GBTBaseline(config.seed, args.gbt_iter).fit(proper).predict, time.perf_counter() - t0)
+    if not args.no_profile:
+        group_by, chemistry = PROFILE.get(split, (None, False))
+        variants = {"profile": (group_by, chemistry)}
+        if args.ablation:
+            variants |= {k: v for k, v in ABLATIONS.items() if v != (group_by, chemistry)}
+        for name, (g, c) in variants.items():
+            t0 = time.perf_counter()
+            model = ProfileGBT(config.seed, args.profile_iter, group_by=g, chemistry=c).fit(proper)
+            out[name] = (model.predict, time.perf_counter() - t0)
     out["additive"] = ((lambda t, p=proper: additive_baseline(p, t)), 0.0)
     return out
 
 
-def _ensemble(cal_pred: dict, test_pred: dict, cal_y: np.ndarray, seed: int):
-    """Weights (grid step 0.1 on the simplex) of gnn, gbt and profile, chosen by MSE on one random half of
-    the calibration pairs; returns (weights, calibration-half mask for the conformal scores, cal, test preds)."""
-    members = [m for m in ("gnn", "gbt", "profile") if m in cal_pred]
+def _ensemble(cal_pred: dict, test_pred: dict, cal_y: np.ndarray, seed: int, members=("gnn", "gbt", "profile")):
+    """Weights (grid step 0.1 on the simplex) of the members present (e.g. gnn, gbt, profile), chosen by MSE on one
+    random half of the calibration pairs (inner validation: pairs held out as the test pairs are); returns
+    (weights, calibration-half mask for the conformal scores, cal, test preds)."""
+    members = [m for m in members if m in cal_pred]
     half = np.random.default_rng(seed + 1).permutation(len(cal_y)) < len(cal_y) // 2
     grid = [w for w in itertools.product(range(11), repeat=len(members)) if sum(w) == 10]
     mix = (lambda p, w, sel=slice(None): sum(wi / 10 * p[m][sel] for wi, m in zip(w, members)))
@@ -101,10 +138,11 @@ def _ensemble(cal_pred: dict, test_pred: dict, cal_y: np.ndarray, seed: int):
 
 
 def _calibration(train: DTITable, split: str, seed: int) -> np.ndarray:
-    """10 % of the training pairs: random for warm splits, whole drugs for cold ones (so the calibration pairs
-    are exchangeable with test pairs of new drugs, and the ensemble weights are chosen on new drugs)."""
+    """10 % of the training pairs, held out the way the test pairs are: random pairs for warm splits, whole
+    drugs for cold-drug, whole scaffolds for scaffold (an inner split of the same kind), so the ensemble
+    weights are chosen, and the intervals calibrated, on pairs like the test pairs."""
     if split in ("cold-drug", "scaffold"):
-        return split_mask(train, "cold-drug", 0.1, seed + 100)
+        return split_mask(train, split, 0.1, seed + 100)
     return calibration_mask(len(train), 0.1, seed)
 
 
@@ -115,18 +153,27 @@ def _evaluate(table: DTITable, split: str, seed: int, test: np.ndarray, config: 
     train, test_t = table.subset(~test), table.subset(test)
     cal = _calibration(train, split, seed)
     cal_t = train.subset(cal)
-    fitted = _fit_all(train, cal, config, args)
+    fitted = _fit_all(train, cal, config, args, split)
     cal_pred = {k: f(cal_t) for k, (f, _) in fitted.items()}
     test_pred = {k: f(test_t) for k, (f, _) in fitted.items()}
-    w, score_half, cal_pred["ensemble"], test_pred["ensemble"] = _ensemble(cal_pred, test_pred, cal_t.value, seed)
-    fitted["ensemble"] = (None, sum(fitted[m][1] for m in w))
+    weights, members = {}, MEMBERS.get(split, ("gnn", "gbt", "profile"))
+    if "gnn" in fitted:  # ablation: the ensemble without the GNN, weights chosen the same way
+        weights["ensemble-no-gnn"], _, cal_pred["ensemble-no-gnn"], test_pred["ensemble-no-gnn"] = _ensemble(
+            cal_pred, test_pred, cal_t.value, seed, tuple(m for m in members if m != "gnn"))
+    if args.ablation and "additive" in members:  # ablation: without the additive member
+        weights["ensemble-no-additive"], _, cal_pred["ensemble-no-additive"], test_pred["ensemble-no-additive"] = \
+            _ensemble(cal_pred, test_pred, cal_t.value, seed, tuple(m for m in members if m != "additive"))
+    weights["ensemble"], score_half, cal_pred["ensemble"], test_pred["ensemble"] = _ensemble(
+        cal_pred, test_pred, cal_t.value, seed, members)
+    for name, w in weights.items():
+        fitted[name] = (None, sum(fitted[m][1] for m in w))
     rows = []
     for name, (_, train_s) in fitted.items():
         pred = test_pred[name]
-        use = score_half if name == "ensemble" else np.ones(len(cal_t), dtype=bool)
+        use = score_half if name in weights else np.ones(len(cal_t), dtype=bool)
         lo, hi = intervals(pred, calibration_scores(cal_t.value[use], cal_pred[name][use]), args.nominal)
-        rows.append({"split": split, "seed": seed, "method": name if name != "ensemble" else
-                     "ensemble " + ", ".join(f"{k} {v:g}" for k, v in w.items() if v),
+        rows.append({"split": split, "seed": seed, "method": name if name not in weights else
+                     name + " " + ", ".join(f"{k} {v:g}" for k, v in weights[name].items() if v),
                      **dti_metrics(test_t.value, pred), "coverage": coverage(test_t.value, lo, hi),
                      "nominal": args.nominal, "halfwidth": float(hi[0] - pred[0]) if len(pred) else None,
                      "n_train": int(len(train) - cal.sum()), "n_calibration": int(use.sum()),
@@ -151,14 +198,19 @@ def _domain_rows(table: DTITable, train: DTITable, test: DTITable, pred, lo, hi,
     return rows
 
 
-def paired_summary(rows: list[dict], ours: str = "ensemble") -> list[dict]:
+COMPARED = BASELINES + ("gnn", "profile", "ensemble-no-gnn", "ensemble-no-additive") + tuple(ABLATIONS)
+
+
+def paired_summary(rows: list[dict], ours: str = "ensemble", against: tuple[str, ...] = COMPARED) -> list[dict]:
     """Per split and baseline: mean difference of ours minus the baseline in CI and MSE over the seeds, with a
     95 % t interval (paired by seed; None with a single seed)."""
     out = []
     for split in dict.fromkeys(r["split"] for r in rows):
         by = {(r["key"], r["seed"]): r for r in rows if r["split"] == split}
         seeds = sorted({s for m, s in by if m == ours})
-        for base in BASELINES + ("gnn", "profile"):
+        if not seeds:
+            continue
+        for base in against:
             if base == ours or not all((base, s) in by for s in seeds):
                 continue
             rec = {"split": split, "ours": ours, "baseline": base, "n_seeds": len(seeds)}
@@ -207,6 +259,19 @@ def seed_means(rows: list[dict]) -> list[dict]:
     return out
 
 
+def merge_results(previous: dict, new: dict, splits: list[str]) -> dict:
+    """``new`` plus the rows, means and paired differences of the splits it did not run, kept from ``previous``
+    (an earlier results file); ``runs`` lists every contributing run's command, splits and total seconds."""
+    def run_record(res: dict) -> dict:
+        return {k: res.get(k) for k in ("command", "device", "threads", "jobs", "total_s", "load_average")} | {
+            "splits": sorted({r["split"] for r in res.get("rows", [])})}
+
+    runs = [r for r in previous.get("runs", [run_record(previous)]) if set(r["splits"]) - set(splits)]
+    kept = {key: [r for r in previous.get(key, []) if r.get("split") not in splits]
+            for key in ("rows", "means", "paired")}
+    return new | {key: kept[key] + new[key] for key in kept} | {"runs": runs + [run_record(new)]}
+
+
 def _args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--davis", type=Path, default=DAVIS)
@@ -220,6 +285,11 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--no-profile", action="store_true", help="no profile model; the ensemble uses gnn and gbt")
     p.add_argument("--no-gnn", action="store_true", help="no molecule GNN member (CPU-starved runs); the ensemble "
                    "uses gbt and profile")
+    p.add_argument("--no-gbt", action="store_true", help="no GBT baseline or member (member-ablation runs only: "
+                   "the comparison against the GBT baseline needs it)")
+    p.add_argument("--ablation", action="store_true", help="also fit the profile model without the cold-split "
+                   "changes (profile-pairs: random folds, no chemistry; profile-grouped: whole-drug folds, no "
+                   "chemistry) and the ensemble without its additive member")
     p.add_argument("--bootstrap", type=int, default=500, help="paired bootstrap resamples, standard fold (0: none)")
     p.add_argument("--jobs", type=int, default=1, help="split-seed runs in parallel processes (each --threads)")
     p.add_argument("--target-encoder", default="embedding,kmer")
@@ -230,7 +300,9 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true",
                    help="smoke size: 100 targets, 8 / 5 epochs, 1 seed, 50 GBT / 200 profile iterations")
     p.add_argument("--config", default="{}", help="JSON overrides of ActivityConfig")
-    p.add_argument("--out", type=Path, default=None, help="default bench/results_davis[_quick].json")
+    p.add_argument("--out", type=Path, default=None, help="default bench/results_davis[_quick].json; the rows of "
+                   "splits this run does not cover are kept from the file there (see --replace)")
+    p.add_argument("--replace", action="store_true", help="overwrite --out instead of merging into it")
     args = p.parse_args(argv)
     if args.quick:
         args.subset_targets, args.epochs, args.split_epochs = args.subset_targets or 100, 8, 5
@@ -254,9 +326,10 @@ def _print(rows: list[dict], means: list[dict], summary: list[dict]) -> None:
         seed = "-" if r.get("seed") is None else r["seed"]
         print(f"{r['split']:<10} {seed:>4} {r['method']:<44} {fmt(r['ci'])} {fmt(r['mse'])} "
               f"{fmt(r.get('coverage'))} {r['n_test']:>6} {r.get('train_s') if r.get('train_s') is not None else '-':>8}")
+    print("published: none on the cold-drug and scaffold splits of this protocol (papers' cold splits differ)")
     print("\nmean over seeds (95 % t interval):")
     for m in means:
-        print(f"  {m['split']:<10} {m['key']:<10} CI {m['ci']:.4f} {span(m['ci_ci95'])}  MSE {m['mse']:.4f} "
+        print(f"  {m['split']:<10} {m['key']:<20} CI {m['ci']:.4f} {span(m['ci_ci95'])}  MSE {m['mse']:.4f} "
               f"{span(m['mse_ci95'])}"
               f"  (n={m['n_seeds']})")
     print("\npaired differences, ours - baseline (95 % interval):")
@@ -297,16 +370,22 @@ def main(argv: list[str] | None = None) -> int:
     if "standard" in args.splits.split(",") and not args.subset_targets:
         rows += [{"split": "standard", "seed": None, "method": k, **v, "pearson": None, "coverage": None,
                   "n_test": int((table.split == "test").sum()), "train_s": None} for k, v in PUBLISHED.items()]
-    summary = paired_summary([r for r in rows if r.get("key") in ("ensemble", "gnn", "profile") + BASELINES])
+    keyed = [r for r in rows if r.get("key") in ("ensemble",) + COMPARED]
+    summary = paired_summary(keyed) + paired_summary(keyed, "profile", tuple(ABLATIONS))
     if standard_preds and args.bootstrap:
         summary += bootstrap_summary(table.value[table.split == "test"], standard_preds, args.bootstrap)
     means = seed_means(rows)
-    _print(rows, means, summary)
     device = args.device if args.device == "cpu" else torch.cuda.get_device_name(torch.device(args.device))
     out = {"command": command, "settings": {k: str(v) for k, v in vars(args).items()}, "device": device,
            "threads": args.threads, "jobs": args.jobs, "cpu": platform.processor(), "n_pairs": len(table),
            "load_average": list(os.getloadavg()), "total_s": round(time.perf_counter() - t_start, 1),
            "rows": rows, "means": means, "paired": summary}
+    if not args.replace and args.out.exists():
+        out = merge_results(json.loads(args.out.read_text()), out, args.splits.split(","))
+    _print(out["rows"], out["means"], out["paired"])
+    for run in out.get("runs", []):
+        print(f"run: {run['command']} ({', '.join(run['splits'])}): total {run['total_s']} s, {run['jobs']} jobs x "
+              f"{run['threads']} threads on {run['device']}")
     args.out.write_text(json.dumps(out, indent=1, default=lambda v: None if isinstance(v, float) and np.isnan(v) else v))
     print(f"total {out['total_s']} s (load average at the end {out['load_average']}); wrote {args.out}")
     return 0

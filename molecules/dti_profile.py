@@ -12,10 +12,19 @@ read as a drugs x targets matrix with a mask of measured cells, each pair (d, t)
     training profiles over co-measured cells ("profile"), and for new drugs and targets the Tanimoto of
     Morgan bits ("chemical", drugs) and the cosine of k-mer compositions ("sequence", targets).
 
+``CHEMISTRY_NAMES`` carry over to a drug never measured (cold-drug and scaffold splits, where every drug
+feature above is missing): the chemical neighbours' values on the target (k = 10, and a kernel mean over
+every measured drug with weights Tanimoto^3), their values minus their own means (the target's residual
+among similar chemistry), the chemical neighbours' drug means and spreads (how promiscuous similar
+compounds are), the nearest measured drug's Tanimoto, and RDKit descriptors (``molecules.properties``).
+
 Training pairs get out-of-fold features (``out_of_fold``: folds of the training pairs, each fold's features
 computed from the other folds), so a pair's own value never enters its features; pairs to predict get
-features from all training pairs. A drug or target with no usable neighbour gets NaN, which the trees
-route as missing. Everything is numpy over the (n_drugs, n_targets) matrix: Davis (68 x 442) takes seconds.
+features from all training pairs. For models that will meet new drugs the folds hold whole drugs or whole
+scaffolds (``pair_groups``): a training pair then sees what a new drug's pair sees (no profile of its own
+drug), so the trees learn to lean on chemistry instead of drug statistics that a new drug lacks. A drug or
+target with no usable neighbour gets NaN, which the trees route as missing. Everything is numpy over the
+(n_drugs, n_targets) matrix: Davis (68 x 442) takes seconds.
 """
 
 from __future__ import annotations
@@ -26,11 +35,12 @@ from rdkit.Chem import rdFingerprintGenerator
 from sklearn.ensemble import HistGradientBoostingRegressor
 
 from fusion.errors import MoleculeError
-from molecules.dti_data import DTITable
+from molecules.dti_data import DTITable, murcko_scaffold
+from molecules.properties import DESCRIPTOR_COLUMNS, descriptors
 from molecules.protein import kmer_composition
 
-__all__ = ["FEATURE_NAMES", "NEIGHBOURS", "RANKS", "ProfileFeatures", "ProfileGBT", "matrix_completion",
-           "out_of_fold", "profile_similarity"]
+__all__ = ["ALL_NAMES", "CHEMISTRY_NAMES", "FEATURE_NAMES", "GROUPINGS", "NEIGHBOURS", "RANKS", "ProfileFeatures",
+           "ProfileGBT", "matrix_completion", "out_of_fold", "pair_groups", "profile_similarity"]
 
 RANKS = (4, 8, 16)
 MF_ITERATIONS = 30
@@ -42,6 +52,13 @@ FEATURE_NAMES: tuple[str, ...] = (
     + tuple(f"{side}_profile_k{k}_{s}" for k in NEIGHBOURS for side in ("drug", "target") for s in _KNN)
     + tuple(f"drug_chemical_k3_{s}" for s in _KNN) + tuple(f"target_sequence_k3_{s}" for s in _KNN)
 )
+CHEMISTRY_NAMES: tuple[str, ...] = (
+    ("drug_chemical_k10_mean", "drug_chemical_kernel_mean", "drug_chemical_residual_k10_mean",
+     "drug_chemical_drug_mean", "drug_chemical_drug_sd", "drug_nearest_tanimoto")
+    + tuple(f"drug_{c}" for c in DESCRIPTOR_COLUMNS)
+)
+ALL_NAMES = FEATURE_NAMES + CHEMISTRY_NAMES
+GROUPINGS = (None, "drug", "scaffold")  # out-of-fold folds: random pairs, whole drugs, whole scaffolds
 
 
 def _matrix(table: DTITable) -> tuple[np.ndarray, np.ndarray]:
@@ -143,17 +160,55 @@ def _sequence_similarity(sequences: list[str] | None, n_targets: int) -> np.ndar
     return sim
 
 
-class ProfileFeatures:
-    """The FEATURE_NAMES of any pair of a table, computed from the measured pairs of ``train``.
+def _descriptor_matrix(smiles: list[str]) -> np.ndarray:
+    """(n, len(DESCRIPTOR_COLUMNS)) float64 RDKit descriptors of the drugs (molecules.properties)."""
+    out = np.zeros((len(smiles), len(DESCRIPTOR_COLUMNS)))
+    for i, s in enumerate(smiles):
+        try:
+            row = descriptors(s)
+        except MoleculeError as exc:
+            raise MoleculeError(f"smiles[{i}]: {exc}") from None
+        out[i] = [row[c] for c in DESCRIPTOR_COLUMNS]
+    return out
 
-    ``chemical`` / ``sequence``: precomputed (n_drugs, n_drugs) / (n_targets, n_targets) similarities over the
-    table's whole drug and target lists (``out_of_fold`` shares them between folds); computed when None.
+
+def _kernel_mean(y: np.ndarray, known: np.ndarray, sim: np.ndarray, power: float = 3.0) -> np.ndarray:
+    """(n_rows, n_cols): mean of y[r', c] over every row r' measured in column c, weights max(sim[r, r'], 0)^power;
+    NaN where no measured row has a positive weight."""
+    w = np.clip(sim, 0.0, None) ** power
+    num, den = w @ np.where(known, y, 0.0), w @ known.astype(np.float64)
+    return np.divide(num, den, out=np.full(y.shape, np.nan), where=den > 1e-12)
+
+
+def pair_groups(table: DTITable, by: str | None) -> np.ndarray | None:
+    """Per pair, the group that out-of-fold folds keep whole: its drug index ('drug'), its drug's Bemis-Murcko
+    scaffold ('scaffold'), or None (random pairs)."""
+    if by is None:
+        return None
+    if by == "drug":
+        return table.drug_idx
+    if by == "scaffold":
+        scaffolds = np.array([murcko_scaffold(s) for s in table.smiles], dtype=object)
+        return np.unique(scaffolds, return_inverse=True)[1][table.drug_idx]
+    raise MoleculeError(f"profile folds: group_by expected one of {GROUPINGS}, found {by!r}")
+
+
+class ProfileFeatures:
+    """The ALL_NAMES (FEATURE_NAMES + CHEMISTRY_NAMES) of any pair of a table, from the measured pairs of ``train``.
+
+    ``chemical`` / ``sequence`` / ``descriptor``: precomputed (n_drugs, n_drugs) Tanimoto, (n_targets, n_targets)
+    sequence similarity and (n_drugs, len(DESCRIPTOR_COLUMNS)) descriptors over the table's whole drug and target
+    lists (``out_of_fold`` shares them between folds); computed when None. A pair's features depend on the
+    training pairs and on the pair's drug and target only: never on the values or the other pairs of the table
+    passed to ``transform``.
     """
 
-    def __init__(self, train: DTITable, chemical: np.ndarray | None = None, sequence: np.ndarray | None = None):
+    def __init__(self, train: DTITable, chemical: np.ndarray | None = None, sequence: np.ndarray | None = None,
+                 descriptor: np.ndarray | None = None):
         self.y, self.known = _matrix(train)
         self.chemical = _tanimoto(train.smiles) if chemical is None else chemical
         self.sequence = _sequence_similarity(train.sequences, len(train.targets)) if sequence is None else sequence
+        self.descriptor = _descriptor_matrix(train.smiles) if descriptor is None else descriptor
         y, known = self.y, self.known
         cnt_d, cnt_t = known.sum(1), known.sum(0)
         mu = float(y[known].mean()) if known.any() else 0.0
@@ -167,9 +222,18 @@ class ProfileFeatures:
         self.completed = [_complete(y, known, r, MF_ITERATIONS) for r in RANKS]
         self.drug_sim = profile_similarity(y, known)
         self.target_sim = profile_similarity(y.T, known.T)
+        # chemistry: what a drug without measurements inherits from the measured drugs most like it
+        seen = known.any(1)
+        self.kernel = _kernel_mean(y, known, self.chemical)
+        drugs = np.arange(len(y))
+        stats = [_neighbours(v[:, None], seen[:, None], self.chemical, drugs, np.zeros(len(y), dtype=np.int64), 5)
+                 for v in (self.drug_mean, self.drug_sd)]
+        self.drug_stats = np.column_stack([stats[0][:, 0], stats[1][:, 0]])
+        self.nearest = (np.where(seen[None, :], self.chemical, 0.0).max(1) if seen.any()
+                        else np.zeros(len(y)))
 
     def transform(self, table: DTITable) -> np.ndarray:
-        """(n_pairs, len(FEATURE_NAMES)) float32 features of the table's pairs (same drug / target lists)."""
+        """(n_pairs, len(ALL_NAMES)) float32 features of the table's pairs (same drug / target lists)."""
         if (len(table.smiles), len(table.targets)) != self.y.shape:
             raise MoleculeError(f"{table.source or 'DTI table'}: {len(table.smiles)} drugs x {len(table.targets)} "
                                 f"targets, the profile was built on {self.y.shape[0]} x {self.y.shape[1]}; "
@@ -185,42 +249,70 @@ class ProfileFeatures:
         seq = (_neighbours(y.T, known.T, self.sequence, t, d, 3) if self.sequence is not None
                else np.full((len(table), 3), np.nan))
         cols += list(seq.T)
+        residual = np.where(known, y - self.drug_mean[:, None], 0.0)
+        cols += [_neighbours(y, known, self.chemical, d, t, 10)[:, 0], self.kernel[d, t],
+                 _neighbours(residual, known, self.chemical, d, t, 10)[:, 0],
+                 self.drug_stats[d, 0], self.drug_stats[d, 1], self.nearest[d]]
+        cols += list(self.descriptor[d].T)
         return np.column_stack(cols).astype(np.float32)
 
 
 def out_of_fold(train: DTITable, folds: int = 5, seed: int = 0, chemical: np.ndarray | None = None,
-                sequence: np.ndarray | None = None) -> np.ndarray:
-    """(n_pairs, len(FEATURE_NAMES)) features of the training pairs, each fold's from the other folds only
-    (``chemical`` / ``sequence`` as in ProfileFeatures)."""
+                sequence: np.ndarray | None = None, groups: np.ndarray | None = None,
+                descriptor: np.ndarray | None = None) -> np.ndarray:
+    """(n_pairs, len(ALL_NAMES)) features of the training pairs, each fold's from the other folds only
+    (``chemical`` / ``sequence`` / ``descriptor`` as in ProfileFeatures). ``groups`` (n_pairs,): pairs of one
+    group share a fold (``pair_groups``: whole drugs or scaffolds), None: every pair drawn alone."""
     if folds < 2 or len(train) < folds:
         raise MoleculeError(f"profile features: need at least {max(folds, 2)} training pairs and 2 folds, "
                             f"got {len(train)} pairs and {folds} folds")
-    fold = np.random.default_rng(seed).integers(0, folds, len(train))
+    rng = np.random.default_rng(seed)
+    if groups is None:
+        fold = rng.integers(0, folds, len(train))
+    else:
+        names, inverse = np.unique(np.asarray(groups), return_inverse=True)
+        if len(names) < folds:
+            raise MoleculeError(f"profile features: {len(names)} groups cannot fill {folds} folds; "
+                                "use fewer folds or group_by=None")
+        fold = (rng.permutation(len(names)) % folds)[inverse]
     chemical = _tanimoto(train.smiles) if chemical is None else chemical
     if sequence is None:
         sequence = _sequence_similarity(train.sequences, len(train.targets))
-    out = np.zeros((len(train), len(FEATURE_NAMES)), dtype=np.float32)
+    descriptor = _descriptor_matrix(train.smiles) if descriptor is None else descriptor
+    out = np.zeros((len(train), len(ALL_NAMES)), dtype=np.float32)
     for k in range(folds):
         inside = fold == k
         if inside.any():
-            out[inside] = ProfileFeatures(train.subset(~inside), chemical, sequence).transform(train.subset(inside))
+            out[inside] = ProfileFeatures(train.subset(~inside), chemical, sequence,
+                                          descriptor).transform(train.subset(inside))
     return out
 
 
 class ProfileGBT:
-    """HistGradientBoosting on the profile features: fit on one table, predict pairs of subsets of it."""
+    """HistGradientBoosting on the profile features: fit on one table, predict pairs of subsets of it.
 
-    def __init__(self, seed: int = 0, max_iter: int = 1000, learning_rate: float = 0.03, folds: int = 5):
+    ``group_by`` (GROUPINGS): how the out-of-fold folds of the training pairs are drawn; 'drug' or 'scaffold'
+    for a model that will predict new drugs (cold-drug / scaffold splits), None for new pairs of known drugs.
+    ``chemistry``: whether the trees see CHEMISTRY_NAMES besides FEATURE_NAMES.
+    """
+
+    def __init__(self, seed: int = 0, max_iter: int = 1000, learning_rate: float = 0.03, folds: int = 5,
+                 group_by: str | None = None, chemistry: bool = False):
+        if group_by not in GROUPINGS:
+            raise MoleculeError(f"profile GBT: group_by expected one of {GROUPINGS}, found {group_by!r}")
         self.model = HistGradientBoostingRegressor(max_iter=max_iter, learning_rate=learning_rate,
                                                    max_leaf_nodes=63, early_stopping=False, random_state=seed)
-        self.seed, self.folds = seed, folds
+        self.seed, self.folds, self.group_by, self.chemistry = seed, folds, group_by, chemistry
         self.features: ProfileFeatures | None = None
-        self.columns = np.ones(len(FEATURE_NAMES), dtype=bool)  # the features the trees were given
+        n = len(ALL_NAMES) if chemistry else len(FEATURE_NAMES)
+        self.columns = np.arange(len(ALL_NAMES)) < n  # the features the trees were given
 
     def fit(self, train: DTITable) -> "ProfileGBT":
         self.features = ProfileFeatures(train)
-        x = out_of_fold(train, self.folds, self.seed, self.features.chemical, self.features.sequence)
-        self.columns = ~np.isnan(x).all(0)  # e.g. the sequence neighbours of a table without sequences
+        f = self.features
+        x = out_of_fold(train, self.folds, self.seed, f.chemical, f.sequence, pair_groups(train, self.group_by),
+                        f.descriptor)
+        self.columns &= ~np.isnan(x).all(0)  # e.g. the sequence neighbours of a table without sequences
         self.model.fit(x[:, self.columns], train.value)
         return self
 
