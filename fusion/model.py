@@ -42,7 +42,8 @@ class FusionModel(nn.Module):
     modalities absent at random (never all of a sample's modalities). An instance-level strategy
     (``instance_level = True``, e.g. 'coattention') embeds bag modalities per instance with its own
     ``build_instance_encoder`` (their ``encoder_factories`` entries are then unused) and receives those
-    tokens in ``forward``.
+    tokens in ``forward``. A strategy with a ``flat_encoder(in_dim, embed_dim)`` classmethod (e.g. 'bilinear':
+    a linear map) encodes the flat modalities that have no ``encoder_factories`` entry with it.
     """
 
     def __init__(
@@ -82,10 +83,13 @@ class FusionModel(nn.Module):
         # an instance-level strategy (e.g. 'coattention') gets per-instance tokens of the bag modalities
         cls = get_strategy(strategy)
         self.instance_level = bool(getattr(cls, "instance_level", False))
+        flat_encoder = getattr(cls, "flat_encoder", None)  # a strategy's own encoder of flat modalities (bilinear)
         encoders = {}
         for m in self.modalities:
             if self.instance_level and m in self.bag_modalities:
                 encoders[m] = cls.build_instance_encoder(int(in_dims[m]), embed_dim, dropout)
+            elif flat_encoder is not None and m not in self.bag_modalities and m not in factories:
+                encoders[m] = flat_encoder(int(in_dims[m]), embed_dim)
             else:
                 encoders[m] = build_encoder(m, int(in_dims[m]), m in self.bag_modalities, embed_dim=embed_dim,
                                             hidden=hidden, dropout=dropout, factory=factories.get(m))

@@ -63,7 +63,8 @@ def candidates_of(results: Sequence[ModelResult], names: Sequence[str] | None = 
 
 def candidate_predict(data: ExperimentData, tr: Sequence[str], va: Sequence[str], opts: ExperimentOptions,
                       cand: Candidate, seed: int) -> np.ndarray:
-    """The candidate fitted on ``tr`` (all its own preprocessing and tuning inside ``tr``), predictions for ``va``."""
+    """The candidate fitted on ``tr`` (all its own preprocessing and tuning inside ``tr``, a strategy's option grid
+    included: fusion.tuning), predictions for ``va``."""
     if cand.kind == "baseline":
         from fusion.baseline_runs import baseline_fold, baseline_matrix
 
@@ -72,9 +73,9 @@ def candidate_predict(data: ExperimentData, tr: Sequence[str], va: Sequence[str]
         from fusion.experts import experts_fold
 
         return experts_fold(data, tr, va, opts, cand.modalities)[0]
-    from fusion.folds import fit_predict_fold
+    from fusion.tuning import fit_predict_tuned
 
-    return fit_predict_fold(data, tr, va, opts, cand.strategy, list(cand.modalities), cand.head, seed)[0]
+    return fit_predict_tuned(data, tr, va, opts, cand.strategy, list(cand.modalities), cand.head, seed)[0]
 
 
 def inner_scores(data: ExperimentData, splits: Sequence[Split], opts: ExperimentOptions,

@@ -14,8 +14,9 @@ from fusion.robustness import robustness_curve
 from fusion.task_metrics import PRIMARY_METRIC
 from fusion.train import cpu_threads
 from fusion.experiment_data import ExperimentData, ExperimentOptions, ModelResult, Split
-from fusion.folds import _oof_frame, fit_predict_fold, score_fold, survival_fn_of
+from fusion.folds import _oof_frame, score_fold, survival_fn_of
 from fusion.selection import select_subset
+from fusion.tuning import fit_predict_tuned, strategy_options
 
 
 def _model_name(strategy: str, modalities: Sequence[str], head: str | None, select: bool = False) -> str:
@@ -31,19 +32,21 @@ def run_neural(data: ExperimentData, splits: Sequence[Split], opts: ExperimentOp
 
     ``select``: in every outer fold, an inner CV on the training part picks the modality subset
     (fusion.selection.candidate_subsets) before the final fit, so an uninformative modality can be left out.
+    A strategy with an option grid (fusion.tuning, e.g. 'bilinear') has its options chosen by inner CV on each
+    outer training fold too (``extra['tuned']``: per fold, the chosen options and every candidate's inner mean).
     """
-
-
     metric = PRIMARY_METRIC[data.task]
-    fold_metrics, oofs, curves, chosen = [], [], [], []
+    fold_metrics, oofs, curves, chosen, options = [], [], [], [], []
     for k, (tr, va) in enumerate(splits):
         seed = opts.seed + 1000 * k
         mods, strat = list(modalities), strategy
         if select:
-            mods, inner = select_subset(data, tr, opts, strategy, modalities, head, seed)
+            mods, inner = select_subset(data, tr, strategy_options(opts, strategy), strategy, modalities, head, seed)
             strat = strategy if len(mods) > 1 else "single"
             chosen.append({"modalities": mods, "inner": inner})
-        pred, model, ds, b = fit_predict_fold(data, tr, va, opts, strat, mods, head, seed)
+        pred, model, ds, b, tuned = fit_predict_tuned(data, tr, va, opts, strat, mods, head, seed)
+        if tuned:
+            options.append(tuned)
         if opts.robustness and len(modalities) > 1 and len(mods) == len(modalities):
             with cpu_threads(opts.num_threads):
                 curves.append(robustness_curve(model, ds, b, lambda p: score_fold(data, tr, va, p)[metric]))
@@ -56,6 +59,9 @@ def run_neural(data: ExperimentData, splits: Sequence[Split], opts: ExperimentOp
     extra: dict = _summarise_curves(curves) if curves and len(curves) == len(splits) else {}
     if select:
         extra["tuned"] = chosen
+    if options:  # a strategy with an option grid: per fold, the options its inner CV chose
+        extra["tuned"] = [{**c, **o} for c, o in zip(chosen, options)] if select and len(chosen) == len(options) \
+            else options
     return ModelResult(_model_name(strategy, modalities, head, select), strategy, list(modalities),
                        head if data.task == "survival" else None, metric, [m[metric] for m in fold_metrics],
                        fold_metrics, pd.concat(oofs, ignore_index=True), extra)

@@ -214,3 +214,4 @@ class SingleModality(FusionStrategy):
 
 
 from fusion import coattention as _coattention  # noqa: E402,F401  registers 'coattention' (instance-level tokens)
+from fusion import bilinear as _bilinear  # noqa: E402,F401  registers 'bilinear' (pairwise bilinear terms)

@@ -1,9 +1,10 @@
 """The interaction cohort (`fusionrx demo-data --signal interaction`): part of the diagnosis planted as expression
 subtype XOR PET phenotype, which neither modality alone nor any model additive over modalities can read.
 
-Through the pipeline (DICOM CT/PET + GDC expression -> Prefect run -> the run's diagnosis experiment), the
-interaction-aware fusions (early, attention, kronecker) beat every single modality and the logistic baseline on
-all features, with a positive paired per-fold gain.
+Through the pipeline (DICOM CT/PET + GDC expression -> Prefect run -> the run's diagnosis experiment), the best
+interaction-aware fusion (in practice 'bilinear': pairwise bilinear terms on a few PCs per modality, its width and
+weight decay chosen by inner CV) beats every single modality and the logistic baseline on all features, by more
+than one standard error of the paired per-fold gain.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import pytest
 
 from flows.synthetic.cohort import CohortConfig, generate_cohort, plan_cohort
 
-INTERACTION_AWARE = ("early", "attention", "kronecker")
+INTERACTION_AWARE = ("early", "attention", "kronecker", "bilinear")
 
 
 def test_interaction_plan_hides_the_diagnosis_from_each_modality_alone():
@@ -51,7 +52,7 @@ N_PATIENTS, SEED = 64, 1
 RUN_CONFIG = """\
 cv_splits: 4
 cv_repeats: 2
-strategies: [early, late, attention, kronecker, experts]
+strategies: [early, late, attention, kronecker, bilinear, experts]
 single_modalities: [ct, pet, expression]
 survival_experiments: false
 min_patients: 8
@@ -109,9 +110,6 @@ def test_the_pipeline_extracts_the_planted_interaction(interaction_run):
     assert max(_auc(y, product), _auc(y, -product)) > 0.85
 
 
-@pytest.mark.xfail(strict=True, reason="issue 14 (items 1-2): the engine's neural fusions fit the ~48 training "
-                                       "patients of a fold perfectly (training AUC 1.0) and do not generalise the "
-                                       "interaction; a plain L2-regularised MLP on the same inputs does (AUC ~0.8)")
 def test_interaction_aware_fusion_beats_every_single_modality_and_the_linear_baseline(interaction_run):
     from fusion.experiment import paired_gain
 
@@ -122,7 +120,7 @@ def test_interaction_aware_fusion_beats_every_single_modality_and_the_linear_bas
     best = max((rows[f"fusion:{s}"] for s in INTERACTION_AWARE), key=lambda r: r["mean"])
     for other in (baseline, *singles):
         gain, se = paired_gain(best["folds"], other["folds"])
-        assert best["mean"] > other["mean"] and gain > 0, (best["model"], other["model"], gain, se)
+        assert best["mean"] > other["mean"] and gain > se, (best["model"], other["model"], gain, se)
 
 
 def test_demo_data_signal_option():

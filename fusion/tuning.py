@@ -1,0 +1,97 @@
+"""Per-strategy run options, and the ones a strategy leaves open chosen by inner CV on the outer training fold.
+
+A strategy class may declare ``option_overrides`` ({ExperimentOptions field: value}, always applied to its
+fits) and ``option_grid`` ({field: candidate values}; every combination is a candidate). In each outer fold
+the candidate with the best mean primary metric over inner folds of the fold's TRAINING patients
+(fusion.selection.inner_splits, the same folds for every candidate) is refitted on the whole training part;
+ties go to the earlier candidate of the grid (list smaller capacities / stronger regularisation first where
+that is the safer default). The outer validation patients are never seen. Strategies without a grid
+(early, late, ...) are fitted once with the experiment's options, exactly as before.
+
+Cost: len(grid) x inner_folds extra fits per outer fold.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import fields, replace
+from typing import Sequence
+
+import numpy as np
+
+from fusion.errors import FusionConfigError, FusionDataError
+from fusion.experiment_data import ExperimentData, ExperimentOptions
+from fusion.strategies import get_strategy
+
+
+def _checked(strategy: str, attr: str) -> dict:
+    values = dict(getattr(get_strategy(strategy), attr, None) or {})
+    known = {f.name for f in fields(ExperimentOptions)}
+    bad = sorted(set(values) - known)
+    if bad:
+        raise FusionConfigError(f"strategy '{strategy}': {attr} key {bad[0]!r} is not an ExperimentOptions field")
+    return values
+
+
+def strategy_options(opts: ExperimentOptions, strategy: str) -> ExperimentOptions:
+    """``opts`` with the strategy's ``option_overrides`` applied (``opts`` itself when it declares none)."""
+    over = _checked(strategy, "option_overrides")
+    return replace(opts, **over) if over else opts
+
+
+def option_candidates(strategy: str) -> list[dict]:
+    """Every combination of the strategy's ``option_grid`` ({field: value} each, grid order); [{}] without a grid."""
+    grid = _checked(strategy, "option_grid")
+    keys = list(grid)
+    return [dict(zip(keys, combo)) for combo in itertools.product(*(grid[k] for k in keys))] or [{}]
+
+
+def tuned_options(data: ExperimentData, train: Sequence[str], opts: ExperimentOptions, strategy: str,
+                  modalities: Sequence[str], head: str | None, seed: int) -> tuple[ExperimentOptions, dict]:
+    """The options to fit ``strategy`` on ``train`` with: its overrides, plus the grid candidate with the best
+    inner-CV primary metric on ``train`` (only those patients are used).
+
+    Returns (options, info) with info = {'options': the chosen grid values, 'inner': {candidate: inner mean}}
+    ({} without a grid). A candidate no inner fold could score gets -inf (reported as None).
+    """
+    from fusion.folds import fit_predict_fold, score_fold
+    from fusion.selection import inner_splits
+    from fusion.task_metrics import PRIMARY_METRIC
+
+    base = strategy_options(opts, strategy)
+    cands = option_candidates(strategy)
+    if cands == [{}]:
+        return base, {}
+    metric = PRIMARY_METRIC[data.task]
+    folds = inner_splits(data, train, opts.inner_folds, seed)
+    scores = []
+    for cand in cands:
+        vals = []
+        for j, (a, b) in enumerate(folds):
+            try:
+                pred = fit_predict_fold(data, a, b, replace(base, **cand), strategy, modalities, head,
+                                        seed + 17 * (j + 1))[0]
+                vals.append(score_fold(data, a, b, pred)[metric])
+            except (FusionDataError, ValueError):  # an inner fold without a class / comparable pair / modality
+                continue
+        finite = [v for v in vals if np.isfinite(v)]
+        scores.append(float(np.mean(finite)) if finite else -np.inf)
+    win = int(np.argmax(scores))  # the first of equal scores
+    inner = {_label(c): (round(s, 4) if np.isfinite(s) else None) for c, s in zip(cands, scores)}
+    return replace(base, **cands[win]), {"options": cands[win], "inner": inner}
+
+
+def _label(cand: dict) -> str:
+    return ",".join(f"{k}={v}" for k, v in cand.items())
+
+
+def fit_predict_tuned(data: ExperimentData, tr: Sequence[str], va: Sequence[str], opts: ExperimentOptions,
+                      strategy: str, modalities: Sequence[str], head: str | None, seed: int):
+    """fusion.folds.fit_predict_fold with the strategy's options (``tuned_options`` on ``tr``).
+
+    Returns (predictions for ``va``, model, fold dataset, positions of ``va`` in it, tuning info).
+    """
+    from fusion.folds import fit_predict_fold
+
+    run_opts, info = tuned_options(data, tr, opts, strategy, modalities, head, seed)
+    return (*fit_predict_fold(data, tr, va, run_opts, strategy, modalities, head, seed), info)
