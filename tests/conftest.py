@@ -38,14 +38,24 @@ SHARED_SESSION_FIXTURES = ("e2e_run", "tiny_run")
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
-    """An ``xdist_group`` per test (unless it names one): the first shared session fixture it uses, else its
-    module. With ``--dist loadgroup`` a group is one unit of work, so a module's or a session fixture's tests
-    share one worker and the fixture is built once; without xdist the marks change nothing."""
+    """An ``xdist_group`` per module (unless a test names one): the first shared session fixture any of its
+    tests uses, else the module itself. With ``--dist loadgroup`` a group is one unit of work, so a module's
+    tests (which may share module state, e.g. a count kept across tests) stay on one worker together with
+    every other user of the same costly session fixture, and each fixture is built once; without xdist the
+    marks change nothing. A test of the e2e run is ``slow`` (``-m "not slow"`` leaves the whole-pipeline run
+    out locally; CI runs it)."""
+    groups: dict[str, str] = {}
     for item in items:
-        if item.get_closest_marker("xdist_group") is not None:
-            continue
-        group = next((f for f in SHARED_SESSION_FIXTURES if f in item.fixturenames), item.nodeid.split("::")[0])
-        item.add_marker(pytest.mark.xdist_group(group))
+        module = item.nodeid.split("::")[0]
+        shared = next((f for f in SHARED_SESSION_FIXTURES if f in item.fixturenames), None)
+        if shared is not None and groups.get(module, module) == module:
+            groups[module] = shared
+        groups.setdefault(module, module)
+    for item in items:
+        if "e2e_run" in item.fixturenames:
+            item.add_marker(pytest.mark.slow)
+        if item.get_closest_marker("xdist_group") is None:
+            item.add_marker(pytest.mark.xdist_group(groups[item.nodeid.split("::")[0]]))
 
 
 @pytest.fixture(scope="module")
