@@ -40,7 +40,7 @@ demo: setup
 	$(BIN)/fusionrx targets --store $(DEMO_STORE) --top 10
 
 test: setup
-	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadgroup
+	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS)
 
 bench: setup
 	$(BIN)/python bench/run_benchmarks.py

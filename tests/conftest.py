@@ -1,16 +1,17 @@
 """Shared fixtures: one Prefect test harness per session, one generated cohort + pipeline run.
 
-The README's test command runs the suite on two pytest-xdist workers (``-n 2 --dist loadgroup``, the Makefile's
-``PYTEST_WORKERS``). Each worker is a session of its own: ``pytest_collection_modifyitems`` below keeps every test of
-a costly session fixture (the e2e run, the tiny run) on one worker and every module's tests together, so that no
-fixture is built twice for nothing; and each worker's native thread pools are held to one thread, so two workers
-on two cores do not oversubscribe them.
+The README's test command runs the suite on two pytest-xdist workers (``-n 2``, the Makefile's ``PYTEST_WORKERS``).
+Each worker is a session of its own: ``pytest_xdist_make_scheduler`` below keeps every module's tests together and
+every user of a costly session fixture (the e2e run, the tiny run) on one worker, so that no fixture is built twice
+for nothing; and each worker's native thread pools are held to one thread, so two workers on two cores do not
+oversubscribe them.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -32,30 +33,45 @@ import flows.pipeline  # noqa: F401,E402
 
 E2E_PATIENTS = int(os.environ.get("FUSIONRX_E2E_PATIENTS", "64"))
 
-# Session fixtures that take a minute or more: under xdist, all their tests go to the worker that builds them.
+# Session fixtures that take a minute or more: under xdist, every module that uses one runs on the worker that
+# builds it (see pytest_xdist_make_scheduler). Such a module names the fixture in its source (checked below).
 SHARED_SESSION_FIXTURES = ("e2e_run", "tiny_run")
+TESTS_ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.hookimpl(tryfirst=True)
+def shared_group(module: str) -> str:
+    """A test module's unit of work under xdist: the first shared session fixture its source names, else the
+    module itself (so a module's tests, which may share module state, stay together too)."""
+    text = (TESTS_ROOT / module).read_text()
+    return next((f for f in SHARED_SESSION_FIXTURES if re.search(rf"\b{f}\b", text)), module)
+
+
+@pytest.hookimpl(optionalhook=True)  # a pytest-xdist hook: unknown (and unused) without the plugin
+def pytest_xdist_make_scheduler(config, log):
+    """Whole modules as units of work, the users of one costly session fixture merged into one unit: each
+    fixture is built on one worker only, once. (xdist's own ``xdist_group`` marks no longer reach its
+    scheduler under pytest 9.2, whose node ids ignore the suffix xdist writes, so the grouping lives here.)"""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class SharedFixtureScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return shared_group(nodeid.split("::")[0])
+
+    return SharedFixtureScheduling(config, log)
+
+
 def pytest_collection_modifyitems(config, items):
-    """An ``xdist_group`` per module (unless a test names one): the first shared session fixture any of its
-    tests uses, else the module itself. With ``--dist loadgroup`` a group is one unit of work, so a module's
-    tests (which may share module state, e.g. a count kept across tests) stay on one worker together with
-    every other user of the same costly session fixture, and each fixture is built once; without xdist the
-    marks change nothing. A test of the e2e run is ``slow`` (``-m "not slow"`` leaves the whole-pipeline run
-    out locally; CI runs it)."""
-    groups: dict[str, str] = {}
+    """A test of the e2e run is ``slow`` (``-m "not slow"`` leaves the whole-pipeline run out locally; CI runs
+    it). A module whose tests reach a shared session fixture through another fixture must name it in its
+    source, or the scheduler above would build the fixture a second time on another worker."""
     for item in items:
-        module = item.nodeid.split("::")[0]
-        shared = next((f for f in SHARED_SESSION_FIXTURES if f in item.fixturenames), None)
-        if shared is not None and groups.get(module, module) == module:
-            groups[module] = shared
-        groups.setdefault(module, module)
-    for item in items:
-        if "e2e_run" in item.fixturenames:
+        used = [f for f in SHARED_SESSION_FIXTURES if f in item.fixturenames]
+        if "e2e_run" in used:
             item.add_marker(pytest.mark.slow)
-        if item.get_closest_marker("xdist_group") is None:
-            item.add_marker(pytest.mark.xdist_group(groups[item.nodeid.split("::")[0]]))
+        module = item.nodeid.split("::")[0]
+        if used and shared_group(module) != used[0]:
+            raise pytest.UsageError(f"{module}: {item.name} uses the session fixture {used[0]!r} without naming it "
+                                    "in the module (tests/conftest.py groups xdist work by the names)")
 
 
 @pytest.fixture(scope="module")
