@@ -5,19 +5,19 @@ the model never reads, this is measured, not eyeballed:
 - localisation: ROC AUC of the MIL attention of a slide's tiles against "tile centre inside the planted
   tumour" (``tiles_in_tumour``, ``attention_auc``);
 - deletion: removing the top-attended instances changes the prediction more than removing as many random
-  ones (``deletion_changes``; the ratio of the two mean changes over slides);
+  ones (``deletion_changes``, ``slide_model_deletion``; the ratio of the two mean changes over slides);
 - model randomisation (Adebayo et al. 2018): the same network with re-initialised weights
   (``reinitialised``) must give different maps (``rank_correlation`` near 0) with a chance-level AUC;
 - modality contributions: a patient whose planted signal is much stronger in one modality should get its
   largest Shapley value there (``planted_evidence``, ``dominant_modality``).
-Everything here takes arrays, a FusionModel and plain truth dicts: reading stores and truth files is the
-caller's (bench/explain_faithfulness.py).
+Everything here takes arrays, a FusionModel (or the report's ``SlideAttentionModel``) and plain truth dicts:
+reading stores and truth files is the caller's (bench/explain_faithfulness.py).
 """
 
 from __future__ import annotations
 
 import copy
-from typing import Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -28,6 +28,7 @@ from fusion.explain import bag_attention
 from fusion.heads import outputs_to_predictions
 from fusion.metrics import roc_auc
 from fusion.model import FusionModel
+from fusion.slide_attention import SlideAttentionModel
 
 
 def tiles_in_tumour(coords_level0: np.ndarray, tile_size_level0: float, tumour_circle: Sequence[float],
@@ -87,6 +88,30 @@ def reinitialised(model: FusionModel, seed: int) -> FusionModel:
     return twin
 
 
+def deletion_draws(n: int, attention: np.ndarray, frac: float, n_random: int, seed: int) -> list[np.ndarray]:
+    """The instance sets a deletion check removes from a bag of ``n``: first the top ``frac`` attended
+    (``round(frac * n)``, at least one removed and one kept; ties in the bag's order), then ``n_random`` random
+    sets of as many instances (``np.random.default_rng(seed)``)."""
+    if not 0 < frac < 1:
+        raise FusionDataError(f"deletion: frac must be in (0, 1), got {frac}")
+    attention = np.asarray(attention, dtype=np.float64).reshape(-1)
+    if attention.size != n:
+        raise FusionDataError(f"deletion: {attention.size} attention weights for a bag of {n} instances")
+    if n < 2:
+        raise FusionDataError(f"deletion: a bag of {n} instance(s) has nothing to remove and keep")
+    k = int(min(max(1, round(frac * n)), n - 1))
+    rng = np.random.default_rng(seed)
+    return [np.argsort(-attention, kind="stable")[:k]] + [rng.choice(n, size=k, replace=False)
+                                                          for _ in range(n_random)]
+
+
+def _changes(pred: np.ndarray) -> tuple[float, float]:
+    """(change of row 1, mean change of rows 2..) against row 0: sum over outputs of |difference|."""
+    pred = np.asarray(pred, dtype=np.float64).reshape(pred.shape[0], -1)
+    change = np.abs(pred[1:] - pred[:1]).sum(axis=1)
+    return float(change[0]), float(change[1:].mean())
+
+
 @torch.no_grad()
 def deletion_changes(model: FusionModel, dataset: MultimodalDataset, index: int, attention: np.ndarray, *,
                      modality: str = "wsi", frac: float = 0.1, n_random: int = 10, seed: int = 0
@@ -95,12 +120,11 @@ def deletion_changes(model: FusionModel, dataset: MultimodalDataset, index: int,
     of as many random instances) for patient ``index``'s bag of ``modality``.
 
     Removing an instance = masking it out of the bag (an attention-MIL gives masked instances exactly zero
-    weight); at least one instance is removed and one kept. Change = sum over outputs of |prediction with the
-    full bag - prediction without the instances| (probabilities for diagnosis, risk for survival), every other
-    modality of the patient unchanged. ``attention`` [T] in the bag's instance order (``bag_attention``).
+    weight); at least one instance is removed and one kept (``deletion_draws``). Change = sum over outputs of
+    |prediction with the full bag - prediction without the instances| (probabilities for diagnosis, risk for
+    survival), every other modality of the patient unchanged. ``attention`` [T] in the bag's instance order
+    (``bag_attention``).
     """
-    if not 0 < frac < 1:
-        raise FusionDataError(f"deletion_changes: frac must be in (0, 1), got {frac}")
     model.eval()
     device = next(model.parameters()).device
     batch = dataset.to_batch([int(index)], model.modalities, device=device)
@@ -108,15 +132,7 @@ def deletion_changes(model: FusionModel, dataset: MultimodalDataset, index: int,
     if mask is None or not bool(batch[modality]["present"][0]):
         raise FusionDataError(f"deletion_changes: patient '{dataset.patients[index]}' has no '{modality}' bag")
     valid = mask[0].nonzero().squeeze(1)
-    n = int(valid.numel())
-    attention = np.asarray(attention, dtype=np.float64).reshape(-1)
-    if attention.size != n:
-        raise FusionDataError(f"deletion_changes: {attention.size} attention weights for a bag of {n} instances")
-    k = int(min(max(1, round(frac * n)), n - 1))
-    if k < 1:
-        raise FusionDataError(f"deletion_changes: the bag of patient '{dataset.patients[index]}' has one instance")
-    rng = np.random.default_rng(seed)
-    drops = [np.argsort(-attention, kind="stable")[:k]] + [rng.choice(n, size=k, replace=False) for _ in range(n_random)]
+    drops = deletion_draws(int(valid.numel()), attention, frac, n_random, seed)
     masks = mask.repeat(len(drops) + 1, 1)
     for j, drop in enumerate(drops, start=1):
         masks[j, valid[torch.as_tensor(drop, device=device)]] = False
@@ -125,8 +141,50 @@ def deletion_changes(model: FusionModel, dataset: MultimodalDataset, index: int,
                 for m, parts in batch.items()}
     variants[modality]["mask"] = masks
     pred = outputs_to_predictions(model.task, model(variants)).double().reshape(len(drops) + 1, -1)
-    change = (pred[1:] - pred[:1]).abs().sum(dim=1).cpu().numpy()
-    return float(change[0]), float(change[1:].mean())
+    return _changes(pred.cpu().numpy())
+
+
+def slide_model_deletion(model: SlideAttentionModel, bag: np.ndarray, attention: np.ndarray, *, frac: float = 0.1,
+                         n_random: int = 10, seed: int = 0) -> tuple[float, float]:
+    """``deletion_changes`` for a ``SlideAttentionModel`` and one slide's raw bag [T, d]: the class
+    probabilities with every tile against those without the top-attended / random tiles (the bag is centred
+    on the whole slide first, so removing tiles only takes them out of the attention pooling)."""
+    n = int(np.asarray(bag).shape[0])
+    drops = deletion_draws(n, attention, frac, n_random, seed)
+    keep = np.ones((len(drops) + 1, n), bool)
+    for j, drop in enumerate(drops, start=1):
+        keep[j, drop] = False
+    return _changes(model.probabilities(bag, keep))
+
+
+def _rows(ids: Sequence, truth: Sequence[np.ndarray], attend: Callable[[Any, Any], np.ndarray],
+          delete: Callable[[Any, Any, np.ndarray], tuple[float, float]], models: Sequence, names: Sequence[str]
+          ) -> list[dict]:
+    """One row per instance bag: the first of ``models`` is the trained one, the rest its baselines.
+    ``attend(model, id)`` -> attention [T]; ``delete(model, id, attention)`` -> (top, random) changes."""
+    rows = []
+    model = models[0]
+    for i, (name, inside) in enumerate(zip(names, truth)):
+        att = attend(model, ids[i])
+        inside = np.asarray(inside, bool)
+        if inside.size != att.size:
+            raise FusionDataError(f"slide faithfulness: patient '{name}': truth for {inside.size} tiles, bag of "
+                                  f"{att.size}")
+        top, rand = delete(model, ids[i], att)
+        row = {"patient_id": name, "n_tiles": int(att.size), "n_tumour_tiles": int(inside.sum()),
+               "attention_auc": attention_auc(att, inside), "deletion_top": top, "deletion_random": rand}
+        if len(models) > 1:
+            row.update({"random_model_auc": [], "rank_correlation": [], "random_model_deletion_top": [],
+                        "random_model_deletion_random": []})
+        for baseline in models[1:]:
+            base = attend(baseline, ids[i])
+            btop, brand = delete(baseline, ids[i], base)
+            row["random_model_auc"].append(attention_auc(base, inside))
+            row["rank_correlation"].append(rank_correlation(att, base))
+            row["random_model_deletion_top"].append(btop)
+            row["random_model_deletion_random"].append(brand)
+        rows.append(row)
+    return rows
 
 
 def slide_faithfulness(model: FusionModel, dataset: MultimodalDataset, truth: Mapping[int, np.ndarray], *,
@@ -136,30 +194,27 @@ def slide_faithfulness(model: FusionModel, dataset: MultimodalDataset, truth: Ma
     and deletion changes (top-attended vs random instances); with ``baselines`` (e.g. ``reinitialised`` copies
     of the model), per baseline b its attention AUC (``random_model_auc`` list), Spearman correlation with the
     model's map (``rank_correlation`` list) and deletion changes. One dict per patient."""
-    rows = []
-    for index, inside in truth.items():
-        att = bag_attention(model, dataset, index, modality)
-        inside = np.asarray(inside, bool)
-        if inside.size != att.size:
-            raise FusionDataError(f"slide_faithfulness: patient '{dataset.patients[index]}': truth for {inside.size} "
-                                  f"tiles, bag of {att.size}")
-        top, rand = deletion_changes(model, dataset, index, att, modality=modality, frac=frac, n_random=n_random,
-                                     seed=seed + int(index))
-        row = {"patient_id": dataset.patients[index], "n_tiles": int(att.size), "n_tumour_tiles": int(inside.sum()),
-               "attention_auc": attention_auc(att, inside), "deletion_top": top, "deletion_random": rand}
-        if baselines:
-            row.update({"random_model_auc": [], "rank_correlation": [], "random_model_deletion_top": [],
-                        "random_model_deletion_random": []})
-        for baseline in baselines:
-            base = bag_attention(baseline, dataset, index, modality)
-            btop, brand = deletion_changes(baseline, dataset, index, base, modality=modality, frac=frac,
-                                           n_random=n_random, seed=seed + int(index))
-            row["random_model_auc"].append(attention_auc(base, inside))
-            row["rank_correlation"].append(rank_correlation(att, base))
-            row["random_model_deletion_top"].append(btop)
-            row["random_model_deletion_random"].append(brand)
-        rows.append(row)
-    return rows
+    index = [int(i) for i in truth]
+    return _rows(index, [truth[i] for i in index], lambda m, i: bag_attention(m, dataset, i, modality),
+                 lambda m, i, att: deletion_changes(m, dataset, i, att, modality=modality, frac=frac,
+                                                    n_random=n_random, seed=seed + i),
+                 [model, *baselines], [dataset.patients[i] for i in index])
+
+
+def slide_model_faithfulness(model: SlideAttentionModel, bags: Mapping[str, np.ndarray],
+                             truth: Mapping[str, np.ndarray], *, frac: float = 0.1, n_random: int = 10, seed: int = 0,
+                             baselines: Sequence[SlideAttentionModel] = ()) -> list[dict]:
+    """``slide_faithfulness`` for a ``SlideAttentionModel`` over raw bags ({patient: [T, d]}) and the truth
+    ({patient: bool [T]}, every patient of ``truth`` needs a bag); baselines e.g. ``model.reinitialised(s)``.
+    The random tiles of patient number j (``truth``'s order) are drawn with seed ``seed + j``."""
+    names = list(truth)
+    missing = [p for p in names if p not in bags]
+    if missing:
+        raise FusionDataError(f"slide_model_faithfulness: no bag for patients {missing[:5]}")
+    return _rows(list(range(len(names))), [truth[p] for p in names], lambda m, j: m.attention(bags[names[j]]),
+                 lambda m, j, att: slide_model_deletion(m, bags[names[j]], att, frac=frac, n_random=n_random,
+                                                        seed=seed + j),
+                 [model, *baselines], names)
 
 
 def summarise_slides(rows: Sequence[Mapping[str, object]]) -> dict[str, object]:
