@@ -5,7 +5,8 @@ model's prediction and report, per stage (`fusionrx report --new`), cold (first 
 Usage (from the project root): OMP_NUM_THREADS=1 python bench/new_patient.py [--patients 24] [--seed 3]
     [--threads 1] [--work DIR] [--out bench/new_patient.json]
 Generates a cohort, holds one patient's imaging folder out, runs the pipeline on the rest (a Prefect server
-starts for it), then reports on the held-out patient's CT/PET folder, and on the same folder with its slide.
+starts for it), then reports on the held-out patient's CT/PET folder, on the same folder with its slide, and
+with its slide and Visium sample (spatial section and features from the store's spatial reference).
 """
 
 from __future__ import annotations
@@ -55,8 +56,9 @@ def main() -> None:
             shutil.move(str(folder), new / "ctpet" / pid)
         shutil.copytree(new / "ctpet", new / "with_slide")
         shutil.move(str(slides[pid]), new / "with_slide" / pid / slides[pid].name)
-        for spatial in (data / "spatial").glob(f"{pid}*"):
-            shutil.rmtree(spatial) if spatial.is_dir() else spatial.unlink()
+        shutil.copytree(new / "with_slide", new / "with_spatial")
+        for spatial in (data / "spatial").glob(f"{pid}*"):  # the Visium sample goes with the third variant only
+            shutil.move(str(spatial), new / "with_spatial" / pid / spatial.name)
         write_scan_catalog(scan(data), data / "data_catalog.yaml", cohort="new-patient-bench")
         (work / "run.yaml").write_text(RUN_CONFIG)
         t0 = time.perf_counter()
@@ -64,7 +66,9 @@ def main() -> None:
         print(f"cohort run ({args.patients - 1} patients): {time.perf_counter() - t0:.1f} s")
     rows = {}
     kept = PatientStore(store)
-    for label in ("ctpet", "with_slide"):
+    for label in ("ctpet", "with_slide", "with_spatial"):
+        if not (new / label).is_dir():  # a --work folder from before the spatial variant
+            continue
         folder = next((new / label).iterdir())
         for mode in ("cold", "warm", "warm2"):
             t0 = time.perf_counter()
@@ -72,7 +76,8 @@ def main() -> None:
             rows[f"{label}/{mode}"] = {**{k: round(v, 3) for k, v in r.timings.items()},
                                        "after_read": round(r.after_read_s(), 3),
                                        "total": round(time.perf_counter() - t0, 3),
-                                       "predicted": r.report["diagnosis"]["predicted"]}
+                                       "predicted": r.report["diagnosis"]["predicted"],
+                                       "spatial_features": "spatial" in r.report["new_patient"]["features"]}
             print(f"{label:10s} {mode:5s} after read {r.after_read_s():6.3f} s, total "
                   f"{rows[f'{label}/{mode}']['total']:6.3f} s  " + ", ".join(f"{k} {v:.3f}" for k, v in r.timings.items()))
     out = {"machine": {"cpus": os.cpu_count(), "load_avg": os.getloadavg(), "torch_threads": args.threads},

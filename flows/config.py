@@ -87,8 +87,8 @@ class RunConfig:
     survival_select: tuple[str, ...] = ("late",)
     # nested selection across every model of an experiment (fusion/nested.py): the rows best and best:single, and
     # the deployed model is the configuration best chooses. Off by default: it costs candidates x inner folds x
-    # outer folds fits (the demo run's fusion stage 2-3x); without it the deployed model is the neural row with
-    # the highest cross-validated mean
+    # outer folds fits (the demo run's fusion stage 2-3x); without it the deployed model is the row (neural or
+    # classical: baseline, experts) with the highest cross-validated mean
     fusion_best: bool = False
     # after the experiments, each task's chosen configuration is refit on every labelled patient, calibrated on
     # its out-of-fold predictions and saved to STORE/models/<task>/ (flows/stages/deployed_model.py)

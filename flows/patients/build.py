@@ -21,13 +21,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fusion.errors import DicomSeriesError, FusionDataError, QueryError
+from flows.patients.radiology import radiology_from_result, radiology_section, roi_bbox  # noqa: F401 (re-exported)
+from flows.patients.spatial import spatial_section
+from flows.patients.targets import patient_evidence, target_section  # noqa: F401 (re-exported)
+from fusion.errors import FusionDataError, QueryError
 
-TOP_TARGETS = 10        # ranked targets listed with the patient's evidence
-TOP_SPATIAL_GENES = 10  # genes most enriched in the patient's spatial tumour region
 N_NEIGHBOURS = 5        # nearest patients in the fused embedding
 TASKS = ("diagnosis", "survival")
-TUMOUR_REGION_KEY = "tumour_region"  # = flows.stages.spatial_pseudobulk.TUMOUR_REGION_KEY (that module loads scanpy)
+SLIDE_MIL = Path("models") / "diagnosis" / "slide_mil.pt"  # the run's slide attention model (the heatmap)
 
 
 def json_safe(value: Any) -> Any:
@@ -54,8 +55,8 @@ class CohortView:
     """One deployed model over every cohort patient having one of its modalities: the dataset it takes, its
     output (diagnosis: calibrated probabilities [n, K]; survival: risk [n]) and the fused embedding [n, e]."""
 
-    model: Any  # fusion.deploy.DeployedModel
-    dataset: Any  # fusion.data.MultimodalDataset
+    model: Any  # fusion.deploy.DeployedModel or fusion.deploy_classical.DeployedClassical
+    dataset: Any  # what model.dataset gives: fusion.data.MultimodalDataset or deploy_classical.TabularInputs
     output: np.ndarray
     embedding: np.ndarray
 
@@ -211,9 +212,15 @@ class PatientStore:
         pid = self.require(patient_id)
         views = {t: self.cohort(t) for t in TASKS}
         rows = {t: (v, v.index(pid)) for t, v in views.items() if v is not None and v.index(pid) is not None}
-        return assemble(self, pid, rows, slide=store_slide_section(self, pid, rows.get("diagnosis")),
+        return assemble(self, pid, rows, slide=store_slide_section(self, pid, neural_row(rows.get("diagnosis"))),
                         radiology=radiology_section(self, pid), spatial=spatial_section(self, pid),
                         targets=target_section(self, pid))
+
+
+def neural_row(row: tuple[Any, int] | None) -> tuple[Any, int] | None:
+    """``row`` when its model is a neural one (a FusionModel, which may have MIL attention), else None: a
+    classical model takes a slide as its mean tile feature and gives no tile attention."""
+    return row if row is not None and getattr(row[0].model, "kind", "neural") == "neural" else None
 
 
 def model_name(dm: Any) -> str:
@@ -225,9 +232,9 @@ def assemble(ps: PatientStore, pid: str, rows: dict[str, tuple[Any, int]], *, sl
              radiology: dict | None, spatial: dict | None, targets: list[dict]) -> dict[str, Any]:
     """The report JSON from the patient's row in each deployed model's dataset (``rows``: task -> (a view
     with ``model``/``dataset``/``output``/``embedding`` of the patient(s), row)) and the built sections.
-    The cohort views (``ps.cohort``) give the risk percentile and the neighbours."""
-    from fusion.explain import fusion_model_shapley
-
+    The cohort views (``ps.cohort``) give the risk percentile and the neighbours. The modality contributions
+    are the model's own exact Shapley values (``model.shapley``: fusion.explain for a neural model,
+    fusion.deploy_classical for a classical one)."""
     report: dict[str, Any] = {"patient_id": pid, "diagnosis": None, "survival": None,
                               "modality_contributions": None}
     if "diagnosis" in rows:
@@ -243,12 +250,12 @@ def assemble(ps: PatientStore, pid: str, rows: dict[str, tuple[Any, int]], *, sl
         cohort = ps.cohort("survival")
         report["survival"] = {"model": model_name(view.model), "version": view.model.version, "risk": risk,
                               "risk_percentile": float(100.0 * np.mean(np.asarray(cohort.output) <= risk)),
-                              "risk_unit": "log-hazard"}
+                              "risk_unit": getattr(view.model, "risk_unit", "log-hazard")}
     task = "diagnosis" if "diagnosis" in rows else "survival" if "survival" in rows else None
     if task is not None:
         view, i = rows[task]
         dm = view.model
-        sh = fusion_model_shapley(dm.model, view.dataset, i, temperature=float(dm.temperature))
+        sh = dm.shapley(view.dataset, i)
         report["modality_contributions"] = {
             "base_value": float(sh["base_value"]), "values": {k: float(v) for k, v in sh["values"].items()},
             "target_class": dm.classes[int(sh["predicted"])] if task == "diagnosis" else None,
@@ -258,8 +265,7 @@ def assemble(ps: PatientStore, pid: str, rows: dict[str, tuple[Any, int]], *, sl
     report["spatial"] = spatial
     report["neighbours"] = neighbours(ps, pid, rows[task] if task else None, task)
     report["targets"] = targets
-    report["modalities"] = {t: [m for m in v.model.modalities
-                                if m in v.dataset.modalities and bool(v.dataset.modalities[m].present[i])]
+    report["modalities"] = {t: [m for m, on in zip(v.model.modalities, v.model.presence(v.dataset)[i]) if on]
                             for t, (v, i) in rows.items()}
     report["run"] = {"run_id": ps.run_record.get("run_id"), "store": str(ps.root.resolve()),
                      "code_version": _code_version()}
@@ -294,6 +300,7 @@ _KEPT_LOCK = threading.Lock()
 def _store_state(root: Path) -> tuple:
     """What a kept PatientStore depends on: the manifest, the deployed models and the run records (stat)."""
     files = [root / "manifest.parquet", root / "runs"] + [root / "models" / t / "model.json" for t in TASKS]
+    files.append(root / SLIDE_MIL)
     return tuple((f.stat().st_mtime_ns, f.stat().st_size) if f.exists() else None for f in files)
 
 
@@ -341,9 +348,17 @@ def slide_section(features_h5: Path, attention: np.ndarray | None) -> dict[str, 
                       for (x, y), a in zip(coords, att)]}
 
 
-def slide_attention(row: tuple[Any, int] | None) -> np.ndarray | None:
-    """The deployed diagnosis model's MIL attention over the patient's tiles (None: the model takes no slide, the
-    patient has none, or the slide encoder has no attention)."""
+def slide_attention(row: tuple[Any, int] | None, features_h5: Path | None = None,
+                    store: Path | None = None) -> np.ndarray | None:
+    """The tile attention the report shows: the run's slide attention model (``store/models/diagnosis/
+    slide_mil.pt``, fusion.slide_attention; its faithfulness on generated cohorts is in docs/explanations.md)
+    over ``features_h5`` when the run saved one; else the deployed diagnosis model's own MIL attention (None:
+    the model takes no slide, the patient has none, or the slide encoder has no attention)."""
+    if store is not None and features_h5 is not None and (Path(store) / SLIDE_MIL).is_file():
+        from flows.stages.pathology import slide_bag
+        from fusion.slide_attention import tile_attention
+
+        return np.asarray(tile_attention(Path(store) / SLIDE_MIL, slide_bag(features_h5)), dtype=float)
     if row is None or "wsi" not in row[0].model.modalities:
         return None
     from fusion.explain import bag_attention
@@ -361,168 +376,4 @@ def store_slide_section(ps: PatientStore, pid: str, row: tuple[Any, int] | None)
     """The slide section of a cohort patient (None without slide features)."""
     if pid not in ps.slides:
         return None
-    return slide_section(ps.slides[pid], slide_attention(row))
-
-
-def _series(path: Path | None) -> dict[str, Any] | None:
-    """A DICOM series folder as the report names it: path, SeriesInstanceUID, number of files."""
-    if path is None:
-        return None
-    from imaging.dicom_frames import read_header
-
-    files = sorted(p for p in Path(path).iterdir() if p.is_file())
-    uid = None
-    for f in files:
-        try:
-            uid = str(read_header(f, ["SeriesInstanceUID"]).SeriesInstanceUID)
-            break
-        except (DicomSeriesError, AttributeError):  # a damaged file of the series: try the next one
-            continue
-    return {"path": str(path), "series_uid": uid, "n_files": len(files)}
-
-
-def roi_bbox(mask: np.ndarray | None, volume: Any) -> dict[str, Any] | None:
-    """The ROI's bounding box on the CT grid: voxel indices [k, j, i] (inclusive) and the LPS mm (x, y, z) of
-    those corner voxels' centres; None without an ROI."""
-    if mask is None or not mask.any():
-        return None
-    idx = np.argwhere(mask)
-    lo, hi = idx.min(axis=0), idx.max(axis=0)
-    mm = volume.world_coords(np.stack([lo, hi]).astype(float))
-    return {"ijk_min": lo.tolist(), "ijk_max": hi.tolist(), "mm_min": mm[0].tolist(), "mm_max": mm[1].tolist()}
-
-
-def radiology_from_result(result: dict[str, Any], bbox: dict | None, ct_dir: Path | None,
-                          pet_dir: Path | None) -> dict[str, Any]:
-    """The radiology section from an ingest result (``RadiologyResult`` as a dict): the fusion phenotypes
-    and the ROI row's measures, the ROI (source, label, volume, bounding box) and the series read."""
-    row = dict(result.get("roi_row") or {})
-    phen = {**{k: v for k, v in row.items() if k not in ("patient_id", "roi", "roi_source")},
-            **result.get("phenotypes", {})}
-    roi = {"source": row.get("roi_source"), "label": row.get("roi"), "volume_ml": row.get("volume_ml"),
-           "bbox": bbox}
-    return {"phenotypes": phen, "roi": roi, "ct_series": _series(ct_dir), "pet_series": _series(pet_dir),
-            "pet_error": result.get("pet_error")}
-
-
-def patient_roi(ps: PatientStore, pid: str) -> tuple[Any, str | None, np.ndarray | None]:
-    """A cohort patient's CT (HU), ROI label and ROI mask on the CT grid, measured as the run measured it (its
-    ROI patterns over the patient's segmentations, else the automatic lesion; the PET part on the stored SUV
-    resampled to the CT grid)."""
-    from flows.stages.radiology_study import measure_study
-    from imaging.roi import RoiSpec
-    from imaging.volume import Volume
-
-    folder = ps.radiology[pid]
-    result = json.loads((folder / "result.json").read_text())
-    ct = Volume.load_npz(folder / result["ct_npz"])
-    suv = Volume.load_npz(folder / result["suv_npz"]) if result.get("suv_npz") else None
-    cfg = ps.run_record.get("config", {})
-    segs = list(getattr(ps.discovery, "segmentations", {}).get(pid, [])) if ps.discovery is not None else []
-    spec = RoiSpec.from_config(cfg.get("roi"), fallback=cfg.get("roi_fallback", "auto"))
-    study = measure_study(ct, suv, [Path(s) for s in segs if Path(s).exists()], spec)
-    return ct, study.measurement.roi, study.measurement.ct_mask
-
-
-def radiology_section(ps: PatientStore, pid: str) -> dict[str, Any] | None:
-    """The radiology section of a cohort patient (None without CT)."""
-    if pid not in ps.radiology:
-        return None
-    result = json.loads((ps.radiology[pid] / "result.json").read_text())
-    ct, label, mask = patient_roi(ps, pid)
-    disc = ps.discovery
-    same = label == (result.get("roi_row") or {}).get("roi")  # else a segmentation file moved: no box
-    out = radiology_from_result(result, roi_bbox(mask, ct) if same else None, disc.cts.get(pid) if disc else None,
-                                disc.pets.get(pid) if disc else None)
-    out["volumes"] = {"ct_hu": str(ps.radiology[pid] / result["ct_npz"]),
-                      "suv_on_ct": str(ps.radiology[pid] / result["suv_npz"]) if result.get("suv_npz") else None}
-    return out
-
-
-def spatial_section(ps: PatientStore, pid: str, n_genes: int = TOP_SPATIAL_GENES) -> dict[str, Any] | None:
-    """The patient's spatial sample: every spot (barcode, x, y, in the tumour region or not), the tumour-region
-    spots and the genes most enriched there (log2 fold change vs the other spots). Coordinates are slide
-    level-0 px when the sample is linked to its slide (``coords``), else Visium full-resolution px."""
-    if pid not in ps.spatial:
-        return None
-    import anndata as ad
-
-    from flows.store.artifacts import load_pickle
-    from omics.spaceranger import SLIDE_TRANSFORM_KEY
-
-    folder = ps.spatial[pid]
-    res = load_pickle(folder / "result.pkl")
-    h5ad = folder / Path(res["h5ad"]).name
-    adata = ad.read_h5ad(h5ad)
-    transform = adata.uns.get(SLIDE_TRANSFORM_KEY)
-    xy = np.asarray(adata.obsm["spatial"], dtype=float)
-    if transform is not None:  # = flows.stages.spatial.spots_in_slide_px (not imported: it loads scanpy)
-        t = np.asarray(transform, dtype=float)
-        xy = xy @ t[:2, :2].T + t[:2, 2]
-    region = (adata.obs[TUMOUR_REGION_KEY].to_numpy(dtype=bool) if TUMOUR_REGION_KEY in adata.obs
-              else np.zeros(adata.n_obs, dtype=bool))
-    spots = [{"barcode": str(b), "x": float(x), "y": float(y), "tumour": bool(t)}
-             for b, (x, y), t in zip(adata.obs_names, xy, region)]
-    enr = res.get("enrichment")
-    top = [] if enr is None else [{"gene": str(g), "log2fc": float(r["log2_fold_change"]), "fdr": float(r["fdr"])}
-                                  for g, r in enr.sort_values("log2_fold_change", ascending=False,
-                                                              kind="stable").head(n_genes).iterrows()]
-    return {"sample": str(h5ad), "coords": "slide_level0_px" if transform is not None else "visium_fullres_px",
-            "slide_link": res.get("slide_link"), "n_spots": int(adata.n_obs),
-            "tumour_spots": [{k: s[k] for k in ("barcode", "x", "y")} for s in spots if s["tumour"]],
-            "spots": spots, "top_genes": top}
-
-
-def patient_evidence(ps: PatientStore, pid: str, genes: list[str]) -> dict[str, dict[str, Any]]:
-    """Per gene, the patient's own evidence: ``expression_z`` (its primary tumour's log2(CPM+1) as a z-score
-    over the cohort's tumours, sample standard deviation), ``copy_number`` (its gene-level call, -2..2),
-    ``mutation`` (its non-silent MAF records as 'Variant_Classification HGVSp_Short'; [] when none, None
-    without a MAF for the cohort) and ``spatial_enrichment`` (log2 fold change of the gene in its spatial tumour
-    region). None where the patient or the cohort lacks that data."""
-    bulk = ps.bulk
-    out = {g: {"expression_z": None, "copy_number": None, "mutation": None, "spatial_enrichment": None}
-           for g in genes}
-    tum = getattr(bulk, "tumour", None)
-    if tum is not None and pid in tum.obs_names:
-        have = [g for g in genes if g in tum.var_names]
-        x = tum[:, have].X
-        x = np.asarray(x.toarray() if hasattr(x, "toarray") else x, dtype=float)
-        sd = x.std(axis=0, ddof=1)
-        z = (x[list(tum.obs_names).index(pid)] - x.mean(axis=0)) / np.where(sd > 0, sd, np.nan)
-        for g, v in zip(have, z):
-            out[g]["expression_z"] = float(v)
-    cn = getattr(bulk, "copy_number", None)
-    if cn is not None and pid in cn.columns:
-        for g in genes:
-            if g in cn.index and pd.notna(cn.loc[g, pid]):
-                out[g]["copy_number"] = int(cn.loc[g, pid])
-    maf = getattr(bulk, "maf", None)
-    if maf is not None:
-        from omics.gdc import NON_SILENT_CLASSES
-
-        mine = maf.loc[(maf["patient_id"] == pid) & maf["Variant_Classification"].isin(NON_SILENT_CLASSES)]
-        prot = mine["HGVSp_Short"] if "HGVSp_Short" in mine else pd.Series("", index=mine.index)
-        for g in genes:
-            hit = mine["Hugo_Symbol"] == g
-            out[g]["mutation"] = [f"{c} {p}" if isinstance(p, str) and p else str(c)
-                                  for c, p in zip(mine.loc[hit, "Variant_Classification"], prot[hit])]
-    if pid in ps.spatial:
-        from flows.store.artifacts import load_pickle
-
-        enr = load_pickle(ps.spatial[pid] / "result.pkl").get("enrichment")
-        if enr is not None:
-            for g in genes:
-                if g in enr.index:
-                    out[g]["spatial_enrichment"] = float(enr.loc[g, "log2_fold_change"])
-    return out
-
-
-def target_section(ps: PatientStore, pid: str | None, top: int = TOP_TARGETS) -> list[dict[str, Any]]:
-    """The run's top-ranked targets (gene, rank, score) with the patient's own evidence (all None for a
-    patient the store has no omics of, e.g. a new patient)."""
-    ranked = ps.ranking.sort_values("rank").head(top)
-    genes = [str(g) for g in ranked["gene"]]
-    ev = patient_evidence(ps, pid, genes) if pid is not None else {
-        g: {"expression_z": None, "copy_number": None, "mutation": None, "spatial_enrichment": None} for g in genes}
-    return [{"gene": g, "rank": int(r), "score": float(s), "evidence": ev[g]}
-            for g, r, s in zip(genes, ranked["rank"], ranked["score"])]
+    return slide_section(ps.slides[pid], slide_attention(row, ps.slides[pid], ps.root))

@@ -1,6 +1,7 @@
 """A new patient's report, in seconds: one patient's folder (a TCIA-style CT / PET DICOM study with its
-RTSTRUCT / SEG / NIfTI segmentations, optionally a whole-slide image) -> the run's readers and ROI measurement
--> the store's frozen encoders -> the store's deployed models -> the same report JSON as a cohort patient's.
+RTSTRUCT / SEG / NIfTI segmentations, optionally a whole-slide image and a Visium sample) -> the run's readers
+and ROI measurement -> the store's frozen encoders (and the cohort's spatial reference,
+flows.patients.spatial) -> the store's deployed models -> the same report JSON as a cohort patient's.
 
 No Prefect server and nothing written to the store: the steps are the stage functions the run composes
 (``flows.stages.radiology.ingest_radiology`` / ``encode_volumes``, ``flows.stages.pathology.plan_slide`` /
@@ -28,7 +29,7 @@ from fusion.errors import DicomSeriesError, FusionRxError
 SLIDE_SUFFIXES = (".svs", ".tif", ".tiff", ".ndpi", ".mrxs", ".scn")
 # the stages a reading room waits on once the study is read (the <= 3 s goal of a CT/PET-only patient); the
 # one-time loads (store, models, cohort, encoders) are timed apart: a kept process does them once
-AFTER_READ = ("roi", "patches", "encode_ct_pet", "slide_features", "predict")
+AFTER_READ = ("roi", "patches", "encode_ct_pet", "slide_features", "spatial", "predict")
 
 
 @dataclass
@@ -178,8 +179,8 @@ def new_patient_report(folder: str | Path, store: Any, *, patient_id: str | None
     end; give one to keep them, e.g. for the HTML renderer). Raises DicomSeriesError for a folder without a CT,
     FusionRxError when the store has no deployed model or its encoders cannot encode a new patient.
     """
-    from flows.patients.build import (PatientStore, assemble, radiology_from_result, roi_bbox, slide_attention,
-                                      slide_section, target_section)
+    from flows.patients.build import PatientStore, assemble, neural_row, slide_attention, slide_section, target_section
+    from flows.patients.spatial import find_spatial
 
     folder, clock = Path(folder), _Clock()
     with clock("load_store"):
@@ -192,11 +193,12 @@ def new_patient_report(folder: str | Path, store: Any, *, patient_id: str | None
                                 "`fusionrx run` with deploy_models: true first")
     with clock("index"):
         ct_info, pet_info, segs, slides, tag_id = find_study(folder)
+        sample = find_spatial(folder)
     pid = patient_id or tag_id or folder.name
     with contextlib.ExitStack() as stack:
         work = Path(work_dir) if work_dir else Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="newpt-")))
         work.mkdir(parents=True, exist_ok=True)
-        result, mask, ct = _radiology(pid, ct_info, pet_info, segs, cfg, work, clock)
+        result, mask, ct, roi_npz = _radiology(pid, ct_info, pet_info, segs, cfg, work, clock)
         with clock("load_encoders"):
             encoders = volume_encoders(cfg)
         with clock("encode_ct_pet"):
@@ -205,27 +207,65 @@ def new_patient_report(folder: str | Path, store: Any, *, patient_id: str | None
         if slides:
             with clock("slide_features"):
                 features_h5 = _slide_features(ps, pid, slides[0], cfg, work)
+        spatial, spatial_note = None, None
+        if sample is not None:
+            with clock("spatial"):
+                spatial, spatial_note = _spatial(ps, models, pid, sample, features_h5, cfg, work, flat)
         with clock("predict"):
             rows = _predict(ps, models, pid, flat, features_h5)
         with clock("explain_and_report"):
-            report = assemble(ps, pid, rows, targets=target_section(ps, None), spatial=None,
-                              slide=slide_section(features_h5, slide_attention(rows.get("diagnosis")))
+            report = assemble(ps, pid, rows, targets=target_section(ps, None), spatial=spatial,
+                              slide=slide_section(features_h5, slide_attention(neural_row(rows.get("diagnosis")),
+                                                                               features_h5, ps.root))
                               if features_h5 is not None else None,
-                              radiology={**radiology_from_result(asdict(result),
-                                                                 roi_bbox(mask, ct), ct_info.path,
-                                                                 pet_info.path if pet_info else None),
-                                         "volumes": {"ct_hu": result.ct_npz, "suv_on_ct": result.suv_npz}
-                                         if work_dir else None})
+                              radiology=_radiology_section(result, mask, ct, roi_npz, ct_info, pet_info,
+                                                           bool(work_dir)))
         report["new_patient"] = {"folder": str(folder), "slide": str(slides[0]) if slides else None,
+                                 "spatial_sample": str(sample) if sample else None, "spatial_note": spatial_note,
                                  "features": {k: v.to_dict() for k, v in flat.items()},
                                  "timings_s": dict(clock.times)}
     return NewPatient(report, dict(clock.times))
 
 
+def _spatial(ps: Any, models: dict[str, Any], pid: str, sample: Path, features_h5: Path | None,
+             cfg: dict[str, Any], work: Path, flat: dict[str, pd.Series]) -> tuple[dict | None, str | None]:
+    """The new patient's spatial section and (into ``flat``) their spatial features when they cover what the
+    deployed models take; (section, note on what is missing) — an unreadable sample gives (None, the error)."""
+    from flows.patients.spatial import new_patient_spatial
+    from fusion.errors import SpatialError
+
+    try:
+        section, features = new_patient_spatial(ps, pid, sample, features_h5, cfg, work)
+    except SpatialError as exc:
+        return None, f"spatial sample not read: {exc}"
+    note = section.get("features_note")
+    if features is not None:
+        needed = {n for dm in models.values() if "spatial" in dm.modalities
+                  for n in (dm.info.get("feature_names") or {}).get("spatial") or []}
+        missing = sorted(needed - set(features.index))
+        if missing:  # e.g. the DGI graph embedding (spatial_graph_features): its encoder is not kept
+            note = f"the deployed models take spatial features {missing[:3]} that a new sample cannot get"
+        else:
+            flat["spatial"] = features
+    return section, note
+
+
+def _radiology_section(result: Any, mask: np.ndarray | None, ct: Any, roi_npz: Path | None, ct_info: Any,
+                       pet_info: Any, kept: bool) -> dict[str, Any]:
+    """The new patient's radiology section: the ROI just measured, its mask file (``kept``: in the work dir)."""
+    from flows.patients.radiology import radiology_from_result, roi_bbox
+
+    out = radiology_from_result(asdict(result), roi_bbox(mask, ct), ct_info.path, pet_info.path if pet_info else None)
+    out["roi"].update({"from": "measured", "mask_npz": str(roi_npz) if kept and roi_npz else None})
+    out["volumes"] = {"ct_hu": result.ct_npz, "suv_on_ct": result.suv_npz} if kept else None
+    return out
+
+
 def _radiology(pid: str, ct_info: Any, pet_info: Any, segs: list[Path], cfg: dict[str, Any], work: Path,
-               clock: _Clock) -> tuple[Any, np.ndarray | None, Any]:
+               clock: _Clock) -> tuple[Any, np.ndarray | None, Any, Path | None]:
     """``flows.stages.radiology.ingest_radiology`` step by step (each timed): read CT (HU) and PET (SUVbw),
-    measure the ROI with the run's ROI patterns, resample, write the volumes and the ROI-centred patches."""
+    measure the ROI with the run's ROI patterns, resample, write the volumes, the ROI mask and the ROI-centred
+    patches. Returns (the result, the CT mask, the CT, the ROI mask file)."""
     from flows.stages.radiology import RadiologyResult, fusion_features
     from flows.stages.radiology_study import measure_study
     from imaging.ct import read_ct
@@ -265,11 +305,12 @@ def _radiology(pid: str, ct_info: Any, pet_info: Any, segs: list[Path], cfg: dic
 
         ct_npz = _without_paths(ct).save_npz(work / f"{pid}_ct_hu.npz")
         suv_npz = _without_paths(suv_on_ct).save_npz(work / f"{pid}_suv_on_ct.npz") if suv_on_ct is not None else None
+        roi_npz = study.write_roi(work, pid)
     result = RadiologyResult(patient_id=pid, phenotypes=phen, ct_npz=str(ct_npz),
                              suv_npz=str(suv_npz) if suv_npz else None, patch_npz=str(patch), pet_error=pet_error,
                              roi_row=study.phenotype_row(pid), lesions=study.lesion_rows(pid),
                              problems=study.problems)
-    return result, study.measurement.ct_mask, ct
+    return result, study.measurement.ct_mask, ct, roi_npz
 
 
 def _slide_features(ps: Any, pid: str, slide: Path, cfg: dict[str, Any], work: Path) -> Path:

@@ -159,7 +159,8 @@ def ingest_radiology(patient_id: str, ct_dir: Path, pet_dir: Path | None, out_di
                      texture: bool = False, isolate: bool = True) -> RadiologyResult:
     """Read CT (HU) and PET (SUVbw), measure the patient's ROI (segmentations matching ``roi_spec``, else its
     fallback: the automatic lesion, as ``fusionrx radiology`` does), resample PET onto CT, write the
-    volumes and the ROI-centred patches.
+    volumes, the measured ROI (``<patient>_roi.npz``: its box on the CT grid and the mask,
+    flows.stages.radiology_study.write_roi_npz) and the ROI-centred patches.
 
     With ``isolate`` (the default) the whole patient (every series and segmentation file it reads, and the
     measurement) runs in one worker process (``flows.store.isolate``): a reader that dies in native code
@@ -211,6 +212,7 @@ def measure_radiology(patient_id: str, ct_dir: Path, pet_dir: Path | None, out_d
     ct_npz = _without_paths(ct).save_npz(out_dir / f"{patient_id}_ct_hu.npz")
     suv_npz = (_without_paths(suv_on_ct).save_npz(out_dir / f"{patient_id}_suv_on_ct.npz")
                if suv_on_ct is not None else None)
+    study.write_roi(out_dir, patient_id)  # <patient>_roi.npz: the ROI's box + mask on the CT grid (patient reports)
     ct_patch = crop_patch(ct, centre, size_vox=patch_vox, spacing_mm=patch_spacing_mm)
     suv_patch = (crop_patch(suv_on_ct, centre, size_vox=patch_vox, spacing_mm=patch_spacing_mm)
                  if suv_on_ct is not None else np.full_like(ct_patch, np.nan))

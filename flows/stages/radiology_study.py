@@ -1,4 +1,5 @@
-"""One patient's CT/PET study in any layout + its segmentations -> ROI phenotypes (`fusionrx radiology`)."""
+"""One patient's CT/PET study in any layout + its segmentations -> ROI phenotypes (`fusionrx radiology`), and
+the measured ROI kept beside the radiology result (``<patient>_roi.npz``: its box on the CT grid + the mask)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 
 from flows.skipped import Skipped
 from fusion.errors import DicomSeriesError, SegmentationError
@@ -20,6 +22,7 @@ from imaging.volume import Volume
 
 _SEG_MODALITIES = ("RTSTRUCT", "SEG")
 CT_BIN_HU, PET_BIN_SUV = 25.0, 0.5
+ROI_NPZ = "{patient_id}_roi.npz"  # the measured ROI on the CT grid, beside STORE/imaging/radiology/<patient>/result.json
 
 
 def _series_json(info: SeriesInfo, role: str | None) -> dict[str, Any]:
@@ -84,6 +87,53 @@ class StudyMeasurement:
         """One row per ROI that matched (lesion level)."""
         return [{"patient_id": patient_id, **{k: _finite(v) for k, v in r.items()}}
                 for r in self.measurement.lesions]
+
+    def write_roi(self, folder: Path, patient_id: str) -> Path | None:
+        """The measured ROI's CT mask as ``folder/<patient_id>_roi.npz`` (``write_roi_npz``); None without one."""
+        return write_roi_npz(Path(folder) / ROI_NPZ.format(patient_id=patient_id), self.measurement.ct_mask,
+                             self.measurement.roi, self.measurement.roi_source)
+
+
+def write_roi_npz(path: Path, mask: np.ndarray | None, label: str | None = None,
+                  source: str | None = None) -> Path | None:
+    """An ROI mask on the CT grid [k, j, i], compactly and atomically: ``shape`` (the grid), ``ijk_min`` /
+    ``ijk_max`` (its bounding box, voxel indices, inclusive), ``bits`` (the mask inside the box, C order,
+    np.packbits) and ``label`` / ``source`` (the ROI's name and rtstruct | seg | nifti | auto), in a compressed
+    npz of plain arrays. Nothing is written (None) for an absent or empty mask."""
+    if mask is None or not np.asarray(mask).any():
+        return None
+    from flows.store.atomic import atomic_path
+
+    mask = np.asarray(mask, dtype=bool)
+    idx = np.argwhere(mask)
+    lo, hi = idx.min(axis=0), idx.max(axis=0)
+    box = mask[lo[0]:hi[0] + 1, lo[1]:hi[1] + 1, lo[2]:hi[2] + 1]
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez_compressed(f, shape=np.asarray(mask.shape, np.int64), ijk_min=lo.astype(np.int64),
+                            ijk_max=hi.astype(np.int64), bits=np.packbits(box.reshape(-1)),
+                            label=np.array(label or ""), source=np.array(source or ""))
+    return Path(path)
+
+
+def read_roi_npz(path: Path, shape: tuple[int, ...] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+    """(the mask [k, j, i] bool on the CT grid, {"ijk_min", "ijk_max", "label", "source"}) of ``write_roi_npz``'s
+    file. SegmentationError naming the file when it is unreadable, inconsistent, or its grid is not ``shape``."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            grid, lo, hi, bits = (tuple(int(v) for v in z["shape"]), z["ijk_min"].astype(int), z["ijk_max"].astype(int),
+                                  z["bits"])
+            label, source = str(z["label"]), str(z["source"])
+        size = hi - lo + 1
+        box = np.unpackbits(bits, count=int(np.prod(size))).astype(bool).reshape(tuple(size))
+    except (OSError, KeyError, ValueError, TypeError) as exc:
+        raise SegmentationError(f"{path}: unreadable ROI mask ({exc})") from exc
+    if shape is not None and grid != tuple(shape):
+        raise SegmentationError(f"{path}: ROI mask on a {grid} grid, the CT volume is {tuple(shape)}")
+    if (lo < 0).any() or (hi >= np.asarray(grid)).any() or not box.any():
+        raise SegmentationError(f"{path}: ROI box {lo.tolist()}..{hi.tolist()} lies outside its {grid} grid or is empty")
+    mask = np.zeros(grid, dtype=bool)
+    mask[lo[0]:hi[0] + 1, lo[1]:hi[1] + 1, lo[2]:hi[2] + 1] = box
+    return mask, {"ijk_min": lo.tolist(), "ijk_max": hi.tolist(), "label": label or None, "source": source or None}
 
 
 def segmentation_refs(seg_files: list[Path]) -> tuple[list[RoiRef], list[dict[str, str]]]:

@@ -113,12 +113,16 @@ def common_graphs(samples: list[dict[str, Any]], n_genes: int, k: int) -> list:
 def encode_spatial_samples(samples: list[dict[str, Any]], cfg: dict) -> pd.DataFrame:
     """One label-free feature row per patient: principal components of the tumour-region pseudo-bulk
     (``spatial_tumour_pc*``, see flows.stages.spatial_pseudobulk) and, with ``spatial_graph_features``, the
-    Deep Graph Infomax GNN embedding of the spot graph (``spatial_dgi_*``)."""
+    Deep Graph Infomax GNN embedding of the spot graph (``spatial_dgi_*``). ``attrs['spatial_reference']``:
+    what scores a new patient's sample like the cohort's (the pseudo-bulk part)."""
     from flows.stages.spatial_pseudobulk import tumour_pseudobulk_frame
 
     frame = tumour_pseudobulk_frame(samples, cfg)
     if not cfg.get("spatial_graph_features", False):
         return frame
+    from flows.stages.spatial_pseudobulk import REFERENCE_KEY
+
+    reference = frame.attrs[REFERENCE_KEY]
     from omics.encoders import embed_spot_graphs, fit_spot_graph_encoder
 
     graphs = common_graphs(samples, cfg["spatial_panel_genes"], cfg["spatial_knn"])
@@ -126,4 +130,6 @@ def encode_spatial_samples(samples: list[dict[str, Any]], cfg: dict) -> pd.DataF
                                           epochs=cfg["spatial_encoder_epochs"], seed=cfg["seed"])
     emb = embed_spot_graphs(enc, graphs)
     dgi = pd.DataFrame(emb, index=[s["patient_id"] for s in samples]).add_prefix("spatial_dgi_")
-    return frame.join(dgi)
+    out = frame.join(dgi)
+    out.attrs[REFERENCE_KEY] = reference  # the DGI encoder is not kept: a new sample gets the pseudo-bulk PCs only
+    return out

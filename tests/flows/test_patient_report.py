@@ -33,14 +33,11 @@ SECTION_KEYS = {
 }
 
 
-def _fit_diagnosis_model(store: Path, folder: Path, tmp: Path) -> None:
-    """A deployed diagnosis model over the store's ct, pet, expression and slide bags (early fusion, 2 folds,
-    no singles or baseline: seconds), saved to ``folder``."""
+def _store_data(store: Path, tmp: Path):
+    """The store's experiment over ct, pet, expression and slide bags (diagnosis, 2 folds) and its options."""
     from flows.experiments.spec import load_spec
     from flows.experiments.store import load_store_experiment
     from flows.stages.deployed_model import spec_options
-    from fusion.deploy import fit_deployed, save_deployed
-    from fusion.experiment import run_experiment
 
     spec = {"name": "report-test", "store": str(store), "id": "patient_id",
             "modalities": {"ct": "*", "pet": "*", "expression": "*", "wsi": {"bags": "wsi"}},
@@ -51,8 +48,35 @@ def _fit_diagnosis_model(store: Path, folder: Path, tmp: Path) -> None:
     path = tmp / "report-test.yaml"
     path.write_text(yaml.safe_dump(spec))
     data, splits, _ = load_store_experiment(load_spec(path))
-    opts = spec_options(path, data)
+    return data, splits, spec_options(path, data)
+
+
+def _fit_diagnosis_model(store: Path, folder: Path, tmp: Path) -> None:
+    """A deployed diagnosis model over the store's ct, pet, expression and slide bags (early fusion, 2 folds,
+    no singles or baseline: seconds), saved to ``folder``."""
+    from fusion.deploy import fit_deployed, save_deployed
+    from fusion.experiment import run_experiment
+
+    data, splits, opts = _store_data(store, tmp)
     save_deployed(fit_deployed(data, run_experiment(data, splits, opts), opts), folder)
+
+
+def _view(store: Path, view: Path, *, own: tuple[str, ...] = ()) -> Path:
+    """A view of ``store``: every entry a link to the store's, except the paths in ``own`` (relative, e.g.
+    'models' or 'imaging/radiology/P'), which are left to the caller (their parent folders are made)."""
+    def fill(src: Path, dst: Path, rel: str) -> None:
+        dst.mkdir(parents=True, exist_ok=True)
+        for entry in src.iterdir():
+            sub = f"{rel}{entry.name}"
+            if sub in own:
+                continue
+            if any(o.startswith(sub + "/") for o in own):
+                fill(entry, dst / entry.name, sub + "/")
+            else:
+                (dst / entry.name).symlink_to(entry.resolve())
+
+    fill(store, view, "")
+    return view
 
 
 @pytest.fixture(scope="module")
@@ -61,12 +85,11 @@ def report_store(e2e_run, tmp_path_factory) -> Path:
     saved one, else one fitted into a view of the store whose other entries link to the run's)."""
     store = e2e_run["store"]
     meta = store / "models" / "diagnosis" / "model.json"
-    if meta.is_file() and {"ct", "pet", "wsi"} <= set(json.loads(meta.read_text())["modalities"]):
-        return store
-    view = tmp_path_factory.mktemp("report_store")
-    for entry in store.iterdir():
-        if entry.name != "models":
-            (view / entry.name).symlink_to(entry)
+    if meta.is_file():
+        meta = json.loads(meta.read_text())
+        if {"ct", "pet", "wsi"} <= set(meta["modalities"]) and meta.get("kind", "neural") == "neural":
+            return store
+    view = _view(store, tmp_path_factory.mktemp("report_store"), own=("models",))
     _fit_diagnosis_model(store, view / "models" / "diagnosis", view)
     return view
 
@@ -201,7 +224,7 @@ def test_new_patient_matches_the_cohort_report(e2e_run, report_store, patient, t
     got = np.array([new.report["diagnosis"]["probabilities"][c] for c in dm.classes])
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6)
     assert new.report["slide"]["tiles"] and new.report["radiology"]["roi"]["source"]
-    assert set(AFTER_READ) <= set(new.timings) and new.after_read_s() > 0
+    assert set(AFTER_READ) - {"spatial"} <= set(new.timings) and new.after_read_s() > 0  # no Visium sample here
 
 
 def test_unknown_patient_is_an_error_naming_it(report_store, capsys):
@@ -221,3 +244,150 @@ def test_cohort_reports_write_an_index(report_store, patient, tmp_path):
     assert rows[0]["error"] is None and (tmp_path / "all" / rows[0]["page"]).is_file()
     assert "not in the store" in rows[1]["error"]
     assert f'href="{patient}/report.json"' in index.read_text()
+
+
+def test_report_reads_the_stored_roi_and_remeasures_only_an_older_store(report, report_store, patient, tmp_path,
+                                                                         monkeypatch):
+    """The radiology stage's <patient>_roi.npz (the very mask it measured) gives the box without measuring
+    again; a store without it (written before the stage kept the mask) is measured again from the stored
+    volumes, and the report says so."""
+    from flows.patients import radiology as rad
+    from flows.patients.build import PatientStore, build_report
+    from flows.stages import radiology_study
+    from flows.stages.radiology_study import measure_study, read_roi_npz
+    from imaging.ct import read_ct
+    from imaging.pet import read_pet_suv
+    from imaging.roi import RoiSpec
+
+    src = report_store / "imaging" / "radiology" / patient
+    ps = PatientStore(report_store)
+    result = json.loads((src / "result.json").read_text())
+    assert report["radiology"]["roi"]["from"] in (rad.STORED, rad.REMEASURED)
+    # the stage's own measurement (what flows.stages.radiology.measure_radiology writes with the diff applied)
+    cfg = ps.run_record.get("config", {})
+    ct = read_ct(ps.discovery.cts[patient])
+    study = measure_study(ct, read_pet_suv(ps.discovery.pets[patient]), list(ps.discovery.segmentations.get(patient, [])),
+                          RoiSpec.from_config(cfg.get("roi"), fallback=cfg.get("roi_fallback", "auto")))
+    mask = study.measurement.ct_mask
+    assert study.measurement.roi == result["roi_row"]["roi"] and int(mask.sum()) == result["roi_row"]["n_voxels_ct"]
+    stores = {}
+    for kind in ("stored", "older"):
+        view = _view(report_store, tmp_path / kind, own=(f"imaging/radiology/{patient}",))
+        shutil.copytree(src, view / "imaging" / "radiology" / patient,
+                        ignore=shutil.ignore_patterns(radiology_study.ROI_NPZ.format(patient_id=patient)))
+        stores[kind] = view
+    npz = study.write_roi(stores["stored"] / "imaging" / "radiology" / patient, patient)
+    assert npz == rad.stored_roi_path(stores["stored"] / "imaging" / "radiology" / patient, patient)
+    back, info = read_roi_npz(npz, ct.shape)
+    assert np.array_equal(back, mask) and (info["label"], info["source"]) == (result["roi_row"]["roi"],
+                                                                            result["roi_row"]["roi_source"])
+    assert npz.stat().st_size < 0.02 * mask.size  # box + bit-packed mask, compressed
+
+    def no_measuring(*args, **kwargs):
+        raise AssertionError("the ROI was measured again although the store keeps it")
+
+    with monkeypatch.context() as m:
+        m.setattr(radiology_study, "measure_study", no_measuring)
+        stored = build_report(stores["stored"], patient)["radiology"]["roi"]
+    older = build_report(stores["older"], patient)["radiology"]["roi"]
+    assert (stored["from"], older["from"]) == (rad.STORED, rad.REMEASURED)
+    assert stored["mask_npz"] == str(npz) and older["mask_npz"] is None
+    assert stored["bbox"] == rad.roi_bbox(mask, ct)  # exactly the stage's ROI
+    # the re-measure (PET part from the stored SUV on the CT grid) is close to it, not always equal
+    assert np.abs(np.array(older["bbox"]["ijk_min"]) - stored["bbox"]["ijk_min"]).max() <= 2
+    assert np.abs(np.array(older["bbox"]["ijk_max"]) - stored["bbox"]["ijk_max"]).max() <= 2
+
+
+@pytest.fixture(scope="module")
+def classical_store(e2e_run, report_store, tmp_path_factory) -> Path:
+    """A view of the store whose deployed diagnosis model is the classical baseline (logistic on ct, pet,
+    expression and the slide's mean tile feature) chosen by the best selection."""
+    from fusion.baseline_runs import run_baseline
+    from fusion.deploy import fit_deployed, save_deployed
+    from fusion.experiment import ModelResult
+
+    view = _view(report_store, tmp_path_factory.mktemp("classical_store"), own=("models",))
+    data, splits, opts = _store_data(e2e_run["store"], view)
+    base = run_baseline(data, splits, opts, ["ct", "pet", "expression", "wsi"])
+    best = ModelResult("best", "best", base.modalities, None, base.metric, base.folds, base.fold_metrics, base.oof,
+                       {"chosen": [base.name] * len(splits)})
+    save_deployed(fit_deployed(data, [base, best], opts), view / "models" / "diagnosis")
+    return view
+
+
+def test_a_classical_deployed_model_reports_a_cohort_and_a_new_patient(classical_store, e2e_run, patient,
+                                                                        tmp_path):
+    from flows.patients.build import PatientStore, build_report
+    from flows.patients.new_patient import new_patient_report
+
+    report = build_report(classical_store, patient)
+    assert report["diagnosis"]["model"] == "baseline:ct+pet+expression+wsi"
+    probs = report["diagnosis"]["probabilities"]
+    assert sum(probs.values()) == pytest.approx(1.0, abs=1e-9)
+    mc = report["modality_contributions"]
+    assert mc["target_class"] == report["diagnosis"]["predicted"] == max(probs, key=probs.get)
+    assert mc["base_value"] + sum(mc["values"].values()) == pytest.approx(probs[mc["target_class"]], abs=1e-6)
+    assert set(report["modalities"]["diagnosis"]) == {"ct", "pet", "expression", "wsi"}
+    assert report["slide"]["tiles"] and all(t["attention"] is None for t in report["slide"]["tiles"])
+    assert len(report["neighbours"]) == 5
+    # the patient's folder as a new patient: the classical model's prediction for CT, PET and the slide
+    folder = tmp_path / "new"
+    for d in (e2e_run["data"] / "imaging").glob(f"*/{patient}"):
+        shutil.copytree(d, folder / d.name)
+    for s in (e2e_run["data"] / "slides").glob(f"{patient}*"):
+        shutil.copy(s, folder / s.name)
+    new = new_patient_report(folder, classical_store).report
+    view = PatientStore(classical_store).cohort("diagnosis")
+    i, dm = view.index(patient), view.model
+    present = np.array([[m in ("ct", "pet", "wsi") for m in dm.modalities]])
+    expected = dm.predict(view.dataset.subset([i]), present=present)[0]
+    np.testing.assert_allclose([new["diagnosis"]["probabilities"][c] for c in dm.classes], expected, rtol=0,
+                               atol=1e-6)
+    mc = new["modality_contributions"]
+    assert mc["values"]["expression"] == 0.0  # a new folder brings no omics
+    assert mc["base_value"] + sum(mc["values"].values()) == pytest.approx(expected.max(), abs=1e-6)
+
+
+def test_new_patient_with_a_visium_sample_gets_the_cohorts_spatial_features(e2e_run, report_store, patient,
+                                                                             tmp_path):
+    """The patient's CT/PET, slide and Visium sample as a new patient's folder: the sample is processed as the
+    run's spatial stage does, its tumour region is the stored sample's, and the cohort reference (what the
+    spatial stage now keeps with its features) scores it to the very features the run computed."""
+    import pandas as pd
+
+    from flows.patients.build import PatientStore, build_report
+    from flows.patients.new_patient import new_patient_report, run_config
+    from flows.patients.spatial import REFERENCE_KEY
+    from flows.stages.spatial import encode_spatial_samples
+    from flows.store.artifacts import load_pickle
+
+    store = e2e_run["store"]
+    view = _view(report_store, tmp_path / "store", own=("embeddings/spatial.parquet",))
+    samples = []
+    for d in sorted((store / "spatial").iterdir()):
+        if (d / "result.pkl").is_file():
+            res = load_pickle(d / "result.pkl")
+            samples.append({**res, "h5ad": str(d / Path(res["h5ad"]).name)})
+    cfg = run_config(PatientStore(store))
+    frame = encode_spatial_samples(samples, cfg)
+    stored = pd.read_parquet(store / "embeddings" / "spatial.parquet")
+    np.testing.assert_allclose(frame.loc[stored.index, stored.columns].to_numpy(), stored.to_numpy(), atol=1e-6)
+    assert set(frame.attrs[REFERENCE_KEY]) >= {"genes", "pc_genes", "mean", "scale", "loadings", "signature"}
+    frame.to_parquet(view / "embeddings" / "spatial.parquet")
+
+    data, folder = e2e_run["data"], tmp_path / "new"
+    for d in (data / "imaging").glob(f"*/{patient}"):
+        shutil.copytree(d, folder / d.name)
+    for s in (data / "slides").glob(f"{patient}*"):
+        shutil.copy(s, folder / s.name)
+    for s in (data / "spatial").glob(f"{patient}*"):
+        (shutil.copytree if s.is_dir() else shutil.copy)(s, folder / s.name)
+    new = new_patient_report(folder, view).report
+    spatial = new["spatial"]
+    assert spatial is not None and spatial["region_from"] == "histology" and spatial["features_note"] is None
+    cohort = build_report(view, patient)["spatial"]
+    assert sorted(s["barcode"] for s in spatial["tumour_spots"]) == sorted(s["barcode"] for s in cohort["tumour_spots"])
+    assert [g["gene"] for g in spatial["top_genes"]] == [g["gene"] for g in cohort["top_genes"]]
+    got = new["new_patient"]["features"]["spatial"]
+    np.testing.assert_allclose(list(got.values()), stored.loc[patient, list(got)].to_numpy(float), atol=1e-5)
+

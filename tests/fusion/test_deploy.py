@@ -41,20 +41,26 @@ def test_deploy_choice_most_frequent_choice_ties_to_higher_mean():
     assert why["row"] == "single:a" and why["best_row_choices"][0] == "fusion:late" and "2/5" in why["reason"]
 
 
-def test_deploy_choice_classical_falls_back_to_best_neural_and_says_so():
+def test_deploy_choice_deploys_a_classical_choice_and_says_so():
     best = _row("best", "best", 0.9, chosen=["fusion:experts"] * 3 + ["fusion:late"] * 2)
     strategy, mods, _, why = deploy_choice(ROWS + [best])
-    assert (strategy, mods) == ("single", ["a"]) and why["row"] == "single:a"
-    assert "fusion:experts" in why["reason"] and "classical" in why["reason"]
-    # no best row: the neural row with the highest mean; a '+select' row deploys its most frequent subset
+    assert (strategy, mods) == ("experts", ["a", "b"]) and why["row"] == "fusion:experts"
+    assert "3/5" in why["reason"] and "classical" in why["reason"]
+    # no best row: the row with the highest mean, classical included
+    assert deploy_choice(ROWS)[3]["row"] == "baseline:logistic"
+    # a '+select' row deploys its most frequent subset
     sel = _row("fusion:late+select", "late", 0.95, ("a", "b"),
                tuned=[{"modalities": ["a"]}, {"modalities": ["a", "b"]}, {"modalities": ["a"]}])
     strategy, mods, _, why = deploy_choice(ROWS + [sel])
     assert (strategy, mods) == ("single", ["a"]) and "2/3" in why["reason"]
+    # a choice that is no fitted model (a published reference row): the row with the highest mean instead
+    pub = _row("published", "published", 0.99, folds=[])
+    why = deploy_choice(ROWS + [pub, _row("best", "best", 0.9, chosen=["published"] * 3)])[3]
+    assert why["row"] == "baseline:logistic" and "not a fitted model" in why["reason"]
     with pytest.raises(FusionDataError, match="fusion:nope"):
         deploy_choice(ROWS + [_row("best", "best", 0.9, chosen=["fusion:nope"])])
-    with pytest.raises(FusionDataError, match="no neural model"):
-        deploy_choice(ROWS[:2])
+    with pytest.raises(FusionDataError, match="no model"):
+        deploy_choice([pub])
 
 
 def _subset(data: ExperimentData, pats: list[str]) -> ExperimentData:
@@ -161,3 +167,20 @@ def test_survival_model_with_a_bag_round_trips(tmp_path):
     lam = ExperimentOptions(**FAST, strategies=("early",), encoder_factories={"wsi": lambda d: MLPEncoder(d, 16)})
     with pytest.raises(FusionConfigError, match="functools.partial"):
         fit_deployed(data, [early], lam)
+
+
+def test_a_tuned_strategy_is_deployed_with_the_options_its_cv_used(deployed_binary, tmp_path):
+    """bilinear declares option overrides (2 PCs and embed_dim 2 per modality) and a weight-decay grid tuned by
+    inner CV (fusion.tuning): the deployed refit uses both, as the engine's cross-validation did."""
+    full, train, _, _, _ = deployed_binary
+    opts = ExperimentOptions(**FAST, strategies=("bilinear",))
+    row = run_neural(train, kfold_splits(train, k=3), opts, "bilinear", ["a", "b"], None)
+    dm = fit_deployed(train, [row], opts)
+    assert dm.strategy == "bilinear" and dm.info["tuning"]["options"]["weight_decay"] in (0.1, 1.0)
+    assert dm.info["options"]["embed_dim"] == dm.info["architecture"]["embed_dim"] == 2
+    assert dm.info["options"]["n_components"] == 2 and dm.info["architecture"]["in_dims"] == {"a": 2, "b": 2}
+    back = load_deployed(save_deployed(dm, tmp_path / "models" / "diagnosis").parents[1], "diagnosis")
+    new = full.patients[150:]
+    ds = back.dataset({m: {p: full.features[m].loc[p].to_numpy() for p in new} for m in ("a", "b")})
+    np.testing.assert_allclose(back.predict(ds), dm.predict(ds), atol=1e-6)
+    assert roc_auc_score(full.target.loc[new, "label"], back.predict(ds)[:, 1]) > 0.85
