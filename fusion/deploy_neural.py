@@ -9,7 +9,7 @@ import importlib
 import json
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 import torch
@@ -144,19 +144,22 @@ class DeployedModel:
         return torch.cat(out).numpy().astype(np.float64)
 
 
-def _factory_spec(m: str, f: Any) -> dict:
+def factory_spec(f: Any, what: str) -> dict:
+    """{"target": "module:Class", "kwargs": {...}} of ``functools.partial(Class, **json_options)``, so that a saved
+    model rebuilds the module by name (``factory``); ``what`` names it in the error (e.g. "encoder_factories['wsi']")."""
     if not isinstance(f, partial) or f.args or not isinstance(f.func, type):
-        raise FusionConfigError(f"encoder_factories['{m}']: a deployed model rebuilds its encoders by name, so the "
-                                f"factory must be functools.partial(SomeModuleClass, **json_options); found {f!r}")
+        raise FusionConfigError(f"{what}: a saved model rebuilds its encoders by name, so the factory must be "
+                                f"functools.partial(SomeModuleClass, **json_options); found {f!r}")
     try:
         json.dumps(f.keywords)
     except TypeError as exc:
-        raise FusionConfigError(f"encoder_factories['{m}']: options {f.keywords} are not JSON values") from exc
+        raise FusionConfigError(f"{what}: options {f.keywords} are not JSON values") from exc
     return {"target": f"{f.func.__module__}:{f.func.__qualname__}", "kwargs": dict(f.keywords)}
 
 
-def _factory(spec: dict) -> partial:
-    module, name = spec["target"].split(":")
+def factory(spec: Mapping[str, Any]) -> partial:
+    """The partial that ``factory_spec`` described."""
+    module, name = str(spec["target"]).split(":")
     return partial(getattr(importlib.import_module(module), name), **spec["kwargs"])
 
 
@@ -169,7 +172,7 @@ def weights_sha256(model: FusionModel) -> str:
 
 
 def architecture(model: FusionModel, ds: MultimodalDataset, opts: ExperimentOptions, modalities: list[str]) -> dict:
-    factories = {m: _factory_spec(m, f) for m, f in (opts.encoder_factories or {}).items() if m in modalities}
+    factories = {m: factory_spec(f, f"encoder_factories['{m}']") for m, f in (opts.encoder_factories or {}).items() if m in modalities}
     return {"modalities": modalities, "in_dims": {m: ds.in_dims[m] for m in modalities},
             "strategy": model.strategy_name, "n_outputs": model.n_outputs, "task": model.task,
             "embed_dim": opts.embed_dim, "hidden": opts.hidden, "dropout": opts.dropout,
@@ -182,7 +185,7 @@ def build_model(arch: dict) -> FusionModel:
                        embed_dim=arch["embed_dim"], hidden=arch["hidden"], dropout=arch["dropout"],
                        modality_dropout=arch["modality_dropout"], bag_modalities=arch["bag_modalities"],
                        task=arch["task"],
-                       encoder_factories={m: _factory(s) for m, s in arch["encoder_factories"].items()})
+                       encoder_factories={m: factory(s) for m, s in arch["encoder_factories"].items()})
 
 
 def check_same(ds_fit: MultimodalDataset, ds_new: MultimodalDataset) -> float:

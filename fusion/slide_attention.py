@@ -25,8 +25,6 @@ hematoxylin density); reading feature files is the caller's. The MIL encoder com
 from __future__ import annotations
 
 import hashlib
-import importlib
-import json
 import os
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
@@ -39,6 +37,7 @@ import torch
 
 from fusion.data import ModalityData, MultimodalDataset
 from fusion.errors import FusionConfigError, FusionDataError
+from fusion.deploy_neural import factory, factory_spec
 from fusion.explain import bag_attention
 from fusion.heads import outputs_to_predictions
 from fusion.model import FusionModel
@@ -80,22 +79,6 @@ class SlideAttentionConfig:
                                     f"got {self}")
 
 
-def _factory_spec(factory: Any) -> dict:
-    """{"target": "module:Class", "kwargs": {...}} of ``partial(Class, **json_options)`` (the convention of the
-    deployed models' encoders, fusion.deploy_neural), so a saved model rebuilds its MIL by name."""
-    if not isinstance(factory, partial) or factory.args or not isinstance(factory.func, type):
-        raise FusionConfigError(f"slide attention mil_factory: the saved model rebuilds its MIL by name, so the "
-                                f"factory must be functools.partial(SomeMILClass, **json_options); found {factory!r}")
-    try:
-        json.dumps(factory.keywords)
-    except TypeError as exc:
-        raise FusionConfigError(f"slide attention mil_factory: options {factory.keywords} are not JSON values") from exc
-    return {"target": f"{factory.func.__module__}:{factory.func.__qualname__}", "kwargs": dict(factory.keywords)}
-
-
-def _factory(spec: Mapping[str, Any]) -> partial:
-    module, name = str(spec["target"]).split(":")
-    return partial(getattr(importlib.import_module(module), name), **spec["kwargs"])
 
 
 def _member(in_dim: int, n_classes: int, arch: Mapping[str, Any], factory: partial) -> FusionModel:
@@ -202,7 +185,7 @@ def fit_slide_attention(bags: Mapping[str, np.ndarray], labels: Mapping[str, int
     ``partial(Class, **json_options)`` (the model is rebuilt by name on load).
     """
     config = config or SlideAttentionConfig()
-    spec = _factory_spec(mil_factory)
+    spec = factory_spec(mil_factory, "slide attention mil_factory")
     patients = sorted(p for p in bags if p in labels and bags[p] is not None and np.asarray(bags[p]).shape[0] > 0)
     y = np.array([int(labels[p]) for p in patients], dtype=np.int64)
     if len(patients) < 2 or len(set(y.tolist())) < 2:
@@ -277,7 +260,7 @@ def load_slide_attention(path: str | os.PathLike) -> SlideAttentionModel:
     arch = blob["info"]["architecture"]
     members = []
     for state in blob["state_dicts"]:
-        member = _member(arch["in_dim"], arch["n_classes"], arch, _factory(arch["mil"]))
+        member = _member(arch["in_dim"], arch["n_classes"], arch, factory(arch["mil"]))
         member.load_state_dict(state)
         members.append(member)
     return SlideAttentionModel(members, blob["mean"].numpy(), blob["std"].numpy(), blob["classes"], blob["info"])
