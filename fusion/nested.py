@@ -22,7 +22,6 @@ import pandas as pd
 
 from fusion.errors import FusionDataError
 from fusion.experiment_data import EXPERTS, ExperimentData, ExperimentOptions, ModelResult, Split
-from fusion.task_metrics import PRIMARY_METRIC
 
 BEST, BEST_SINGLE = "best", "best:single"
 
@@ -83,21 +82,13 @@ def inner_scores(data: ExperimentData, splits: Sequence[Split], opts: Experiment
     """Per outer fold k: the candidate's mean primary metric over inner folds of ``splits[k]``'s training
     patients (the inner folds of fold k are the same for every candidate); -inf where no inner fold could be
     scored or the candidate cannot be fitted there."""
-    from fusion.folds import score_fold
-    from fusion.selection import inner_splits
+    from fusion.selection import inner_cv_mean, inner_splits
 
-    metric = PRIMARY_METRIC[data.task]
     out = []
     for k, (tr, _va) in enumerate(splits):
-        vals = []
-        for j, (a, b) in enumerate(inner_splits(data, tr, opts.inner_folds, opts.seed + 1000 * k)):
-            try:
-                pred = candidate_predict(data, a, b, opts, cand, opts.seed + 1000 * k + 17 * (j + 1))
-                vals.append(score_fold(data, a, b, pred)[metric])
-            except (FusionDataError, ValueError):  # an inner fold without a class / comparable pair / modality
-                continue
-        finite = [v for v in vals if np.isfinite(v)]
-        out.append(float(np.mean(finite)) if finite else -np.inf)
+        seed = opts.seed + 1000 * k
+        out.append(inner_cv_mean(data, inner_splits(data, tr, opts.inner_folds, seed),
+                                 lambda a, b, s: candidate_predict(data, a, b, opts, cand, s), seed))
     return out
 
 

@@ -8,7 +8,7 @@ the best inner mean wins (ties go to the larger subset). The outer validation fo
 from __future__ import annotations
 
 import itertools
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 
@@ -39,6 +39,25 @@ def inner_splits(data: "ExperimentData", train: Sequence[str], k: int, seed: int
     else:
         parts = KFold(k, shuffle=True, random_state=seed).split(tr)
     return [(tr[a].tolist(), tr[b].tolist()) for a, b in parts]
+
+
+def inner_cv_mean(data: "ExperimentData", folds: Sequence[tuple[list[str], list[str]]],
+                  predict: Callable[[list[str], list[str], int], np.ndarray], seed: int) -> float:
+    """The mean primary metric of ``predict(a, b, seed + 17 * (j + 1))`` (predictions for ``b``, fitted on ``a``)
+    over the inner folds ``folds``; a fold that cannot be fitted or scored (FusionDataError / ValueError: no
+    class, comparable pair or modality there) or scores NaN is left out; -inf when none is left."""
+    from fusion.folds import score_fold
+    from fusion.task_metrics import PRIMARY_METRIC
+
+    metric = PRIMARY_METRIC[data.task]
+    vals = []
+    for j, (a, b) in enumerate(folds):
+        try:
+            vals.append(score_fold(data, a, b, predict(a, b, seed + 17 * (j + 1)))[metric])
+        except (FusionDataError, ValueError):
+            continue
+    finite = [v for v in vals if np.isfinite(v)]
+    return float(np.mean(finite)) if finite else -np.inf
 
 
 def select_subset(data: "ExperimentData", train: Sequence[str], opts: "ExperimentOptions", strategy: str,

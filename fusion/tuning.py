@@ -19,7 +19,7 @@ from typing import Sequence
 
 import numpy as np
 
-from fusion.errors import FusionConfigError, FusionDataError
+from fusion.errors import FusionConfigError
 from fusion.experiment_data import ExperimentData, ExperimentOptions
 from fusion.strategies import get_strategy
 
@@ -54,28 +54,16 @@ def tuned_options(data: ExperimentData, train: Sequence[str], opts: ExperimentOp
     Returns (options, info) with info = {'options': the chosen grid values, 'inner': {candidate: inner mean}}
     ({} without a grid). A candidate no inner fold could score gets -inf (reported as None).
     """
-    from fusion.folds import fit_predict_fold, score_fold
-    from fusion.selection import inner_splits
-    from fusion.task_metrics import PRIMARY_METRIC
+    from fusion.folds import fit_predict_fold
+    from fusion.selection import inner_cv_mean, inner_splits
 
     base = strategy_options(opts, strategy)
     cands = option_candidates(strategy)
     if cands == [{}]:
         return base, {}
-    metric = PRIMARY_METRIC[data.task]
     folds = inner_splits(data, train, opts.inner_folds, seed)
-    scores = []
-    for cand in cands:
-        vals = []
-        for j, (a, b) in enumerate(folds):
-            try:
-                pred = fit_predict_fold(data, a, b, replace(base, **cand), strategy, modalities, head,
-                                        seed + 17 * (j + 1))[0]
-                vals.append(score_fold(data, a, b, pred)[metric])
-            except (FusionDataError, ValueError):  # an inner fold without a class / comparable pair / modality
-                continue
-        finite = [v for v in vals if np.isfinite(v)]
-        scores.append(float(np.mean(finite)) if finite else -np.inf)
+    scores = [inner_cv_mean(data, folds, lambda a, b, s, c=cand: fit_predict_fold(
+        data, a, b, replace(base, **c), strategy, modalities, head, s)[0], seed) for cand in cands]
     win = int(np.argmax(scores))  # the first of equal scores
     inner = {_label(c): (round(s, 4) if np.isfinite(s) else None) for c, s in zip(cands, scores)}
     return replace(base, **cands[win]), {"options": cands[win], "inner": inner}
