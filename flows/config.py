@@ -162,6 +162,11 @@ STAGE_CODE: dict[str, tuple[str, ...]] = {
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
+def run_code_version() -> dict[str, str]:
+    """Every stage's ``code_version``: what a run record keeps of the code that made it."""
+    return {stage: code_version(stage) for stage in STAGE_CODE}
+
+
 @lru_cache(maxsize=None)
 def code_version(stage: str) -> str:
     """Package version plus a hash of the Python sources a stage depends on (changes when its code does)."""

@@ -8,6 +8,7 @@ config or code changed. A bad input file is reported and skipped, never fatal to
 from __future__ import annotations
 
 import contextlib
+import json
 
 import time
 from dataclasses import dataclass, field
@@ -66,9 +67,35 @@ class RunContext:
         return str(self.store.root)
 
 
+class Current:
+    """A per-patient result loaded by the flow itself, in a task's future's place: the patient's artifact is
+    current (inputs, config and code unchanged), so no task run is submitted just to find that out (a rerun
+    of 60 patients otherwise pays 60 task runs' bookkeeping)."""
+
+    def __init__(self, value: Any):
+        self._result = T.TaskResult(REUSED, value)
+
+    def result(self) -> T.TaskResult:
+        return self._result
+
+
+def current_or_submit(ctx: RunContext, name: str, stage: str, inputs: dict[str, str], load, task, *args):
+    """``Current(load(artifact))`` when the store's ``name`` is current for these inputs and the stage's
+    config and code, else ``task.submit(*args)`` (also when the stored result cannot be read: the task
+    then reports it)."""
+    if ctx.store.is_fresh(name, inputs, stage_key_config(stage, ctx.cfg)):
+        try:
+            return Current(load(ctx.store.root / name))
+        except (OSError, ValueError, EOFError):
+            pass
+    return task.submit(*args)
+
+
 def gather(futures: list, bar) -> list[T.TaskResult]:
     """Task results in submission order; the stage bar advances as each task finishes."""
-    for fut in as_completed(futures):
+    pending = [f for f in futures if not isinstance(f, Current)]
+    bar.advance(REUSED, len(futures) - len(pending))
+    for fut in as_completed(pending):
         bar.advance(fut.result().status)
     return [f.result() for f in futures]
 
@@ -120,8 +147,10 @@ def radiology_stage(ctx: RunContext) -> dict[str, pd.DataFrame]:
             inputs = {"ct": ctx.hasher(d), **({"pet": ctx.hasher(pet)} if pet else {})}
             if seg_files:  # by content, not by path: a moved cohort folder reuses its artifacts
                 inputs["segmentations"] = config_sha256(sorted(ctx.hasher(Path(f)) for f in seg_files))
-            futures.append(T.ingest_radiology_task.submit(pid, str(d), str(pet) if pet else None, seg_files,
-                                                          inputs, ctx.root, ctx.cfg, ctx.run_id))
+            futures.append(current_or_submit(ctx, f"imaging/radiology/{pid}", "radiology", inputs,
+                                             T.radiology_result, T.ingest_radiology_task, pid, str(d),
+                                             str(pet) if pet else None, seg_files, inputs, ctx.root, ctx.cfg,
+                                             ctx.run_id))
         ok = split_results(ctx, gather(futures, bar))
         ctx.skipped += [Skipped("pet", str(pets.get(r["patient_id"])), r["pet_error"]) for r in ok if r.get("pet_error")]
         write_phenotypes(ctx, ok)
@@ -193,7 +222,7 @@ def pathology_stage(ctx: RunContext) -> dict[str, str]:
     """
     from flows.stages.pathology import discover_slides
     from fusion.errors import TileEncoderError
-    from imaging.pretrained_encoder import TileEncoderSpec, load_encoder
+    from imaging.tile_encoder_spec import TileEncoderSpec  # torch-free: a current store never loads torch here
 
     src = ctx.catalog.by_modality("wsi")
     if src is None:
@@ -228,6 +257,8 @@ def pathology_stage(ctx: RunContext) -> dict[str, str]:
         feats = [{"patient_id": pid, "features_h5": str(ctx.store.root / f"wsi/{pid}.h5")} for pid in current]
         if plans:
             if pretrained:
+                from imaging.pretrained_encoder import load_encoder
+
                 embedder = load_encoder(spec)  # mismatched weights stop the run, the file named
             else:
                 t0 = time.perf_counter()
@@ -291,7 +322,9 @@ def spatial_stage(ctx: RunContext, features_h5: dict[str, str]) -> tuple[list[di
         for pid, f in zip(pids, files):
             feat = features_h5.get(pid)
             inputs = {"sample": ctx.hasher(f), "slide_features": ctx.store.key(f"wsi/{pid}.h5") if feat else ""}
-            futures.append(T.spatial_task.submit(pid, str(f), feat, inputs, ctx.root, ctx.cfg, ctx.run_id))
+            futures.append(current_or_submit(ctx, f"spatial/{pid}", "spatial", inputs, T.spatial_result,
+                                             T.spatial_task, pid, str(f), feat, inputs, ctx.root, ctx.cfg,
+                                             ctx.run_id))
         samples = split_results(ctx, gather(futures, bar))
         from flows.stages.spatial_pseudobulk import MIN_COHORT_SAMPLES as MIN_SPATIAL_SAMPLES
 
@@ -311,7 +344,6 @@ def fusion_stage(ctx: RunContext, frames: dict[str, pd.DataFrame], features_h5: 
     with one line when the cohort has no labels or fewer than ``min_patients`` labelled patients."""
     from flows.stages.bulk_omics import expression_features
     from flows.stages.features import precomputed_features
-    from flows.stages.fusion_experiments import slide_bags
     from flows.stages.run_specs import no_experiments
 
     feat_frames, feat_bags, feat_skipped = precomputed_features(ctx.catalog)  # users' own embeddings
@@ -349,8 +381,11 @@ def fusion_stage(ctx: RunContext, frames: dict[str, pd.DataFrame], features_h5: 
               **{k: config_sha256([list(map(str, v.columns)), pd.util.hash_pandas_object(v).tolist()])
                  for k, v in frames.items()}}
     with ctx.console.stage("fusion", 1) as bar:
-        bags = (feat_bags or slide_bags(features_h5)) if not ctx.store.is_fresh(
-            "fusion/experiments.pkl", inputs, _fusion_key(ctx)) else {}
+        bags = {}
+        if not ctx.store.is_fresh("fusion/experiments.pkl", inputs, _fusion_key(ctx)):
+            from flows.stages.fusion_experiments import slide_bags  # torch: only when the experiments rerun
+
+            bags = feat_bags or slide_bags(features_h5)
         try:
             res = T.fusion_task.submit(frames, bags, labels, survival, inputs, ctx.root, ctx.cfg,
                                        ctx.run_id).result()
@@ -473,15 +508,36 @@ def threads_per_task(n: int):
             torch.set_num_threads(before[0])
 
 
-def start_reader_workers() -> None:
-    """Start the fork server of the isolated readers (flows.store.isolate) with the modules of every stage
-    that reads a patient's files in a worker: radiology, slides, spatial samples. Whichever stage forks
-    first, the others find their modules imported there (the server's modules are fixed when it starts)."""
+def start_reader_workers(ctx: RunContext) -> None:
+    """The fork server of the isolated readers (flows.store.isolate) with the modules of every stage that
+    reads a patient's files in a worker: radiology, slides, spatial samples. Whichever stage forks first, the
+    others find their modules imported there. Started now, beside the first stages, when the run may read
+    something; when the last finished run had the same inputs and config (``same_as_last_run``), only named:
+    a rerun with nothing new then never starts it (its imports cost seconds of CPU), and a stage that does
+    find work starts it at its first worker."""
     from flows.stages.pathology import SLIDE_PRELOAD
     from flows.stages.radiology import RADIOLOGY_PRELOAD
-    from flows.store.isolate import start_fork_server
+    from flows.store.isolate import preload_fork_server, start_fork_server
 
-    start_fork_server((*RADIOLOGY_PRELOAD, *SLIDE_PRELOAD, "omics.spatial"))
+    modules = (*RADIOLOGY_PRELOAD, *SLIDE_PRELOAD, "omics.spatial")
+    (preload_fork_server if same_as_last_run(ctx) else start_fork_server)(modules)
+
+
+def same_as_last_run(ctx: RunContext) -> bool:
+    """Whether the store's last finished run had this run's inputs and config (run ids end in their hash) and
+    code (every stage's ``code_version``)."""
+    from flows.config import run_code_version
+
+    records = sorted(ctx.store.path("runs").glob("*Z-*.json"))
+    records = [r for r in records if not r.name.endswith(".report.json")]
+    if not records:
+        return False
+    try:
+        last = json.loads(records[-1].read_text())
+    except (OSError, ValueError):
+        return False
+    return (str(last.get("run_id", "")).rsplit("-", 1)[-1] == ctx.run_id.rsplit("-", 1)[-1]
+            and last.get("code_version") == run_code_version())
 
 
 @flow(name="fusionrx-pipeline", task_runner=ThreadPoolTaskRunner(max_workers=2), log_prints=False)
@@ -492,7 +548,7 @@ def fusionrx_pipeline(catalog_path: str, store_path: str, config_path: str | Non
     with run_lock(store_path), contextlib.ExitStack() as threads:
         ctx = open_run(catalog_path, store_path, config_path, console)
         threads.enter_context(threads_per_task(ctx.config.torch_cpu_threads))
-        start_reader_workers()  # after the thread caps: the workers inherit the fork server's environment
+        start_reader_workers(ctx)  # after the thread caps: the workers inherit the fork server's environment
         omics = submit_omics(ctx)  # single-threaded: overlaps the imaging stages
         frames = radiology_stage(ctx)
         features_h5 = pathology_stage(ctx)

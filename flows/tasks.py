@@ -47,13 +47,20 @@ def _absolute(d: dict[str, Any], folder: Path, keys: tuple[str, ...]) -> dict[st
 
 
 # ----------------------------------------------------------------------------------- radiology
+RADIOLOGY_PATHS = ("ct_npz", "suv_npz", "patch_npz")
+
+
+def radiology_result(folder: Path) -> dict[str, Any]:
+    """A stored radiology artifact's result (``imaging/radiology/<pid>``), its file paths absolute."""
+    return _absolute(json.loads((folder / "result.json").read_text()), folder, RADIOLOGY_PATHS)
+
+
 @task(name="ingest-radiology", cache_policy=NO_CACHE)
 def ingest_radiology_task(pid: str, ct_dir: str, pet_dir: str | None, seg_files: list[str], inputs: dict[str, str],
                           store_root: str, cfg: dict, run_id: str) -> dict[str, Any]:
     """CT + PET of one patient -> volumes, phenotypes, patches in ``imaging/radiology/<pid>/``."""
     store = ArtifactStore(store_root)
     name = f"imaging/radiology/{pid}"
-    paths = ("ct_npz", "suv_npz", "patch_npz")
 
     def build(tmp: Path) -> dict[str, Any]:
         from flows.stages.radiology import ingest_radiology
@@ -66,14 +73,11 @@ def ingest_radiology_task(pid: str, ct_dir: str, pet_dir: str | None, seg_files:
                                [Path(f) for f in seg_files], spec, bool(cfg.get("radiomics", False)),
                                bool(cfg.get("radiomics_texture", False)))
         (tmp / "result.json").write_text(json.dumps(_relative(asdict(res), tmp), default=float))
-        return _absolute(json.loads((tmp / "result.json").read_text()), store.root / name, paths)
-
-    def load(p: Path) -> dict[str, Any]:
-        return _absolute(json.loads((p / "result.json").read_text()), p, paths)
+        return _absolute(json.loads((tmp / "result.json").read_text()), store.root / name, RADIOLOGY_PATHS)
 
     try:
         value, status = store.reuse_or_build(name, "ingest-radiology", inputs, stage_key_config("radiology", cfg),
-                                             run_id, build, load, folder=True)
+                                             run_id, build, radiology_result, folder=True)
     except FusionRxError as exc:
         return failure("ct", ct_dir, exc)
     return TaskResult(status, value)
@@ -194,6 +198,11 @@ def bulk_omics_task(catalog, inputs: dict[str, str], store_root: str, cfg: dict,
     return TaskResult(status, value)
 
 
+def spatial_result(folder: Path) -> dict[str, Any]:
+    """A stored spatial sample's result (``spatial/<pid>``), its h5ad path absolute."""
+    return _absolute(load_pickle(folder / "result.pkl"), folder, ("h5ad",))
+
+
 @task(name="ingest-spatial", cache_policy=NO_CACHE)
 def spatial_task(pid: str, path: str, features_h5: str | None, inputs: dict[str, str], store_root: str,
                  cfg: dict, run_id: str) -> dict[str, Any]:
@@ -209,12 +218,9 @@ def spatial_task(pid: str, path: str, features_h5: str | None, inputs: dict[str,
         save_pickle(_relative(res, tmp), tmp / "result.pkl")
         return _absolute(_relative(res, tmp), store.root / name, ("h5ad",))
 
-    def load(p: Path) -> dict[str, Any]:
-        return _absolute(load_pickle(p / "result.pkl"), p, ("h5ad",))
-
     try:
         value, status = store.reuse_or_build(name, "ingest-spatial", inputs, stage_key_config("spatial", cfg),
-                                             run_id, build, load, folder=True)
+                                             run_id, build, spatial_result, folder=True)
     except FusionRxError as exc:
         return failure("spatial", path, exc)
     return TaskResult(status, value)

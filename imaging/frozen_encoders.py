@@ -17,8 +17,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from fusion.errors import FusionRxError
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
@@ -74,6 +72,8 @@ def check_choice(field: str, value: Any) -> str:
 
 def save_volume_encoder(encoder: torch.nn.Module, path: str | os.PathLike) -> None:
     """Write a SECNN3d's shape and weights (with its input mean / std buffers) to ``path`` (temp, rename)."""
+    import torch  # here, not at the top: the constants and hashes above are read by runs that never load torch
+
     path = Path(path)
     ckpt = {"format": VOLUME_FORMAT, "in_channels": encoder.in_channels, "embed_dim": encoder.embed_dim,
             "widths": list(encoder.widths), "state_dict": {k: v.detach().cpu() for k, v in encoder.state_dict().items()}}

@@ -13,12 +13,12 @@ from __future__ import annotations
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from flows.experiments.spec import load_spec
-from fusion.deploy import TASK_OF_KIND, fit_deployed, save_deployed
 from fusion.errors import FusionConfigError, FusionDataError
-from fusion.experiment import ExperimentData, ExperimentOptions
+
+if TYPE_CHECKING:  # the engine (torch, scikit-learn) is imported where a model is fitted, not by a rerun's lines
+    from fusion.experiment import ExperimentData, ExperimentOptions
 
 MODELS_DIR = "models"
 SLIDE_MIL_FILE = "slide_mil.pt"  # in STORE/models/diagnosis/: the report's slide heatmap model
@@ -26,6 +26,8 @@ SLIDE_MIL_FILE = "slide_mil.pt"  # in STORE/models/diagnosis/: the report's slid
 
 def spec_options(spec_path: str | Path, data: ExperimentData) -> ExperimentOptions:
     """The engine options ``flows.experiments.runner.run_spec`` ran the spec with (MIL encoders for bags)."""
+    from flows.experiments.spec import load_spec
+
     opts = load_spec(spec_path).experiment_options()
     if data.bags and opts.encoder_factories is None:
         from flows.experiments.bags import mil_encoder_factories
@@ -42,6 +44,8 @@ def deploy_spec_model(store: str | Path, spec_path: str | Path, out: dict[str, A
     temperature, ece_before, ece_after, ece_after_crossfit, reason, n_train, wall_s}. A model that cannot be
     fitted (no model row, covariates, too few patients) is reported as {task, skipped: why}; the run goes on.
     """
+    from fusion.deploy import TASK_OF_KIND, fit_deployed, save_deployed
+
     data = out["data"]
     if data.task not in TASK_OF_KIND:
         return None

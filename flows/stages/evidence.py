@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from flows.catalog.schema import Catalog
-from flows.config import RunConfig
+from flows.config import RunConfig, run_code_version
 from flows.results.ranking import (EVIDENCE_TYPES, TRACTABILITY, ScoringConfig, harmonic_sums, load_scoring_config,
                            rank_targets, validate_weights)
 from flows.results.db import write_run
@@ -206,7 +206,7 @@ def record_run(*, catalog: Catalog, store: ArtifactStore, config: RunConfig, ran
     finished = datetime.now(timezone.utc)
     run = {"run_id": run_id, "cohort": catalog.cohort, "started_utc": started.isoformat(),
            "finished_utc": finished.isoformat(), "catalog": str(catalog.file), "config": config.to_dict(),
-           "inputs_sha256": inputs, "metrics": metrics, "skipped": skipped}
+           "inputs_sha256": inputs, "code_version": run_code_version(), "metrics": metrics, "skipped": skipped}
     with atomic_path(store.path(f"runs/{run_id}.json")) as tmp:
         tmp.write_text(json.dumps(run, indent=1, default=float))
     write_run(store.root, run=run, targets=ranked, compounds=comp.compounds, links=comp.links,

@@ -25,7 +25,6 @@ import scipy.sparse as sp
 
 from fusion.errors import SpatialError
 from omics.pseudobulk import PseudobulkComponents, components_frame, log_cpm, pseudobulk_components, region_counts
-from omics.spatial import tumour_clusters_by_cellularity
 
 TUMOUR_REGION_KEY = "tumour_region"  # obs column of the processed sample: its tumour spots (bool)
 CELLULARITY_KEY = "tile_hematoxylin"  # obs column: hematoxylin density of the slide tile under each spot (NaN: none)
@@ -49,6 +48,8 @@ def tumour_region(adata: ad.AnnData) -> np.ndarray | None:
     cell = adata.obs[CELLULARITY_KEY].to_numpy(dtype=np.float64)
     if np.isfinite(cell).sum() < MIN_LINKED_SPOTS:
         return None
+    from omics.spatial import tumour_clusters_by_cellularity  # scanpy: imported when a sample is summarised
+
     region = tumour_clusters_by_cellularity(cell, adata.obs["leiden"].to_numpy())
     return region if region.any() else None
 
@@ -82,6 +83,8 @@ def signature_region(adata: ad.AnnData, signature: pd.Series, n_genes: int = SIG
     order = signature.sort_values()
     up, down = list(order.index[-n_genes:]), list(order.index[:n_genes])
     score = _dense(adata[:, up].X).mean(axis=1) - _dense(adata[:, down].X).mean(axis=1)
+    from omics.spatial import tumour_clusters_by_cellularity
+
     return tumour_clusters_by_cellularity(score, adata.obs["leiden"].to_numpy())
 
 

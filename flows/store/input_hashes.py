@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import threading
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,25 @@ def _combine(root: Path, files: list[Path], file_hash) -> str:
 
 def _files(p: Path) -> list[Path]:
     return sorted(x for x in p.rglob("*") if x.is_file())
+
+
+def _walk(root: Path) -> list[tuple[tuple[str, ...], str, os.stat_result, bool]]:
+    """A folder's files, in ``_files``'s order (by path parts): (relative parts, path, stat, is a link).
+    One ``scandir`` per folder and one ``stat`` per file, no per-file path objects: a DICOM tree holds
+    thousands of files and a rerun stats every one."""
+    out, todo = [], [((), str(root))]
+    while todo:
+        rel, folder = todo.pop()
+        with os.scandir(folder) as it:
+            for e in it:
+                parts = (*rel, e.name)
+                if e.is_dir():  # follows links to folders, as rglob's is_file() test of what lies below does not
+                    if not e.is_symlink():
+                        todo.append((parts, e.path))
+                elif e.is_file():
+                    out.append((parts, e.path, e.stat(), e.is_symlink()))
+    out.sort(key=lambda t: t[0])
+    return out
 
 
 def path_sha256(path: str | Path) -> str:
@@ -79,6 +99,28 @@ class InputHasher:
             self.files_read += 1
         return sha
 
+    def _cached(self, key: str, st: os.stat_result, path: str) -> str:
+        with self._lock:
+            hit = self._cache.get(key)
+        if hit is not None and hit[0] == st.st_size and hit[1] == st.st_mtime_ns:
+            return hit[2]
+        sha = file_sha256(path)
+        with self._lock:
+            self._cache[key] = (st.st_size, st.st_mtime_ns, sha)
+            self.files_read += 1
+        return sha
+
+    def _folder(self, root: Path) -> str:
+        """``_combine(root, _files(root), self._file)`` without a Path per file: the resolved root is
+        joined with each relative name (a file that is a link is resolved on its own)."""
+        base = str(root.resolve())
+        digest = hashlib.sha256()
+        for parts, path, st, link in _walk(root):
+            key = str(Path(path).resolve()) if link else os.path.join(base, *parts)
+            digest.update("/".join(parts).encode())
+            digest.update(self._cached(key, st, path).encode())
+        return digest.hexdigest()
+
     def __call__(self, path: str | Path) -> str:
         """SHA-256 of a file or folder (same value as ``path_sha256``), memoised for the run."""
         p = Path(path)
@@ -86,7 +128,7 @@ class InputHasher:
         with self._lock:
             if key in self._memo:
                 return self._memo[key]
-        sha = self._file(p) if p.is_file() else _combine(p, _files(p), self._file)
+        sha = self._file(p) if p.is_file() else self._folder(p)
         with self._lock:
             self._memo[key] = sha
         return sha

@@ -94,6 +94,16 @@ def start_fork_server(preload: Iterable[str]) -> None:
         _release()
 
 
+def preload_fork_server(preload: Iterable[str]) -> None:
+    """Name modules for the fork server without starting it: the first ``run_isolated`` call of this process
+    starts it with them (and with its own). For a run that may need no worker at all (a rerun whose inputs
+    are all current), so that it never pays the readers' imports."""
+    if mp.current_process().daemon or "forkserver" not in mp.get_all_start_methods():
+        return
+    _context(preload)
+    _release()
+
+
 def _worker(conn: Connection, fn: Callable[..., Any], args: tuple, kwargs: dict) -> None:
     """The worker's body: call ``fn`` and send back ("ok", value) or ("error", exception)."""
     try:

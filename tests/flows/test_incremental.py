@@ -10,7 +10,8 @@ import pandas as pd
 
 from tests.conftest import rescan_catalog
 
-from flows.pipeline import run_pipeline
+from flows.console import RunConsole
+from flows.pipeline import open_run, run_pipeline, same_as_last_run
 
 # per-run bookkeeping that every run writes; everything else in the store is an artifact
 RUN_FILES = ("runs/", "results.duckdb", "manifest.parquet", "input_hashes.parquet", ".run.lock",
@@ -47,6 +48,10 @@ def test_rerun_with_nothing_new_does_no_ingest_or_encoding_work(tiny_run, tiny_c
     assert summary["input_files_hashed"] == 0  # size+mtime cache: no input byte was read again
     assert artifact_mtimes(store) == before  # not one artifact rewritten
     pd.testing.assert_frame_equal(pd.read_parquet(store / "targets" / "ranking.parquet"), tiny_run["ranking"])
+    # the next run with these inputs, config and code is known to be a rerun: its reader workers are only
+    # named, not started; another config is not
+    assert same_as_last_run(open_run(str(tiny_cohort["catalog"]), str(store), str(tiny_config), RunConsole("quiet")))
+    assert not same_as_last_run(open_run(str(tiny_cohort["catalog"]), str(store), None, RunConsole("quiet")))
 
 
 def test_one_new_patient_is_processed_alone(tiny_run, tiny_cohort, tiny_config, tmp_path):

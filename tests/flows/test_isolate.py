@@ -151,3 +151,18 @@ def test_a_call_naming_new_preload_modules_restarts_the_fork_server_without_losi
     slow.join(30)
     assert second == {"wave": True, "colorsys": True}  # the new server holds both lists
     assert answers == {"slow": 42}
+
+
+def test_named_preload_modules_reach_the_first_worker_without_an_early_server():
+    """``preload_fork_server`` (a rerun that may read nothing) starts no server; the first call then forks
+    from a server that holds the named modules beside its own."""
+    from multiprocessing import forkserver
+
+    from flows.store.isolate import _stop_fork_server, preload_fork_server
+
+    _stop_fork_server()
+    preload_fork_server(("sndhdr", "mailcap"))
+    assert getattr(forkserver._forkserver, "_forkserver_pid", None) is None  # named, not started
+    got = run_isolated(modules_loaded, ["sndhdr", "mailcap", "wave"], what="first", error=SpatialError,
+                       preload=("wave",))
+    assert got == {"sndhdr": True, "mailcap": True, "wave": True}
