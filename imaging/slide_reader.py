@@ -4,8 +4,8 @@
 (``level_count``, ``level_dimensions``, ``level_downsamples``, ``properties``, ``read_region``,
 ``associated_images``, ``close``, context manager), so the tissue, tiling and stain code treat both the
 same. Pixels are never loaded whole: an uncompressed contiguous image is memory-mapped, a compressed one
-is read through tifffile's zarr store one strip or tile at a time. A compressed image stored as one huge
-segment cannot be streamed and is refused with a SlideError.
+is decoded one strip or tile at a time (tifffile's codec for the page, a small cache of decoded segments).
+A compressed image stored as one huge segment cannot be streamed and is refused with a SlideError.
 """
 
 from __future__ import annotations
@@ -88,11 +88,13 @@ class _Level:
                     f"cannot stream it (limit {MAX_SEGMENT_BYTES / 2**20:.0f} MiB): rewrite it tiled, e.g. "
                     "`vips tiffsave in.tif out.tif --tile --pyramid`"
                 )
-            import zarr
-
-            self.array = zarr.open(page.aszarr(), mode="r")
             self.streaming = "tiles" if page.is_tiled else "strips"
-            self.chunks = (int(self.array.chunks[0]), int(self.array.chunks[1]))
+            self.chunks = (int(page.tilelength), int(page.tilewidth)) if page.is_tiled else \
+                (int(min(page.rowsperstrip, self.height)), self.width)
+            # segments are decoded one by one with the page's own codec (tifffile's TiffPage.decode: the
+            # values zarr gives, at a third of its cost per segment)
+            self._page, self._fh = page, page.parent.filehandle
+            self._per_row = -(-self.width // self.chunks[1])
         self.cache_bytes = int(cache_bytes)
         self._cache: dict[tuple[int, int], np.ndarray] = {}
         self._cached_bytes = 0
@@ -102,13 +104,23 @@ class _Level:
         key = (cy, cx)
         hit = self._cache.pop(key, None)
         if hit is None:
-            ch, cw = self.chunks
-            hit = np.asarray(self.array[cy * ch : (cy + 1) * ch, cx * cw : (cx + 1) * cw])
+            hit = self._decode(cy, cx)
             self._cached_bytes += hit.nbytes
             while self._cache and self._cached_bytes > self.cache_bytes:
                 self._cached_bytes -= self._cache.pop(next(iter(self._cache))).nbytes
         self._cache[key] = hit  # most recently used last
         return hit
+
+    def _decode(self, cy: int, cx: int) -> np.ndarray:
+        """Segment (cy, cx) decoded, cut to the image: [rows, cols, samples] (edge tiles are stored padded)."""
+        ch, cw = self.chunks
+        index = cy * self._per_row + cx
+        page = self._page
+        self._fh.seek(int(page.dataoffsets[index]))
+        data = self._fh.read(int(page.databytecounts[index]))
+        seg = page.decode(data, index, jpegtables=getattr(page, "jpegtables", None))[0]
+        rows, cols = min(ch, self.height - cy * ch), min(cw, self.width - cx * cw)
+        return np.asarray(seg).reshape(-1, seg.shape[-2], seg.shape[-1])[:rows, :cols]
 
     def _read(self, x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
         """Pixels [y1-y0, x1-x0, samples] inside the image, decoding only the segments that overlap."""
@@ -118,7 +130,7 @@ class _Level:
         out = np.empty((y1 - y0, x1 - x0, self.samples), dtype=np.uint8)
         for cy in range(y0 // ch, (y1 - 1) // ch + 1):
             for cx in range(x0 // cw, (x1 - 1) // cw + 1):
-                seg = self._chunk(cy, cx).reshape(-1, min(cw, self.width - cx * cw), self.samples)
+                seg = self._chunk(cy, cx)
                 sy0, sx0 = max(y0, cy * ch), max(x0, cx * cw)
                 sy1, sx1 = min(y1, cy * ch + seg.shape[0]), min(x1, cx * cw + seg.shape[1])
                 out[sy0 - y0 : sy1 - y0, sx0 - x0 : sx1 - x0] = seg[sy0 - cy * ch : sy1 - cy * ch,
@@ -134,7 +146,7 @@ class _Level:
             return out
         try:
             block = self._read(x0, y0, x1, y1)
-        except Exception as exc:  # codec errors from imagecodecs / zarr on a corrupt segment
+        except Exception as exc:  # codec errors from imagecodecs on a corrupt segment
             raise SlideError(f"{self.path}: cannot decode the region at ({x}, {y}) size {w}x{h} ({exc})") from exc
         block = block.reshape(y1 - y0, x1 - x0, self.samples)
         dst = out[y0 - y : y1 - y, x0 - x : x1 - x]
@@ -197,7 +209,7 @@ class PlainTiffSlide:
         return lv.chunks[0] if lv.streaming == "strips" else None
 
     def close(self) -> None:
-        """Close the file (memory maps and zarr stores go with it)."""
+        """Close the file (memory maps go with it)."""
         self._levels = []
         self._tif.close()
 

@@ -81,19 +81,19 @@ def concentrations(od: np.ndarray, stain_matrix: np.ndarray) -> np.ndarray:
 
 def mean_concentrations(tiles: np.ndarray, stain_matrix: np.ndarray, io: float = IO) -> np.ndarray:
     """Mean stain concentrations per tile [B,2] of RGB uint8 tiles [B,H,W,3]: the mean over each tile's
-    pixels of concentrations(rgb_to_od(pixel)), computed from per-tile channel histograms (concentrations are
-    linear in OD, so the mean OD of each channel is enough): equal to the per-pixel route up to float
-    rounding (~1e-15), without a float64 image of the batch."""
+    pixels of concentrations(rgb_to_od(pixel)). Concentrations are linear in OD, so the mean OD of each
+    channel is enough: each channel's OD is looked up in the 256-entry table and summed per tile in float64
+    (one float64 plane of the batch at a time), equal to the per-pixel route up to float rounding (~1e-15)."""
     tiles = np.asarray(tiles)
     if tiles.dtype != np.uint8 or tiles.ndim != 4 or tiles.shape[-1] != 3:
         raise ValueError(f"expected RGB uint8 tiles [B,H,W,3], got {tiles.dtype} {tiles.shape}")
     b = len(tiles)
     pixels = tiles.reshape(b, -1, 3)
-    counts = np.empty((b, 3, 256), dtype=np.float64)
-    for i in range(b):
-        for c in range(3):
-            counts[i, c] = np.bincount(pixels[i, :, c], minlength=256)
-    mean_od = (counts @ _od_table(float(io))) / max(pixels.shape[1], 1)  # [B,3]
+    table = _od_table(float(io))
+    mean_od = np.empty((b, 3), dtype=np.float64)
+    for c in range(3):
+        mean_od[:, c] = np.take(table, pixels[..., c]).sum(axis=1)
+    mean_od /= max(pixels.shape[1], 1)
     return mean_od @ np.linalg.pinv(stain_matrix)
 
 
@@ -144,14 +144,16 @@ class StainNormalizer:
             src, src_max = self.source_stain_matrix, self.source_max_concentrations
         # concentrations = OD pinv(src), rescaled, back to OD with the target: one 3x3 map in OD space
         scale = self.target_max_concentrations / np.maximum(src_max, 1e-6)
-        od_map = (np.linalg.pinv(src) * scale) @ self.target_stain_matrix
+        od_map = ((np.linalg.pinv(src) * scale) @ self.target_stain_matrix).astype(np.float32)
         lut = rgb_to_od(np.arange(256), self.io).astype(np.float32)  # uint8 -> OD lookup
-        od_in = [lut[tiles[..., j]] for j in range(3)]  # planar: numpy is slow over a trailing axis of 3
+        od_in = [np.take(lut, tiles[..., j]) for j in range(3)]  # planar: numpy is slow over a trailing axis of 3
         out = np.empty(tiles.shape, dtype=np.uint8)
-        for k in range(3):
-            od = od_in[0] * np.float32(od_map[0, k]) + od_in[1] * np.float32(od_map[1, k])
-            od += od_in[2] * np.float32(od_map[2, k])
-            chan = np.exp(-od, out=od)
+        od, term = np.empty(tiles.shape[:-1], dtype=np.float32), np.empty(tiles.shape[:-1], dtype=np.float32)
+        for k in range(3):  # float32 in place: two planes of the batch, whatever the channel
+            np.multiply(od_in[0], od_map[0, k], out=od)
+            od += np.multiply(od_in[1], od_map[1, k], out=term)
+            od += np.multiply(od_in[2], od_map[2, k], out=term)
+            chan = np.exp(np.negative(od, out=od), out=od)
             chan *= np.float32(self.io)
             chan -= 1.0
             np.clip(chan, 0, 255, out=chan)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import ctypes
+import queue
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from functools import lru_cache
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 
@@ -18,6 +20,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import openslide
 
 
+T = TypeVar("T")
 MPP_TOLERANCE = 0.02  # a level within 2% of the target mpp is read as is (vendors round mpp: 0.499 vs 0.5)
 
 
@@ -209,6 +212,14 @@ def strip_runs(origins: np.ndarray, read: int, max_px: int = MAX_STRIP_PX) -> li
     return runs
 
 
+def _any_clear(rgba: np.ndarray) -> bool:
+    """Whether any pixel of RGBA uint8 [h,w,4] is fully transparent (a uint32 minimum when contiguous: alpha
+    is the high byte of a little-endian RGBA word)."""
+    if rgba.flags.c_contiguous:
+        return bool(rgba.view("<u4").min(initial=0xFFFFFFFF) < 1 << 24)
+    return bool((rgba[..., 3] == 0).any())
+
+
 def area_resize_batch(tiles: np.ndarray, size: int) -> np.ndarray:
     """area_resize of every tile [B,h,w,c] to [B,size,size,c] in two sparse products for the batch: the same
     weights summed in the same order, so value for value what area_resize gives tile by tile."""
@@ -217,12 +228,19 @@ def area_resize_batch(tiles: np.ndarray, size: int) -> np.ndarray:
     if h == w == size * k and k in (2, 4, 8):
         # a power-of-two factor: every weight is 1/k, every partial sum exact in float32, so the block mean
         # equals the sparse products value for value (tested)
-        blocks = tiles.reshape(n, size, k, size, k, c)
-        total = np.zeros((n, size, size, c), dtype=np.uint16)  # <= 64 * 255: no overflow
-        for dy in range(k):
-            for dx in range(k):
-                total += blocks[:, :, dy, :, dx]
-        return np.rint(total.astype(np.float32) * np.float32(1.0 / (k * k))).astype(np.uint8)
+        inv = np.float32(1.0 / (k * k))
+        out = np.empty((n, size, size, c), dtype=np.uint8)
+        total = np.empty((n, size, size), dtype=np.uint16)  # <= 64 * 255: no overflow
+        mean = np.empty((n, size, size), dtype=np.float32)
+        for ch in range(c):  # channel by channel: long inner loops
+            plane = tiles[..., ch]
+            np.add(plane[:, 0::k, 0::k], plane[:, 0::k, 1::k], out=total, dtype=np.uint16)
+            for dy in range(k):
+                for dx in range(2 if dy == 0 else 0, k):
+                    total += plane[:, dy::k, dx::k]
+            np.multiply(total, inv, out=mean)
+            out[..., ch] = np.rint(mean, out=mean)
+        return out
     wy, wx = _area_weights(size, h), _area_weights(size, w)
     out = np.empty((n, size, size, c), dtype=np.uint8)
     step = max(1, RESIZE_CHUNK_BYTES // (h * w * c * 4))  # float32 temporaries stay near RESIZE_CHUNK_BYTES
@@ -270,11 +288,17 @@ class _TileReader:
         except Exception:  # a damaged tile somewhere in the strip: find which, tile by tile
             self._locate(coords, out)
             return
-        rgb, clear = strip[..., :3], strip[..., 3] == 0
-        any_clear = bool(clear.any())
-        for k, off in enumerate(offsets):
-            out[k] = rgb[:, off : off + r]
-            if any_clear:
+        n = len(offsets)
+        if np.array_equal(offsets, np.arange(n) * r):  # adjacent tiles: the strip is the tiles side by side
+            cut = [(strip.reshape(r, n, r, 4).transpose(1, 0, 2, 3), slice(None))]
+        else:
+            cut = [(strip[:, off : off + r], k) for k, off in enumerate(offsets)]
+        for src, dst in cut:
+            for c in range(3):  # channel by channel: a long inner loop (4.4x faster than [..., :3] at once)
+                out[dst, ..., c] = src[..., c]
+        if _any_clear(strip):
+            clear = strip[..., 3] == 0
+            for k, off in enumerate(offsets):
                 out[k][clear[:, off : off + r]] = 255  # outside the scanned area: white, as rgba_to_rgb
 
     def _locate(self, coords: np.ndarray, out: np.ndarray) -> None:
@@ -295,15 +319,85 @@ class _TileReader:
         self.opened = []
 
 
+PREFETCH_BATCHES = 2  # batches iter_tiles' reader thread reads ahead (depth + 2 batches alive at most)
+
+
+def prefetch(batches: Iterator[T], depth: int = PREFETCH_BATCHES, name: str = "prefetch") -> Iterator[T]:
+    """The items of `batches`, in order, produced by one background thread up to `depth` items ahead of the
+    consumer (so reading the next strip overlaps the encoder: OpenSlide, numpy and torch release the GIL);
+    at most depth + 2 items are alive at once (queued, being made, being used).
+
+    An exception raised by `batches` is re-raised here, at the item where it occurred (a SlideError keeps its
+    message naming the slide and tile). When the consumer stops early (break, exception, close) the thread is
+    told to stop and joined before this generator returns, so the caller may close the slide right after.
+    depth <= 0 iterates in the calling thread.
+    """
+    if depth <= 0:
+        yield from batches
+        return
+    items: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                items.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def work() -> None:
+        try:
+            for item in batches:
+                if not put((None, item)):
+                    return
+        except BaseException as exc:  # handed to the consumer, raised there
+            put((exc, None))
+            return
+        finally:
+            close = getattr(batches, "close", None)
+            if close is not None and stop.is_set():
+                close()  # a generator's own finally (e.g. closing its reader) runs in this thread
+        put((None, done))
+
+    thread = threading.Thread(target=work, name=name, daemon=True)
+    thread.start()
+    try:
+        while True:
+            exc, item = items.get()
+            if exc is not None:
+                raise exc
+            if item is done:
+                return
+            yield item
+    finally:
+        stop.set()
+        while thread.is_alive():  # free the queue so a blocked put sees the stop at once
+            try:
+                items.get(timeout=0.05)
+            except queue.Empty:
+                pass
+        thread.join()
+
+
 def iter_tiles(
-    slide: "openslide.OpenSlide", grid: TileGrid, batch_size: int = 64
+    slide: "openslide.OpenSlide", grid: TileGrid, batch_size: int = 64, prefetch_batches: int = PREFETCH_BATCHES
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Stream the grid's tiles in batches: (coords_level0 int64 [B,2], RGB uint8 [B,tile,tile,3]).
 
     The tiles of one grid row are cut from one region read (numpy views, no PIL image per tile, one reused
     buffer), value for value the tiles read_tile gives; a tile that cannot be decoded raises SlideError
-    naming the slide, the tile's level-0 coordinates and its level.
+    naming the slide, the tile's level-0 coordinates and its level. A reader thread reads up to
+    `prefetch_batches` batches ahead of the consumer (``prefetch``; 0 reads in the calling thread); the
+    slide is not touched once this generator has returned or been closed.
     """
+    yield from prefetch(_read_batches(slide, grid, batch_size), depth=prefetch_batches, name="iter_tiles")
+
+
+def _read_batches(slide, grid: TileGrid, batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """iter_tiles' batches, read in the calling thread."""
     reader = _TileReader(slide, grid)
     try:
         for start in range(0, len(grid), batch_size):

@@ -10,7 +10,7 @@ import numpy as np
 from fusion.errors import SlideError
 from imaging.slide import open_slide
 from imaging.stain import StainNormalizer, mean_concentrations, slide_stain_matrix
-from imaging.tiling import TileGrid, iter_tiles, tile_grid
+from imaging.tiling import TileGrid, iter_tiles, prefetch, tile_grid
 from imaging.tissue import tissue_mask
 
 
@@ -109,9 +109,19 @@ def hematoxylin_density(tiles: np.ndarray, normalizer: StainNormalizer) -> np.nd
 CELLULARITY_DATASET = "hematoxylin_density"
 
 
+def _normalised_batches(slide, plan: SlidePlan, batch_size: int):
+    """(stain-normalised tiles uint8 [B,H,W,3], their hematoxylin density [B]) batch by batch, in grid order
+    (the tiles read ahead by iter_tiles' reader thread)."""
+    for _, tiles in iter_tiles(slide, plan.grid, batch_size=batch_size):
+        norm = plan.normalizer.transform(tiles)
+        yield norm, hematoxylin_density(norm, plan.normalizer)
+
+
 def extract_features(plan: SlidePlan, encoder, out_path: Path, batch_size: int = 64) -> Path:
     """Stream the slide's tiles (normalised) through the encoder into a TileFeatures HDF5, batch by batch
     (memory flat in slide size), with the per-tile hematoxylin density (dataset ``hematoxylin_density``).
+    Three stages overlap: a thread reads the tiles, a second normalises them and measures the density (each
+    up to two batches ahead), the calling thread encodes and writes.
     Written to a temp file and renamed; SlideError names the slide and tile on a corrupt tile."""
     import h5py
 
@@ -120,18 +130,18 @@ def extract_features(plan: SlidePlan, encoder, out_path: Path, batch_size: int =
     try:
         with open_slide(plan.path) as slide, h5py.File(tmp, "w") as f:
             f.create_dataset("coords_level0", data=plan.grid.coords_level0.astype(np.int64))
-            dens = f.create_dataset(CELLULARITY_DATASET, shape=(n,), dtype=np.float32)
+            dens = np.empty(n, dtype=np.float32)  # 4 bytes a tile, written once
             feats = None
             start = 0
-            for _, tiles in iter_tiles(slide, plan.grid, batch_size=batch_size):
-                norm = plan.normalizer.transform(tiles)
+            for norm, density in prefetch(_normalised_batches(slide, plan, batch_size), name="extract_features"):
                 z = np.asarray(encoder.encode(norm, batch_size=batch_size), dtype=np.float32)
                 if feats is None:
                     feats = f.create_dataset("features", shape=(n, z.shape[1]), dtype=np.float32,
                                              chunks=(min(n, 1024), z.shape[1]), compression="gzip")
                 feats[start : start + len(z)] = z
-                dens[start : start + len(z)] = hematoxylin_density(norm, plan.normalizer)
+                dens[start : start + len(z)] = density
                 start += len(z)
+            f.create_dataset(CELLULARITY_DATASET, data=dens)
             # CLAM-style `coords` beside `coords_level0`, so other tools read the file as it is
             f.create_dataset("coords", data=plan.grid.coords_level0.astype(np.int64))
             f.attrs.update({"tile_size_level0": int(plan.grid.tile_size_level0), "mpp": float(plan.grid.mpp),

@@ -1,6 +1,7 @@
 """Generated slides: a plain (stripped, non-pyramidal) TIFF streams with flat memory and gives the same tiles
 as OpenSlide on the pyramidal version; a 40x/20x pair gives the same tissue per tile; a corrupt tile fails
-only its slide, also while sampling the tile encoder's training tiles."""
+only its slide, also while sampling the tile encoder's training tiles; tiled and stripped plain TIFFs decode
+segment by segment to the image written, edges included."""
 
 import tracemalloc
 
@@ -184,3 +185,20 @@ def test_unstreamable_or_unusable_tiffs_are_named(tmp_path, monkeypatch):
     tifffile.imwrite(no_mpp, img, rowsperstrip=16, compression="zlib", photometric="rgb")
     with open_slide(no_mpp) as slide, pytest.raises(SlideError, match=r"no_mpp\.tif.*mpp-x is absent"):
         tile_grid(slide, np.ones((2, 2), bool), 256.0)
+
+
+@pytest.mark.parametrize("layout", [{"tile": (64, 48)}, {"rowsperstrip": 24}])
+def test_plain_tiff_segments_decode_to_the_image_at_every_edge(tmp_path, layout):
+    # 150 x 130 px: neither tiles (64 x 48, stored padded) nor strips (24 rows) divide it; lossless, so every
+    # region PlainTiffSlide decodes equals the array written, and outside the image is transparent
+    img = np.random.default_rng(7).integers(0, 256, (130, 150, 3), dtype=np.uint8)
+    path = tmp_path / "edges.tif"
+    tifffile.imwrite(path, img, compression="zlib", **layout, **_res(0.5))
+    with PlainTiffSlide(path, cache_bytes=20_000) as slide:  # a small cache: segments are evicted and re-read
+        assert slide.properties["tiff.streaming"] == ("tiles" if "tile" in layout else "strips")
+        for x, y, w, h in [(0, 0, 150, 130), (100, 90, 80, 60), (63, 47, 3, 3), (-5, 120, 40, 20), (140, 0, 10, 130)]:
+            rgba = slide.read_region_rgba((x, y), 0, (w, h))
+            x0, y0 = max(x, 0), max(y, 0)
+            inside = rgba[y0 - y : min(y + h, 130) - y, x0 - x : min(x + w, 150) - x]
+            assert np.array_equal(inside[..., :3], img[y0 : y + h, x0 : x + w]) and (inside[..., 3] == 255).all()
+            assert (rgba[..., 3] == 255).sum() == inside[..., 3].size  # everything else transparent

@@ -1,18 +1,24 @@
 """Tiles cut from row strips (one region read per grid row run, no PIL image per tile) are value for value
 the tiles read_tile gives one by one, at the same coordinates, on generated pyramids, a plain TIFF and the
-real Aperio slide; the batched area resize and the table-driven stain maths equal their per-tile forms."""
+real Aperio slide; the batched area resize and the table-driven stain maths equal their per-tile forms; the
+reader thread (prefetch) keeps the grid order, bounds its read-ahead and raises the reader's error."""
 
 from __future__ import annotations
+
+import threading
 
 import numpy as np
 import pytest
 import tifffile
 
 from flows.synthetic.slide_writer import write_synthetic_slide
+from fusion.errors import SlideError
 from imaging.pixels import area_resize
 from imaging.slide import open_slide
 from imaging.stain import REFERENCE_STAIN_MATRIX, concentrations, mean_concentrations, rgb_to_od
-from imaging.tiling import area_resize_batch, iter_tiles, level_origins, read_tile, strip_runs, tile_grid
+from imaging.tiling import (
+    area_resize_batch, iter_tiles, level_origins, prefetch, read_tile, strip_runs, tile_grid,
+)
 from imaging.tissue import tissue_mask
 from tests.realdata import realdata_dir
 
@@ -93,3 +99,69 @@ def test_table_stain_maths_equal_the_formula():
     flat = np.broadcast_to(np.array([120, 60, 150], np.uint8), (1, 4, 4, 3))
     one = concentrations(rgb_to_od(np.array([[120, 60, 150]], np.uint8)), REFERENCE_STAIN_MATRIX)
     np.testing.assert_allclose(mean_concentrations(flat, REFERENCE_STAIN_MATRIX), one, atol=1e-12)
+
+
+def test_prefetch_keeps_order_bounds_read_ahead_and_stops_its_thread():
+    made, closed = [], []
+
+    def source(n):
+        try:
+            for i in range(n):
+                made.append(i)
+                yield i
+        finally:
+            closed.append(True)
+
+    assert list(prefetch(source(50), depth=2)) == list(range(50))
+    made.clear()
+    closed.clear()
+    for i in prefetch(source(50), depth=2):
+        if i == 3:
+            break  # the consumer stops early: the thread is told to stop and joined before the loop goes on
+    assert closed == [True] and len(made) <= 4 + 2 + 1  # read ahead at most depth (+ one in hand)
+    assert not [t for t in threading.enumerate() if t.name == "prefetch"]
+    assert list(prefetch(source(5), depth=0)) == list(range(5))  # depth 0: the calling thread
+
+
+class _SlideFailingAt:
+    """An in-memory slide (read_region_rgba interface) whose region reads fail over one level-0 column."""
+
+    _filename = "/scans/broken.svs"
+    level_downsamples = (1.0,)
+
+    def __init__(self, bad_x: int, bad_y: int):
+        self.bad = (bad_x, bad_y)
+
+    def read_region_rgba(self, location, level, size):
+        (x, y), (w, h) = location, size
+        if x <= self.bad[0] < x + w and y <= self.bad[1] < y + h:
+            raise OSError("Corrupt JPEG data: premature end of data segment")
+        px = np.zeros((h, w, 4), np.uint8)
+        px[..., 0] = (np.arange(x, x + w) // 32)[None, :]  # tile column, so order is visible in the pixels
+        px[..., 1] = y // 32
+        px[..., 3] = 255
+        return px
+
+    def read_region(self, location, level, size):
+        from PIL import Image
+
+        return Image.fromarray(self.read_region_rgba(location, level, size), mode="RGBA")
+
+
+def test_iter_tiles_reader_thread_delivers_in_order_and_names_the_damaged_tile():
+    from imaging.tiling import TileGrid
+
+    coords = np.array([(x, y) for y in (0, 32, 64) for x in range(0, 256, 32)], dtype=np.int64)
+    grid = TileGrid(coords_level0=coords, tile_size_level0=32, level=0, tile_size=32, mpp=1.0)
+    got, seen = [], []
+    with pytest.raises(SlideError, match=r"/scans/broken\.svs: cannot read the tile at level-0 \(160, 64\), "
+                                         r"level 0 \(OSError: Corrupt JPEG"):
+        for c, tiles in iter_tiles(_SlideFailingAt(170, 70), grid, batch_size=4):
+            seen.append(c)
+            got.append(tiles)
+    # every batch before the damaged tile's arrived, in grid order, with its own pixels: 16 tiles of rows 0
+    # and 32, then row 64 up to the batch holding (160, 64) (tiles 16..19 arrive, 20..23 do not)
+    seen, got = np.concatenate(seen), np.concatenate(got)
+    assert np.array_equal(seen, coords[:20])
+    assert np.array_equal(got[:, 0, 0, :2], coords[:20] // 32)
+    assert not [t for t in threading.enumerate() if t.name == "iter_tiles"]
