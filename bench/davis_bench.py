@@ -19,8 +19,10 @@ classical baseline), ``profile`` (gradient boosting on affinity-profile features
 out-of-fold drug / target statistics, matrix-completion estimates, profile / chemical / sequence
 neighbours; on cold-drug and scaffold splits with folds of whole drugs / scaffolds and the chemistry
 features, ``PROFILE``), ``ensemble`` (weighted mean of the split's ``MEMBERS``: gnn, gbt and profile, plus
-the additive model on cold-drug and scaffold; weights chosen on half of the calibration pairs, the other half
-calibrating its interval), ``additive`` (target mean + drug offset; 0 for a new drug). ``--ablation`` adds
+the additive model on cold-drug and scaffold; on the warm splits weights chosen on half of the calibration pairs,
+the other half calibrating its interval; on cold-drug and scaffold fixed weights, ``FIXED_WEIGHTS``, chosen on the
+exploration splits, every calibration pair calibrating the interval, with ``ensemble-cal-weights`` the
+calibration-chosen mix for comparison), ``additive`` (target mean + drug offset; 0 for a new drug). ``--ablation`` adds
 the profile model without the cold-split changes (``profile-pairs``: random folds, no chemistry, the model
 before; ``profile-grouped``: folds of whole drugs, no chemistry) and the ensemble without its additive
 member; a run with the GNN adds the ensemble without it (``ensemble-no-gnn``). ``domain`` rows split the
@@ -59,6 +61,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from fusion.errors import MoleculeError  # noqa: E402
 from molecules.activity import ActivityConfig, fit_activity, predict_table  # noqa: E402
 from molecules.conformal import calibration_mask, calibration_scores, coverage, intervals  # noqa: E402
 from molecules.domain import DOMAIN_TANIMOTO, nearest_training_similarity  # noqa: E402
@@ -95,6 +98,16 @@ PROFILE = {"standard": (None, False), "random": (None, False), "cold-drug": ("dr
 # (seeds 100-104) the half-and-half mean of the cold profile model and the additive model beat the additive model
 # by CI +0.028, +0.039, +0.073, +0.021, +0.053 (cold-drug) and +0.006, +0.069, +0.067, +0.049, +0.058 (scaffold).
 MEMBERS = {"cold-drug": ("gnn", "gbt", "profile", "additive"), "scaffold": ("gnn", "gbt", "profile", "additive")}
+# Fixed ensemble weights on new drugs. Chosen on calibration drugs (half of 10 % of the training pairs: about 3
+# drugs), the weights swung from profile 1 to additive 0.7 between seeds and cost CI: on the exploration splits
+# seeded 100-109 (never the bench's seeds) the calibration-chosen mix beat GBT by CI +0.029 (cold-drug) and
+# +0.059 (scaffold), the fixed mix below by +0.047 and +0.067 (means over the ten seeds; chosen once on those
+# splits as the best mean CI over both splits and the ten seeds on a 0.1 grid). With fixed weights every
+# calibration pair calibrates the interval. They apply when the split's members present are exactly these (no
+# GNN); otherwise the weights are chosen on the calibration pairs as on the warm splits. ``ensemble-cal-weights``
+# (always reported on these splits) is the calibration-chosen mix of the same members, for the paired comparison.
+FIXED_WEIGHTS = {"cold-drug": {"gbt": 0.1, "profile": 0.5, "additive": 0.4},
+                 "scaffold": {"gbt": 0.1, "profile": 0.5, "additive": 0.4}}
 # Ablation rows (--ablation): the profile model before the cold-split changes (random folds, no chemistry) and
 # with folds of whole drugs but no chemistry (on scaffold splits too), where the split's settings differ.
 ABLATIONS = {"profile-pairs": (None, False), "profile-grouped": ("drug", False)}
@@ -124,17 +137,27 @@ def _fit_all(train: DTITable, cal_mask: np.ndarray, config: ActivityConfig, args
     return out
 
 
-def _ensemble(cal_pred: dict, test_pred: dict, cal_y: np.ndarray, seed: int, members=("gnn", "gbt", "profile")):
-    """Weights (grid step 0.1 on the simplex) of the members present (e.g. gnn, gbt, profile), chosen by MSE on one
-    random half of the calibration pairs (inner validation: pairs held out as the test pairs are); returns
-    (weights, calibration-half mask for the conformal scores, cal, test preds)."""
+def _ensemble(cal_pred: dict, test_pred: dict, cal_y: np.ndarray, seed: int, members=("gnn", "gbt", "profile"),
+              fixed: dict[str, float] | None = None):
+    """Weights of the members present (e.g. gnn, gbt, profile) and the mixed predictions. ``fixed`` (member ->
+    weight, summing to 1) is used as given when its members are exactly the members present, and then every
+    calibration pair scores the interval; otherwise the weights (grid step 0.1 on the simplex) are chosen by MSE
+    on one random half of the calibration pairs (inner validation: pairs held out as the test pairs are) and the
+    other half scores the interval. Returns (weights, calibration mask for the conformal scores, cal, test preds)."""
     members = [m for m in members if m in cal_pred]
-    half = np.random.default_rng(seed + 1).permutation(len(cal_y)) < len(cal_y) // 2
-    grid = [w for w in itertools.product(range(11), repeat=len(members)) if sum(w) == 10]
     mix = (lambda p, w, sel=slice(None): sum(wi / 10 * p[m][sel] for wi, m in zip(w, members)))
-    best = min(grid, key=lambda w: float(np.mean((mix(cal_pred, w, half) - cal_y[half]) ** 2)))
+    if fixed is not None and set(fixed) == set(members):
+        best = tuple(round(10 * fixed[m]) for m in members)
+        if sum(best) != 10 or any(abs(10 * fixed[m] - b) > 1e-9 for m, b in zip(members, best)):
+            raise MoleculeError(f"davis bench: fixed ensemble weights {fixed} must be multiples of 0.1 summing to 1")
+        score = np.ones(len(cal_y), dtype=bool)
+    else:
+        half = np.random.default_rng(seed + 1).permutation(len(cal_y)) < len(cal_y) // 2
+        grid = [w for w in itertools.product(range(11), repeat=len(members)) if sum(w) == 10]
+        best = min(grid, key=lambda w: float(np.mean((mix(cal_pred, w, half) - cal_y[half]) ** 2)))
+        score = ~half
     weights = {m: wi / 10 for wi, m in zip(best, members)}
-    return weights, ~half, mix(cal_pred, best), mix(test_pred, best)
+    return weights, score, mix(cal_pred, best), mix(test_pred, best)
 
 
 def _calibration(train: DTITable, split: str, seed: int) -> np.ndarray:
@@ -163,14 +186,19 @@ def _evaluate(table: DTITable, split: str, seed: int, test: np.ndarray, config: 
     if args.ablation and "additive" in members:  # ablation: without the additive member
         weights["ensemble-no-additive"], _, cal_pred["ensemble-no-additive"], test_pred["ensemble-no-additive"] = \
             _ensemble(cal_pred, test_pred, cal_t.value, seed, tuple(m for m in members if m != "additive"))
-    weights["ensemble"], score_half, cal_pred["ensemble"], test_pred["ensemble"] = _ensemble(
-        cal_pred, test_pred, cal_t.value, seed, members)
+    score = {}
+    if split in FIXED_WEIGHTS:  # ablation: the same members with weights chosen on the calibration pairs
+        weights["ensemble-cal-weights"], score["ensemble-cal-weights"], cal_pred["ensemble-cal-weights"], \
+            test_pred["ensemble-cal-weights"] = _ensemble(cal_pred, test_pred, cal_t.value, seed, members)
+    weights["ensemble"], score["ensemble"], cal_pred["ensemble"], test_pred["ensemble"] = _ensemble(
+        cal_pred, test_pred, cal_t.value, seed, members, FIXED_WEIGHTS.get(split))
     for name, w in weights.items():
         fitted[name] = (None, sum(fitted[m][1] for m in w))
+    half = np.random.default_rng(seed + 1).permutation(len(cal_t)) < len(cal_t) // 2  # as _ensemble's
     rows = []
     for name, (_, train_s) in fitted.items():
         pred = test_pred[name]
-        use = score_half if name in weights else np.ones(len(cal_t), dtype=bool)
+        use = score.get(name, ~half) if name in weights else np.ones(len(cal_t), dtype=bool)
         lo, hi = intervals(pred, calibration_scores(cal_t.value[use], cal_pred[name][use]), args.nominal)
         rows.append({"split": split, "seed": seed, "method": name if name not in weights else
                      name + " " + ", ".join(f"{k} {v:g}" for k, v in weights[name].items() if v),
@@ -180,25 +208,34 @@ def _evaluate(table: DTITable, split: str, seed: int, test: np.ndarray, config: 
                      "n_test": int(test.sum()), "train_s": round(train_s, 1), "key": name})
         print(json.dumps(rows[-1]), flush=True)
         if name == "ensemble" and split == "cold-drug":
-            rows += _domain_rows(table, train, test_t, pred, lo, hi, split, seed)
+            rows += _domain_rows(table, train, test_t, pred, lo, hi, split, seed, test_pred["additive"])
     return rows, test_pred
 
 
-def _domain_rows(table: DTITable, train: DTITable, test: DTITable, pred, lo, hi, split: str, seed: int) -> list[dict]:
-    """MSE and coverage of the test pairs in / out of the applicability domain (nearest training Tanimoto)."""
+def _domain_rows(table: DTITable, train: DTITable, test: DTITable, pred, lo, hi, split: str, seed: int,
+                 additive: np.ndarray) -> list[dict]:
+    """MSE and coverage of the test pairs in / out of the applicability domain (nearest training Tanimoto), with
+    the additive model's MSE on the same pairs and their variance: MSE alone is confounded with how spread a
+    compound's affinities are (in Davis the compounds with close training analogues are the promiscuous kinase
+    inhibitor families, whose affinities spread more), so ``mse_vs_additive`` (ours / additive) is the skill."""
     dom = nearest_training_similarity([table.smiles[i] for i in test.drug_idx], [str(i) for i in test.target_idx],
                                       [table.smiles[i] for i in train.drug_idx], [str(i) for i in train.target_idx])
     rows = []
     for label, mask in (("in domain", dom["in_domain"].to_numpy()), ("out of domain", ~dom["in_domain"].to_numpy())):
         if mask.any():
+            err = float(np.mean((test.value[mask] - pred[mask]) ** 2))
+            err_add = float(np.mean((test.value[mask] - additive[mask]) ** 2))
             rows.append({"split": split, "seed": seed, "method": f"ensemble, {label} (Tanimoto >= {DOMAIN_TANIMOTO})"
                          if label == "in domain" else f"ensemble, {label}", "n_test": int(mask.sum()),
-                         "mse": float(np.mean((test.value[mask] - pred[mask]) ** 2)),
+                         "n_drugs": int(len(np.unique(test.drug_idx[mask]))), "mse": err,
+                         "mse_additive": err_add, "mse_vs_additive": err / err_add if err_add > 0 else None,
+                         "var_y": float(np.var(test.value[mask])),
                          "coverage": coverage(test.value[mask], lo[mask], hi[mask]), "ci": None, "pearson": None})
     return rows
 
 
-COMPARED = BASELINES + ("gnn", "profile", "ensemble-no-gnn", "ensemble-no-additive") + tuple(ABLATIONS)
+COMPARED = (BASELINES + ("gnn", "profile", "ensemble-no-gnn", "ensemble-no-additive", "ensemble-cal-weights")
+            + tuple(ABLATIONS))
 
 
 def paired_summary(rows: list[dict], ours: str = "ensemble", against: tuple[str, ...] = COMPARED) -> list[dict]:

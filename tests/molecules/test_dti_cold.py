@@ -81,3 +81,29 @@ def test_scaffold_groups_are_the_families_and_a_bad_grouping_is_named():
     assert len(pairs) == len(FAMILIES) == len(set(groups.tolist()))
     with pytest.raises(MoleculeError, match="group_by expected one of .* found 'target'"):
         ProfileGBT(group_by="target")
+
+
+def test_fixed_ensemble_weights_are_used_as_given_and_score_every_calibration_pair():
+    from bench.davis_bench import FIXED_WEIGHTS, _ensemble
+
+    rng = np.random.default_rng(0)
+    y_cal, y_test = rng.normal(6, 1, 40), rng.normal(6, 1, 30)
+    good = {"cal": y_cal + rng.normal(0, 0.1, 40), "test": y_test + rng.normal(0, 0.1, 30)}
+    bad = {"cal": rng.normal(6, 1, 40), "test": rng.normal(6, 1, 30)}
+    cal_pred = {"profile": good["cal"], "gbt": bad["cal"], "additive": np.full(40, 6.0)}
+    test_pred = {"profile": good["test"], "gbt": bad["test"], "additive": np.full(30, 6.0)}
+    fixed = {"gbt": 0.1, "profile": 0.5, "additive": 0.4}
+    w, score, cal_mix, test_mix = _ensemble(cal_pred, test_pred, y_cal, 3, ("gnn", "gbt", "profile", "additive"),
+                                            fixed)
+    assert w == fixed and score.all()  # no GNN fitted: the fixed members are the members present
+    assert np.allclose(test_mix, 0.1 * bad["test"] + 0.5 * good["test"] + 2.4)
+    assert np.allclose(cal_mix, 0.1 * bad["cal"] + 0.5 * good["cal"] + 2.4)
+    # a GNN member present: the fixed weights do not cover it, so the calibration half chooses (the good member)
+    cal_pred["gnn"], test_pred["gnn"] = bad["cal"] + 1.0, bad["test"] + 1.0
+    w, score, _, test_mix = _ensemble(cal_pred, test_pred, y_cal, 3, ("gnn", "gbt", "profile", "additive"), fixed)
+    assert w["profile"] == 1.0 and score.sum() == 20 and np.allclose(test_mix, good["test"])
+    assert set(FIXED_WEIGHTS) == {"cold-drug", "scaffold"}
+    assert all(abs(sum(v.values()) - 1.0) < 1e-9 for v in FIXED_WEIGHTS.values())
+    with pytest.raises(MoleculeError, match="multiples of 0.1"):
+        _ensemble(cal_pred, test_pred, y_cal, 3, ("gbt", "profile", "additive"),
+                  {"gbt": 0.15, "profile": 0.45, "additive": 0.4})
