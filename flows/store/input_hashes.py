@@ -87,19 +87,11 @@ class InputHasher:
         self.files_read = 0  # files whose bytes were hashed this run (cache misses)
 
     def _file(self, f: Path) -> str:
-        st = f.stat()
-        key = str(f.resolve())
-        with self._lock:
-            hit = self._cache.get(key)
-        if hit is not None and hit[0] == st.st_size and hit[1] == st.st_mtime_ns:
-            return hit[2]
-        sha = file_sha256(f)
-        with self._lock:
-            self._cache[key] = (st.st_size, st.st_mtime_ns, sha)
-            self.files_read += 1
-        return sha
+        return self._cached(str(f.resolve()), f.stat(), str(f))
 
     def _cached(self, key: str, st: os.stat_result, path: str) -> str:
+        """The file's SHA-256 from the cache when its size and mtime match ``st`` (``key``: its resolved
+        path), else read and cached."""
         with self._lock:
             hit = self._cache.get(key)
         if hit is not None and hit[0] == st.st_size and hit[1] == st.st_mtime_ns:
