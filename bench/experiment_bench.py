@@ -3,12 +3,13 @@ strategy, Cox and discrete-time NLL heads) on the published splits, through the 
 `fusionrx experiment` (results DB, MLflow file store, HTML report). Goal: BLCA under 10 minutes on 2 CPU cores.
 
 Usage (from the project root): OMP_NUM_THREADS=1 python bench/experiment_bench.py [--cohorts blca ucec]
-    [--add-strategies experts] [--out bench/experiment_results.json]
+    [--add-strategies experts] [--set KEY=VALUE ...] [--workers N] [--no-best] [--out bench/experiment_results.json]
 Prints every model's c-index mean +- std beside MCAT's published numbers, with the mean td-AUC, the
 integrated Brier score (ibs, lower is better) and its training-fold Kaplan-Meier reference (ibs_km) over
 the folds able to support them, and each fusion row's paired per-fold gain over the best single modality
 (mean +- standard error); never used as a test. ``--add-strategies`` appends strategies (e.g. ``experts``)
-to the spec's own.
+to the spec's own; ``--set`` overrides the spec's options (YAML values, e.g. ``--set tune=false
+early_stopping=null``). Rows whose options were chosen by inner CV (fusion.tuning) print their choice per fold.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ def main() -> None:
     ap.add_argument("--add-strategies", nargs="*", default=[], help="strategies added to the spec's (e.g. experts)")
     ap.add_argument("--workers", type=int, default=1, help="processes for the neural models and the nested selection")
     ap.add_argument("--no-best", action="store_true", help="leave out the nested-selection rows (options.best)")
+    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                    help="override the spec's options (ExperimentOptions fields; values read as YAML)")
     args = ap.parse_args()
     from dataclasses import replace
 
@@ -45,6 +48,7 @@ def main() -> None:
         opts = replace(opts, strategies=list(opts.strategies) + [s for s in args.add_strategies
                                                                   if s not in opts.strategies],
                        best=opts.best and not args.no_best)
+        opts = replace(opts, **_overrides(args.set))
         with tempfile.TemporaryDirectory() as store:
             t0, c0 = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
             res = run_spec(spec, store, options=opts, progress=lambda s: print(f"  [{cohort}] {s}", flush=True),
@@ -70,10 +74,28 @@ def main() -> None:
         for r in rows:
             if r.get("chosen"):
                 print(f"{r['name']} chose, per fold: {', '.join(r['chosen'])}")
+            options = [t.get("options") for t in r.get("tuned") or [] if isinstance(t, dict)]
+            if options and all(options) and r["strategy"] not in ("best", "experts", "baseline"):
+                print(f"{r['name']} options, per fold: "
+                      + " | ".join(",".join(f"{k}={v}" for k, v in o.items()) for o in options))
         out["cohorts"][cohort] = {"wall_s": wall, "cpu_s": cpu, "rows": rows, "strategies": list(opts.strategies),
-                                  "load_avg_end": os.getloadavg()}
+                                  "options": {k: getattr(opts, k) for k in ("tune", "early_stopping", "best")},
+                                  "set": list(args.set), "load_avg_end": os.getloadavg()}
     Path(args.out).write_text(json.dumps(out, indent=1, default=float))
     print(f"\nwrote {args.out}")
+
+
+def _overrides(pairs: list[str]) -> dict:
+    """{field: value} from KEY=VALUE strings (values parsed as YAML: true, null, 0.2, [a, b])."""
+    import yaml
+
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--set: expected KEY=VALUE, found {pair!r}")
+        out[key] = yaml.safe_load(value)
+    return out
 
 
 if __name__ == "__main__":

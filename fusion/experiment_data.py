@@ -112,6 +112,7 @@ class ExperimentOptions:
     experts_components: int | None = 10  # PCA components per expert of the experts strategy; None: no PCA
     encoder_factories: dict[str, Callable[[int], torch.nn.Module]] | None = None  # modality -> in_dim -> encoder
     early_stopping: float | None = None  # neural fits hold out this fraction of training patients (fusion.train)
+    tune: bool = False  # also choose the neural strategies' width and weight decay by inner CV (fusion.tuning)
     best: bool = False  # add the nested-selection rows 'best' and 'best:single' (fusion.nested)
     best_candidates: Sequence[str] | None = None  # row names 'best' picks among; None: every single/fusion/experts/baseline row
 

@@ -32,8 +32,9 @@ def run_neural(data: ExperimentData, splits: Sequence[Split], opts: ExperimentOp
 
     ``select``: in every outer fold, an inner CV on the training part picks the modality subset
     (fusion.selection.candidate_subsets) before the final fit, so an uninformative modality can be left out.
-    A strategy with an option grid (fusion.tuning, e.g. 'bilinear') has its options chosen by inner CV on each
-    outer training fold too (``extra['tuned']``: per fold, the chosen options and every candidate's inner mean).
+    A strategy with an option grid (fusion.tuning, e.g. 'bilinear'; early, late, attention and kronecker with
+    ``opts.tune``) has its options chosen by inner CV on each outer training fold too (``extra['tuned']``: per
+    fold, the chosen options and every candidate's inner mean), a chosen one-modality subset included.
     """
     metric = PRIMARY_METRIC[data.task]
     fold_metrics, oofs, curves, chosen, options = [], [], [], [], []
@@ -44,7 +45,8 @@ def run_neural(data: ExperimentData, splits: Sequence[Split], opts: ExperimentOp
             mods, inner = select_subset(data, tr, strategy_options(opts, strategy), strategy, modalities, head, seed)
             strat = strategy if len(mods) > 1 else "single"
             chosen.append({"modalities": mods, "inner": inner})
-        pred, model, ds, b, tuned = fit_predict_tuned(data, tr, va, opts, strat, mods, head, seed)
+        # a subset of one modality is fitted as 'single' with the strategy's own options and grid (as selected)
+        pred, model, ds, b, tuned = fit_predict_tuned(data, tr, va, opts, strat, mods, head, seed, grid_of=strategy)
         if tuned:
             options.append(tuned)
         if opts.robustness and len(modalities) > 1 and len(mods) == len(modalities):

@@ -3,6 +3,8 @@
 Inside one outer training fold, every candidate modality subset (each single modality and the full
 set; every non-empty subset when there are at most 3 modalities) is cross-validated on inner folds;
 the best inner mean wins (ties go to the larger subset). The outer validation fold is never seen.
+``inner_cv_mean`` is the one inner-CV scoring loop: subset selection here, a strategy's option grid
+(fusion.tuning) and the nested ``best`` rows (fusion.nested) all score their candidates with it.
 """
 
 from __future__ import annotations
@@ -62,24 +64,18 @@ def inner_cv_mean(data: "ExperimentData", folds: Sequence[tuple[list[str], list[
 
 def select_subset(data: "ExperimentData", train: Sequence[str], opts: "ExperimentOptions", strategy: str,
                   modalities: Sequence[str], head: str | None, seed: int) -> tuple[list[str], dict[str, float]]:
-    """The modality subset with the best inner-CV primary metric, and every candidate's inner mean."""
-    from fusion.folds import fit_predict_fold, score_fold
-    from fusion.task_metrics import PRIMARY_METRIC
+    """The modality subset with the best inner-CV primary metric (``inner_cv_mean``), and every candidate's inner
+    mean. Candidates are fitted with ``opts`` as given (the caller applies the strategy's overrides; its option
+    grid is searched once, for the chosen subset, by fusion.tuning); a one-modality subset is fitted as 'single'."""
+    from fusion.folds import fit_predict_fold
 
-    metric = PRIMARY_METRIC[data.task]
     folds = inner_splits(data, train, opts.inner_folds, seed)
     scores: dict[str, float] = {}
     best, best_score = list(modalities), -np.inf
     for cand in sorted(candidate_subsets(modalities), key=len, reverse=True):
         strat = strategy if len(cand) > 1 else "single"
-        vals = []
-        for j, (a, b) in enumerate(folds):
-            pred = fit_predict_fold(data, a, b, opts, strat, cand, head, seed + 17 * (j + 1))[0]
-            try:
-                vals.append(score_fold(data, a, b, pred)[metric])
-            except (FusionDataError, ValueError):  # an inner fold without a comparable pair / one class
-                continue
-        mean = float(np.mean(vals)) if vals else -np.inf
+        mean = inner_cv_mean(data, folds, lambda a, b, s, c=cand, st=strat: fit_predict_fold(
+            data, a, b, opts, st, c, head, s)[0], seed)
         scores["+".join(cand)] = mean
         if mean > best_score + 1e-9:
             best, best_score = cand, mean

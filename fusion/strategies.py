@@ -3,6 +3,9 @@
 A new strategy is one subclass of :class:`FusionStrategy` registered with
 ``@register_strategy("name")``. Every strategy masks missing modalities: the
 output for a sample never depends on the embedding of a modality it lacks.
+
+early, late, attention and kronecker declare ``tune_grid = NEURAL_TUNE_GRID`` (width and weight decay): with
+``options: {tune: true}`` fusion.tuning picks them by inner CV on every outer training fold.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from torch import nn
 from fusion.errors import FusionConfigError
 from fusion.strategy_base import (  # noqa: F401 (re-exported: the registry's public names)
     FUSION_STRATEGIES,
+    NEURAL_TUNE_GRID,
     FusionStrategy,
     _mlp_head,
     build_strategy,
@@ -27,6 +31,8 @@ from fusion.strategy_base import (  # noqa: F401 (re-exported: the registry's pu
 class EarlyFusion(FusionStrategy):
     """Concatenate modality embeddings; a missing slot gets a learned 'missing' embedding and the
     presence mask is appended as explicit indicator features; MLP head."""
+
+    tune_grid = NEURAL_TUNE_GRID
 
     def __init__(self, n_modalities: int, embed_dim: int, n_outputs: int, hidden: int = 64, dropout: float = 0.1) -> None:
         super().__init__(n_modalities, embed_dim, n_outputs)
@@ -51,6 +57,8 @@ class LateFusion(FusionStrategy):
     modalities gets a more confident decision). ``combine="mean"`` takes a softmax-weighted mean
     instead (e.g. for regression targets). A sample with no modality gets a learned constant.
     """
+
+    tune_grid = NEURAL_TUNE_GRID
 
     def __init__(self, n_modalities: int, embed_dim: int, n_outputs: int, hidden: int = 32, dropout: float = 0.1,
                  combine: str = "sum") -> None:
@@ -93,6 +101,8 @@ class LateFusion(FusionStrategy):
 class AttentionFusion(FusionStrategy):
     """Intermediate fusion: modality tokens + learned modality-type embeddings + a CLS token through a
     small nn.TransformerEncoder; missing modalities are excluded with key_padding_mask; head on CLS."""
+
+    tune_grid = NEURAL_TUNE_GRID
 
     def __init__(
         self,
@@ -153,6 +163,8 @@ class KroneckerFusion(FusionStrategy):
     by a sigmoid of [own embedding, mean of present embeddings]; a 1 is appended and the outer product
     over modalities taken. A missing modality contributes only the constant 1 (its vector is zeroed).
     k shrinks with M so the product stays <= ~1024 features."""
+
+    tune_grid = NEURAL_TUNE_GRID
 
     def __init__(
         self,

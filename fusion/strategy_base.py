@@ -12,6 +12,12 @@ from fusion.errors import FusionConfigError
 
 FUSION_STRATEGIES: dict[str, type["FusionStrategy"]] = {}
 
+# The neural strategies' ``tune_grid`` (searched by inner CV only with ``options: {tune: true}``, fusion.tuning):
+# width (each modality's embedding size) and AdamW's decoupled weight decay, 2 x 2 = 4 candidates, the smaller /
+# more regularised value first (ties go to it). With the engine's short full-batch schedule (60 steps at lr 1e-3)
+# a weight decay of 1e-2 shrinks the weights by under 0.1%; 3.0 shrinks them by about 16% over a fit.
+NEURAL_TUNE_GRID: dict[str, tuple] = {"embed_dim": (8, 16), "weight_decay": (3.0, 1e-2)}
+
 
 def register_strategy(name: str) -> Callable[[type["FusionStrategy"]], type["FusionStrategy"]]:
     """Class decorator: register a FusionStrategy subclass under ``name``."""
@@ -46,9 +52,18 @@ def _mlp_head(in_dim: int, hidden: int, n_outputs: int, dropout: float) -> nn.Se
 
 
 class FusionStrategy(nn.Module):
-    """Base class: ``forward(z [B, M, h], present bool [B, M]) -> [B, n_outputs]``."""
+    """Base class: ``forward(z [B, M, h], present bool [B, M]) -> [B, n_outputs]``.
+
+    Run options a subclass may declare (ExperimentOptions field names, applied by fusion.tuning):
+    ``option_overrides`` {field: value}, always applied to its fits; ``option_grid`` {field: candidates}, always
+    chosen by inner CV on each outer training fold; ``tune_grid`` {field: candidates}, chosen by inner CV only
+    when the experiment asks for it (``ExperimentOptions.tune``), e.g. the neural strategies' NEURAL_TUNE_GRID.
+    """
 
     strategy_name = "base"
+    option_overrides: dict = {}
+    option_grid: dict = {}
+    tune_grid: dict = {}
 
     def __init__(self, n_modalities: int, embed_dim: int, n_outputs: int) -> None:
         super().__init__()

@@ -169,3 +169,22 @@ def test_encoder_factory_used_and_projected():
     assert model.eval()(_batch()).shape == (5, 1)
     with pytest.raises(FusionConfigError, match="unknown modalities"):
         FusionModel(["rna"], {"rna": 7}, "single", 1, encoder_factories={"wsi": MeanMIL})
+
+
+@pytest.mark.parametrize("name", sorted(n for n, c in FUSION_STRATEGIES.items() if c.tune_grid))
+def test_every_tune_grid_candidate_builds_and_masks_missing_modalities(name):
+    """Each width of a strategy's tune_grid (fusion.tuning) gives a working model that still ignores the values of
+    missing modalities; grid keys are ExperimentOptions fields."""
+    from fusion.tuning import option_candidates
+
+    cands = option_candidates(name, tune=True)
+    assert len(cands) > 1
+    for cand in cands:
+        dim = cand.get("embed_dim", H)
+        torch.manual_seed(0)
+        strat = build_strategy(name, n_modalities=M, embed_dim=dim, n_outputs=N_OUT).eval()
+        z = torch.randn(B, M, dim)
+        noisy = torch.where(PRESENT.unsqueeze(-1), z, torch.randn(B, M, dim) * 100)
+        out = strat(z, PRESENT)
+        assert out.shape == (B, N_OUT) and torch.isfinite(out).all()
+        assert torch.allclose(out, strat(noisy, PRESENT), atol=1e-5)
