@@ -11,7 +11,7 @@ import json
 import os
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import pandas as pd
 
@@ -30,29 +30,17 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def _combine(root: Path, files: list[Path], file_hash) -> str:
-    digest = hashlib.sha256()
-    for f in files:
-        digest.update(str(f.relative_to(root)).encode())
-        digest.update(file_hash(f).encode())
-    return digest.hexdigest()
-
-
-def _files(p: Path) -> list[Path]:
-    return sorted(x for x in p.rglob("*") if x.is_file())
-
-
 def _walk(root: Path) -> list[tuple[tuple[str, ...], str, os.stat_result, bool]]:
-    """A folder's files, in ``_files``'s order (by path parts): (relative parts, path, stat, is a link).
+    """A folder's files sorted by their relative path parts: (relative parts, path, stat, is a link).
     One ``scandir`` per folder and one ``stat`` per file, no per-file path objects: a DICOM tree holds
-    thousands of files and a rerun stats every one."""
+    thousands of files and a rerun stats every one. A link to a folder is not descended into."""
     out, todo = [], [((), str(root))]
     while todo:
         rel, folder = todo.pop()
         with os.scandir(folder) as it:
             for e in it:
                 parts = (*rel, e.name)
-                if e.is_dir():  # follows links to folders, as rglob's is_file() test of what lies below does not
+                if e.is_dir():
                     if not e.is_symlink():
                         todo.append((parts, e.path))
                 elif e.is_file():
@@ -61,10 +49,20 @@ def _walk(root: Path) -> list[tuple[tuple[str, ...], str, os.stat_result, bool]]
     return out
 
 
+def folder_sha256(root: Path, file_hash: Callable[[tuple[str, ...], str, os.stat_result, bool], str]) -> str:
+    """SHA-256 of a folder: each file's relative name ('/'-joined) and ``file_hash(parts, path, stat, is_link)``
+    in ``_walk``'s order."""
+    digest = hashlib.sha256()
+    for parts, path, st, link in _walk(root):
+        digest.update("/".join(parts).encode())
+        digest.update(file_hash(parts, path, st, link).encode())
+    return digest.hexdigest()
+
+
 def path_sha256(path: str | Path) -> str:
     """SHA-256 of a file, or of a folder's files (relative names + contents, sorted)."""
     p = Path(path)
-    return file_sha256(p) if p.is_file() else _combine(p, _files(p), file_sha256)
+    return file_sha256(p) if p.is_file() else folder_sha256(p, lambda parts, f, st, link: file_sha256(f))
 
 
 def config_sha256(config: Any) -> str:
@@ -103,15 +101,11 @@ class InputHasher:
         return sha
 
     def _folder(self, root: Path) -> str:
-        """``_combine(root, _files(root), self._file)`` without a Path per file: the resolved root is
-        joined with each relative name (a file that is a link is resolved on its own)."""
+        """``folder_sha256`` through the cache, keyed by the resolved root joined with each relative name (a file
+        that is a link is resolved on its own)."""
         base = str(root.resolve())
-        digest = hashlib.sha256()
-        for parts, path, st, link in _walk(root):
-            key = str(Path(path).resolve()) if link else os.path.join(base, *parts)
-            digest.update("/".join(parts).encode())
-            digest.update(self._cached(key, st, path).encode())
-        return digest.hexdigest()
+        return folder_sha256(root, lambda parts, path, st, link: self._cached(
+            str(Path(path).resolve()) if link else os.path.join(base, *parts), st, path))
 
     def __call__(self, path: str | Path) -> str:
         """SHA-256 of a file or folder (same value as ``path_sha256``), memoised for the run."""
