@@ -204,7 +204,9 @@ def _optimise(
     with torch.random.fork_rng(devices=fork_devices), cpu_threads(config.num_threads):
         torch.manual_seed(config.seed)
         order_gen = torch.Generator().manual_seed(config.seed)
-        opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        # foreach: one vectorised update over all parameters, the same arithmetic as the per-tensor loop that is
+        # otherwise the CPU default (~10% of a small network's step)
+        opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay, foreach=True)
         model.train()
         bags = [m for m in model.modalities if dataset.modalities[m].is_ragged]
         best, best_state = float("inf"), None

@@ -192,7 +192,8 @@ def fit_activity(table: DTITable, config: ActivityConfig = ActivityConfig(), dev
     target_idx = torch.as_tensor(table.target_idx, dtype=torch.long)
     generator = torch.Generator().manual_seed(config.seed)
     steps_per_epoch = max(1, -(-len(y) // config.batch_size))
-    optimiser = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    optimiser = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay,
+                                  foreach=True)  # vectorised update: same arithmetic as the per-tensor CPU default
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=config.lr,
                                                    total_steps=config.epochs * steps_per_epoch)
     model.train()
