@@ -33,9 +33,13 @@ def quiet_prefect_env(verbosity: str = "normal") -> None:
 
 
 def cpu_seconds() -> float:
-    """User + system CPU seconds of this process (all threads) and of its waited-for children."""
+    """User + system CPU seconds of this process (all threads), of its waited-for children, and of the workers
+    forked for it by its fork server (isolated readers, fusion pool workers: the server's children, which
+    report their own CPU; flows.store.isolate, fusion.experiment_pool). Not the fork server's own imports."""
     t = os.times()
-    return t.user + t.system + t.children_user + t.children_system
+    forked = sum(m.worker_cpu_seconds() for m in (sys.modules.get("flows.store.isolate"),
+                                                    sys.modules.get("fusion.experiment_pool")) if m is not None)
+    return t.user + t.system + t.children_user + t.children_system + forked
 
 
 class StageBar:

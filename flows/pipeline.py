@@ -514,12 +514,16 @@ def start_reader_workers(ctx: RunContext) -> None:
     others find their modules imported there. Started now, beside the first stages, when the run may read
     something; when the last finished run had the same inputs and config (``same_as_last_run``), only named:
     a rerun with nothing new then never starts it (its imports cost seconds of CPU), and a stage that does
-    find work starts it at its first worker."""
+    find work starts it at its first worker. With more than one fusion worker, the fusion pool's modules are
+    named too: its workers fork from the same server (fusion.experiment_pool.worker_context), which then never
+    restarts to add them."""
     from flows.stages.pathology import SLIDE_PRELOAD
     from flows.stages.radiology import RADIOLOGY_PRELOAD
     from flows.store.isolate import preload_fork_server, start_fork_server
+    from fusion.experiment_pool import POOL_MODULES
 
-    modules = (*RADIOLOGY_PRELOAD, *SLIDE_PRELOAD, "omics.spatial")
+    modules = (*RADIOLOGY_PRELOAD, *SLIDE_PRELOAD, "omics.spatial",
+               *(POOL_MODULES if ctx.config.fusion_workers > 1 else ()))
     (preload_fork_server if same_as_last_run(ctx) else start_fork_server)(modules)
 
 

@@ -2,18 +2,43 @@
 
 Every model seeds each fold from ``opts.seed`` and the fold number (``run_neural``), so where a model
 trains does not change what it learns; ``workers`` changes the wall time only. Workers are spawned
-(never forked from a process with torch threads running) and receive the data once.
+(never forked from a process with torch threads running) and receive the data once; a caller may have them
+forked from a clean fork server instead (``worker_context``: the flows layer passes its own), so that each
+costs a fork, not its imports.
 """
 
 from __future__ import annotations
 
 import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
-from typing import Callable, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from typing import Callable, Iterator, Sequence
 
 from fusion.neural_runs import run_neural
 
 _STATE: dict = {}
+POOL_MODULES = ("fusion.experiment_pool",)  # what a worker imports before its first job (torch, the fusion code)
+
+
+@contextmanager
+def _spawned(modules: Sequence[str]) -> Iterator[multiprocessing.context.BaseContext]:
+    yield multiprocessing.get_context("spawn")
+
+
+_worker_start: Callable[[Sequence[str]], AbstractContextManager] = _spawned
+
+
+@contextmanager
+def worker_context(factory: Callable[[Sequence[str]], AbstractContextManager]) -> Iterator[None]:
+    """Within the block, the pools start their workers from ``factory(modules)``: a context manager yielding
+    a multiprocessing context whose new processes have ``modules`` imported and no threads of the caller
+    (e.g. ``flows.store.isolate.forked_workers``); outside it, workers are spawned."""
+    global _worker_start
+    before, _worker_start = _worker_start, factory
+    try:
+        yield
+    finally:
+        _worker_start = before
 
 Plan = tuple[str, list[str], "str | None", bool]
 
@@ -43,13 +68,29 @@ def _neural_job(data, splits, opts, item: Plan):
 
 
 def _job(fn, item):
-    return fn(_STATE["data"], _STATE["splits"], _STATE["opts"], item)
+    """A job in a worker: (its pid, the worker's CPU seconds so far, ``fn``'s value)."""
+    import os
+
+    value = fn(_STATE["data"], _STATE["splits"], _STATE["opts"], item)
+    t = os.times()
+    return os.getpid(), t.user + t.system, value
+
+
+_FORKED_CPU = [0.0]  # CPU seconds of finished pool workers that were not this process's children
+
+
+def worker_cpu_seconds() -> float:
+    """CPU seconds (user + system, from fork to their last job) of the pools' workers that were forked by
+    another process (a fork server: ``worker_context``), which this process's ``os.times()`` never sees;
+    spawned workers are this process's children and are counted there."""
+    return _FORKED_CPU[0]
 
 
 def run_pool(data, splits, opts, fn: Callable, items: Sequence, workers: int = 1,
              cost: Callable[[object], float] | None = None, progress: Callable[[object], None] | None = None) -> list:
     """``fn(data, splits, opts, item)`` for every item (a module-level function: workers import it), in item
-    order; on ``workers`` spawned processes when > 1 (dearest ``cost`` first), else here."""
+    order; on ``workers`` worker processes when > 1 (spawned, or see ``worker_context``; dearest ``cost`` first),
+    else here."""
     say = progress or (lambda r: None)
     if workers <= 1 or len(items) < 2:
         out = []
@@ -57,16 +98,19 @@ def run_pool(data, splits, opts, fn: Callable, items: Sequence, workers: int = 1
             out.append(fn(data, splits, opts, item))
             say(out[-1])
         return out
-    ctx = multiprocessing.get_context("spawn")
     # longest first, so that no worker is left alone with the dearest job at the end; results in item order
     order = sorted(range(len(items)), key=lambda i: -(cost(items[i]) if cost else 1.0))
-    with ProcessPoolExecutor(min(workers, len(items)), mp_context=ctx, initializer=_init,
-                             initargs=(data, splits, opts)) as pool:
+    with _worker_start(POOL_MODULES) as ctx, ProcessPoolExecutor(min(workers, len(items)), mp_context=ctx,
+                                                                 initializer=_init, initargs=(data, splits, opts)) as pool:
         futures = {i: pool.submit(_job, fn, items[i]) for i in order}
-        out = []
+        out, cpu = [], {}
         for i in range(len(items)):
-            out.append(futures[i].result())
-            say(out[-1])
+            pid, used, value = futures[i].result()
+            cpu[pid] = max(used, cpu.get(pid, 0.0))
+            out.append(value)
+            say(value)
+        if ctx.get_start_method() != "spawn":  # forked by a fork server: not our children
+            _FORKED_CPU[0] += sum(cpu.values())
         return out
 
 

@@ -12,7 +12,9 @@ from typing import Any, Callable
 from flows.experiments.inputs import load_experiment
 from flows.experiments.reference import read_reference
 from flows.experiments.spec import ExperimentSpec, load_spec
+from flows.store.isolate import forked_workers
 from fusion.experiment import ExperimentOptions, ModelResult, run_experiment
+from fusion.experiment_pool import worker_context
 
 
 def code_version() -> str:
@@ -70,7 +72,8 @@ def run_spec(spec_path: str | Path, store: str | Path, *, tracking_uri: str | No
         from flows.experiments.bags import mil_encoder_factories
 
         opts = replace(opts, encoder_factories=mil_encoder_factories(data.bags, opts.embed_dim))
-    results: list[ModelResult] = run_experiment(data, splits, opts, progress=progress, workers=workers)
+    with worker_context(forked_workers):  # pool workers fork from the fork server, with torch imported there
+        results: list[ModelResult] = run_experiment(data, splits, opts, progress=progress, workers=workers)
     rows = [r.row() for r in results] + refs
     run_id = f"{spec.name}-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
     uri = tracking_uri or spec.tracking_uri or default_tracking_uri(store)

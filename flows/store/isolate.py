@@ -23,7 +23,8 @@ from __future__ import annotations
 import multiprocessing as mp
 import signal
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from multiprocessing.connection import Connection
 from typing import Any, TypeVar
 
@@ -33,6 +34,27 @@ T = TypeVar("T")
 _START_LOCK = threading.Lock()
 _PRELOADED: set[str] = set()  # modules asked for so far: the fork server (re)starts with all of them
 _IN_FLIGHT = 0  # isolated calls between _context() and _release(): the server is never stopped under them
+_WORKER_CPU = [0.0]  # CPU seconds of the answered workers (children of the fork server, not of this process)
+
+
+def worker_cpu_seconds() -> float:
+    """CPU seconds (user + system) of the isolated workers of this process that have answered so far. They are
+    the fork server's children, so this process's ``os.times()`` never sees them; each reports its own."""
+    return _WORKER_CPU[0]
+
+
+def add_worker_cpu(seconds: float) -> None:
+    """Count ``seconds`` of CPU a worker forked from the fork server reported (see ``worker_cpu_seconds``)."""
+    with _START_LOCK:
+        _WORKER_CPU[0] += seconds
+
+
+def own_cpu_seconds() -> float:
+    """User + system CPU seconds of the calling process (a forked worker: since its fork)."""
+    import os
+
+    t = os.times()
+    return t.user + t.system
 
 
 def _context(preload: Iterable[str]) -> mp.context.BaseContext:
@@ -104,17 +126,35 @@ def preload_fork_server(preload: Iterable[str]) -> None:
     _release()
 
 
+@contextmanager
+def forked_workers(preload: Iterable[str]) -> Iterator[mp.context.BaseContext]:
+    """A multiprocessing context for a pool of worker processes (``ProcessPoolExecutor(mp_context=...)``), forked
+    from this process's fork server with ``preload`` imported there (the server restarts with them when it lacks
+    them and no call is in flight), so that a worker costs a fork, not its imports (torch and the fusion code:
+    3-4 CPU-s a spawned worker); the server is never stopped while the block runs. Like spawned workers, they
+    never inherit the caller's threads. 'spawn' where there is no fork server or inside a daemonic process."""
+    if mp.current_process().daemon or "forkserver" not in mp.get_all_start_methods():
+        yield mp.get_context("spawn")
+        return
+    ctx = _context(preload)
+    try:
+        yield ctx
+    finally:
+        _release()
+
+
 def _worker(conn: Connection, fn: Callable[..., Any], args: tuple, kwargs: dict) -> None:
-    """The worker's body: call ``fn`` and send back ("ok", value) or ("error", exception)."""
+    """The worker's body: call ``fn`` and send back ("ok", value, cpu) or ("error", exception, cpu), cpu its
+    own CPU seconds."""
     try:
         outcome = ("ok", fn(*args, **kwargs))
     except BaseException as exc:  # noqa: BLE001 - every failure goes back to the caller
         outcome = ("error", exc)
     try:
-        conn.send(outcome)
+        conn.send((*outcome, own_cpu_seconds()))
     except Exception as exc:  # noqa: BLE001 - an unpicklable value or exception: its text still goes back
         conn.send(("error", RuntimeError(f"{type(outcome[1]).__name__}: {outcome[1]} (could not be sent back: "
-                                         f"{type(exc).__name__}: {exc})")))
+                                         f"{type(exc).__name__}: {exc})"), own_cpu_seconds()))
     finally:
         conn.close()
 
@@ -210,10 +250,12 @@ def run_isolated(fn: Callable[..., T], *args: Any, what: str, error: type[Fusion
         ``error``: "<what>: the reader died in native code (killed by signal SIGSEGV (11)) ..." or "... did not
         answer within N s"; any exception ``fn`` raised, as it was.
     """
+    forked = False  # by the fork server: not this process's child, so its CPU comes back with its answer
     if mp.current_process().daemon:  # a Dask worker process: multiprocessing refuses children there
         outcome, timed_out, exitcode = _in_subprocess(fn, args, kwargs, timeout_s)
     else:
         ctx = _context(preload)
+        forked = ctx.get_start_method() == "forkserver"
         try:
             parent, child = ctx.Pipe(duplex=False)
             proc = ctx.Process(target=_worker, args=(child, fn, args, kwargs), daemon=True,
@@ -233,7 +275,9 @@ def run_isolated(fn: Callable[..., T], *args: Any, what: str, error: type[Fusion
             raise error(f"{what}: the reader did not answer within {timeout_s:g} s (worker killed); skipped")
         raise error(f"{what}: the reader died in native code ({how}) while reading it: the file is damaged "
                     f"or unreadable by {getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', fn)}; skipped")
-    status, value = outcome
+    status, value, *cpu = outcome
+    if forked and cpu:
+        add_worker_cpu(cpu[0])
     if status == "error":
         raise value
     return value

@@ -54,6 +54,14 @@ def answer_after(started: str, seconds: float, value: int) -> int:
     return value
 
 
+def burn_cpu(seconds: float) -> float:
+    """Spin for ``seconds`` of this process's CPU time; the CPU time it measured."""
+    t0 = time.process_time()
+    while time.process_time() - t0 < seconds:
+        pass
+    return time.process_time() - t0
+
+
 def read_10x_unchecked(path: str):
     """scanpy's reader on the file as it is, without omics.spaceranger's index checks."""
     import scanpy as sc
@@ -166,3 +174,17 @@ def test_named_preload_modules_reach_the_first_worker_without_an_early_server():
     got = run_isolated(modules_loaded, ["sndhdr", "mailcap", "wave"], what="first", error=SpatialError,
                        preload=("wave",))
     assert got == {"sndhdr": True, "mailcap": True, "wave": True}
+
+
+def test_a_forked_workers_cpu_is_counted_by_its_caller():
+    """A worker forked by the fork server is not the caller's child, so the caller's os.times() never sees it:
+    it reports its CPU with its answer, and the run's stage CPU (flows.console.cpu_seconds) includes it."""
+    from flows.console import cpu_seconds
+    from flows.store.isolate import worker_cpu_seconds
+
+    before, stage_before = worker_cpu_seconds(), cpu_seconds()
+    burnt = run_isolated(burn_cpu, 0.5, what="spin", error=SpatialError)
+    counted = worker_cpu_seconds() - before
+    assert burnt >= 0.5
+    assert burnt <= counted < burnt + 0.5  # the spin plus the worker's own start and answer
+    assert cpu_seconds() - stage_before >= counted
