@@ -46,16 +46,43 @@ def shared_group(module: str) -> str:
     return next((f for f in SHARED_SESSION_FIXTURES if re.search(rf"\b{f}\b", text)), module)
 
 
+SLOW_MODULE = re.compile(r"^pytestmark\s*=.*\bpytest\.mark\.slow\b", re.M)
+
+
+def unit_rank(unit: str) -> int:
+    """Where a unit of work goes in the queue: the shared session fixtures' groups first (in
+    SHARED_SESSION_FIXTURES order), then the modules marked slow as a whole (``pytestmark = pytest.mark.slow``:
+    each runs a pipeline or a server of its own), then the rest. Dearest first, so that the suite ends on
+    short modules on both workers, not on one worker with a long module that started late."""
+    if unit in SHARED_SESSION_FIXTURES:
+        return SHARED_SESSION_FIXTURES.index(unit)
+    return len(SHARED_SESSION_FIXTURES) + (0 if SLOW_MODULE.search((TESTS_ROOT / unit).read_text()) else 1)
+
+
+def dearest_first(units: dict[str, dict]) -> list[str]:
+    """The work units (unit -> its tests) in the order they are handed out: by ``unit_rank``, then more tests
+    first (xdist's own order)."""
+    return sorted(units, key=lambda u: (unit_rank(u), -len(units[u])))
+
+
 @pytest.hookimpl(optionalhook=True)  # a pytest-xdist hook: unknown (and unused) without the plugin
 def pytest_xdist_make_scheduler(config, log):
     """Whole modules as units of work, the users of one costly session fixture merged into one unit: each
     fixture is built on one worker only, once. (xdist's own ``xdist_group`` marks no longer reach its
-    scheduler under pytest 9.2, whose node ids ignore the suffix xdist writes, so the grouping lives here.)"""
+    scheduler under pytest 9.2, whose node ids ignore the suffix xdist writes, so the grouping lives here.)
+    The units are handed out dearest first (``dearest_first``)."""
     from xdist.scheduler import LoadScopeScheduling
 
     class SharedFixtureScheduling(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
             return shared_group(nodeid.split("::")[0])
+
+        def _assign_work_unit(self, node) -> None:
+            if not getattr(self, "_ordered", False):  # the first hand-out: the queue is complete
+                for unit in dearest_first(self.workqueue):
+                    self.workqueue.move_to_end(unit)
+                self._ordered = True
+            super()._assign_work_unit(node)
 
     return SharedFixtureScheduling(config, log)
 
@@ -92,6 +119,25 @@ def prefect_harness():
 
     with prefect_test_harness(server_startup_timeout=180):
         yield
+
+
+@pytest.fixture(scope="module")
+def children_use_the_harness(prefect_harness):
+    """The module's child processes (CLI runs as subprocesses) use the session's Prefect server, through
+    PREFECT_API_URL in the environment, instead of each starting a server of its own (a few CPU-s each); the
+    URL is yielded, the environment restored after the module. Not for tests of the run's own server."""
+    from flows.prefect_server import configured_api_url
+
+    url, before = configured_api_url(), os.environ.get("PREFECT_API_URL")
+    assert url, "the Prefect test harness set no API URL"
+    os.environ["PREFECT_API_URL"] = url
+    try:
+        yield url
+    finally:
+        if before is None:
+            os.environ.pop("PREFECT_API_URL", None)
+        else:
+            os.environ["PREFECT_API_URL"] = before
 
 
 @pytest.fixture(scope="session")

@@ -20,6 +20,8 @@ from flows.serving.api import create_app
 from flows.serving.security import ApiSettings
 from tests.flows.test_api import client, store  # noqa: F401 - the hand-built store (with a spatial sample)
 
+pytestmark = pytest.mark.slow  # property-based requests against the served API
+
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 # every documented GET and its examples per generation mode, by cost (CPU per request on 2 cores: a target's
 # explanation or picture ~40 ms, a ranking page or a drawing ~10 ms): 2 x 1,030 requests, ~40 CPU-seconds

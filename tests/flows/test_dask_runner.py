@@ -10,6 +10,8 @@ from flows.pipeline import run_pipeline
 from flows.store.artifacts import ArtifactStore
 from tests.flows.rankings import assert_same_ranking
 
+pytestmark = pytest.mark.slow  # a second pipeline run on a Dask cluster
+
 distributed = pytest.importorskip("distributed")
 
 

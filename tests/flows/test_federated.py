@@ -19,6 +19,8 @@ from flows.federated.sites import (
 )
 from fusion.data import MultimodalDataset
 
+pytestmark = pytest.mark.slow  # a federated simulation over three sites
+
 
 def _planted(n: int, seed: int = 0) -> tuple[dict[str, pd.DataFrame], pd.Series]:
     """Three modalities, each a weak noisy view of a binary label (pooled data needed to learn it well)."""

@@ -13,6 +13,8 @@ import pytest
 
 from bench.fuzz_cohort import DOORS, KINDS, fuzz_seed, ok_exits, prepare, ranking, ranking_changes, spatial_patients
 
+pytestmark = pytest.mark.slow  # three scans + runs of a generated cohort, as subprocesses
+
 # a 16-patient cohort (seed 0), damage seed 2: every door and every kind drawn over 4 patients, twelve untouched
 # patients with slides, CT and spatial samples among them. (On 12 patients, 4 slides lost of 10 once left a
 # 2-fold split with < 2 slide bags in a fold and stopped the run: flows.pipeline.cv_ready now leaves such a
@@ -25,7 +27,7 @@ IMAGING_FILES, IMAGING_SEED = 8, 5
 
 
 @pytest.fixture(scope="module")
-def clean(tmp_path_factory):
+def clean(tmp_path_factory, children_use_the_harness):
     out = tmp_path_factory.mktemp("fuzz")
     return out, prepare(out, n_patients=N_PATIENTS, cohort_seed=COHORT_SEED)
 

@@ -12,6 +12,8 @@ import pytest
 
 from bench.fuzz_cohort import KINDS, choose, harness_config, named_records, scan_and_run
 
+pytestmark = pytest.mark.slow  # a scan + run of a damaged cohort as subprocesses
+
 # (door, kind): every door once, every kind of damage at least once; the file is drawn with a fixed seed
 PLAN = [
     ("dicom", "truncate"),
@@ -36,7 +38,7 @@ def door_cohort(tmp_path_factory):
     return out
 
 
-def test_every_damaged_file_is_named_and_the_run_survives(door_cohort, tmp_path):
+def test_every_damaged_file_is_named_and_the_run_survives(door_cohort, tmp_path, children_use_the_harness):
     data, work = tmp_path / "data", tmp_path / "work"
     tiny_config = tmp_path / "run.yaml"
     tiny_config.write_text(harness_config())  # the tiny run config (+ slide verification where the config has it)

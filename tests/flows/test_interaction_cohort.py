@@ -16,6 +16,8 @@ import pytest
 
 from flows.synthetic.cohort import CohortConfig, generate_cohort, plan_cohort
 
+pytestmark = pytest.mark.slow  # a pipeline run over a 64-patient cohort
+
 INTERACTION_AWARE = ("early", "attention", "kronecker", "bilinear")
 
 

@@ -16,6 +16,8 @@ from fusion.errors import PacsError
 from tests.flows.orthanc import Orthanc, require_orthanc
 from tests.realdata import realdata_dir
 
+pytestmark = pytest.mark.slow  # a real Orthanc PACS started for the module
+
 
 def _dicom_files(root: Path) -> dict[tuple[str, str], list[Path]]:
     """(PatientID, Modality) -> files, by header (any layout, any file names)."""

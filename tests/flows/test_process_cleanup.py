@@ -22,6 +22,8 @@ import pytest
 from flows.cli import EXIT_SKIPPED, main
 from flows.prefect_server import free_port
 
+pytestmark = pytest.mark.slow  # runs and schedules as subprocesses, each with its own server
+
 ROOT = Path(__file__).resolve().parents[2]
 SERVER_MARKERS = ("uvicorn", "prefect")
 

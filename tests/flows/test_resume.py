@@ -15,9 +15,12 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 import psutil
+import pytest
 
 from tests.flows.rankings import assert_same_ranking
 from tests.flows.test_process_cleanup import assert_all_gone, cmdline
+
+pytestmark = pytest.mark.slow  # runs killed and resumed as subprocesses
 
 
 ROOT = Path(__file__).resolve().parents[2]
