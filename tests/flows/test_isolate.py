@@ -187,4 +187,4 @@ def test_a_forked_workers_cpu_is_counted_by_its_caller():
     counted = worker_cpu_seconds() - before
     assert burnt >= 0.5
     assert burnt <= counted < burnt + 0.5  # the spin plus the worker's own start and answer
-    assert cpu_seconds() - stage_before >= counted
+    assert cpu_seconds() - stage_before >= counted - 0.011  # os.times() ticks are 10 ms
