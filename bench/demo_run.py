@@ -61,15 +61,21 @@ def reap_orphans(keep: set[int], timeout_s: float = 30.0) -> tuple[float, int]:
 
     cpu, rss = 0.0, 0
     deadline = time.monotonic() + timeout_s
-    for child in psutil.Process().children():
-        if child.pid in keep:
+    time.sleep(0.5)  # the fork server exits once it reads EOF from the run's end of its pipe
+    for child in psutil.Process().children():  # zombies included (reaped here, never by psutil: it would eat
+        if child.pid in keep:                  # the rusage)
             continue
-        with contextlib.suppress(psutil.NoSuchProcess):
-            child.wait(max(0.0, deadline - time.monotonic()))
-        with contextlib.suppress(ProcessLookupError, ChildProcessError):
-            if psutil.pid_exists(child.pid) and child.status() != psutil.STATUS_ZOMBIE:
-                child.kill()
-            _, _, usage = os.wait4(child.pid, 0)
+        with contextlib.suppress(ChildProcessError):
+            while True:
+                pid, _, usage = os.wait4(child.pid, os.WNOHANG)
+                if pid:
+                    break
+                if time.monotonic() > deadline:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(child.pid, 9)
+                    _, _, usage = os.wait4(child.pid, 0)
+                    break
+                time.sleep(0.05)
             cpu, rss = cpu + usage.ru_utime + usage.ru_stime, max(rss, usage.ru_maxrss)
     return cpu, rss
 

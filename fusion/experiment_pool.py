@@ -14,10 +14,10 @@ from concurrent.futures import ProcessPoolExecutor
 from contextlib import AbstractContextManager, contextmanager
 from typing import Callable, Iterator, Sequence
 
-from fusion.neural_runs import run_neural
-
 _STATE: dict = {}
-POOL_MODULES = ("fusion.experiment_pool",)  # what a worker imports before its first job (torch, the fusion code)
+# what a worker imports before its first job (torch, the fusion code); this module itself imports neither, so that
+# naming them costs a caller nothing
+POOL_MODULES = ("fusion.experiment_pool", "fusion.neural_runs")
 
 
 @contextmanager
@@ -63,6 +63,8 @@ def _cost(data, item: Plan) -> float:
 
 
 def _neural_job(data, splits, opts, item: Plan):
+    from fusion.neural_runs import run_neural
+
     strategy, mods, head, select = item
     return run_neural(data, splits, opts, strategy, mods, head, select)
 
