@@ -33,11 +33,23 @@ def make_tiles(n: int, seed: int = 0) -> np.ndarray:
     return tiles
 
 
+# A rank that gloo's C++ runtime aborts (std::terminate on a joinable thread: "terminate called without an
+# active exception", SIGABRT) was seen once in ~10 suite runs, on a loaded machine, and not in 3 runs alone: a
+# known class of gloo teardown races, not this code. Such a run is tried once more; any other failure, or the
+# same abort twice, fails the test.
+GLOO_ABORT = "terminate called without an active exception"
+
+
 def torchrun(args: list[str], tmp: Path) -> dict:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            "-m", "flows.training.ddp_train", *args, "--device", "cpu", "--report", str(tmp / "report.json")]
-    proc = subprocess.run(cmd, cwd=tmp, env=env, capture_output=True, text=True, timeout=240)
+    for attempt in (1, 2):
+        (tmp / "report.json").unlink(missing_ok=True)
+        proc = subprocess.run(cmd, cwd=tmp, env=env, capture_output=True, text=True, timeout=240)
+        if proc.returncode == 0 or GLOO_ABORT not in proc.stderr or attempt == 2:
+            break
+        print(f"torchrun: a rank aborted in gloo ({GLOO_ABORT!r}); trying once more", file=sys.stderr)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads((tmp / "report.json").read_text())
 
