@@ -57,6 +57,12 @@ def own_cpu_seconds() -> float:
     return t.user + t.system
 
 
+def _no_fork_server() -> bool:
+    """Whether this process cannot use a fork server: a platform without one, or a daemonic process (a Dask
+    worker), where multiprocessing refuses children."""
+    return mp.current_process().daemon or "forkserver" not in mp.get_all_start_methods()
+
+
 def _context(preload: Iterable[str]) -> mp.context.BaseContext:
     """The fork-server context, its server holding every module ``preload`` has named so far in this process.
 
@@ -105,7 +111,7 @@ def start_fork_server(preload: Iterable[str]) -> None:
     modules; the server imports them while the caller goes on. Workers inherit the server's environment as
     it was when it started (thread caps included: start it after setting them). A no-op where there is no
     fork server (spawn platforms, daemonic workers) or once it runs (its modules are fixed when it starts)."""
-    if mp.current_process().daemon or "forkserver" not in mp.get_all_start_methods():
+    if _no_fork_server():
         return
     _context(preload)
     try:
@@ -120,7 +126,7 @@ def preload_fork_server(preload: Iterable[str]) -> None:
     """Name modules for the fork server without starting it: the first ``run_isolated`` call of this process
     starts it with them (and with its own). For a run that may need no worker at all (a rerun whose inputs
     are all current), so that it never pays the readers' imports."""
-    if mp.current_process().daemon or "forkserver" not in mp.get_all_start_methods():
+    if _no_fork_server():
         return
     _context(preload)
     _release()
@@ -133,7 +139,7 @@ def forked_workers(preload: Iterable[str]) -> Iterator[mp.context.BaseContext]:
     them and no call is in flight), so that a worker costs a fork, not its imports (torch and the fusion code:
     3-4 CPU-s a spawned worker); the server is never stopped while the block runs. Like spawned workers, they
     never inherit the caller's threads. 'spawn' where there is no fork server or inside a daemonic process."""
-    if mp.current_process().daemon or "forkserver" not in mp.get_all_start_methods():
+    if _no_fork_server():
         yield mp.get_context("spawn")
         return
     ctx = _context(preload)
